@@ -1,0 +1,134 @@
+"""The one Kafka config builder, and topic administration.
+
+Every Kafka client in the project (SDK producer, sink consumer, DLQ producer, admin,
+streams) gets its librdkafka settings here, so delivery guarantees are decided once.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from schemas import topics
+
+log = logging.getLogger(__name__)
+
+Role = Literal["producer", "consumer", "admin"]
+
+
+def _quiet_logger() -> logging.Logger:
+    # librdkafka logs every refused connection at error level; route it through logging
+    # so it is structured and quiet by default instead of raw stderr lines.
+    return logging.getLogger("librdkafka")
+
+
+def client_config(
+    bootstrap: str,
+    role: Role,
+    *,
+    group_id: str | None = None,
+    session_timeout_ms: int = 6000,
+    extra: dict[str, Any] | None = None,
+    **overrides: Any,
+) -> dict[str, Any]:
+    """librdkafka settings for one client.
+
+    - producer: idempotent, ``acks=all``, lz4 — no loss and no reordering on retry.
+    - consumer: offsets are never committed automatically; the owner commits after its
+      output is durable (at-least-once). Reads from the earliest offset when the group has
+      none, so a new sink lands history instead of skipping it.
+    """
+    conf: dict[str, Any] = {"bootstrap.servers": bootstrap, "logger": _quiet_logger()}
+    if role == "producer":
+        conf.update(
+            {
+                "enable.idempotence": True,
+                "acks": "all",
+                "compression.type": "lz4",
+                "linger.ms": 5,
+                "batch.num.messages": 10_000,
+                "queue.buffering.max.messages": 100_000,
+                "queue.buffering.max.kbytes": 256 * 1024,
+                "message.timeout.ms": 30_000,
+            }
+        )
+    elif role == "consumer":
+        if not group_id:
+            raise ValueError("a consumer needs a group_id")
+        conf.update(
+            {
+                "group.id": group_id,
+                "enable.auto.commit": False,
+                "enable.auto.offset.store": False,
+                "auto.offset.reset": "earliest",
+                "session.timeout.ms": session_timeout_ms,
+                "heartbeat.interval.ms": max(500, session_timeout_ms // 3),
+                "partition.assignment.strategy": "cooperative-sticky",
+                "fetch.max.bytes": 64 * 1024 * 1024,
+                "queued.max.messages.kbytes": 256 * 1024,
+            }
+        )
+    conf.update(extra or {})
+    conf.update(overrides)
+    return conf
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    partitions: int
+    config: dict[str, str] = field(default_factory=dict)
+
+
+def default_topics(events_partitions: int) -> list[TopicSpec]:
+    """The topics of brief §4, with the configs they rely on."""
+    return [
+        TopicSpec(topics.EVENTS, events_partitions),
+        TopicSpec(topics.DLQ, 1),
+        TopicSpec(topics.CONTROL, 1, {"cleanup.policy": "compact"}),
+        TopicSpec(topics.METRICS, 1),
+    ]
+
+
+def ensure_topics(admin_conf: dict[str, Any], specs: Iterable[TopicSpec], timeout_s: float = 15):
+    """Create missing topics; existing ones are left as they are (idempotent)."""
+    admin = AdminClient(admin_conf)
+    new = [NewTopic(s.name, num_partitions=s.partitions, replication_factor=1, config=s.config)
+           for s in specs]
+    deadline = time.monotonic() + timeout_s
+    pending = {t.topic: t for t in new}
+    while pending:
+        futures = admin.create_topics(list(pending.values()), operation_timeout=5)
+        for name, fut in futures.items():
+            try:
+                fut.result()
+                pending.pop(name)
+            except KafkaException as exc:
+                err: KafkaError = exc.args[0]
+                if err.code() == KafkaError.TOPIC_ALREADY_EXISTS:
+                    pending.pop(name)
+                elif time.monotonic() > deadline or not err.retriable():
+                    raise
+        if pending:
+            time.sleep(0.2)
+
+
+def wait_for_broker(bootstrap: str, timeout_s: float = 20) -> None:
+    """Poll cluster metadata until the broker answers, or raise TimeoutError."""
+    admin = AdminClient(client_config(bootstrap, "admin"))
+    deadline = time.monotonic() + timeout_s
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            admin.list_topics(timeout=1)
+            return
+        except KafkaException as exc:
+            last = exc
+            time.sleep(0.05)
+    raise TimeoutError(f"no Kafka broker answered at {bootstrap} within {timeout_s}s: {last}")

@@ -1,0 +1,111 @@
+"""Wiring: settings → the sink, the store API, the embedded broker. No logic of their own."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+import socket
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import uvicorn
+from clickhouse_connect.driver.client import Client
+
+from agentledger import discovery
+from agentledger.api import create_app
+from agentledger.clickhouse import claim_store, client_for
+from agentledger.kafka import client_config, default_topics, ensure_topics
+from agentledger.settings import Settings
+from sinks.clickhouse import BatchPolicy, ClickHouseWriter
+from sinks.consumer import Sink, SinkStats
+from sinks.dlq import DeadLetters
+from sinks.migrate import migrate
+
+log = logging.getLogger(__name__)
+
+
+def open_store(settings: Settings) -> Client:
+    """A client on the store with the schema migrated (idempotent)."""
+    bootstrap_client = client_for(settings, database=False)
+    migrate(bootstrap_client, db=settings.clickhouse_database,
+            events_ttl_days=settings.retention_days,
+            rejected_ttl_days=settings.rejected_retention_days)
+    bootstrap_client.close()
+    return client_for(settings)
+
+
+def build_sink(settings: Settings, bootstrap: str, client: Client) -> Sink:
+    extra = settings.kafka_security
+    return Sink(
+        client_config(bootstrap, "consumer", group_id=settings.sink_group,
+                      session_timeout_ms=settings.kafka_session_timeout_ms, extra=extra),
+        ClickHouseWriter(client, settings.clickhouse_database),
+        DeadLetters(client_config(bootstrap, "producer", extra=extra)),
+        policy=BatchPolicy(settings.sink_batch_rows, settings.sink_batch_bytes,
+                           settings.sink_batch_seconds),
+        max_event_bytes=settings.max_event_bytes,
+    )
+
+
+@dataclass
+class ApiServer:
+    server: uvicorn.Server
+    thread: threading.Thread
+    url: str
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+def start_api(settings: Settings, client: Client, sink: Sink | None = None) -> ApiServer:
+    """Serve the API on a thread; binds first, so the URL is known and the port is ours."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((settings.api_host, settings.api_port))
+    host, port = sock.getsockname()[:2]
+    app = create_app(client, stats=(lambda: sink.stats.as_dict()) if sink else None)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="api",
+                              daemon=True)
+    thread.start()
+    return ApiServer(server, thread, f"http://{host}:{port}")
+
+
+@contextlib.contextmanager
+def stop_on_signals(stop: callable) -> Iterator[None]:  # type: ignore[valid-type]
+    """SIGTERM/SIGINT call ``stop`` (graceful), then restore the previous handlers."""
+    previous = {sig: signal.signal(sig, lambda *_: stop()) for sig in
+                (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def run_sink_service(settings: Settings, bootstrap: str, *, serve_api: bool,
+                     max_idle_s: float | None = None) -> SinkStats:
+    """The sink (and, when it owns an embedded store, the API) until SIGTERM/SIGINT."""
+    lock = claim_store(settings)
+    ensure_topics(client_config(bootstrap, "admin", extra=settings.kafka_security),
+                  default_topics(settings.events_partitions))
+    client = open_store(settings)
+    sink = build_sink(settings, bootstrap, client)
+    api = None
+    if serve_api:
+        api = start_api(settings, client_for(settings), sink)
+        discovery.publish(settings, discovery.STORE_FILE,
+                          {"api_url": api.url, "dsn": settings.dsn_for_display})
+        log.info("store API listening", extra={"url": api.url})
+    try:
+        with stop_on_signals(sink.stop):
+            return sink.run(max_idle_s=max_idle_s)
+    finally:
+        if api:
+            discovery.withdraw(settings, discovery.STORE_FILE)
+            api.stop()
+        if lock:
+            lock.close()

@@ -1,0 +1,105 @@
+"""The one settings object. Every value comes from an ``AGENTLEDGER_*`` environment variable.
+
+The defaults are the embedded stack: a Tansu broker this process starts, and a chdb
+store under the data directory. Point ``AGENTLEDGER_KAFKA_BOOTSTRAP`` and
+``AGENTLEDGER_CLICKHOUSE_DSN`` at a real cluster for production.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="AGENTLEDGER_", frozen=True, extra="ignore")
+
+    data_dir: Path = Field(
+        default=Path(".agentledger"), description="where the embedded store and run files live"
+    )
+    kafka_bootstrap: str | None = Field(
+        default=None, description="host:port[,host:port]; unset = embedded Tansu broker"
+    )
+    kafka_security: dict[str, str] = Field(
+        default_factory=dict,
+        description="extra librdkafka settings (sasl.*, ssl.*) as JSON, for managed clusters",
+    )
+    kafka_session_timeout_ms: int = Field(
+        default=6000, ge=1000, description="short by default: Tansu answers JoinGroup slowly"
+    )
+    broker_port: int = Field(default=0, ge=0, le=65535, description="embedded broker; 0 = free")
+    events_partitions: int = Field(default=3, ge=1)
+
+    clickhouse_dsn: SecretStr | None = Field(
+        default=None, description="chdb:///dir or http(s)://user:pass@host:8123/db"
+    )
+    clickhouse_database: str = Field(default="agentledger", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    retention_days: int = Field(default=365, ge=1, description="TTL of events")
+    rejected_retention_days: int = Field(default=30, ge=1)
+
+    sink_group: str = "agentledger-sink"
+    sink_batch_rows: int = Field(default=50_000, ge=1)
+    sink_batch_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
+    sink_batch_seconds: float = Field(default=1.0, gt=0)
+    max_event_bytes: int = Field(default=256 * 1024, ge=1024, description="larger → DLQ")
+
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(default=0, ge=0, le=65535, description="0 = a free port")
+    api_url: str | None = Field(default=None, description="a running ledger API to query")
+
+    redact_keys: list[str] = Field(
+        default_factory=lambda: [
+            "password", "secret", "token", "api_key", "apikey", "authorization",
+            "access_token", "refresh_token", "private_key", "client_secret", "cookie",
+        ]
+    )
+    log_level: str = "WARNING"
+    log_json: bool = True
+
+    @field_validator("clickhouse_dsn")
+    @classmethod
+    def _dsn_scheme(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            scheme = urlsplit(value.get_secret_value()).scheme
+            if scheme not in ("chdb", "http", "https", "clickhouse", "clickhouses"):
+                raise ValueError(f"unsupported ClickHouse DSN scheme {scheme!r}")
+        return value
+
+    @cached_property
+    def dsn(self) -> str:
+        """The effective DSN: the configured one, or the embedded chdb store."""
+        if self.clickhouse_dsn is not None:
+            return self.clickhouse_dsn.get_secret_value()
+        return f"chdb://{(self.data_dir / 'chdb').resolve()}"
+
+    @property
+    def embedded_store(self) -> bool:
+        return self.dsn.startswith("chdb:")
+
+    @property
+    def chdb_path(self) -> Path | None:
+        if not self.embedded_store:
+            return None
+        return Path(urlsplit(self.dsn).path)
+
+    @property
+    def dsn_for_display(self) -> str:
+        """The DSN with any password masked, for logs and `up`'s banner."""
+        parts = urlsplit(self.dsn)
+        if parts.password:
+            netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+            return urlunsplit(parts._replace(netloc=netloc))
+        return self.dsn
+
+    @property
+    def run_dir(self) -> Path:
+        return self.data_dir / "run"
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Settings from the environment, with explicit overrides (CLI flags) on top."""
+    return Settings(**{k: v for k, v in overrides.items() if v is not None})

@@ -1,0 +1,299 @@
+"""Run and tool-call context managers: they fill the envelope so callers never do.
+
+A run owns its hash chain (``seq``, ``prev_hash``) and its OTel span; each tool call,
+model call and retrieval is a child span, and the event's ``span_id`` is that span's id.
+A run is used from one thread at a time; different runs may share a Ledger across threads.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from opentelemetry import trace
+from opentelemetry.trace import Span, Status, StatusCode
+
+from producers.ids import format_ts, uuid7
+from producers.tracing import traceparent
+from schemas.integrity import GENESIS, event_hash, sign
+
+if TYPE_CHECKING:
+    from producers.emitter import Ledger
+
+
+def sha256_json(value: Any) -> str:
+    return hashlib.sha256(orjson.dumps(value, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+def sha256_bytes(value: bytes | str) -> str:
+    return hashlib.sha256(value.encode() if isinstance(value, str) else value).hexdigest()
+
+
+class RunContext:
+    """One agent run: emits ``run.started`` on enter and ``run.finished`` on exit.
+
+    Leaving the block normally finishes with ``success`` and by an exception with
+    ``failure`` (the exception propagates), unless :meth:`finish` was called first.
+    """
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        *,
+        workflow: str,
+        inputs: Any = None,
+        input_ref: str | None = None,
+        prompt_template: str = "default",
+        prompt_version: str = "1",
+        model_config: Mapping[str, Any] | None = None,
+        policy_version: str = "1",
+        max_cost_usd: float | None = None,
+        max_tool_calls: int | None = None,
+        on_behalf_of: str | None = None,
+        run_id: str | None = None,
+    ):
+        self.ledger = ledger
+        self.workflow = workflow
+        self.run_id = run_id or uuid7()
+        self.on_behalf_of = on_behalf_of
+        self._started = {
+            "workflow": workflow,
+            "inputs_hash": sha256_json(inputs),
+            "input_ref": input_ref,
+            "prompt_template": prompt_template,
+            "prompt_version": prompt_version,
+            "model_config": dict(model_config or {}),
+            "policy_version": policy_version,
+            "budget": {"max_cost_usd": max_cost_usd, "max_tool_calls": max_tool_calls},
+        }
+        self.seq = 0
+        self.prev_hash = GENESIS
+        self.finished = False
+        self.outcome: str | None = None
+        self.totals = {"cost_usd": 0.0, "tokens_in": 0, "tokens_out": 0, "model_calls": 0,
+                       "tool_calls": 0, "duration_ms": 0.0}
+        self._t0 = 0.0
+        self._span: Span | None = None
+        self.event_ids: list[str] = []
+
+    # -- envelope and chain ----------------------------------------------------------
+
+    def emit(self, event_type: str, body: dict[str, Any], span: Span | None = None) -> str:
+        """Build, validate, chain and send one event of this run; returns its event_id."""
+        span = span or self._span
+        assert span is not None, "emit() outside the run's with-block"
+        self.ledger.check(event_type, body)
+        ctx = span.get_span_context()
+        parent = getattr(span, "parent", None)
+        ident = self.ledger.identity
+        event: dict[str, Any] = {
+            "schema_version": 1,
+            "event_id": uuid7(),
+            "event_type": event_type,
+            "ts": format_ts(self.ledger.clock()),
+            "trace_id": f"{ctx.trace_id:032x}",
+            "span_id": f"{ctx.span_id:016x}",
+            "parent_span_id": f"{parent.span_id:016x}" if parent is not None else None,
+            "run_id": self.run_id,
+            "seq": self.seq,
+            "tenant": ident.tenant,
+            "workspace": ident.workspace,
+            "agent": ident.agent,
+            "agent_version": ident.agent_version,
+            "principal": ident.principal,
+            "on_behalf_of": self.on_behalf_of,
+            "env": ident.env,
+            "prev_hash": self.prev_hash,
+            "body": body,
+        }
+        digest = event_hash(event, self.prev_hash)
+        event["hash"] = digest
+        event["sig"] = sign(digest, self.ledger.signing_key) if self.ledger.signing_key else None
+        self.ledger.send(event, traceparent(ctx))
+        self.prev_hash = digest
+        self.seq += 1
+        self.event_ids.append(event["event_id"])
+        return event["event_id"]
+
+    def _child_span(self, name: str, start_ns: int | None = None,
+                    attributes: Mapping[str, Any] | None = None) -> Span:
+        parent_ctx = trace.set_span_in_context(self._span) if self._span else None
+        return self.ledger.tracer.start_span(name, context=parent_ctx, start_time=start_ns,
+                                             attributes=attributes)
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    def __enter__(self) -> RunContext:
+        self._t0 = time.perf_counter()
+        self._span = self.ledger.tracer.start_span(
+            f"agent.run {self.workflow}",
+            attributes={"agentledger.run_id": self.run_id, "agentledger.workflow": self.workflow},
+        )
+        self.emit("run.started", self._started)
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: object) -> None:
+        if not self.finished:
+            if exc is None:
+                self.finish("success")
+            else:
+                self.finish("failure", error=f"{exc_type.__name__ if exc_type else ''}: {exc}")
+        if self._span is not None:
+            if exc is not None:
+                self._span.set_status(Status(StatusCode.ERROR, str(exc)))
+            self._span.end()
+
+    def finish(self, outcome: str, error: str | None = None) -> str:
+        """Emit ``run.finished`` now (success|failure|aborted|rolled_back)."""
+        self.totals["duration_ms"] = round((time.perf_counter() - self._t0) * 1000, 3)
+        self.totals["cost_usd"] = round(self.totals["cost_usd"], 10)
+        self.finished = True
+        self.outcome = outcome
+        redacted = self.ledger.redactor.redact(error) if error else None
+        return self.emit("run.finished", {"outcome": outcome, "error": redacted,
+                                          "totals": dict(self.totals)})
+
+    # -- steps ---------------------------------------------------------------------
+
+    def model_call(
+        self,
+        *,
+        provider: str,
+        model: str,
+        model_version: str,
+        role: str,
+        tokens_in: int,
+        tokens_out: int,
+        latency_ms: float,
+        cached_tokens: int = 0,
+        cost_usd: float | None = None,
+        status: str = "ok",
+    ) -> str:
+        """Record a finished model call; priced from the Ledger's price table if no cost."""
+        price_version = None
+        if cost_usd is None:
+            cost_usd, price_version = self.ledger.prices.cost(
+                provider, model, tokens_in, tokens_out, cached_tokens)
+        end_ns = time.time_ns()
+        span = self._child_span(
+            f"model.call {model}", end_ns - int(latency_ms * 1e6),
+            {"gen_ai.system": provider, "gen_ai.request.model": model,
+             "gen_ai.usage.input_tokens": tokens_in, "gen_ai.usage.output_tokens": tokens_out})
+        event_id = self.emit("model.call", {
+            "provider": provider, "model": model, "model_version": model_version, "role": role,
+            "tokens_in": tokens_in, "tokens_out": tokens_out, "cached_tokens": cached_tokens,
+            "cost_usd": cost_usd, "price_version": price_version, "latency_ms": latency_ms,
+            "status": status,
+        }, span)
+        span.end(end_ns)
+        self.totals["model_calls"] += 1
+        self.totals["tokens_in"] += tokens_in
+        self.totals["tokens_out"] += tokens_out
+        self.totals["cost_usd"] += cost_usd
+        return event_id
+
+    def retrieval(self, *, source: str, index_version: str,
+                  documents: Mapping[str, bytes | str]) -> str:
+        """Record retrieved documents by id and content sha256 (contents stay local)."""
+        span = self._child_span(f"retrieval {source}")
+        event_id = self.emit("retrieval", {
+            "source": source, "index_version": index_version,
+            "doc_ids": list(documents), "doc_hashes": [sha256_bytes(c) for c in documents.values()],
+        }, span)
+        span.end()
+        return event_id
+
+    def tool_call(self, tool: str, action: str, *, mode: str, args: Mapping[str, Any],
+                  tool_version: str = "1", schema: Mapping[str, Any] | None = None,
+                  idempotency_key: str | None = None) -> ToolCallContext:
+        return ToolCallContext(self, tool, action, mode=mode, args=args,
+                               tool_version=tool_version, schema=schema,
+                               idempotency_key=idempotency_key)
+
+    def policy_decision(self, *, policy_id: str, policy_version: str, rule: str,
+                        decision: str, action: str) -> str:
+        return self.emit("policy.decision", {"policy_id": policy_id,
+                                             "policy_version": policy_version, "rule": rule,
+                                             "decision": decision, "action": action})
+
+    def approval_requested(self, *, approver: str, action: str, reason: str | None = None) -> str:
+        return self.emit("approval.requested",
+                         {"approver": approver, "action": action, "reason": reason})
+
+    def approval_resolved(self, *, approver: str, decision: str, latency_ms: float) -> str:
+        return self.emit("approval.resolved",
+                         {"approver": approver, "decision": decision, "latency_ms": latency_ms})
+
+    def human_override(self, *, who: str, what: str, why: str) -> str:
+        return self.emit("human.override", {"who": who, "what": what, "why": why})
+
+    def rollback(self, *, who: str, what: str, why: str) -> str:
+        return self.emit("rollback", {"who": who, "what": what, "why": why})
+
+
+class ToolCallContext:
+    """A tool call: ``tool.call`` on enter, ``tool.result`` on :meth:`result` or exit.
+
+    Args are redacted before they are hashed or sent; ``args_hash`` is over the redacted
+    args, so no digest of a secret leaves the agent either. Leaving the block by an
+    exception without a result records ``status=error`` with the exception's type.
+    """
+
+    def __init__(self, run: RunContext, tool: str, action: str, *, mode: str,
+                 args: Mapping[str, Any], tool_version: str,
+                 schema: Mapping[str, Any] | None, idempotency_key: str | None):
+        self.run = run
+        self.tool = tool
+        self.action = action
+        self.mode = mode
+        self.args = run.ledger.redactor.redact(dict(args))
+        self.tool_version = tool_version
+        self.schema_hash = sha256_json(dict(schema or {}))
+        self.idempotency_key = idempotency_key
+        self.done = False
+        self._t0 = 0.0
+        self._span: Span | None = None
+
+    def __enter__(self) -> ToolCallContext:
+        self._t0 = time.perf_counter()
+        self._span = self.run._child_span(f"tool.call {self.tool}.{self.action}", None,
+                                          {"agentledger.tool": self.tool,
+                                           "agentledger.mode": self.mode})
+        self.run.emit("tool.call", {
+            "tool": self.tool, "action": self.action, "mode": self.mode,
+            "tool_version": self.tool_version, "schema_hash": self.schema_hash,
+            "args": self.args, "args_hash": sha256_json(self.args),
+            "idempotency_key": self.idempotency_key,
+        }, self._span)
+        self.run.totals["tool_calls"] += 1
+        return self
+
+    def result(self, status: str = "ok", *, error_type: str | None = None,
+               side_effect: Mapping[str, str] | None = None, verified: bool | None = None,
+               latency_ms: float | None = None) -> str:
+        assert self._span is not None, "result() outside the tool call's with-block"
+        if latency_ms is None:
+            latency_ms = round((time.perf_counter() - self._t0) * 1000, 3)
+        self.done = True
+        if status != "ok":
+            self._span.set_status(Status(StatusCode.ERROR, error_type or status))
+        return self.run.emit("tool.result", {
+            "tool": self.tool, "status": status, "error_type": error_type,
+            "latency_ms": latency_ms, "side_effect": dict(side_effect) if side_effect else None,
+            "verified": verified,
+        }, self._span)
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: object) -> None:
+        if not self.done:
+            if exc_type is None:
+                self.result("ok")
+            else:
+                timeout = issubclass(exc_type, TimeoutError)
+                self.result("timeout" if timeout else "error", error_type=exc_type.__name__)
+        if self._span is not None:
+            self._span.end()

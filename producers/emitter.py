@@ -1,0 +1,212 @@
+"""The ``Ledger`` emitter: validated, hash-chained events onto ``agent.events``.
+
+Delivery semantics: the producer is idempotent with ``acks=all``, so a broker retry never
+duplicates or reorders an event within a partition; events are keyed by ``run_id``, so a
+run stays ordered. Delivery is asynchronous: a failed delivery is recorded by the
+delivery callback and raised by :meth:`Ledger.flush` as :class:`DeliveryFailed` — never
+dropped silently. The local buffer is bounded; when it is full for longer than
+``buffer_timeout_s`` (broker down or too slow), :meth:`emit` raises :class:`BufferFull`
+instead of growing without limit.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from confluent_kafka import KafkaError, Message, Producer
+from pydantic import ValidationError
+
+from agentledger.kafka import client_config
+from producers.pricing import DEFAULT_PRICES, PriceTable
+from producers.redaction import Redactor
+from producers.tracing import get_tracer
+from schemas import topics
+from schemas.events import BODY_MODELS, Envelope, validation_reason
+
+if TYPE_CHECKING:
+    from producers.context import RunContext
+
+log = logging.getLogger(__name__)
+
+DEFAULT_REDACT_KEYS = (
+    "password", "secret", "token", "api_key", "apikey", "authorization",
+    "access_token", "refresh_token", "private_key", "client_secret", "cookie",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class AgentIdentity:
+    """Who emits: copied into every event's envelope."""
+
+    tenant: str
+    agent: str
+    agent_version: str
+    principal: str
+    workspace: str = "default"
+    env: str = "prod"
+
+
+class DeliveryFailed(RuntimeError):
+    """Some events were not acknowledged by Kafka; ``failures`` lists (event_id, error)."""
+
+    def __init__(self, message: str, failures: list[tuple[str, str]]):
+        super().__init__(message)
+        self.failures = failures
+
+
+class BufferFull(RuntimeError):
+    """The local produce buffer stayed full for ``buffer_timeout_s``."""
+
+
+class InvalidEvent(ValueError):
+    """The SDK was asked to emit an event that fails the schema; nothing was sent."""
+
+
+def _validated(identity: AgentIdentity) -> AgentIdentity:
+    """Check the identity against the envelope's field rules once, not per event."""
+    for name in ("tenant", "agent", "agent_version", "principal", "workspace", "env"):
+        try:
+            Envelope.__pydantic_validator__.validate_assignment(
+                Envelope.model_construct(), name, getattr(identity, name))
+        except ValidationError as exc:
+            raise InvalidEvent(f"identity.{name}: {exc.errors()[0]['msg']}") from None
+    return identity
+
+
+class Ledger:
+    def __init__(
+        self,
+        producer_config: Mapping[str, Any],
+        identity: AgentIdentity,
+        *,
+        topic: str = topics.EVENTS,
+        redact_keys: Iterable[str] = DEFAULT_REDACT_KEYS,
+        signing_key: bytes | None = None,
+        prices: PriceTable = DEFAULT_PRICES,
+        buffer_timeout_s: float = 5.0,
+        validate: bool = True,
+        clock: Callable[[], datetime] | None = None,
+    ):
+        self.identity = _validated(identity)
+        self.topic = topic
+        self.redactor = Redactor(redact_keys)
+        self.signing_key = signing_key
+        self.prices = prices
+        self.validate = validate
+        self.clock = clock or (lambda: datetime.now(UTC))
+        self._buffer_timeout_s = buffer_timeout_s
+        self.tracer = get_tracer()
+        self._producer = Producer(dict(producer_config))
+        self._lock = threading.Lock()
+        self._failures: list[tuple[str, str]] = []
+        self.delivered = 0
+        self.sent = 0
+
+    @classmethod
+    def connect(cls, bootstrap: str, identity: AgentIdentity, **kwargs: Any) -> Ledger:
+        """A Ledger with the project's producer settings for ``bootstrap``."""
+        extra = kwargs.pop("producer_overrides", None) or {}
+        return cls(client_config(bootstrap, "producer", **extra), identity, **kwargs)
+
+    # -- runs ----------------------------------------------------------------------
+
+    def run(self, workflow: str, **kwargs: Any) -> RunContext:
+        """Open a run: ``with ledger.run("ticket_triage", inputs=...) as run: ...``."""
+        from producers.context import RunContext
+
+        return RunContext(self, workflow=workflow, **kwargs)
+
+    # -- the wire ------------------------------------------------------------------
+
+    def check(self, event_type: str, body: dict[str, Any]) -> None:
+        """Raise :class:`InvalidEvent` (naming the field) if a body fails the schema.
+
+        Only the body is checked per event: the envelope is built by the SDK from the
+        identity, which was validated once when the Ledger was made, and from ids, times
+        and hashes it generates itself.
+        """
+        if not self.validate:
+            return
+        model = BODY_MODELS.get(event_type)
+        if model is None:
+            raise InvalidEvent(f"event_type: unknown event type {event_type!r}")
+        try:
+            model.model_validate(body)
+        except ValidationError as exc:
+            reason = validation_reason(exc)[1]
+            raise InvalidEvent(f"{event_type} body: {reason}") from None
+
+    def send(self, event: dict[str, Any], traceparent: str) -> None:
+        """Queue one finished event (hash and all) for delivery."""
+        payload = orjson.dumps(event)
+        headers = [
+            (topics.H_TRACEPARENT, traceparent),
+            (topics.H_EVENT_TYPE, event["event_type"]),
+            (topics.H_SCHEMA_VERSION, "1"),
+        ]
+        key = event["run_id"].encode()
+        deadline: float | None = None
+        while True:
+            try:
+                self._producer.produce(
+                    self.topic, payload, key, headers=headers, on_delivery=self._on_delivery
+                )
+                break
+            except BufferError:
+                now = time.monotonic()
+                deadline = deadline or now + self._buffer_timeout_s
+                if now >= deadline:
+                    raise BufferFull(
+                        f"local produce buffer full for {self._buffer_timeout_s}s "
+                        f"({len(self._producer)} events waiting): is Kafka reachable?"
+                    ) from None
+                self._producer.poll(0.05)
+        self.sent += 1
+        self._producer.poll(0)
+
+    def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
+        if err is None:
+            self.delivered += 1
+            return
+        try:
+            event_id = orjson.loads(msg.value() or b"{}").get("event_id", "?")
+        except orjson.JSONDecodeError:
+            event_id = "?"
+        with self._lock:
+            self._failures.append((str(event_id), err.str()))
+        log.error("event delivery failed", extra={"event_id": event_id, "error": err.str()})
+
+    def flush(self, timeout_s: float = 30.0) -> int:
+        """Wait until every queued event is acknowledged; return how many were delivered.
+
+        Raises :class:`DeliveryFailed` if any event was refused or is still unacknowledged
+        after ``timeout_s``.
+        """
+        remaining = self._producer.flush(timeout_s)
+        with self._lock:
+            failures, self._failures = self._failures, []
+        if remaining:
+            raise DeliveryFailed(
+                f"{remaining} events still unacknowledged after {timeout_s}s", failures
+            )
+        if failures:
+            raise DeliveryFailed(
+                f"{len(failures)} events were not delivered: {failures[0][1]}", failures
+            )
+        return self.delivered
+
+    def close(self, timeout_s: float = 30.0) -> None:
+        self.flush(timeout_s)
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

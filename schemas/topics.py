@@ -1,0 +1,22 @@
+"""Kafka topic names and their keys (brief §4). One place, so producers and consumers agree."""
+
+from typing import Final
+
+EVENTS: Final = "agent.events"
+"""Every event, keyed by run_id so a run stays ordered within one partition."""
+DLQ: Final = "agent.events.dlq"
+"""Rejected input with the reason in headers, keyed by the original key."""
+CONTROL: Final = "agent.control"
+"""Compacted safe-mode, breaker and budget state per scope."""
+METRICS: Final = "agent.metrics"
+"""Windowed aggregates per tenant/agent/workflow."""
+
+# Header names carried on DLQ records; the sink writes them, operators grep for them.
+H_REASON: Final = "x-reject-reason"
+H_ERROR: Final = "x-reject-error"
+H_TOPIC: Final = "x-original-topic"
+H_PARTITION: Final = "x-original-partition"
+H_OFFSET: Final = "x-original-offset"
+H_TRACEPARENT: Final = "traceparent"
+H_EVENT_TYPE: Final = "event-type"
+H_SCHEMA_VERSION: Final = "schema-version"

@@ -1,0 +1,1 @@
+"""Kafka → ClickHouse: the sink, its row mapping, its DLQ, and the migrations it runs."""

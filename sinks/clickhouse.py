@@ -1,0 +1,59 @@
+"""Batches of rows and the ClickHouse insert. Knows nothing of Kafka beyond offsets."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from clickhouse_connect.driver.client import Client
+
+from sinks.rows import EVENT_COLUMNS, REJECTED_COLUMNS
+
+
+@dataclass(frozen=True, slots=True)
+class BatchPolicy:
+    """When a batch is closed: whichever of rows, bytes or age is reached first."""
+
+    max_rows: int = 50_000
+    max_bytes: int = 32 * 1024 * 1024
+    max_seconds: float = 1.0
+
+
+@dataclass
+class Batch:
+    events: list[list[Any]] = field(default_factory=list)
+    rejected: list[list[Any]] = field(default_factory=list)
+    offsets: dict[tuple[str, int], int] = field(default_factory=dict)
+    """(topic, partition) → next offset to consume, i.e. what to commit."""
+    nbytes: int = 0
+    opened: float = field(default_factory=time.monotonic)
+
+    def __len__(self) -> int:
+        return len(self.events) + len(self.rejected)
+
+    def track(self, topic: str, partition: int, offset: int, size: int) -> None:
+        self.offsets[(topic, partition)] = offset + 1
+        self.nbytes += size
+
+    def full(self, policy: BatchPolicy) -> bool:
+        return (
+            len(self) >= policy.max_rows
+            or self.nbytes >= policy.max_bytes
+            or (bool(self.offsets) and time.monotonic() - self.opened >= policy.max_seconds)
+        )
+
+
+class ClickHouseWriter:
+    """Inserts a batch's rows; returns only when ClickHouse acknowledged them."""
+
+    def __init__(self, client: Client, database: str):
+        self.client = client
+        self.events_table = f"{database}.events"
+        self.rejected_table = f"{database}.rejected_events"
+
+    def write(self, batch: Batch) -> None:
+        if batch.events:
+            self.client.insert(self.events_table, batch.events, column_names=EVENT_COLUMNS)
+        if batch.rejected:
+            self.client.insert(self.rejected_table, batch.rejected, column_names=REJECTED_COLUMNS)

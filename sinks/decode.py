@@ -1,0 +1,38 @@
+"""Decide, per Kafka message, whether it is a valid event; never raises on bad input."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from pydantic import ValidationError
+
+from schemas.events import parse_event, validation_reason
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    reason: str
+    """one of: empty, oversized, invalid_json, unknown_event_type,
+    unsupported_schema_version, schema"""
+    error: str
+
+
+def decode(value: bytes | None, max_bytes: int) -> dict[str, Any] | Rejection:
+    """The validated event as a dict, or why it was rejected."""
+    if not value:
+        return Rejection("empty", "message has no value")
+    if len(value) > max_bytes:
+        return Rejection("oversized", f"{len(value)} bytes exceeds the {max_bytes}-byte limit")
+    try:
+        event = orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        return Rejection("invalid_json", f"not JSON: {exc}")
+    if not isinstance(event, dict):
+        return Rejection("schema", f"<event>: expected a JSON object, got {type(event).__name__}")
+    try:
+        parse_event(event)
+    except ValidationError as exc:
+        return Rejection(*validation_reason(exc))
+    return event
