@@ -214,31 +214,12 @@ def sql(
     _show(result, as_json)
 
 
-SUMMARY_QUERIES = {
-    "events by type": "SELECT event_type, count() AS events FROM events FINAL "
-                      "GROUP BY event_type ORDER BY events DESC",
-    "runs by outcome": "SELECT outcome, count() AS runs FROM events FINAL "
-                       "WHERE event_type = 'run.finished' GROUP BY outcome ORDER BY runs DESC",
-    "cost by workflow": "SELECT r.workflow AS workflow, count() AS runs, "
-                        "round(sum(f.cost_usd), 4) AS cost_usd, "
-                        "round(sum(f.cost_usd) / countIf(f.outcome = 'success'), 4) "
-                        "AS cost_per_success_usd "
-                        "FROM (SELECT run_id, workflow FROM events FINAL "
-                        "WHERE event_type = 'run.started') AS r "
-                        "INNER JOIN (SELECT run_id, outcome, "
-                        "toFloat64(JSONExtractFloat(body, 'totals', 'cost_usd')) AS cost_usd "
-                        "FROM events FINAL WHERE event_type = 'run.finished') AS f "
-                        "USING run_id GROUP BY workflow ORDER BY workflow",
-    "rejected input": "SELECT reason, count() AS messages FROM rejected_events FINAL "
-                      "GROUP BY reason ORDER BY messages DESC",
-}
-
-
 @app.command()
 def summary(
     as_json: Annotated[bool, typer.Option("--json", help="one JSON object of tables")] = False,
 ) -> None:
     """Ingestion summary: events by type, runs by outcome, cost by workflow, rejects."""
+    from agentledger.query import SUMMARY_QUERIES
     from agentledger.reader import open_reader
 
     settings = _settings()

@@ -1,0 +1,56 @@
+"""Run the real sink in-process over a real broker and chdb store, for tests."""
+
+from __future__ import annotations
+
+import threading
+
+from agentledger.clickhouse import client_for
+from agentledger.services import build_sink, open_store
+from agentledger.settings import Settings
+from sinks.consumer import SinkStats
+from tests.helpers import wait_for
+
+
+def run_sink(settings: Settings, expected: int, timeout_s: float = 60) -> SinkStats:
+    """Run the sink until it has consumed ``expected`` messages, then stop it gracefully
+    (which flushes and commits) and return its counters."""
+    client = open_store(settings)
+    sink = build_sink(settings, settings.kafka_bootstrap or "", client)
+    result: list[SinkStats | BaseException] = []
+
+    def target() -> None:
+        try:
+            result.append(sink.run())
+        except BaseException as exc:
+            result.append(exc)
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: sink.stats.consumed >= expected or result, timeout_s,
+                 what=f"the sink to consume {expected} messages")
+    finally:
+        sink.stop()
+        thread.join(60)
+    client.close()
+    assert result and not isinstance(result[0], BaseException), result
+    return result[0]
+
+
+def query(settings: Settings, sql: str, **params: object) -> list[tuple]:
+    client = client_for(settings)
+    try:
+        return client.query(sql, parameters=params or None).result_rows
+    finally:
+        client.close()
+
+
+def summary_rows(settings: Settings) -> dict[str, list[list]]:
+    """The project's own summary queries, as the CLI runs them."""
+    from agentledger.query import SUMMARY_QUERIES, run_read_only
+
+    client = client_for(settings)
+    try:
+        return {title: run_read_only(client, sql).rows for title, sql in SUMMARY_QUERIES.items()}
+    finally:
+        client.close()
