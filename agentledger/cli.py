@@ -178,6 +178,9 @@ def _show(result: Any, as_json: bool, title: str | None = None) -> None:
     if as_json:
         _print_json([dict(zip(result.columns, row, strict=True)) for row in result.rows])
         return
+    if not result.rows and title:
+        out.print(f"{title}: none", highlight=False)
+        return
     table = Table(title=title, title_justify="left")
     for name, kind in zip(result.columns, result.types, strict=True):
         numeric = any(t in kind for t in ("Int", "Float", "Decimal"))

@@ -26,8 +26,8 @@ from pydantic import (
 
 SCHEMA_VERSION: Final = 1
 
-HEX32 = Annotated[str, Field(pattern=r"^[0-9a-f]{32}$", description="32 lowercase hex (OTel trace id)")]
-HEX16 = Annotated[str, Field(pattern=r"^[0-9a-f]{16}$", description="16 lowercase hex (OTel span id)")]
+HEX32 = Annotated[str, Field(pattern=r"^[0-9a-f]{32}$", description="OTel trace id, 32 hex")]
+HEX16 = Annotated[str, Field(pattern=r"^[0-9a-f]{16}$", description="OTel span id, 16 hex")]
 SHA256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$", description="sha256, 64 lowercase hex")]
 Name = Annotated[
     str,
@@ -244,7 +244,7 @@ EVENT_MODELS: Final[dict[str, type[Envelope]]] = {
     event_type: _typed(event_type, body) for event_type, body in BODY_MODELS.items()
 }
 
-AgentEvent: TypeAlias = Annotated[  # noqa: UP040 - built at runtime from EVENT_MODELS
+AgentEvent: TypeAlias = Annotated[
     Union[tuple(EVENT_MODELS.values())],  # type: ignore[valid-type]  # noqa: UP007
     Field(discriminator="event_type"),
 ]

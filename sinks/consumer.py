@@ -54,13 +54,13 @@ class Sink:
         writer: ClickHouseWriter,
         dead_letters: DeadLetters,
         *,
-        policy: BatchPolicy = BatchPolicy(),
+        policy: BatchPolicy | None = None,
         max_event_bytes: int = 256 * 1024,
         topic: str = topics.EVENTS,
         on_batch: Callable[[SinkStats], None] | None = None,
     ):
         self.topic = topic
-        self.policy = policy
+        self.policy = policy or BatchPolicy()
         self.max_event_bytes = max_event_bytes
         self.writer = writer
         self.dead_letters = dead_letters

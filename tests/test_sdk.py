@@ -20,7 +20,7 @@ pytestmark = pytest.mark.integration
 
 def test_run_emits_a_valid_chained_run_with_otel_ids(ledger, broker):
     exporter = InMemorySpanExporter()
-    ledger.tracer  # the SDK installed its provider; add an exporter to observe spans
+    # The Ledger installed the SDK's provider; add an exporter to observe its spans.
     trace.get_tracer_provider().add_span_processor(SimpleSpanProcessor(exporter))
 
     with ledger.run("ticket_triage", inputs={"ticket": 1}, max_cost_usd=1.0) as run:

@@ -1,0 +1,36 @@
+# make demo: the embedded stack end to end.  make test: the whole suite.  make lint: ruff.
+# Both create .venv and install the project on a fresh machine; nothing else is needed.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DEMO_DIR ?= .agentledger/demo
+DEMO_RUNS ?= 300
+
+.PHONY: demo test lint bench schemas clean
+
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) on PATH"; exit 1; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	@DEMO_DIR=$(DEMO_DIR) DEMO_RUNS=$(DEMO_RUNS) BIN=$(BIN) bash scripts/demo.sh
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+bench: $(STAMP)
+	$(BIN)/python bench/bench_sdk.py
+	$(BIN)/python bench/bench_sink.py
+
+schemas: $(STAMP)
+	$(BIN)/python -m schemas.export
+
+clean:
+	rm -rf $(VENV) .agentledger .pytest_cache .ruff_cache
