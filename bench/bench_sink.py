@@ -1,0 +1,141 @@
+"""Sink rate Kafka → ClickHouse vs raw chdb insert and raw Kafka consume; sink peak RSS.
+
+    .venv/bin/python bench/bench_sink.py [--events 1000000]
+
+The events are real SDK events (generated once, then produced with a bare producer so the
+bench does not wait on the SDK). The sink runs in a child process so its peak RSS is its
+own. Baselines, same run: a bare confluent-kafka consumer reading the same topic, and
+clickhouse-connect inserting the sink's exact rows into an identical table in 50k batches.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import orjson
+from confluent_kafka import Consumer, Producer
+
+from agentledger.broker import EmbeddedBroker
+from agentledger.clickhouse import client_for
+from agentledger.kafka import client_config, default_topics, ensure_topics
+from agentledger.settings import Settings
+from producers.emitter import Ledger
+from producers.simulator import Simulator
+from sinks.migrate import migrate
+from sinks.rows import EVENT_COLUMNS, event_row
+
+
+def make_payloads(n: int) -> list[tuple[bytes, bytes]]:
+    """n distinct valid events: simulate once, then re-id copies (the sink does not verify
+    chains, and ids are what dedup counts)."""
+    seed: list[dict] = []
+
+    class Capture(Ledger):
+        def send(self, event, traceparent):
+            seed.append(event)
+
+    Simulator(lambda ident: Capture({"bootstrap.servers": "127.0.0.1:1", "log_level": 0}, ident),
+              seed=1).run(2000)
+    out = []
+    for i in range(n):
+        ev = dict(seed[i % len(seed)])
+        ev["event_id"] = str(uuid.UUID(int=(0x0190 << 112) | (0x7 << 76) | (2 << 62) | i))
+        out.append((orjson.dumps(ev), ev["run_id"].encode()))
+    return out
+
+
+def sink_child(bootstrap: str, data_dir: str, expected: int) -> None:
+    from agentledger.services import build_sink, open_store
+
+    settings = Settings(data_dir=Path(data_dir), kafka_bootstrap=bootstrap)
+    client = open_store(settings)
+    sink = build_sink(settings, bootstrap, client)
+    marks: dict[str, float] = {}
+
+    def watch() -> None:
+        while sink.stats.consumed == 0:
+            time.sleep(0.005)
+        marks["first"] = time.perf_counter()
+        while sink.stats.inserted < expected:
+            time.sleep(0.01)
+        marks["done"] = time.perf_counter()
+        sink.stop()
+
+    threading.Thread(target=watch, daemon=True).start()
+    sink.run()
+    rss_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"seconds": marks["done"] - marks["first"], "peak_rss_mib": rss_kib / 1024,
+                      "inserted": sink.stats.inserted}))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--events", type=int, default=300_000)
+    parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        sink_child(args.child[0], args.child[1], int(args.child[2]))
+        return
+    n = args.events
+    payloads = make_payloads(n)
+    with EmbeddedBroker() as broker, tempfile.TemporaryDirectory() as tmp:
+        ensure_topics(client_config(broker.bootstrap, "admin"), default_topics(3))
+        producer = Producer(client_config(broker.bootstrap, "producer"))
+        for value, key in payloads:
+            while True:
+                try:
+                    producer.produce("agent.events", value, key)
+                    break
+                except BufferError:
+                    producer.poll(0.01)
+        producer.flush()
+
+        # raw consume
+        consumer = Consumer(client_config(broker.bootstrap, "consumer", group_id="raw-bench"))
+        consumer.subscribe(["agent.events"])
+        got, t0 = 0, None
+        while got < n:
+            batch = consumer.consume(10_000, timeout=1)
+            if batch and t0 is None:
+                t0 = time.perf_counter()
+            got += len(batch)
+        consume_s = time.perf_counter() - t0
+        consumer.close()
+
+        # the sink, in a child process
+        child = subprocess.run(
+            [sys.executable, __file__, "--child", broker.bootstrap, f"{tmp}/sink", str(n)],
+            capture_output=True, text=True, check=True)
+        sink = json.loads(child.stdout.strip().splitlines()[-1])
+
+        # raw chdb insert of the sink's exact rows
+        settings = Settings(data_dir=Path(f"{tmp}/raw"))
+        client = client_for(settings, database=False)
+        migrate(client, db="rawbench", events_ttl_days=3650, rejected_ttl_days=30)
+        rows = [event_row(orjson.loads(v), v, 0, i) for i, (v, _) in enumerate(payloads)]
+        t0 = time.perf_counter()
+        for i in range(0, n, 50_000):
+            client.insert("rawbench.events", rows[i:i + 50_000], column_names=EVENT_COLUMNS)
+        insert_s = time.perf_counter() - t0
+
+    sink_rate = n / sink["seconds"]
+    avg = sum(len(v) for v, _ in payloads) / n
+    print(f"events: {n:,} (avg {avg:.0f} bytes)")
+    print(f"sink kafka→clickhouse: {sink_rate:12,.0f} events/s")
+    print(f"raw chdb insert:       {n / insert_s:12,.0f} rows/s (same rows, 50k batches)")
+    print(f"raw kafka consume:     {n / consume_s:12,.0f} messages/s")
+    print(f"ratio sink/chdb:       {sink_rate / (n / insert_s):12.1%}  (goal >= 50%)")
+    print(f"sink peak RSS:         {sink['peak_rss_mib']:12,.0f} MiB")
+
+
+if __name__ == "__main__":
+    main()
