@@ -70,8 +70,10 @@ def client_config(
                 "session.timeout.ms": session_timeout_ms,
                 "heartbeat.interval.ms": max(500, session_timeout_ms // 3),
                 "partition.assignment.strategy": "cooperative-sticky",
-                "fetch.max.bytes": 64 * 1024 * 1024,
-                "queued.max.messages.kbytes": 256 * 1024,
+                "fetch.max.bytes": 16 * 1024 * 1024,
+                # Prefetch is per partition; bounded so a sink behind on N partitions
+                # holds tens of MiB of backlog in memory, not the whole topic.
+                "queued.max.messages.kbytes": 64 * 1024,
             }
         )
     conf.update(extra or {})
