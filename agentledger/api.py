@@ -27,8 +27,10 @@ from agentledger.query import QueryRefused, run_read_only
 def _default(value: Any) -> Any:
     if isinstance(value, dt.datetime | dt.date):
         return value.isoformat()
-    if isinstance(value, uuid.UUID | decimal.Decimal):
-        return str(value) if isinstance(value, uuid.UUID) else float(value)
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, decimal.Decimal):
+        return float(value)
     if isinstance(value, bytes):
         return value.decode("utf-8", "replace")
     raise TypeError(f"cannot encode {type(value).__name__}")

@@ -7,7 +7,7 @@ import logging
 import signal
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import uvicorn
@@ -75,7 +75,7 @@ def start_api(settings: Settings, client: Client, sink: Sink | None = None) -> A
 
 
 @contextlib.contextmanager
-def stop_on_signals(stop: callable) -> Iterator[None]:  # type: ignore[valid-type]
+def stop_on_signals(stop: Callable[[], None]) -> Iterator[None]:
     """SIGTERM/SIGINT call ``stop`` (graceful), then restore the previous handlers."""
     previous = {sig: signal.signal(sig, lambda *_: stop()) for sig in
                 (signal.SIGTERM, signal.SIGINT)}
