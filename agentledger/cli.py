@@ -132,7 +132,10 @@ def simulate(
     seed: Annotated[int, typer.Option(help="random seed; same seed, same runs")] = 0,
     error_rate: Annotated[float, typer.Option(min=0, max=1, help="tool failure probability")]
     = 0.02,
-    as_json: Annotated[bool, typer.Option("--json", help="print {\"events\": n, \"runs\": n}")]
+    scenario: Annotated[str | None, typer.Option(
+        help="a scripted scenario in event time instead of --runs: healthy, tool-outage or "
+        "runaway. Agents obey the control loop (run `agentledger streams` or `up`).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the result as JSON")]
     = False,
 ) -> None:
     """Drive the SDK with realistic agent runs (ticket triage, CRM update, refund with
@@ -147,6 +150,9 @@ def simulate(
     bootstrap = _bootstrap(settings)
     ensure_topics(client_config(bootstrap, "admin", extra=settings.kafka_security),
                   default_topics(settings.events_partitions))
+    if scenario is not None:
+        _simulate_scenario(settings, bootstrap, scenario, seed, as_json)
+        return
     sim = Simulator(lambda ident: Ledger.connect(
         bootstrap, ident, redact_keys=settings.redact_keys,
         producer_overrides=settings.kafka_security), seed=seed, error_rate=error_rate)
@@ -159,6 +165,167 @@ def simulate(
         outcomes = ", ".join(f"{k} {v}" for k, v in sorted(result.outcomes.items()))
         out.print(f"delivered {result.events} events from {result.runs} runs ({outcomes})",
                   highlight=False)
+
+
+def _simulate_scenario(settings: Settings, bootstrap: str, name: str, seed: int,
+                       as_json: bool) -> None:
+    from rich.progress import Progress
+
+    from producers.emitter import Ledger
+    from producers.guard import ControlFollower
+    from producers.scenarios import SCENARIOS, run_scenario
+
+    if name not in SCENARIOS:
+        raise UserError(f"unknown scenario {name!r}; choose one of {', '.join(SCENARIOS)}")
+    with ControlFollower(bootstrap, security=settings.kafka_security) as follower:
+        if not follower.wait_for(lambda: follower.event_time > 0 or bool(follower.heartbeats),
+                                 timeout_s=60):
+            raise UserError("no stream worker heartbeat on agent.control within 60s: start "
+                            "`agentledger streams` (or `agentledger up`) first")
+        with Progress(console=err, transient=True, disable=as_json) as progress:
+            task = progress.add_task(f"scenario {name}", total=None)
+            result = run_scenario(
+                name, lambda ident, clock: Ledger.connect(
+                    bootstrap, ident, redact_keys=settings.redact_keys, clock=clock,
+                    producer_overrides=settings.kafka_security),
+                follower=follower, seed=seed, progress=lambda n: progress.advance(task, n))
+    if as_json:
+        _print_json(result.as_dict())
+        return
+    outcomes = ", ".join(f"{k} {v}" for k, v in sorted(result.outcomes.items()))
+    refusals = ", ".join(f"{k} {v}" for k, v in sorted(result.refusals.items())) or "none"
+    out.print(f"scenario {name}: {result.events} events, {result.runs} runs ({outcomes}); "
+              f"refused by the control loop: {refusals}", highlight=False)
+
+
+# -- the control loop --------------------------------------------------------------------
+
+
+@app.command()
+def streams(
+    policy: Annotated[str | None, typer.Option(
+        help="control policy YAML (default: AGENTLEDGER_POLICY_FILE or the packaged one)")]
+    = None,
+) -> None:
+    """Run a stream worker: tool health, breakers, safe mode, budgets, unit economics.
+
+    Reads agent.events, publishes signals to agent.control and metrics to agent.metrics.
+    Run more workers with the same AGENTLEDGER_STREAMS_GROUP to share the partitions.
+    A policy file that does not validate is refused with its line and reason.
+    """
+    from streams.app import run_worker
+    from streams.policy import load_policy
+
+    settings = _settings()
+    loaded = load_policy(policy or settings.policy_file)
+    run_worker(settings, _bootstrap(settings), loaded)
+
+
+def _read_control(settings: Settings, timeout_s: float = 3.0) -> Any:
+    from producers.guard import ControlFollower
+
+    follower = ControlFollower(_bootstrap(settings), security=settings.kafka_security).start()
+    # the compacted topic is small: read until it has been quiet for a moment
+    follower.wait_for(lambda: follower.last_heard and follower.silent_for > 0.5, timeout_s)
+    follower.close()
+    return follower
+
+
+@app.command()
+def control(
+    as_json: Annotated[bool, typer.Option("--json", help="a JSON array of scopes")] = False,
+    heartbeats: Annotated[bool, typer.Option(help="also list stream worker heartbeats")]
+    = False,
+) -> None:
+    """Current state of every scope on agent.control: breakers, safe modes, budgets,
+    overrides (and, with --heartbeats, the stream workers)."""
+    settings = _settings()
+    follower = _read_control(settings)
+    signals = sorted(follower.state.values(), key=lambda s: (s.kind, s.scope, s.rule))
+    if heartbeats:
+        signals += sorted(follower.heartbeats.values(), key=lambda s: s.scope)
+    rows = [{"kind": s.kind, "scope": s.scope, "rule": s.rule, "state": s.state,
+             "version": s.version, "since": s.ts.isoformat(), "reason": s.reason,
+             "policy_version": s.policy_version, "fallback": s.fallback,
+             "triggered_by": s.triggered_by} for s in signals]
+    if as_json:
+        _print_json(rows)
+        return
+    if not rows:
+        out.print("no control state yet (is `agentledger streams` running?)", highlight=False)
+        return
+    table = Table(title="control state", title_justify="left")
+    for column in ("kind", "scope", "rule", "state", "version", "since", "reason"):
+        table.add_column(column, justify="right" if column == "version" else "left")
+    for row in rows:
+        table.add_row(*(str(row[c]) for c in ("kind", "scope", "rule", "state", "version",
+                                               "since", "reason")))
+    out.print(table)
+
+
+safe_mode_app = typer.Typer(help="Manual safe-mode overrides for an agent (tenant/agent).",
+                            no_args_is_help=True)
+app.add_typer(safe_mode_app, name="safe-mode")
+
+
+def _publish_override(scope: str, state: str, reason: str) -> dict[str, Any]:
+    import time
+    from datetime import UTC, datetime
+
+    from confluent_kafka import Producer
+
+    from agentledger.kafka import client_config
+    from schemas import topics
+    from schemas.signals import ControlSignal
+
+    parts = scope.split("/")
+    if len(parts) != 2 or not all(parts) or "*" in scope:
+        raise UserError(f"scope must be TENANT/AGENT, got {scope!r}")
+    if not reason.strip():
+        raise UserError("--reason is required: say why, it is kept in the ledger")
+    settings = _settings()
+    signal = ControlSignal(
+        kind="override", scope=scope, state=state, version=time.time_ns() // 1_000_000,
+        ts=datetime.now(UTC), reason=reason, policy_version="manual",
+        details={"by": os.environ.get("USER", "unknown")})
+    producer = Producer(client_config(_bootstrap(settings), "producer",
+                                      extra=settings.kafka_security))
+    producer.produce(topics.CONTROL, signal.to_json(), signal.key.encode())
+    if producer.flush(15):
+        raise UserError("Kafka did not acknowledge the override within 15s")
+    return {"key": signal.key, "state": state, "version": signal.version, "reason": reason}
+
+
+@safe_mode_app.command("set")
+def safe_mode_set(
+    scope: Annotated[str, typer.Argument(help="TENANT/AGENT")],
+    reason: Annotated[str, typer.Option(help="why (recorded with the signal)")],
+    mode: Annotated[str, typer.Option(help="read_only, halted, or normal (pin normal)")]
+    = "read_only",
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Force an agent into a mode until `safe-mode clear`, whatever the rules decide."""
+    if mode not in ("read_only", "halted", "normal"):
+        raise UserError(f"--mode must be read_only, halted or normal, got {mode!r}")
+    done = _publish_override(scope, mode, reason)
+    if as_json:
+        _print_json(done)
+    else:
+        out.print(f"override {scope}: {mode} (version {done['version']})", highlight=False)
+
+
+@safe_mode_app.command("clear")
+def safe_mode_clear(
+    scope: Annotated[str, typer.Argument(help="TENANT/AGENT")],
+    reason: Annotated[str, typer.Option(help="why (recorded with the signal)")],
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Remove a manual override; the policy's automatic safe mode applies again."""
+    done = _publish_override(scope, "cleared", reason)
+    if as_json:
+        _print_json(done)
+    else:
+        out.print(f"override {scope}: cleared (version {done['version']})", highlight=False)
 
 
 # -- querying ----------------------------------------------------------------------------
@@ -251,8 +418,9 @@ def main() -> None:
     from agentledger.reader import ReadError
     from producers.emitter import BufferFull, DeliveryFailed
     from sinks.dlq import DeadLetterFailed
+    from streams.policy import PolicyError
 
-    known = (UserError, BrokerNotFound, StoreBusy, QueryRefused, ReadError, BufferFull,
+    known = (UserError, PolicyError, BrokerNotFound, StoreBusy, QueryRefused, ReadError, BufferFull,
              DeliveryFailed, DeadLetterFailed, ClickHouseError, KafkaException, ValidationError,
              TimeoutError, RuntimeError, OSError)
     try:

@@ -47,6 +47,25 @@ class Settings(BaseSettings):
     sink_batch_seconds: float = Field(default=1.0, gt=0)
     max_event_bytes: int = Field(default=256 * 1024, ge=1024, description="larger → DLQ")
 
+    streams_group: str = Field(
+        default="agentledger-streams", description="faust app id: consumer group and topic prefix"
+    )
+    policy_file: Path | None = Field(
+        default=None, description="control policy YAML; unset = the packaged default policy"
+    )
+    streams_batch_max: int = Field(default=2000, ge=1, description="events folded per batch")
+    streams_batch_seconds: float = Field(default=0.02, gt=0, description="max wait to fill one")
+    streams_heartbeat_seconds: float = Field(
+        default=1.0, gt=0, description="how often a stream worker says it is alive"
+    )
+    streams_metrics_seconds: float = Field(
+        default=1.0, gt=0, description="how often open unit-economics windows are published"
+    )
+    streams_idle_advance_seconds: float = Field(
+        default=10.0, ge=0,
+        description="push event time to (wall clock - this) when input is quiet; 0 = never",
+    )
+
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=0, ge=0, le=65535, description="0 = a free port")
     api_url: str | None = Field(default=None, description="a running ledger API to query")

@@ -8,9 +8,12 @@ Three workflows, each a plausible shape of production agent work:
 - ``refund_with_approval``: check the order, a policy decision, ask a human to approve,
   then issue the refund (write) — or stop when the approval is rejected.
 
-Tool failures happen at ``error_rate``; a run whose write fails ends in ``failure``,
-sometimes with a rollback. Everything is driven by one seeded RNG, so a seed reproduces
-the same runs (ids and times aside).
+Tool failures happen at ``error_rate`` (or at ``failure_rate(tool, ts)``, for scripted
+scenarios); a run whose write fails ends in ``failure``, sometimes with a rollback. With
+guards, every tool call asks the agent's :class:`~producers.guard.SafeModeGuard` first
+and a refused call ends the run ``aborted`` — simulated agents obey the control loop.
+Everything is driven by one seeded RNG, so a seed reproduces the same runs (ids and times
+aside).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from typing import Any
 
 from producers.context import RunContext
 from producers.emitter import AgentIdentity, Ledger
+from producers.guard import SafeModeGuard
 
 TENANTS = ("acme", "globex", "initech")
 MODELS = (
@@ -51,13 +55,37 @@ class ToolFailed(Exception):
         self.error_type = error_type
 
 
+class ToolRefused(Exception):
+    """The agent's guard refused the call; the run stops (``aborted``)."""
+
+    def __init__(self, rule: str):
+        super().__init__(rule)
+        self.rule = rule
+
+
 class Simulator:
     def __init__(self, make_ledger: Callable[[AgentIdentity], Ledger], *, seed: int = 0,
-                 error_rate: float = 0.02):
+                 error_rate: float = 0.02,
+                 failure_rate: Callable[[str, float], float] | None = None,
+                 guard_for: Callable[[str, str], SafeModeGuard] | None = None,
+                 tenants: tuple[str, ...] = TENANTS):
         self.rng = random.Random(seed)
         self.error_rate = error_rate
+        self.failure_rate = failure_rate
+        self.tenants = tenants
         self._make_ledger = make_ledger
+        self._guard_for = guard_for
+        self._guards: dict[tuple[str, str], SafeModeGuard] = {}
         self._ledgers: dict[tuple[str, str], Ledger] = {}
+        self.refusals: dict[str, int] = {}
+
+    def guard(self, tenant: str, agent: str) -> SafeModeGuard | None:
+        if self._guard_for is None:
+            return None
+        key = (tenant, agent)
+        if key not in self._guards:
+            self._guards[key] = self._guard_for(tenant, agent)
+        return self._guards[key]
 
     def ledger(self, tenant: str, agent: str) -> Ledger:
         key = (tenant, agent)
@@ -84,11 +112,21 @@ class Simulator:
     def _tool(self, run: RunContext, tool: str, action: str, mode: str,
               args: dict[str, Any]) -> None:
         rng = self.rng
+        ident = run.ledger.identity
+        guard = self.guard(ident.tenant, ident.agent)
+        if guard is not None:
+            verdict = guard.check(tool, mode, run=run, action=action)  # type: ignore[arg-type]
+            if not verdict.allowed:
+                self.refusals[verdict.rule] = self.refusals.get(verdict.rule, 0) + 1
+                raise ToolRefused(verdict.rule)
+        error_rate = self.error_rate
+        if self.failure_rate is not None:
+            error_rate = self.failure_rate(tool, run.ledger.clock().timestamp())
         with run.tool_call(tool, action, mode=mode, args=args, tool_version="2.3.1",
                            schema={"tool": tool, "action": action, "v": 2},
                            idempotency_key=f"{run.run_id}:{tool}:{action}") as call:
             latency = round(rng.lognormvariate(4.5, 0.6), 1)
-            if rng.random() < self.error_rate:
+            if rng.random() < error_rate:
                 error_type = rng.choice(ERROR_TYPES)
                 status = "timeout" if error_type == "Timeout" else "error"
                 call.result(status, error_type=error_type, latency_ms=latency)
@@ -143,7 +181,7 @@ class Simulator:
 
     def one_run(self, n: int) -> str:
         rng = self.rng
-        tenant = rng.choice(TENANTS)
+        tenant = rng.choice(self.tenants)
         workflow = rng.choice(WORKFLOWS)
         agent = {"ticket_triage": "triage-bot", "crm_update": "crm-agent",
                  "refund_with_approval": "refund-agent"}[workflow]
@@ -156,6 +194,8 @@ class Simulator:
                         max_cost_usd=0.25, max_tool_calls=12) as run:
             try:
                 step(run, n)
+            except ToolRefused as refused:
+                run.finish("aborted", error=f"refused by the control loop: {refused.rule}")
             except ToolFailed as failure:
                 if rng.random() < 0.2:
                     run.rollback(who=f"svc-{agent}", what="undo partial changes",

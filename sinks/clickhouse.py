@@ -8,7 +8,7 @@ from typing import Any
 
 from clickhouse_connect.driver.client import Client
 
-from sinks.rows import EVENT_COLUMNS, REJECTED_COLUMNS
+from sinks.rows import EVENT_COLUMNS, METRIC_COLUMNS, REJECTED_COLUMNS, SIGNAL_COLUMNS
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,13 +24,15 @@ class BatchPolicy:
 class Batch:
     events: list[list[Any]] = field(default_factory=list)
     rejected: list[list[Any]] = field(default_factory=list)
+    signals: list[list[Any]] = field(default_factory=list)
+    metrics: list[list[Any]] = field(default_factory=list)
     offsets: dict[tuple[str, int], int] = field(default_factory=dict)
     """(topic, partition) → next offset to consume, i.e. what to commit."""
     nbytes: int = 0
     opened: float = field(default_factory=time.monotonic)
 
     def __len__(self) -> int:
-        return len(self.events) + len(self.rejected)
+        return len(self.events) + len(self.rejected) + len(self.signals) + len(self.metrics)
 
     def track(self, topic: str, partition: int, offset: int, size: int) -> None:
         self.offsets[(topic, partition)] = offset + 1
@@ -51,9 +53,15 @@ class ClickHouseWriter:
         self.client = client
         self.events_table = f"{database}.events"
         self.rejected_table = f"{database}.rejected_events"
+        self.signals_table = f"{database}.control_signals"
+        self.metrics_table = f"{database}.metrics"
 
     def write(self, batch: Batch) -> None:
         if batch.events:
             self.client.insert(self.events_table, batch.events, column_names=EVENT_COLUMNS)
         if batch.rejected:
             self.client.insert(self.rejected_table, batch.rejected, column_names=REJECTED_COLUMNS)
+        if batch.signals:
+            self.client.insert(self.signals_table, batch.signals, column_names=SIGNAL_COLUMNS)
+        if batch.metrics:
+            self.client.insert(self.metrics_table, batch.metrics, column_names=METRIC_COLUMNS)

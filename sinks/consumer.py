@@ -1,5 +1,9 @@
 """The sink loop: ``agent.events`` → validate → batch → ClickHouse → commit.
 
+It lands the control loop's output the same way: ``agent.control`` into
+``control_signals`` (heartbeats and tombstones are not landed) and ``agent.metrics`` into
+``metrics``; anything on them that fails its schema goes to the DLQ like a bad event.
+
 Delivery guarantee: at-least-once. A batch's offsets are committed only after
 ClickHouse acknowledged its rows *and* Kafka acknowledged its dead letters; a crash
 before that (``kill -9`` included) means the batch is consumed again. Redelivered events
@@ -25,9 +29,9 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from schemas import topics
 from sinks.clickhouse import Batch, BatchPolicy, ClickHouseWriter
-from sinks.decode import Rejection, decode
+from sinks.decode import Rejection, decode, decode_metric, decode_signal
 from sinks.dlq import DeadLetters
-from sinks.rows import event_row
+from sinks.rows import event_row, metric_row, signal_row
 
 log = logging.getLogger(__name__)
 
@@ -56,10 +60,10 @@ class Sink:
         *,
         policy: BatchPolicy | None = None,
         max_event_bytes: int = 256 * 1024,
-        topic: str = topics.EVENTS,
+        topics_: tuple[str, ...] = (topics.EVENTS, topics.CONTROL, topics.METRICS),
         on_batch: Callable[[SinkStats], None] | None = None,
     ):
-        self.topic = topic
+        self.topics = list(topics_)
         self.policy = policy or BatchPolicy()
         self.max_event_bytes = max_event_bytes
         self.writer = writer
@@ -84,7 +88,7 @@ class Sink:
     def run(self, max_idle_s: float | None = None) -> SinkStats:
         """Consume until :meth:`stop` (or ``max_idle_s`` without messages, for tests)."""
         self._writer_thread.start()
-        self._consumer.subscribe([self.topic], on_revoke=self._on_revoke)
+        self._consumer.subscribe(self.topics, on_revoke=self._on_revoke)
         idle_since = time.monotonic()
         try:
             while not self._stop.is_set():
@@ -118,8 +122,23 @@ class Sink:
             return
         value = msg.value()
         self.stats.consumed += 1
-        decoded = decode(value, self.max_event_bytes)
-        if isinstance(decoded, Rejection):
+        topic = msg.topic()
+        decoded: Any
+        if topic == topics.CONTROL:
+            decoded = decode_signal(value, self.max_event_bytes)
+            if decoded is not None and not isinstance(decoded, Rejection):
+                batch.signals.append(signal_row(decoded, value, msg.partition(), msg.offset()))
+                decoded = None
+        elif topic == topics.METRICS:
+            decoded = decode_metric(value, self.max_event_bytes)
+            if not isinstance(decoded, Rejection):
+                batch.metrics.append(metric_row(decoded))
+                decoded = None
+        else:
+            decoded = decode(value, self.max_event_bytes)
+        if decoded is None:
+            pass
+        elif isinstance(decoded, Rejection):
             batch.rejected.append(self.dead_letters.reject(msg, decoded))
             self.stats.rejected += 1
             log.info("event rejected", extra={"reason": decoded.reason, "error": decoded.error,

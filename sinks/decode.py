@@ -9,6 +9,7 @@ import orjson
 from pydantic import ValidationError
 
 from schemas.events import parse_event, validation_reason
+from schemas.signals import ControlSignal, MetricWindow
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,3 +37,27 @@ def decode(value: bytes | None, max_bytes: int) -> dict[str, Any] | Rejection:
     except ValidationError as exc:
         return Rejection(*validation_reason(exc))
     return event
+
+
+def decode_signal(value: bytes | None, max_bytes: int) -> ControlSignal | Rejection | None:
+    """A control signal to land, None for what is not landed (heartbeats, tombstones)."""
+    if value is None:
+        return None  # compaction tombstone
+    if len(value) > max_bytes:
+        return Rejection("oversized", f"{len(value)} bytes exceeds the {max_bytes}-byte limit")
+    try:
+        signal = ControlSignal.from_json(value)
+    except ValidationError as exc:
+        return Rejection(*validation_reason(exc))
+    return None if signal.kind == "heartbeat" else signal
+
+
+def decode_metric(value: bytes | None, max_bytes: int) -> MetricWindow | Rejection:
+    if not value:
+        return Rejection("empty", "message has no value")
+    if len(value) > max_bytes:
+        return Rejection("oversized", f"{len(value)} bytes exceeds the {max_bytes}-byte limit")
+    try:
+        return MetricWindow.from_json(value)
+    except ValidationError as exc:
+        return Rejection(*validation_reason(exc))

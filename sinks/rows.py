@@ -7,6 +7,8 @@ from typing import Any, Final
 
 import orjson
 
+from schemas.signals import ControlSignal, MetricWindow
+
 EVENT_COLUMNS: Final = (
     "event_id", "event_type", "schema_version", "ts", "tenant", "workspace", "agent",
     "agent_version", "principal", "on_behalf_of", "env", "trace_id", "span_id",
@@ -14,6 +16,17 @@ EVENT_COLUMNS: Final = (
     "status", "error_type", "error", "outcome", "provider", "model", "tokens_in", "tokens_out",
     "cost_usd", "latency_ms", "decision", "prev_hash", "hash", "sig", "body", "raw",
     "kafka_partition", "kafka_offset",
+)
+
+SIGNAL_COLUMNS: Final = (
+    "ts", "emitted_at", "tenant", "kind", "scope", "rule", "state", "previous_state", "version",
+    "reason", "policy_version", "triggered_by", "fallback", "details", "raw", "kafka_partition",
+    "kafka_offset",
+)
+
+METRIC_COLUMNS: Final = (
+    "kind", "tenant", "agent", "subject", "window_start", "window_end", "revision", "final",
+    "emitted_at", "values",
 )
 
 REJECTED_COLUMNS: Final = (
@@ -71,4 +84,21 @@ def event_row(event: dict[str, Any], raw: bytes, partition: int, offset: int) ->
         raw.decode(),
         partition,
         offset,
+    ]
+
+
+def signal_row(signal: ControlSignal, raw: bytes, partition: int, offset: int) -> list[Any]:
+    return [
+        signal.ts, signal.emitted_at, signal.tenant, signal.kind, signal.scope, signal.rule,
+        signal.state, signal.previous_state, signal.version, signal.reason,
+        signal.policy_version, list(signal.triggered_by), signal.fallback,
+        orjson.dumps(signal.details).decode(), raw.decode(), partition, offset,
+    ]
+
+
+def metric_row(metric: MetricWindow) -> list[Any]:
+    return [
+        metric.kind, metric.tenant, metric.agent, metric.subject, metric.window_start,
+        metric.window_end, metric.revision, metric.final, metric.emitted_at,
+        dict(metric.values),
     ]

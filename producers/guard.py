@@ -1,0 +1,252 @@
+"""SafeModeGuard: the agent side of the control loop (brief §6).
+
+A :class:`ControlFollower` reads the compacted ``agent.control`` topic from the beginning
+on a background thread and keeps the newest record per key (a higher ``version`` wins;
+equal or older versions — redeliveries — are ignored). A :class:`SafeModeGuard` answers
+``check(tool, mode)`` for one agent from that in-memory state: a few dict lookups, no
+network call on the agent's hot path.
+
+Fail-closed: if the follower has heard nothing on the control topic (stream workers send
+heartbeats every second) for ``stale_after_s``, writes are refused — an agent must not
+keep writing while nobody watches. Reads stay allowed unless configured otherwise.
+Every refusal made for a run is emitted as a ``policy.decision`` event on that run.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+from pydantic import ValidationError
+
+from agentledger.kafka import client_config
+from schemas import topics
+from schemas.signals import (
+    CLEARED,
+    EXCEEDED,
+    HALTED,
+    NORMAL,
+    OPEN,
+    READ_ONLY,
+    ControlSignal,
+    agent_scope,
+    breaker_scope,
+    control_key,
+    run_scope,
+)
+
+if TYPE_CHECKING:
+    from producers.context import RunContext
+
+log = logging.getLogger(__name__)
+
+Mode = Literal["read", "write"]
+GUARD_POLICY_ID = "agentledger.control"
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    allowed: bool
+    rule: str = ""
+    reason: str = ""
+    fallback: str = ""
+    policy_version: str = ""
+
+    def __bool__(self) -> bool:
+        return self.allowed
+
+
+ALLOW = Verdict(True)
+
+
+class ControlFollower:
+    """Follows ``agent.control`` into memory. One per process is enough for any number of
+    guards; it starts reading at offset 0 of every partition (the topic is compacted, so
+    that is the current state of every scope, not its history)."""
+
+    def __init__(self, bootstrap: str, *, security: dict[str, str] | None = None,
+                 topic: str = topics.CONTROL, poll_s: float = 0.05):
+        self.topic = topic
+        self.state: dict[str, ControlSignal] = {}
+        self.last_heard = 0.0
+        """time.monotonic() of the last record (0 = never)."""
+        self.heartbeats: dict[str, ControlSignal] = {}
+        self.invalid = 0
+        self._poll_s = poll_s
+        self._listeners: list[Callable[[ControlSignal], None]] = []
+        self._consumer = Consumer(client_config(
+            bootstrap, "consumer", group_id=f"agentledger-guard-{uuid.uuid4().hex[:12]}",
+            extra=security, **{"fetch.wait.max.ms": 20, "fetch.error.backoff.ms": 50,
+                               "enable.partition.eof": False}))
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="control-follower",
+                                        daemon=True)
+        self.started = time.monotonic()
+
+    def start(self) -> ControlFollower:
+        meta = self._consumer.list_topics(self.topic, timeout=10)
+        partitions = sorted(meta.topics[self.topic].partitions) if \
+            self.topic in meta.topics and meta.topics[self.topic].error is None else [0]
+        self._consumer.assign([TopicPartition(self.topic, p, OFFSET_BEGINNING)
+                               for p in partitions])
+        self.started = time.monotonic()
+        self._thread.start()
+        return self
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self._consumer.close()
+
+    def __enter__(self) -> ControlFollower:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def on_signal(self, listener: Callable[[ControlSignal], None]) -> None:
+        """Call ``listener`` (on the follower thread) for every new signal."""
+        self._listeners.append(listener)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            for msg in self._consumer.consume(num_messages=500, timeout=self._poll_s):
+                if msg.error() is not None:
+                    if msg.error().code() != KafkaError._PARTITION_EOF:
+                        log.warning("control topic error", extra={"error": msg.error().str()})
+                    continue
+                self.last_heard = time.monotonic()
+                self._apply(msg.key(), msg.value())
+
+    def _apply(self, key: bytes | None, value: bytes | None) -> None:
+        if value is None:  # tombstone: the scope was retired
+            if key is not None:
+                self.state.pop(key.decode(), None)
+            return
+        try:
+            signal = ControlSignal.from_json(value)
+        except ValidationError:
+            self.invalid += 1
+            return
+        if signal.kind == "heartbeat":
+            self.heartbeats[signal.scope] = signal
+            return
+        current = self.state.get(signal.key)
+        if current is not None and current.version >= signal.version:
+            return  # a redelivered or stale transition
+        self.state[signal.key] = signal
+        for listener in self._listeners:
+            listener(signal)
+
+    # -- what the stream workers report --------------------------------------------------
+
+    @property
+    def silent_for(self) -> float:
+        """Seconds since the last record on the control topic (since start if none)."""
+        return time.monotonic() - (self.last_heard or self.started)
+
+    @property
+    def event_time(self) -> float:
+        """How far (event time, epoch seconds) the stream workers have decided: the
+        largest ``event_time`` in any worker heartbeat."""
+        return max((float(h.details.get("event_time") or 0.0)
+                    for h in self.heartbeats.values()), default=0.0)
+
+    def get(self, kind: str, scope: str, rule: str = "") -> ControlSignal | None:
+        return self.state.get(control_key(kind, scope, rule))
+
+    def wait_for(self, predicate: Callable[[], bool], timeout_s: float) -> bool:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if predicate():
+                return True
+            time.sleep(0.005)
+        return predicate()
+
+
+class SafeModeGuard:
+    """``check(tool, mode)`` for one agent (tenant + agent), from a follower's state.
+
+    Precedence: a manual override of the agent; then staleness (writes only); then the
+    tool's breaker; then automatic safe mode; then the run's budget.
+    """
+
+    def __init__(self, follower: ControlFollower, tenant: str, agent: str, *,
+                 stale_after_s: float = 10.0, fail_closed_reads: bool = False):
+        self.follower = follower
+        self.tenant = tenant
+        self.agent = agent
+        self.scope = agent_scope(tenant, agent)
+        self.stale_after_s = stale_after_s
+        self.fail_closed_reads = fail_closed_reads
+        self.refusals = 0
+
+    @classmethod
+    def connect(cls, bootstrap: str, tenant: str, agent: str, **kwargs: float | bool
+                ) -> SafeModeGuard:
+        """A guard with its own follower (started)."""
+        return cls(ControlFollower(bootstrap).start(), tenant, agent, **kwargs)  # type: ignore[arg-type]
+
+    def decide(self, tool: str, mode: Mode, run_id: str | None = None) -> Verdict:
+        """The verdict, without emitting anything."""
+        f = self.follower
+        writes = mode == "write"
+        override = f.get("override", self.scope)
+        overridden = override is not None and override.state != CLEARED
+        if overridden and (override.state == HALTED or (override.state == READ_ONLY and writes)):
+            return Verdict(False, f"override_{override.state}", override.reason,
+                           policy_version=override.policy_version)
+        if (writes or self.fail_closed_reads) and f.silent_for > self.stale_after_s:
+            return Verdict(False, "control_stale",
+                           f"no word from {f.topic} for {f.silent_for:.1f}s "
+                           f"(stale_after_s={self.stale_after_s:g}); failing closed")
+        breaker = f.get("breaker", breaker_scope(self.tenant, tool))
+        if breaker is not None and breaker.state == OPEN:
+            return Verdict(False, "breaker_open", breaker.reason,
+                           policy_version=breaker.policy_version)
+        if not overridden:
+            for signal in self._safe_modes():
+                if signal.state == HALTED or (signal.state == READ_ONLY and writes):
+                    return Verdict(False, f"safe_mode_{signal.state}", signal.reason,
+                                   policy_version=signal.policy_version)
+        if run_id is not None:
+            budget = f.get("budget", run_scope(self.tenant, self.agent, run_id))
+            if budget is not None and budget.state == EXCEEDED and \
+                    (budget.fallback != "degrade_to_read_only" or writes):
+                return Verdict(False, "budget_exceeded", budget.reason, budget.fallback,
+                               budget.policy_version)
+        return ALLOW
+
+    def _safe_modes(self) -> list[ControlSignal]:
+        prefix = control_key("safe_mode", self.scope) + ":"
+        return [s for k, s in list(self.follower.state.items())
+                if k.startswith(prefix) and s.state != NORMAL]
+
+    def check(self, tool: str, mode: Mode, *, run: RunContext | None = None,
+              action: str = "") -> Verdict:
+        """May this agent call ``tool`` in ``mode`` now? A refusal on a run is recorded
+        on that run as a ``policy.decision`` (deny) event."""
+        verdict = self.decide(tool, mode, run.run_id if run is not None else None)
+        if not verdict.allowed:
+            self.refusals += 1
+            if run is not None:
+                run.policy_decision(policy_id=GUARD_POLICY_ID,
+                                    policy_version=verdict.policy_version or "control",
+                                    rule=verdict.rule, decision="deny",
+                                    action=f"{tool}.{action or mode}")
+        return verdict
+
+    @property
+    def mode(self) -> str:
+        """The agent's effective mode: normal, read_only or halted."""
+        override = self.follower.get("override", self.scope)
+        if override is not None and override.state != CLEARED:
+            return override.state
+        states = {s.state for s in self._safe_modes()}
+        return HALTED if HALTED in states else READ_ONLY if READ_ONLY in states else NORMAL

@@ -1,0 +1,202 @@
+"""The faust app: two agents, three tables, two timers.
+
+    agent.events ──fold (per run, batches)──▶ <id>-tenant-facts ──decide (per tenant)──▶
+        agent.control (breaker / safe-mode / budget signals, heartbeats)
+        agent.metrics (tool health, unit economics)
+
+Delivery: at-least-once. faust flushes the producer (signals, facts, changelogs) before
+it commits the source offsets, so a ``kill -9`` re-processes at most the uncommitted tail.
+Re-processing cannot re-announce a transition: breaker and safe-mode state (with its
+version) is restored from the changelog-backed tables first, and the same results against
+the same state make no new transition. Budget state per run is a table too.
+
+State is written only when it changes (a transition, a run's budget counters per batch),
+never per event: that is what lets one worker keep up (brief §5).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from collections import defaultdict
+from datetime import UTC, datetime
+from typing import Any
+
+import faust
+
+from agentledger.kafka import faust_config
+from agentledger.settings import Settings
+from schemas import topics
+from schemas.signals import ALIVE, ControlSignal
+from streams.decide import BREAKERS, SAFE_MODES, Controller, Decisions
+from streams.fold import RunFolder
+from streams.policy import Policy
+from streams.transport import LowLatencyTransport
+
+log = logging.getLogger(__name__)
+
+PROGRESS_SECONDS = 0.1
+
+
+def persist(table: faust.Table, key: str, value: dict[str, Any] | None, partition: int) -> None:
+    """Write one table key with its changelog record on ``partition``.
+
+    faust's ``table[key] = value`` needs "the current event" to pick the changelog
+    partition, and there is none inside ``take_events`` batches or timers. We know the
+    partition (the source partition of the run or tenant), so we say it: the changelog
+    stays co-partitioned with the source and recovery after a rebalance is correct.
+    """
+    if value is None:
+        table.data.pop(key, None)
+        table.send_changelog(partition, key, None, value_serializer="raw")
+    else:
+        table.data[key] = value
+        table.send_changelog(partition, key, value)
+
+
+class ControlLoop:
+    """Builds and owns the faust app for one worker process."""
+
+    def __init__(self, settings: Settings, bootstrap: str, policy: Policy,
+                 worker_id: str | None = None):
+        self.settings = settings
+        self.policy = policy
+        self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}"
+        self.folder = RunFolder(policy)
+        self.controller = Controller(policy)
+        self.stats = {"events": 0, "skipped": 0, "facts": 0, "signals": 0, "metrics": 0}
+        self._restored = {"runs": False, "decide": False}
+        self._tenant_partition: dict[str, int] = {}
+        self._heartbeats = 0
+        self._beat_event_time = 0.0
+        self._last_input = time.monotonic()
+
+        app = self.app = faust.App(**faust_config(
+            bootstrap, app_id=settings.streams_group, partitions=settings.events_partitions,
+            session_timeout_ms=settings.kafka_session_timeout_ms,
+            security=settings.kafka_security))
+        app.transport = LowLatencyTransport(app.conf.broker_consumer, app)
+        raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw",
+               "value_serializer": "raw"}
+        self.events = app.topic(topics.EVENTS, **raw)
+        self.control = app.topic(topics.CONTROL, **raw)
+        self.metrics = app.topic(topics.METRICS, **raw)
+        self.facts = app.topic(f"{settings.streams_group}-tenant-facts", key_type=str,
+                               key_serializer="json", value_serializer="json",
+                               partitions=settings.events_partitions, internal=True)
+        table_opts = {"default": None, "partitions": settings.events_partitions,
+                      "schema": faust.Schema(key_type=str, key_serializer="json",
+                                             value_serializer="json")}
+        self.runs = app.Table("runs", help="budget counters per open run", **table_opts)
+        self.breakers = app.Table(BREAKERS, help="breaker state per tenant/tool", **table_opts)
+        self.safe_modes = app.Table(SAFE_MODES, help="safe mode per agent and rule",
+                                    **table_opts)
+
+        app.agent(self.events, name="fold")(self._fold_agent)
+        app.agent(self.facts, name="decide")(self._decide_agent)
+        app.timer(settings.streams_heartbeat_seconds, on_leader=False)(self._heartbeat_timer)
+        app.timer(settings.streams_metrics_seconds, on_leader=False)(self._metrics_timer)
+        app.timer(PROGRESS_SECONDS, on_leader=False)(self._progress_timer)
+
+    # -- stage one: fold by run ----------------------------------------------------------
+
+    async def _fold_agent(self, stream: faust.StreamT) -> None:
+        async for batch in stream.take_events(self.settings.streams_batch_max,
+                                              within=self.settings.streams_batch_seconds):
+            if not self._restored["runs"]:
+                self.folder.restore(self.runs.items())
+                self._restored["runs"] = True
+            by_partition: dict[int, list[bytes]] = defaultdict(list)
+            for event in batch:
+                by_partition[event.message.partition].append(event.value)
+            for partition, payloads in by_partition.items():
+                out = self.folder.fold(payloads)
+                self.stats["events"] += len(payloads)
+                self.stats["skipped"] += out.skipped
+                for run_id, snap in out.runs_changed.items():
+                    persist(self.runs, run_id, snap, partition)
+                for signal in out.signals:
+                    await self._publish(signal)
+                for tenant, facts in out.facts.items():
+                    self.stats["facts"] += len(facts)
+                    await self.facts.send(key=tenant, value={"wm": out.watermark,
+                                                             "facts": facts})
+            self._last_input = time.monotonic()
+
+    # -- stage two: decide per tenant ----------------------------------------------------
+
+    def _restore_decisions(self) -> None:
+        if not self._restored["decide"]:
+            for name, table in ((BREAKERS, self.breakers), (SAFE_MODES, self.safe_modes)):
+                for _, snap in table.items():
+                    self._tenant_partition[snap["tenant"]] = snap["partition"]
+                n = self.controller.restore(name, table.items())
+                log.info("restored state", extra={"table": name, "keys": n})
+            self._restored["decide"] = True
+
+    async def _decide_agent(self, stream: faust.StreamT) -> None:
+        async for event in stream.events():
+            self._restore_decisions()
+            tenant = event.key
+            self._tenant_partition[tenant] = event.message.partition
+            value = event.value
+            decisions = self.controller.apply(tenant, value["facts"])
+            decisions.extend(self.controller.advance(float(value.get("wm") or 0.0)))
+            await self._emit(decisions)
+
+    async def _emit(self, decisions: Decisions) -> None:
+        for table_name, tenant, key, snap in decisions.state:
+            table = self.breakers if table_name == BREAKERS else self.safe_modes
+            partition = self._tenant_partition.get(tenant, 0)
+            persist(table, key, snap | {"partition": partition}, partition)
+        for signal in decisions.signals:
+            await self._publish(signal)
+        for metric in decisions.metrics:
+            self.stats["metrics"] += 1
+            await self.metrics.send(key=metric.key.encode(), value=metric.to_json())
+
+    async def _publish(self, signal: ControlSignal) -> None:
+        self.stats["signals"] += signal.kind != "heartbeat"
+        if signal.kind != "heartbeat":
+            log.warning("control signal", extra={"key": signal.key, "state": signal.state,
+                                                 "reason": signal.reason})
+        await self.control.send(key=signal.key.encode(), value=signal.to_json())
+
+    # -- timers --------------------------------------------------------------------------
+
+    async def _heartbeat(self) -> None:
+        self._heartbeats += 1
+        now = self._beat_event_time = self.controller.now
+        await self._publish(ControlSignal(
+            kind="heartbeat", scope=f"worker/{self.worker_id}", state=ALIVE,
+            version=self._heartbeats,
+            ts=datetime.fromtimestamp(now, UTC) if now else datetime.now(UTC),
+            policy_version=self.policy.version,
+            details={"event_time": now, **self.stats}))
+
+    async def _heartbeat_timer(self) -> None:
+        idle = self.settings.streams_idle_advance_seconds
+        if idle and self._restored["decide"] and time.monotonic() - self._last_input > idle:
+            # nothing arrives: let wall-clock time open half-open breakers and close windows
+            await self._emit(self.controller.advance(time.time() - idle))
+        await self._heartbeat()
+
+    async def _progress_timer(self) -> None:
+        # progress beats: guards (and lockstep simulations) learn how far in event time
+        # the decisions are within ~100 ms, without a beat per record at high volume
+        if self.controller.now > self._beat_event_time:
+            await self._heartbeat()
+
+    async def _metrics_timer(self) -> None:
+        await self._emit(Decisions(metrics=self.controller.publish_open_windows()))
+
+
+def run_worker(settings: Settings, bootstrap: str, policy: Policy) -> None:
+    """Run one stream worker until SIGINT/SIGTERM (faust's worker handles the signals)."""
+    from faust.worker import Worker
+
+    loop = ControlLoop(settings, bootstrap, policy)
+    Worker(loop.app, loglevel=settings.log_level, quiet=True,
+           redirect_stdouts=False).execute_from_commandline()
