@@ -431,7 +431,7 @@ def main() -> None:
             message = "invalid settings: " + "; ".join(
                 f"AGENTLEDGER_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}"
                 for e in exc.errors())
-        err.print(f"error: {message}", highlight=False, markup=False)
+        err.print(f"error: {message}", highlight=False, markup=False, soft_wrap=True)
         if os.environ.get("AGENTLEDGER_DEBUG"):
             raise
         sys.exit(1)

@@ -174,7 +174,7 @@ class ControlLoop:
             version=self._heartbeats,
             ts=datetime.fromtimestamp(now, UTC) if now else datetime.now(UTC),
             policy_version=self.policy.version,
-            details={"event_time": now, **self.stats}))
+            details={"event_time": now, **self.stats, **self.controller.counts()}))
 
     async def _heartbeat_timer(self) -> None:
         idle = self.settings.streams_idle_advance_seconds

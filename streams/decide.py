@@ -244,6 +244,14 @@ class Controller:
     def publish_open_windows(self) -> list[MetricWindow]:
         return self.economics.publish_open()
 
+    def counts(self) -> dict[str, int]:
+        """How many scopes are not in their resting state (for heartbeats)."""
+        return {"breakers_open": sum(b.state == "OPEN" for b in self.breakers.values()),
+                "breakers_half_open": sum(b.state == "HALF_OPEN"
+                                          for b in self.breakers.values()),
+                "safe_modes_active": sum(s.state != "normal"
+                                         for s in self.safe_modes.values())}
+
     def snapshot_state(self) -> dict[str, Any]:
         """Current state of every scope this worker decides (for logs and tests)."""
         return {

@@ -64,8 +64,9 @@ class HopWindow:
             b.timeouts += timeout
             if error_type:
                 b.error_types[error_type] = b.error_types.get(error_type, 0) + 1
-            if len(b.failed_ids) < _IDS_PER_BUCKET:
-                b.failed_ids.append(event_id)
+            if len(b.failed_ids) >= _IDS_PER_BUCKET:  # keep the latest: they triggered it
+                del b.failed_ids[0]
+            b.failed_ids.append(event_id)
 
     def totals(self, now: float) -> WindowTotals:
         """Sum of the window ending with the bucket that holds ``now``."""

@@ -54,3 +54,34 @@ def summary_rows(settings: Settings) -> dict[str, list[list]]:
         return {title: run_read_only(client, sql).rows for title, sql in SUMMARY_QUERIES.items()}
     finally:
         client.close()
+
+
+class SinkThread:
+    """The real sink on a thread until the block ends (then it flushes and commits)."""
+
+    def __init__(self, settings: Settings):
+        self.client = open_store(settings)
+        self.sink = build_sink(settings, settings.kafka_bootstrap or "", self.client)
+        self.error: list[BaseException] = []
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        try:
+            self.sink.run()
+        except BaseException as exc:
+            self.error.append(exc)
+
+    def __enter__(self) -> SinkThread:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.sink.stop()
+        self.thread.join(60)
+        self.client.close()
+        assert not self.error, self.error
+
+    def query(self, sql: str, **params: object) -> list[tuple]:
+        """Query the store the sink owns (chdb is one process, one owner)."""
+        assert not self.error, self.error
+        return self.client.query(sql, parameters=params or None).result_rows

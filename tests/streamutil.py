@@ -1,0 +1,60 @@
+"""A real stream worker (``agentledger streams``) as a child process, for tests."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+from pathlib import Path
+
+from producers.guard import ControlFollower
+from tests.conftest import CLI
+from tests.helpers import wait_for
+
+
+class StreamWorker:
+    def __init__(self, env: dict[str, str], log_path: Path, *args: str):
+        self.env = {**env, "AGENTLEDGER_STREAMS_HEARTBEAT_SECONDS": "0.5"}
+        self.log_path = log_path
+        self.args = args
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> StreamWorker:
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen([*CLI, "streams", *self.args], env=self.env, stdout=log,
+                                     stderr=subprocess.STDOUT)
+        return self
+
+    @property
+    def worker_scope(self) -> str:
+        assert self.proc is not None
+        return f"worker/{socket.gethostname()}-{self.proc.pid}"
+
+    def wait_ready(self, follower: ControlFollower, timeout_s: float = 90) -> None:
+        """Until this process's first heartbeat is on the control topic."""
+        wait_for(lambda: self.worker_scope in follower.heartbeats or self._died(), timeout_s,
+                 what="the stream worker's first heartbeat")
+        assert not self._died(), self.log_path.read_text()[-3000:]
+
+    def _died(self) -> bool:
+        return self.proc is not None and self.proc.poll() is not None
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+    def __enter__(self) -> StreamWorker:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,240 @@
+"""The control loop's pure logic, exhaustively, with no Kafka in sight."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from schemas.signals import CLEARED, CLOSED, HALF_OPEN, NORMAL, OPEN, READ_ONLY, ControlSignal
+from streams.breaker import Breaker
+from streams.budgets import RunState, to_micros
+from streams.decide import Controller
+from streams.economics import Economics
+from streams.fold import RunFolder
+from streams.policy import BreakerPolicy, PolicyError, load_policy, parse_policy
+from streams.safemode import SafeMode
+from streams.windows import HopWindow, p95
+
+POLICY = load_policy()
+
+
+def breaker(**kw: float) -> Breaker:
+    return Breaker(BreakerPolicy(**kw), window_s=60, hop_s=5)
+
+
+def test_breaker_opens_only_with_min_calls_and_rate() -> None:
+    b = breaker(min_calls=20, failure_rate_threshold=0.5)
+    for i in range(19):
+        assert b.record(1000 + i * 0.1, failed=True, event_id=f"e{i}") is None
+    t = b.record(1002, failed=True, event_id="e19")
+    assert t is not None and (t.previous, t.state, t.version) == (CLOSED, OPEN, 1)
+    assert "e19" in t.triggered_by and len(t.triggered_by) <= 20
+
+
+def test_breaker_stays_closed_below_threshold() -> None:
+    b = breaker(min_calls=20, failure_rate_threshold=0.5)
+    for i in range(100):
+        assert b.record(1000 + i, failed=i % 3 == 0) is None  # 34% failures
+    assert b.state == CLOSED
+
+
+def test_breaker_window_forgets_old_failures() -> None:
+    b = breaker(min_calls=4, failure_rate_threshold=0.5)
+    for i in range(3):
+        b.record(1000 + i, failed=True)
+    # 70 s later the three failures are out of the 60 s window: one failure is 1 of 2
+    b.record(1070, failed=False)
+    assert b.record(1071, failed=True) is None and b.state == CLOSED
+
+
+def test_breaker_full_cycle_half_open_then_closed_or_open() -> None:
+    b = breaker(min_calls=2, wait_s=30, probe_calls=3)
+    b.record(1000, failed=True)
+    assert b.record(1000.5, failed=True).state == OPEN
+    assert b.record(1010, failed=True) is None, "results while OPEN are ignored"
+    assert b.advance(1029) is None
+    t = b.advance(1030.5)
+    assert (t.previous, t.state, t.version) == (OPEN, HALF_OPEN, 2)
+    assert b.record(1031, failed=True) is None and b.record(1032, failed=True) is None
+    t = b.record(1033, failed=False)
+    assert (t.state, t.version) == (OPEN, 3), "2 of 3 probes failed"
+    assert b.advance(1064).state == HALF_OPEN
+    for i in range(2):
+        assert b.record(1065 + i, failed=False) is None
+    t = b.record(1068, failed=False)
+    assert (t.state, t.version) == (CLOSED, 5)
+    assert not b.window, "closing resets the window"
+
+
+def test_breaker_snapshot_round_trip() -> None:
+    b = breaker(min_calls=1)
+    b.record(1000, failed=True)
+    other = breaker(min_calls=1)
+    other.restore(b.snapshot())
+    assert (other.state, other.version, other.opened_at) == (OPEN, 1, 1000)
+    assert other.advance(1031).version == 2
+
+
+def test_safe_mode_hysteresis() -> None:
+    rule = POLICY.safe_mode[0]  # > 5% enters, <= 2% and 60 s held exits
+    mode = SafeMode(rule)
+    w = HopWindow(60, 5)
+    for i in range(40):
+        w.add(1000 + i * 0.5, failed=i % 10 == 0)  # 10%
+    t = mode.evaluate(1020, w.totals(1020))
+    assert t is not None and (t.previous, t.state) == (NORMAL, READ_ONLY)
+    assert mode.evaluate(1021, w.totals(1021)) is None, "no re-entry"
+    # 3% is under the entry threshold but over the exit threshold: stays degraded
+    w2 = HopWindow(60, 5)
+    for i in range(100):
+        w2.add(1100 + i * 0.1, failed=i < 3)
+    assert mode.evaluate(1110, w2.totals(1110)) is None
+    # clean window but held < 60 s: stays
+    w3 = HopWindow(60, 5)
+    w3.add(1070, failed=False)
+    assert mode.evaluate(1075, w3.totals(1075)) is None
+    t = mode.evaluate(1081, w3.totals(1081))
+    assert t is not None and (t.state, t.version) == (NORMAL, 2)
+
+
+def test_budget_exceeded_once_per_run() -> None:
+    folder = RunFolder(POLICY)
+    events = [_event("run.started", "r1", 0, {"workflow": "w", "budget": {
+        "max_cost_usd": None, "max_tool_calls": 2}})]
+    events += [_event("tool.call", "r1", i + 1, {"tool": "x"}) for i in range(5)]
+    events += [_event("run.started", "r2", 0, {"workflow": "w", "budget": {
+        "max_cost_usd": 0.01, "max_tool_calls": None}}),
+        _event("model.call", "r2", 1, {"cost_usd": 0.004}),
+        _event("model.call", "r2", 2, {"cost_usd": 0.006})]  # exactly at budget: within
+    out = folder.fold([_raw(e) for e in events])
+    assert [s.scope for s in out.signals] == ["acme/bot/run/r1"]
+    assert "tool calls 3 > max_tool_calls 2" in out.signals[0].reason
+    assert out.signals[0].fallback == POLICY.budgets.fallback
+    again = folder.fold([_raw(_event("tool.call", "r1", 9, {"tool": "x"}))])
+    assert again.signals == [], "told once"
+    restored = RunFolder(POLICY)
+    restored.restore((k, v) for k, v in out.runs_changed.items() if v)
+    assert restored.fold([_raw(_event("tool.call", "r1", 10, {"tool": "x"}))]).signals == []
+
+
+def test_fold_skips_garbage_and_keeps_going() -> None:
+    folder = RunFolder(POLICY)
+    out = folder.fold([b"not json", b"{}", _raw(_event("tool.result", "r", 1, {
+        "tool": "t", "status": "error", "latency_ms": 5, "error_type": "HTTP500"}))])
+    assert out.skipped == 2 and len(out.facts["acme"]) == 1
+
+
+def test_economics_cost_per_success_is_exact() -> None:
+    eco = Economics(60)
+    costs = [0.1234567, 0.2, 0.0000011, 0.3]
+    w = eco.window("acme", "bot", "wf", 1000)
+    for c in costs:
+        w.add("spend_micros", to_micros(c))
+    for outcome in ("success", "failure", "success", "aborted"):
+        w.finished(outcome)
+    values = w.values()
+    assert values["spend_micros"] == sum(to_micros(c) for c in costs)
+    assert values["cost_per_success_usd"] == pytest.approx(sum(costs) / 2, abs=1e-6)
+    assert values["success_rate"] == 0.5
+    assert eco.close_until(1019) == []
+    closed = eco.close_until(1020)
+    assert len(closed) == 1 and closed[0].final and eco.windows == {}
+
+
+def test_controller_routes_results_to_breaker_and_safe_mode() -> None:
+    c = Controller(POLICY)
+    facts = [["r", 1000 + i * 0.1, "crm", "salesforce", "error", 10.0, f"e{i}", "HTTP500"]
+             for i in range(25)]
+    out = c.apply("acme", facts)
+    kinds = sorted((s.kind, s.state) for s in out.signals)
+    assert kinds == [("breaker", OPEN), ("safe_mode", READ_ONLY)]
+    assert {key for _, _, key, _ in out.state} == {
+        "breaker:acme/*/salesforce", "safe_mode:acme/crm:agent-tool-errors"}
+    later = c.advance(1000 + POLICY.breaker.wait_s + 5)
+    assert [(s.kind, s.state, s.version) for s in later.signals] == [("breaker", HALF_OPEN, 2)]
+
+
+def test_p95_nearest_rank() -> None:
+    assert p95([]) == 0.0
+    assert p95(list(range(1, 101))) == 95
+    assert p95([7.0]) == 7.0
+
+
+def test_policy_errors_name_line_and_reason(tmp_path: Path) -> None:
+    with pytest.raises(PolicyError, match=r"p\.yaml:6: safe_mode\.0\.when\.tool_error_rate_gt"):
+        parse_policy('version: "1"\nsafe_mode:\n  - name: r\n    action: halt\n'
+                     '    when:\n      tool_error_rate_gt: 2\n', "p.yaml")
+    with pytest.raises(PolicyError, match=r"p\.yaml:3: safe_mode\.0: .*exit_below must be lower"):
+        parse_policy('version: "1"\nsafe_mode:\n  - name: r\n    when: {tool_error_rate_gt: 0.1}\n'
+                     '    exit_below: 0.2\n', "p.yaml")
+    with pytest.raises(PolicyError, match=r"p\.yaml:4: not valid YAML"):
+        parse_policy('version: "1"\nbreaker: {\n  wait_s: [\n', "p.yaml")
+    with pytest.raises(PolicyError, match=r"unknown\.yaml: cannot read"):
+        load_policy(tmp_path / "unknown.yaml")
+    with pytest.raises(PolicyError, match="bogus"):
+        parse_policy('version: "1"\nbogus: 1\n', "p.yaml")
+
+
+class _Follower:
+    """The guard's view of a follower: state by key, how long the topic was silent."""
+
+    topic = "agent.control"
+
+    def __init__(self) -> None:
+        self.state: dict[str, ControlSignal] = {}
+        self.silent_for = 0.0
+
+    def get(self, kind: str, scope: str, rule: str = "") -> ControlSignal | None:
+        from schemas.signals import control_key
+
+        return self.state.get(control_key(kind, scope, rule))
+
+    def put(self, **kw: object) -> None:
+        from datetime import UTC, datetime
+
+        signal = ControlSignal(ts=datetime.now(UTC), version=1, **kw)  # type: ignore[arg-type]
+        self.state[signal.key] = signal
+
+
+def test_guard_precedence() -> None:
+    from producers.guard import SafeModeGuard
+
+    f = _Follower()
+    g = SafeModeGuard(f, "acme", "crm", stale_after_s=5)  # type: ignore[arg-type]
+    assert g.decide("salesforce", "write").allowed
+    f.put(kind="safe_mode", scope="acme/crm", rule="r", state=READ_ONLY, reason="errors")
+    assert not g.decide("hubspot", "write") and g.decide("hubspot", "read")
+    assert g.decide("hubspot", "write").rule == "safe_mode_read_only" and g.mode == READ_ONLY
+    f.put(kind="breaker", scope="acme/*/salesforce", state=OPEN, reason="50%")
+    assert g.decide("salesforce", "read").rule == "breaker_open"
+    f.put(kind="override", scope="acme/crm", state="normal", reason="ops says fine")
+    assert g.decide("hubspot", "write").allowed, "a manual normal pins the agent"
+    f.put(kind="override", scope="acme/crm", state=CLEARED, reason="back to rules")
+    assert not g.decide("hubspot", "write")
+    f.put(kind="budget", scope="acme/crm/run/r1", state="exceeded", reason="cost",
+          fallback="ask_user_to_confirm")
+    assert g.decide("zendesk", "read", run_id="r1").rule == "budget_exceeded"
+    assert g.decide("zendesk", "read", run_id="r2").allowed
+    f.silent_for = 6
+    assert g.decide("zendesk", "write").rule == "control_stale"
+    assert g.decide("zendesk", "read").allowed, "reads stay open by default"
+
+
+def _event(etype: str, run_id: str, seq: int, body: dict) -> dict:
+    return {"event_type": etype, "run_id": run_id, "seq": seq, "tenant": "acme", "agent": "bot",
+            "event_id": f"{run_id}-{seq}", "ts": "2026-11-24T12:00:00.000000+00:00",
+            "body": body}
+
+
+def _raw(event: dict) -> bytes:
+    import orjson
+
+    return orjson.dumps(event)
+
+
+def test_run_state_round_trip() -> None:
+    state = RunState("acme", "bot", "wf", 10, 2, cost_micros=5, tool_calls=1)
+    assert RunState.restore(state.snapshot()) == state
+    assert time.time() > 0
