@@ -4,6 +4,11 @@ Cost per successful task = all spend in the window (failed, aborted and rolled-b
 included) ÷ successful runs finished in the window. Spend is attributed to the window of
 the ``model.call`` that incurred it and success to the window of ``run.finished``, so
 summing windows gives exactly the ledger's totals. Money is integer micro-dollars.
+
+A window is published as final when event time passes its end, but kept for ``keep_s``
+more: facts from a partition that lags behind (events are ordered per run, not across
+runs) still land in it and it is re-published, so a late fact corrects the window
+instead of starting a second, smaller one that would replace it downstream.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ class EconomicsWindow:
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(COUNTERS, 0))
     revision: int = 0
     dirty: bool = False
+    final: bool = False
 
     def add(self, counter: str, amount: int = 1) -> None:
         self.counts[counter] += amount
@@ -62,18 +68,20 @@ class EconomicsWindow:
     def publish(self, final: bool) -> MetricWindow:
         self.revision += 1
         self.dirty = False
+        self.final = self.final or final
         return MetricWindow(
             kind="unit_economics", tenant=self.tenant, agent=self.agent, subject=self.workflow,
             window_start=datetime.fromtimestamp(self.start, UTC),
             window_end=datetime.fromtimestamp(self.end, UTC), revision=self.revision,
-            final=final, values=self.values())
+            final=self.final, values=self.values())
 
 
 class Economics:
     """All open windows; closes a window once event time passes its end."""
 
-    def __init__(self, window_s: int):
+    def __init__(self, window_s: int, keep_windows: int = 10):
         self.window_s = window_s
+        self.keep_s = window_s * keep_windows
         self.windows: dict[tuple[str, str, str, float], EconomicsWindow] = {}
 
     def window(self, tenant: str, agent: str, workflow: str, ts: float) -> EconomicsWindow:
@@ -86,12 +94,15 @@ class Economics:
         return w
 
     def close_until(self, now: float) -> list[MetricWindow]:
-        closed = [k for k, w in self.windows.items() if w.end <= now]
-        return [self.windows.pop(k).publish(final=True) for k in sorted(closed,
-                                                                        key=lambda k: k[3])]
+        """Publish every window that ended by ``now`` as final (once, or again after a late
+        fact changed it); forget windows older than ``keep_s``."""
+        published = [w.publish(final=True) for w in
+                     sorted(self.windows.values(), key=lambda w: w.start)
+                     if w.end <= now and (not w.final or w.dirty)]
+        for key in [k for k, w in self.windows.items() if w.end + self.keep_s <= now]:
+            del self.windows[key]
+        return published
 
     def publish_open(self) -> list[MetricWindow]:
+        """Windows changed since they were last published (open ones, or late corrections)."""
         return [w.publish(final=False) for w in self.windows.values() if w.dirty]
-
-    def close_all(self) -> list[MetricWindow]:
-        return self.close_until(float("inf"))

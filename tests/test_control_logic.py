@@ -140,7 +140,12 @@ def test_economics_cost_per_success_is_exact() -> None:
     assert values["success_rate"] == 0.5
     assert eco.close_until(1019) == []
     closed = eco.close_until(1020)
-    assert len(closed) == 1 and closed[0].final and eco.windows == {}
+    assert len(closed) == 1 and closed[0].final
+    assert eco.close_until(1030) == [], "published final once"
+    eco.window("acme", "bot", "wf", 1001).finished("success")  # a late fact
+    late = eco.close_until(1040)
+    assert [(m.revision, m.final, m.values["successes"]) for m in late] == [(2, True, 3.0)]
+    assert eco.close_until(1000 + 60 * 11) == [] and eco.windows == {}
 
 
 def test_controller_routes_results_to_breaker_and_safe_mode() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 from pathlib import Path
 
 import orjson
@@ -32,11 +33,6 @@ def _ledger_factory(bootstrap: str):
 
 def _signals(bootstrap: str, follower: ControlFollower) -> list[ControlSignal]:
     """Every non-heartbeat record on agent.control, in offset order (from a fresh read)."""
-    records = []
-
-    def collect(signal: ControlSignal) -> None:
-        records.append(signal)
-
     fresh = ControlFollower(bootstrap)
     seen: list[ControlSignal] = []
     original = fresh._apply
@@ -52,10 +48,8 @@ def _signals(bootstrap: str, follower: ControlFollower) -> list[ControlSignal]:
     with fresh:
         # the worker heartbeats every 0.5 s: once a beat newer than now arrives, all
         # earlier records on the single control partition have been read
-        beats = len(follower.heartbeats)
         wait_for(lambda: fresh.heartbeats and fresh.silent_for < 1, 30,
                  what="a heartbeat on the fresh reader")
-        del beats
     return seen
 
 
@@ -90,10 +84,6 @@ def test_healthy_scenario_trips_nothing_and_prices_success_exactly(
             return round(spent / 1e6 / won, 2) if won == successes else None
 
         assert wait_for(stream_figure, 60, what="all unit-economics windows") == by_hand
-        sql_rows = sink.query(
-            "SELECT sumIf(cost_usd, event_type = 'model.call') / "
-            "countIf(event_type = 'run.finished' AND outcome = 'success') "
-            "FROM agentledger.events FINAL")
         assert wait_for(lambda: sink.query("SELECT count() FROM agentledger.events FINAL")[0][0]
                         == result.events, 60, what="the sink to land every event")
         sql_rows = sink.query(
@@ -125,7 +115,7 @@ def test_tool_outage_breaker_cycle_safe_mode_and_guard(
         breaker = [s for s in signals if s.key == f"breaker:acme/*/{OUTAGE_TOOL}"]
         states = [(s.previous_state, s.state) for s in breaker]
         assert states[0] == (CLOSED, OPEN) and states[-1] == (HALF_OPEN, CLOSED), states
-        assert all(a[1] == b[0] for a, b in zip(states, states[1:], strict=False)), states
+        assert all(a[1] == b[0] for a, b in pairwise(states)), states
         assert [s.version for s in breaker] == list(range(1, len(breaker) + 1)), \
             "every transition once, in order"
         assert breaker[0].triggered_by and breaker[0].policy_version == POLICY.version
@@ -152,8 +142,8 @@ def test_tool_outage_breaker_cycle_safe_mode_and_guard(
                 "SELECT kind, scope, version, state FROM agentledger.control_signals FINAL "
                 "ORDER BY kind, scope, version")
         expected = sorted((s.kind, s.scope, s.version, s.state) for s in breaker + safe)
-        assert wait_for(lambda: landed() == expected or None, 60,
-                        what="control_signals to match the topic") == expected
+        wait_for(lambda: landed() == expected, 60, what="control_signals to match the topic")
+        assert landed() == expected
 
 
 def test_runaway_run_exceeds_budget_alone(
