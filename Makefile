@@ -28,6 +28,7 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/bench_sdk.py
 	$(BIN)/python bench/bench_sink.py
+	$(BIN)/python bench/bench_control.py
 
 schemas: $(STAMP)
 	$(BIN)/python -m schemas.export

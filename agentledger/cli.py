@@ -59,7 +59,7 @@ def _print_json(value: Any) -> None:
 def up(
     broker_port: Annotated[int, typer.Option(help="embedded broker port (0 = a free one)")] = 0,
 ) -> None:
-    """Run the embedded stack in the foreground: broker, sink and store API.
+    """Run the embedded stack in the foreground: broker, sink, store API, stream worker.
 
     Prints the Kafka bootstrap address, the ClickHouse DSN and the API URL. Ctrl-C or
     SIGTERM stops everything in order (sink flushes and commits first).

@@ -1,9 +1,11 @@
 """``agentledger up``: the embedded stack in the foreground, supervised.
 
 Order of start: broker → topics → store service (sink + API, a child process that owns
-the chdb store). Order of stop, on Ctrl-C/SIGTERM: store service first (it flushes and
-commits), then the broker. A store service that crashes is restarted — it resumes from
-its committed offsets — up to ``max_restarts`` times in a minute.
+the chdb store) → stream worker (the control loop). Order of stop, on Ctrl-C/SIGTERM:
+stream worker, then store service (it flushes and commits, landing the last signals),
+then the broker. A child that crashes is restarted — it resumes from its committed
+offsets and, for the stream worker, its changelog-backed state — up to ``max_restarts``
+times in a minute. The control policy is validated before anything starts.
 """
 
 from __future__ import annotations
@@ -69,7 +71,10 @@ class Supervisor:
         return Child(name, [sys.executable, "-m", "agentledger", name, *args], env)
 
     def run(self, ready_timeout_s: float = 60) -> int:
+        from streams.policy import load_policy
+
         settings = self.settings
+        policy = load_policy(settings.policy_file)  # refuse a broken policy up front
         settings.run_dir.mkdir(parents=True, exist_ok=True)
         bootstrap = settings.kafka_bootstrap
         if not bootstrap:
@@ -80,12 +85,15 @@ class Supervisor:
         try:
             ensure_topics(client_config(bootstrap, "admin", extra=settings.kafka_security),
                           default_topics(settings.events_partitions))
-            self.children = [self._service("sink", bootstrap)]
+            self.children = [self._service("sink", bootstrap),
+                             self._service("streams", bootstrap)]
             for child in self.children:
                 child.start()
             store = self._wait_for_store(ready_timeout_s)
             self.say(f"kafka bootstrap: {bootstrap}")
             self.say(f"clickhouse dsn:  {settings.dsn_for_display}")
+            self.say(f"control policy:  {settings.policy_file or 'packaged default'} "
+                     f"(version {policy.version})")
             if store:
                 self.say(f"ledger api:      {store['api_url']}")
             self.say("agentledger is up; Ctrl-C stops it")

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The demo behind `make demo`: start the embedded stack, simulate runs, wait until the
-# sink has landed every delivered event, print a summary from ClickHouse, stop the stack.
+# sink has landed every delivered event, print a summary from ClickHouse, play the
+# tool-outage scenario against the control loop and show what it decided, stop the stack.
 # Leaves nothing running, whatever happens.
 set -euo pipefail
 export AGENTLEDGER_DATA_DIR="${DEMO_DIR:-.agentledger/demo}"
@@ -19,7 +20,7 @@ for _ in $(seq 1 600); do
   sleep 0.1
 done
 grep -q "agentledger is up" "$LOG" || { cat "$LOG"; echo "the stack did not start"; exit 1; }
-head -n 3 "$LOG"
+head -n 4 "$LOG"
 echo
 
 delivered=$("$BIN/agentledger" simulate --runs "$RUNS" --seed 42 --json \
@@ -37,3 +38,16 @@ done
 echo "landed in ClickHouse: $(count) distinct events"
 echo
 "$BIN/agentledger" summary
+
+echo
+echo "scenario tool-outage: salesforce fails 80% for 90 s of event time; agents obey the guard"
+"$BIN/agentledger" simulate --scenario tool-outage --seed 3
+transitions() {
+  "$BIN/agentledger" sql "SELECT count() AS n FROM control_signals FINAL WHERE kind = 'breaker' AND state = 'CLOSED'" --json \
+    | "$BIN/python" -c 'import json, sys; print(json.load(sys.stdin)[0]["n"])'
+}
+for _ in $(seq 1 150); do
+  [ "$(transitions)" -ge 1 ] && break
+  sleep 0.2
+done
+"$BIN/agentledger" sql "SELECT kind, scope, version, previous_state AS was, state, reason FROM control_signals FINAL ORDER BY ts, kind"

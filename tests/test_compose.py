@@ -14,7 +14,8 @@ SERVICES = COMPOSE["services"]
 
 
 def test_services_and_images():
-    assert set(SERVICES) >= {"kafka", "clickhouse", "grafana", "otel-collector", "sink", "api"}
+    assert set(SERVICES) >= {"kafka", "clickhouse", "grafana", "otel-collector", "sink", "streams",
+                             "api"}
     assert SERVICES["kafka"]["image"].startswith("apache/kafka:")
     assert "controller" in SERVICES["kafka"]["environment"]["KAFKA_PROCESS_ROLES"]  # KRaft
     assert SERVICES["clickhouse"]["image"].startswith("clickhouse/clickhouse-server:")
@@ -22,7 +23,7 @@ def test_services_and_images():
     assert "grafana-clickhouse-datasource" in SERVICES["grafana"]["environment"][
         "GF_INSTALL_PLUGINS"]
     assert SERVICES["otel-collector"]["image"].startswith("otel/opentelemetry-collector")
-    for name in ("sink", "api"):
+    for name in ("sink", "streams", "api"):
         assert SERVICES[name]["build"] == "."
     assert (ROOT / "Dockerfile").is_file()
 
@@ -30,10 +31,11 @@ def test_services_and_images():
 def test_every_service_has_a_healthcheck_and_ordered_dependencies():
     for name, service in SERVICES.items():
         assert "test" in service.get("healthcheck", {}), name
-    for name in ("sink", "api"):
+    for name in ("sink", "streams", "api"):
         deps = SERVICES[name]["depends_on"]
         assert deps["kafka"]["condition"] == "service_healthy"
-        assert deps["clickhouse"]["condition"] == "service_healthy"
+        if name != "streams":  # the control loop reads and writes Kafka only
+            assert deps["clickhouse"]["condition"] == "service_healthy"
 
 
 def test_ports():
@@ -61,7 +63,7 @@ def test_mounted_files_exist_and_named_volumes_are_declared():
 
 
 def test_project_services_get_valid_settings():
-    for name in ("sink", "api"):
+    for name in ("sink", "streams", "api"):
         env = SERVICES[name]["environment"]
         assert env["AGENTLEDGER_KAFKA_BOOTSTRAP"] == "kafka:9092"
         assert env["AGENTLEDGER_CLICKHOUSE_DSN"].startswith("http://")

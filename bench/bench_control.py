@@ -1,0 +1,184 @@
+"""Control loop: time to safe mode, stream throughput vs raw consume, worker RSS.
+
+    .venv/bin/python bench/bench_control.py [--trials 60] [--runs 100000]
+
+1. Time to safe mode: for each trial a fresh agent gets 20 ok tool results and 1 failure
+   (4.8%, under the 5% rule), all decided; then the clock starts, the second failure
+   (9.1%) is produced and flushed, and the clock stops when that agent's
+   ``SafeModeGuard.decide(tool, "write")`` flips to a refusal. p50/p99 over the trials.
+2. Throughput: ``--runs`` runs x 4 events (run.started with a budget, tool.call,
+   tool.result, model.call; no run.finished, so every run stays in flight) over 10 tenants
+   x 100 tools = 1,000 (tenant, tool) breakers, produced before the worker starts. A fresh
+   `agentledger streams` process folds them; rate = events / time from its first to its
+   last progress heartbeat. Baseline in the same run: a bare confluent-kafka consumer
+   reading the same topic.
+3. Worker RSS (psutil, the child process) once it has folded everything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime
+
+import orjson
+import psutil
+from confluent_kafka import Consumer, Producer
+
+from agentledger.broker import EmbeddedBroker
+from agentledger.kafka import client_config, default_topics, ensure_topics
+from producers.emitter import AgentIdentity, Ledger
+from producers.guard import ControlFollower, SafeModeGuard
+from producers.ids import format_ts, uuid7
+from schemas import topics
+
+
+def _event(etype: str, tenant: str, agent: str, run_id: str, seq: int, body: dict) -> bytes:
+    return orjson.dumps({
+        "schema_version": 1, "event_id": uuid7(), "event_type": etype,
+        "ts": format_ts(datetime.now(UTC)), "trace_id": uuid.uuid4().hex,
+        "span_id": uuid.uuid4().hex[:16], "parent_span_id": None, "run_id": run_id,
+        "seq": seq, "tenant": tenant, "workspace": "default", "agent": agent,
+        "agent_version": "1", "principal": "svc", "on_behalf_of": None, "env": "bench",
+        "prev_hash": "0" * 64, "hash": "0" * 64, "sig": None, "body": body})
+
+
+def produce_fleet(bootstrap: str, runs: int) -> int:
+    producer = Producer(client_config(bootstrap, "producer"))
+    n = 0
+    for i in range(runs):
+        tenant, tool, run_id = f"t{i % 10}", f"tool{(i // 10) % 100}", uuid7()
+        for seq, (etype, body) in enumerate((
+                ("run.started", {"workflow": "bench", "budget": {"max_cost_usd": 1.0,
+                                                                 "max_tool_calls": 10}}),
+                ("tool.call", {"tool": tool, "action": "get", "mode": "read"}),
+                ("tool.result", {"tool": tool, "status": "ok", "latency_ms": 12.5}),
+                ("model.call", {"model": "gpt-4o-mini", "cost_usd": 0.0012}))):
+            payload = _event(etype, tenant, "agent", run_id, seq, body)
+            while True:
+                try:
+                    producer.produce(topics.EVENTS, payload, run_id.encode())
+                    break
+                except BufferError:
+                    producer.poll(0.05)
+            n += 1
+    producer.flush(60)
+    return n
+
+
+def raw_consume(bootstrap: str, expected: int) -> float:
+    consumer = Consumer(client_config(bootstrap, "consumer", group_id=f"raw-{uuid.uuid4()}"))
+    consumer.subscribe([topics.EVENTS])
+    got, start = 0, None
+    while got < expected:
+        batch = consumer.consume(5000, timeout=1)
+        if batch and start is None:
+            start = time.perf_counter()
+        got += sum(1 for m in batch if not m.error())
+    rate = got / (time.perf_counter() - (start or time.perf_counter()))
+    consumer.close()
+    return rate
+
+
+def start_worker(bootstrap: str, data_dir: str, group: str) -> subprocess.Popen:
+    env = dict(os.environ, AGENTLEDGER_KAFKA_BOOTSTRAP=bootstrap, AGENTLEDGER_DATA_DIR=data_dir,
+               AGENTLEDGER_STREAMS_GROUP=group)
+    return subprocess.Popen([sys.executable, "-m", "agentledger", "streams"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def time_to_safe_mode(bootstrap: str, follower: ControlFollower, trials: int) -> list[float]:
+    latencies = []
+    for trial in range(trials):
+        ident = AgentIdentity(tenant="bench", agent=f"agent-{trial}", agent_version="1",
+                              principal="svc")
+        guard = SafeModeGuard(follower, "bench", ident.agent, stale_after_s=3600)
+        with Ledger.connect(bootstrap, ident) as ledger, ledger.run("bench") as run:
+            def result(status: str, tool: str = f"tool-{trial}") -> None:
+                with run.tool_call(tool, "get", mode="read", args={}) as call:
+                    call.result(status, latency_ms=5.0,
+                                error_type="HTTP500" if status == "error" else None)
+            for _ in range(20):
+                result("ok")
+            result("error")
+            ledger.flush()
+            last = ledger.clock().timestamp()
+            follower.wait_for(lambda t=last: follower.event_time >= t, 30)
+            assert guard.decide("x", "write").allowed
+            start = time.perf_counter()
+            result("error")
+            ledger.flush()
+            while guard.decide("x", "write").allowed:
+                time.sleep(0.0005)
+                if time.perf_counter() - start > 30:
+                    raise TimeoutError("safe mode never came")
+            latencies.append(time.perf_counter() - start)
+    return latencies
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trials", type=int, default=60)
+    parser.add_argument("--runs", type=int, default=100_000)
+    args = parser.parse_args()
+    with EmbeddedBroker() as broker, tempfile.TemporaryDirectory() as tmp:
+        bootstrap = broker.bootstrap
+        ensure_topics(client_config(bootstrap, "admin"), default_topics(3))
+
+        # 1. time to safe mode, one worker, idle otherwise
+        worker = start_worker(bootstrap, tmp, "bench-latency")
+        with ControlFollower(bootstrap) as follower:
+            assert follower.wait_for(lambda: bool(follower.heartbeats), 90), "no worker"
+            lat = time_to_safe_mode(bootstrap, follower, args.trials)
+        worker.terminate()
+        worker.wait(30)
+        print(f"time to safe mode over {len(lat)} trials: p50 {pct(lat, .5) * 1000:.0f} ms, "
+              f"p99 {pct(lat, .99) * 1000:.0f} ms, max {max(lat) * 1000:.0f} ms, "
+              f"mean {statistics.mean(lat) * 1000:.0f} ms (goal p99 <= 1000 ms)")
+
+        # 2./3. throughput and RSS on a fresh topic's worth of in-flight runs
+        before = produce_fleet(bootstrap, args.runs)
+        total = before + 0
+        raw = raw_consume(bootstrap, total)
+        worker = start_worker(bootstrap, tmp, "bench-throughput")
+        proc = psutil.Process(worker.pid)
+        peak = 0
+        first = last = None
+        with ControlFollower(bootstrap) as follower:
+            deadline = time.monotonic() + 900
+            while time.monotonic() < deadline:
+                beats = [h for h in follower.heartbeats.values()
+                         if h.details.get("events", 0) > 0 and
+                         h.scope.endswith(f"-{worker.pid}")]
+                peak = max(peak, proc.memory_info().rss)
+                if beats:
+                    done = beats[0].details["events"]
+                    now = time.perf_counter()
+                    first = first or (now, done)
+                    if done >= total:
+                        last = (now, done)
+                        break
+                time.sleep(0.05)
+        worker.terminate()
+        worker.wait(30)
+        assert first and last, "the worker did not fold everything"
+        rate = (last[1] - first[1]) / max(last[0] - first[0], 1e-9)
+        print(f"stream worker: {total:,} events ({args.runs:,} runs in flight, 1,000 "
+              f"tenant/tool breakers) at {rate:,.0f} events/s; raw consume {raw:,.0f} msg/s "
+              f"({rate / raw:.1%}); goal >= 20,000 events/s per worker")
+        print(f"stream worker peak RSS: {peak / 2**20:,.0f} MiB")
+
+
+if __name__ == "__main__":
+    main()
