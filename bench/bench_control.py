@@ -106,9 +106,9 @@ def time_to_safe_mode(bootstrap: str, follower: ControlFollower, trials: int) ->
                                 error_type="HTTP500" if status == "error" else None)
             for _ in range(20):
                 result("ok")
+            last = time.time()  # the next event's ts is at least this
             result("error")
             ledger.flush()
-            last = ledger.clock().timestamp()
             follower.wait_for(lambda t=last: follower.event_time >= t, 30)
             assert guard.decide("x", "write").allowed
             start = time.perf_counter()
