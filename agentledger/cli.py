@@ -358,6 +358,44 @@ def _show(result: Any, as_json: bool, title: str | None = None) -> None:
     out.print(table)
 
 
+def _ledger(settings: Settings | None = None) -> Any:
+    from agentledger.client import open_ledger
+
+    return open_ledger(settings or _settings())
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:,.6f}".rstrip("0").rstrip(".") if abs(value) < 1 else f"{value:,.2f}"
+    if isinstance(value, list | dict):
+        return json.dumps(value)[:80]
+    return str(value)
+
+
+def _table(rows: list[dict[str, Any]], columns: list[str], title: str | None = None,
+           empty: str = "nothing found") -> None:
+    if not rows:
+        out.print(f"{title + ': ' if title else ''}{empty}", highlight=False)
+        return
+    table = Table(title=title, title_justify="left")
+    for column in columns:
+        numeric = any(isinstance(r.get(column), int | float) and not isinstance(
+            r.get(column), bool) for r in rows)
+        table.add_column(column, justify="right" if numeric else "left")
+    for row in rows:
+        table.add_row(*(_cell(row.get(c)) for c in columns))
+    out.print(table)
+
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="print JSON instead of tables")]
+SinceOpt = Annotated[str | None, typer.Option(
+    help="from: 7d, 24h, 30m (ago), or an ISO date/datetime (UTC)")]
+UntilOpt = Annotated[str | None, typer.Option(help="to (exclusive): same forms as --since")]
+TenantOpt = Annotated[str | None, typer.Option(help="only this tenant")]
+
+
 @app.command()
 def sql(
     query: Annotated[str, typer.Argument(help="one read-only statement (SELECT, WITH, SHOW…)")],
@@ -365,39 +403,25 @@ def sql(
         "--param", "-p", help="bind name=value for {name:Type} placeholders")] = None,
     max_rows: Annotated[int, typer.Option(min=1, help="refuse results larger than this")]
     = 10_000,
-    as_json: Annotated[bool, typer.Option("--json", help="rows as a JSON array of objects")]
-    = False,
+    as_json: JsonFlag = False,
 ) -> None:
-    """Run a read-only SQL query against the ledger store.
+    """Run a read-only SQL query against the ledger store (needs an operator key).
 
     Works while `agentledger up` owns the embedded store (the query goes to its API).
     Statements that write are refused, by a check here and by ClickHouse's readonly mode.
     """
-    from agentledger.reader import open_reader
-
-    settings = _settings()
-    reader = open_reader(settings)
-    try:
-        result = reader.query(query, _parse_params(param or []), max_rows=max_rows)
-    finally:
-        reader.close()
+    with _ledger() as ledger:
+        result = ledger.query(query, _parse_params(param or []), max_rows=max_rows)
     _show(result, as_json)
 
 
 @app.command()
-def summary(
-    as_json: Annotated[bool, typer.Option("--json", help="one JSON object of tables")] = False,
-) -> None:
+def summary(as_json: JsonFlag = False) -> None:
     """Ingestion summary: events by type, runs by outcome, cost by workflow, rejects."""
     from agentledger.query import SUMMARY_QUERIES
-    from agentledger.reader import open_reader
 
-    settings = _settings()
-    reader = open_reader(settings)
-    try:
-        results = {title: reader.query(q) for title, q in SUMMARY_QUERIES.items()}
-    finally:
-        reader.close()
+    with _ledger() as ledger:
+        results = {title: ledger.query(q) for title, q in SUMMARY_QUERIES.items()}
     if as_json:
         _print_json({title: [dict(zip(r.columns, row, strict=True)) for row in r.rows]
                      for title, r in results.items()})
@@ -406,21 +430,366 @@ def summary(
         _show(result, False, title=title)
 
 
+@app.command()
+def search(
+    tenant: TenantOpt = None,
+    agent: Annotated[str | None, typer.Option(help="agent name")] = None,
+    tool: Annotated[str | None, typer.Option(help="tool name")] = None,
+    event_type: Annotated[str | None, typer.Option("--type", help="e.g. tool.result")] = None,
+    status: Annotated[str | None, typer.Option(help="ok, error, timeout, rejected")] = None,
+    outcome: Annotated[str | None, typer.Option(
+        help="success, failure, aborted, rolled_back")] = None,
+    trace: Annotated[str | None, typer.Option(help="trace id (32 hex)")] = None,
+    run: Annotated[str | None, typer.Option(help="run id")] = None,
+    workflow: Annotated[str | None, typer.Option(help="workflow name")] = None,
+    text: Annotated[str | None, typer.Option(help="text in errors (case-insensitive)")] = None,
+    since: SinceOpt = None,
+    until: UntilOpt = None,
+    limit: Annotated[int, typer.Option(min=1, max=1000, help="events per page")] = 50,
+    cursor: Annotated[str | None, typer.Option(help="next_cursor of a previous page")] = None,
+    oldest_first: Annotated[bool, typer.Option(help="sort oldest first")] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Search events by tenant, agent, tool, type, status, outcome, ids, error text, time.
+
+    Newest first; prints a cursor for the next page.
+    """
+    with _ledger() as ledger:
+        page = ledger.get("/v1/events", tenant=tenant, agent=agent, tool=tool,
+                          event_type=event_type, status=status, outcome=outcome,
+                          trace_id=trace, run_id=run, workflow=workflow, q=text, since=since,
+                          until=until, limit=limit, cursor=cursor,
+                          order="asc" if oldest_first else "desc")
+    if as_json:
+        _print_json(page)
+        return
+    _table(page["events"], ["ts", "tenant", "agent", "event_type", "tool", "status",
+                            "outcome", "error_type", "cost_usd", "latency_ms", "run_id"],
+           title="events", empty="no events match")
+    if page["next_cursor"]:
+        out.print(f"more: --cursor {page['next_cursor']}", highlight=False)
+
+
+@app.command()
+def trace(
+    ref: Annotated[str, typer.Argument(help="a trace id or a run id")],
+    as_json: JsonFlag = False,
+) -> None:
+    """The timeline of a run (or every run of a trace): inputs, retrieval, model calls,
+    tool calls, policy decisions and approvals, outcome — with latencies and costs."""
+    with _ledger() as ledger:
+        found = ledger.get(f"/v1/timeline/{_ref(ref)}")
+    if as_json:
+        _print_json(found)
+        return
+    for run in found["runs"]:
+        out.print(f"[bold]run {run['run_id']}[/] {run['tenant']}/{run['agent']} "
+                  f"{run['workflow'] or '?'} → {run['outcome'] or 'unfinished'}  "
+                  f"trace {run['trace_id']}  cost ${run['cost_usd']:.6f}  "
+                  f"{run['duration_ms']:.0f} ms", highlight=False)
+        _table(run["steps"], ["seq", "offset_ms", "phase", "what", "latency_ms", "cost_usd"])
+
+
+def _ref(ref: str) -> str:
+    import re
+
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.:@/+-]{0,127}", ref):
+        raise UserError(f"not a run or trace id: {ref!r}")
+    return ref
+
+
+@app.command()
+def replay(
+    ref: Annotated[str, typer.Argument(help="a run id or a trace id")],
+    output: Annotated[str, typer.Option("--output", "-o", help="file to write ('-' = stdout)")],
+) -> None:
+    """Write the replay bundle of a run (or of every run of a trace) as one JSON document:
+    ordered events, input hash and reference, retrieved document hashes and index version,
+    tool schema hashes and versions, models, prompt and policy versions, verification.
+
+    Exits 1 when the stored chain does not verify (the bundle is written anyway).
+    """
+    with _ledger() as ledger:
+        bundle = ledger.get(f"/v1/replay/{_ref(ref)}")
+    text = json.dumps(bundle, indent=2, default=str) + "\n"
+    if output == "-":
+        sys.stdout.write(text)
+    else:
+        with open(output, "w") as handle:
+            handle.write(text)
+        runs = bundle["runs"]
+        err.print(f"wrote {output}: {len(runs)} run(s), "
+                  f"{sum(len(r['events']) for r in runs)} events, chain "
+                  f"{'verified' if bundle['verified'] else 'BROKEN'}", highlight=False)
+    if not bundle["verified"]:
+        raise typer.Exit(1)
+
+
+@app.command()
+def verify(
+    ref: Annotated[str, typer.Argument(help="a run id or a trace id")],
+    as_json: JsonFlag = False,
+) -> None:
+    """Verify the stored hash chain of a run (or every run of a trace).
+
+    Detects modified, deleted, inserted and reordered events and columns edited in place;
+    exits 1 and names the first broken link.
+    """
+    with _ledger() as ledger:
+        result = ledger.get(f"/v1/verify/{_ref(ref)}")
+    if as_json:
+        _print_json(result)
+    else:
+        for run in result["runs"]:
+            if run["ok"]:
+                out.print(f"run {run['run_id']}: ok, {run['events']} events chained"
+                          f"{'' if run.get('complete') else ' (run not finished)'}",
+                          highlight=False)
+            else:
+                out.print(f"run {run['run_id']}: BROKEN at seq {run['broken_seq']} "
+                          f"(event {run['broken_event_id']}): {run['problem']}",
+                          highlight=False)
+    if not result["ok"]:
+        raise typer.Exit(1)
+
+
+@app.command()
+def margins(
+    by: Annotated[str, typer.Option(help="workflow, tenant, agent, model or day")] = "workflow",
+    since: SinceOpt = "30d",
+    until: UntilOpt = None,
+    tenant: TenantOpt = None,
+    workflow: Annotated[str | None, typer.Option(help="only this workflow")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Cost per successful task, success rate and gross margin (revenue per successful
+    task from `agentledger revenue`, minus cost), grouped as asked."""
+    with _ledger() as ledger:
+        found = ledger.get("/v1/margins", by=by, since=since, until=until, tenant=tenant,
+                           workflow=workflow)
+    if as_json:
+        _print_json(found)
+        return
+    columns = ["key", "runs", "successes", "success_rate", "cost_usd", "cost_per_success_usd",
+               "revenue_usd", "gross_margin_usd", "gross_margin_pct"]
+    _table([*found["groups"], found["total"]], columns, title=f"margins by {by}")
+
+
+@app.command()
+def export(
+    output: Annotated[str, typer.Option("--output", "-o", help="file to write")],
+    since: SinceOpt = None,
+    until: UntilOpt = None,
+    tenant: TenantOpt = None,
+    fmt: Annotated[str, typer.Option("--format", help="jsonl (exact events) or parquet")]
+    = "jsonl",
+    page_rows: Annotated[int, typer.Option(min=1, max=100_000, help="rows per request")]
+    = 50_000,
+) -> None:
+    """Audit export of events in a time range: JSONL of the exact stored events (their hash
+    chain verifies) or Parquet of every column. Shows progress; safe to re-run."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    if fmt not in ("jsonl", "parquet"):
+        raise UserError(f"--format must be jsonl or parquet, not {fmt!r}")
+    written = 0
+    with _ledger() as ledger, Progress(
+            "[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
+            TimeRemainingColumn(), console=err, transient=True) as progress:
+        task = progress.add_task("exporting", total=None)
+        cursor = None
+        writer = None
+        handle = open(output, "wb")  # noqa: SIM115 - closed in finally with the writer
+        try:
+            while True:
+                response = ledger.raw("/v1/export", since=since, until=until, tenant=tenant,
+                                      format=fmt, cursor=cursor, limit=page_rows)
+                if "X-Export-Total" in response.headers:
+                    progress.update(task, total=int(response.headers["X-Export-Total"]))
+                rows = int(response.headers.get("X-Export-Rows", "0"))
+                if rows and fmt == "jsonl":
+                    handle.write(response.content)
+                elif rows:
+                    writer = _append_parquet(writer, handle, response.content)
+                written += rows
+                progress.update(task, completed=written)
+                cursor = response.headers.get("X-Next-Cursor")
+                if not cursor:
+                    break
+        finally:
+            if writer is not None:
+                writer.close()
+            handle.close()
+    err.print(f"wrote {written} events to {output} ({fmt})", highlight=False)
+
+
+def _append_parquet(writer: Any, handle: Any, page: bytes) -> Any:
+    """Add one page (a Parquet document from ClickHouse) to the output file."""
+    import io
+
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(io.BytesIO(page))
+    if writer is None:
+        writer = pq.ParquetWriter(handle, table.schema, compression="zstd")
+    writer.write_table(table)
+    return writer
+
+
+@app.command()
+def health(
+    since: Annotated[str, typer.Option(help="tool health window")] = "1h",
+    as_json: JsonFlag = False,
+) -> None:
+    """Is the ledger healthy: store reachable, data fresh, rejects, open breakers, safe
+    modes, and tool error rates. Exit 0 ok, 2 degraded, 1 unreachable."""
+    with _ledger() as ledger:
+        report = ledger.get("/v1/health")
+        tools = ledger.get("/v1/tools/health", since=since)["tools"]
+    report["tools"] = tools
+    if as_json:
+        _print_json(report)
+    else:
+        out.print(f"status: [bold]{report['status']}[/]  events {report['events']:,} "
+                  f"({report['events_last_hour']:,} in the last hour), last ingest "
+                  f"{report['last_ingest'] or 'never'}", highlight=False)
+        if "rejected_last_hour" in report:
+            out.print(f"rejected in the last hour: {report['rejected_last_hour'] or 'none'}",
+                      highlight=False)
+        _table(report["open_breakers"] + report["safe_modes"],
+               ["kind", "scope", "rule", "state", "since", "reason"],
+               title="degraded", empty="nothing")
+        _table(tools, ["tool", "calls", "errors", "timeouts", "error_rate", "p95_ms"],
+               title=f"tools, last {since}", empty="no tool calls")
+    if report["status"] != "ok":
+        raise typer.Exit(2)
+
+
+revenue_app = typer.Typer(help="Revenue per successful task, the other half of margins.",
+                          no_args_is_help=True)
+app.add_typer(revenue_app, name="revenue")
+
+
+@revenue_app.command("set")
+def revenue_set(
+    tenant: Annotated[str, typer.Argument(help="tenant")],
+    workflow: Annotated[str, typer.Argument(help="workflow")],
+    usd: Annotated[float, typer.Argument(min=0, help="revenue per successful task, USD")],
+    valid_from: Annotated[str, typer.Option("--from", help="ISO date the rate starts")]
+    = "2000-01-01",
+    note: Annotated[str, typer.Option(help="why, e.g. the contract")] = "",
+) -> None:
+    """Set what one successful task of WORKFLOW earns for TENANT from a date on."""
+    with _ledger() as ledger:
+        ledger.post("/v1/revenue", {"tenant": tenant, "workflow": workflow,
+                                    "revenue_per_success_usd": usd, "valid_from": valid_from,
+                                    "note": note})
+    out.print(f"revenue {tenant}/{workflow}: ${usd} per successful task from {valid_from}",
+              highlight=False)
+
+
+@revenue_app.command("show")
+def revenue_show(as_json: JsonFlag = False) -> None:
+    """Every revenue rate, per tenant, workflow and start date."""
+    with _ledger() as ledger:
+        rates = ledger.get("/v1/revenue")["rates"]
+    if as_json:
+        _print_json(rates)
+        return
+    _table(rates, ["tenant", "workflow", "valid_from", "revenue_per_success_usd", "note"],
+           title="revenue", empty="no rates: set one with `agentledger revenue set`")
+
+
+retention_app = typer.Typer(help="How long each table keeps its rows.", no_args_is_help=True)
+app.add_typer(retention_app, name="retention")
+
+
+@retention_app.command("show")
+def retention_show(as_json: JsonFlag = False) -> None:
+    """TTL per table: configured (AGENTLEDGER_*_RETENTION_DAYS) and applied, with sizes.
+
+    A changed setting is applied by the next process that opens the store."""
+    with _ledger() as ledger:
+        tables = ledger.get("/v1/retention")["tables"]
+    if as_json:
+        _print_json(tables)
+        return
+    _table(tables, ["table", "configured_days", "applied_days", "rows", "bytes_on_disk",
+                    "ttl"], title="retention")
+
+
+keys_app = typer.Typer(help="API keys: who may read which tenants.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+
+
+@keys_app.command("create")
+def keys_create(
+    name: Annotated[str, typer.Argument(help="who or what the key is for")],
+    tenant: Annotated[list[str] | None, typer.Option(
+        "--tenant", "-t", help="a tenant this key may read (repeat for more)")] = None,
+    all_tenants: Annotated[bool, typer.Option(
+        help="an operator key: every tenant, SQL, revenue, store metadata")] = False,
+) -> None:
+    """Create an API key, print it once, and store only its hash in the keys file
+    (AGENTLEDGER_API_KEYS_FILE). Running APIs pick it up when restarted."""
+    from agentledger.auth import ALL_TENANTS, append_entry, entry_for, new_key
+
+    if not tenant and not all_tenants:
+        raise UserError("name the tenants this key may read (--tenant), or --all-tenants")
+    key = new_key()
+    path = append_entry(_settings(), entry_for(name, key, [ALL_TENANTS] if all_tenants
+                                               else tenant or []))
+    err.print(f"key {name!r} added to {path}; it is shown only now:", highlight=False)
+    sys.stdout.write(key + "\n")
+
+
+@keys_app.command("list")
+def keys_list(as_json: JsonFlag = False) -> None:
+    """The configured keys: names, tenants and hash prefixes (never the keys)."""
+    from agentledger.auth import load_entries
+
+    entries = [{"name": e.name, "tenants": e.tenants, "sha256": e.sha256[:12] + "…"}
+               for e in load_entries(_settings())]
+    if as_json:
+        _print_json(entries)
+        return
+    _table(entries, ["name", "tenants", "sha256"], title="API keys", empty="none configured")
+
+
+@app.command()
+def api(
+    port: Annotated[int | None, typer.Option(help="port (default AGENTLEDGER_API_PORT)")]
+    = None,
+    host: Annotated[str | None, typer.Option(help="address (default AGENTLEDGER_API_HOST)")]
+    = None,
+) -> None:
+    """Serve the ledger HTTP API (OpenAPI at /openapi.json, docs at /docs) until SIGTERM.
+
+    With the embedded store this process owns it (stop `agentledger up` first, which
+    already serves the API); with a ClickHouse server run as many as you like.
+    """
+    from agentledger.services import run_api_service
+
+    run_api_service(_settings(api_port=port, api_host=host))
+
+
 def main() -> None:
     """Entry point: known errors become one readable line and a non-zero exit."""
     from clickhouse_connect.driver.exceptions import ClickHouseError
     from confluent_kafka import KafkaException
     from pydantic import ValidationError
 
+    from agentledger.auth import KeyConfigError
     from agentledger.broker import BrokerNotFound
     from agentledger.clickhouse import StoreBusy
+    from agentledger.client import LedgerError
     from agentledger.query import QueryRefused
-    from agentledger.reader import ReadError
     from producers.emitter import BufferFull, DeliveryFailed
     from sinks.dlq import DeadLetterFailed
     from streams.policy import PolicyError
 
-    known = (UserError, PolicyError, BrokerNotFound, StoreBusy, QueryRefused, ReadError, BufferFull,
+    known = (UserError, PolicyError, BrokerNotFound, StoreBusy, QueryRefused, LedgerError,
+             KeyConfigError, BufferFull,
              DeliveryFailed, DeadLetterFailed, ClickHouseError, KafkaException, ValidationError,
              TimeoutError, RuntimeError, OSError)
     try:

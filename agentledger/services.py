@@ -15,6 +15,7 @@ from clickhouse_connect.driver.client import Client
 
 from agentledger import discovery
 from agentledger.api import create_app
+from agentledger.auth import KeyEntry, KeyRing, load_entries, mint_operator_key
 from agentledger.clickhouse import claim_store, client_for
 from agentledger.kafka import client_config, default_topics, ensure_topics
 from agentledger.settings import Settings
@@ -29,9 +30,7 @@ log = logging.getLogger(__name__)
 def open_store(settings: Settings) -> Client:
     """A client on the store with the schema migrated (idempotent)."""
     bootstrap_client = client_for(settings, database=False)
-    migrate(bootstrap_client, db=settings.clickhouse_database,
-            events_ttl_days=settings.retention_days,
-            rejected_ttl_days=settings.rejected_retention_days)
+    migrate(bootstrap_client, db=settings.clickhouse_database, ttl_days=settings.ttl_days())
     bootstrap_client.close()
     return client_for(settings)
 
@@ -60,13 +59,30 @@ class ApiServer:
         self.thread.join(timeout=10)
 
 
-def start_api(settings: Settings, client: Client, sink: Sink | None = None) -> ApiServer:
-    """Serve the API on a thread; binds first, so the URL is known and the port is ours."""
+def key_ring(settings: Settings, *extra: KeyEntry) -> KeyRing:
+    """The configured keys plus ``extra`` (such as this machine's operator key)."""
+    return KeyRing([*load_entries(settings), *extra])
+
+
+def start_api(settings: Settings, client: Client, sink: Sink | None = None, *,
+              keys: KeyRing | None = None, host: str | None = None,
+              port: int | None = None) -> ApiServer:
+    """Serve the API on a thread; binds first, so the URL is known and the port is ours.
+
+    Unless ``keys`` is given, it accepts the configured keys and a freshly minted
+    operator key for this machine's CLI (see :mod:`agentledger.auth`).
+    """
+    if keys is None:
+        _, operator = mint_operator_key(settings)
+        keys = key_ring(settings, operator)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((settings.api_host, settings.api_port))
+    sock.bind((host or settings.api_host, settings.api_port if port is None else port))
     host, port = sock.getsockname()[:2]
-    app = create_app(client, stats=(lambda: sink.stats.as_dict()) if sink else None)
+    app = create_app(client, keys, database=settings.clickhouse_database,
+                     retention_days=settings.ttl_days(),
+                     stats=(lambda: sink.stats.as_dict()) if sink else None,
+                     max_rows=settings.api_max_rows, query_seconds=settings.api_query_seconds)
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="api",
                               daemon=True)
@@ -84,6 +100,27 @@ def stop_on_signals(stop: Callable[[], None]) -> Iterator[None]:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def run_api_service(settings: Settings) -> None:
+    """The API alone, until SIGTERM/SIGINT. Owns the store when it is embedded."""
+    lock = claim_store(settings)
+    open_store(settings).close()
+    api = start_api(settings, client_for(settings))
+    if lock:
+        discovery.publish(settings, discovery.STORE_FILE,
+                          {"api_url": api.url, "dsn": settings.dsn_for_display})
+    log.info("ledger API listening", extra={"url": api.url})
+    stopped = threading.Event()
+    try:
+        with stop_on_signals(stopped.set):
+            while not stopped.wait(0.5) and api.thread.is_alive():
+                pass
+    finally:
+        discovery.withdraw(settings, discovery.STORE_FILE)
+        api.stop()
+        if lock:
+            lock.close()
 
 
 def run_sink_service(settings: Settings, bootstrap: str, *, serve_api: bool,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import Field, SecretStr, field_validator
@@ -38,8 +39,14 @@ class Settings(BaseSettings):
         default=None, description="chdb:///dir or http(s)://user:pass@host:8123/db"
     )
     clickhouse_database: str = Field(default="agentledger", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
-    retention_days: int = Field(default=365, ge=1, description="TTL of events")
-    rejected_retention_days: int = Field(default=30, ge=1)
+    retention_days: int = Field(default=365, ge=1, description="TTL of events (days)")
+    rejected_retention_days: int = Field(default=30, ge=1, description="TTL of rejected input")
+    control_retention_days: int = Field(default=365, ge=1, description="TTL of control_signals")
+    metrics_retention_days: int = Field(default=90, ge=1, description="TTL of metrics windows")
+    health_retention_days: int = Field(default=90, ge=1, description="TTL of tool_health_minute")
+    summaries_retention_days: int = Field(default=730, ge=1, description="TTL of run_summaries")
+    economics_retention_days: int = Field(
+        default=730, ge=1, description="TTL of daily_economics: finance keeps more than events")
 
     sink_group: str = "agentledger-sink"
     sink_batch_rows: int = Field(default=50_000, ge=1)
@@ -69,6 +76,14 @@ class Settings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=0, ge=0, le=65535, description="0 = a free port")
     api_url: str | None = Field(default=None, description="a running ledger API to query")
+    api_key: SecretStr | None = Field(
+        default=None, description="the key the CLI sends; unset = the local operator key")
+    api_keys_file: Path | None = Field(
+        default=None, description="accepted keys (hashed); unset = <data_dir>/api-keys.yaml")
+    api_keys: list[dict[str, Any]] = Field(
+        default_factory=list, description='more accepted keys, JSON: [{"name","sha256","tenants"}]')
+    api_max_rows: int = Field(default=10_000, ge=1, description="row cap of one SQL answer")
+    api_query_seconds: float = Field(default=30.0, gt=0, description="time cap of one query")
 
     redact_keys: list[str] = Field(
         default_factory=lambda: [
@@ -113,6 +128,18 @@ class Settings(BaseSettings):
             netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
             return urlunsplit(parts._replace(netloc=netloc))
         return self.dsn
+
+    def ttl_days(self) -> dict[str, int]:
+        """Retention per TTL placeholder of the DDL (see ``schemas.ddl.RETENTION``)."""
+        return {
+            "events_ttl_days": self.retention_days,
+            "rejected_ttl_days": self.rejected_retention_days,
+            "control_ttl_days": self.control_retention_days,
+            "metrics_ttl_days": self.metrics_retention_days,
+            "health_ttl_days": self.health_retention_days,
+            "summaries_ttl_days": self.summaries_retention_days,
+            "economics_ttl_days": self.economics_retention_days,
+        }
 
     @property
     def run_dir(self) -> Path:

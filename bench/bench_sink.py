@@ -120,7 +120,7 @@ def main() -> None:
         # raw chdb insert of the sink's exact rows
         settings = Settings(data_dir=Path(f"{tmp}/raw"))
         client = client_for(settings, database=False)
-        migrate(client, db="rawbench", events_ttl_days=3650, rejected_ttl_days=30)
+        migrate(client, db="rawbench", ttl_days=settings.ttl_days())
         rows = [event_row(orjson.loads(v), v, 0, i) for i, (v, _) in enumerate(payloads)]
         t0 = time.perf_counter()
         for i in range(0, n, 50_000):

@@ -75,6 +75,7 @@ class RunContext:
         self.outcome: str | None = None
         self.totals = {"cost_usd": 0.0, "tokens_in": 0, "tokens_out": 0, "model_calls": 0,
                        "tool_calls": 0, "duration_ms": 0.0}
+        self._cost_by_model: dict[str, float] = {}
         self._t0 = 0.0
         self._span: Span | None = None
         self.event_ids: list[str] = []
@@ -151,10 +152,12 @@ class RunContext:
         """Emit ``run.finished`` now (success|failure|aborted|rolled_back)."""
         self.totals["duration_ms"] = round((time.perf_counter() - self._t0) * 1000, 3)
         self.totals["cost_usd"] = round(self.totals["cost_usd"], 10)
+        self.totals["cost_by_model"] = {k: round(v, 10) for k, v in self._cost_by_model.items()}
         self.finished = True
         self.outcome = outcome
         redacted = self.ledger.redactor.redact(error) if error else None
-        return self.emit("run.finished", {"outcome": outcome, "error": redacted,
+        return self.emit("run.finished", {"outcome": outcome, "workflow": self.workflow,
+                                          "error": redacted,
                                           "totals": dict(self.totals)})
 
     # -- steps ---------------------------------------------------------------------
@@ -194,6 +197,8 @@ class RunContext:
         self.totals["tokens_in"] += tokens_in
         self.totals["tokens_out"] += tokens_out
         self.totals["cost_usd"] += cost_usd
+        key = f"{provider}/{model}"
+        self._cost_by_model[key] = self._cost_by_model.get(key, 0.0) + cost_usd
         return event_id
 
     def retrieval(self, *, source: str, index_version: str,

@@ -103,11 +103,14 @@ class Ledger:
         self.clock = clock or (lambda: datetime.now(UTC))
         self._buffer_timeout_s = buffer_timeout_s
         self.tracer = get_tracer()
-        self._producer = Producer(dict(producer_config))
+        self._producer = self._make_producer(producer_config)
         self._lock = threading.Lock()
         self._failures: list[tuple[str, str]] = []
         self.delivered = 0
         self.sent = 0
+
+    def _make_producer(self, config: Mapping[str, Any]) -> Producer:
+        return Producer(dict(config))
 
     @classmethod
     def connect(cls, bootstrap: str, identity: AgentIdentity, **kwargs: Any) -> Ledger:

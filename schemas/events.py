@@ -151,10 +151,15 @@ class Totals(_Strict):
     model_calls: NonNegativeInt = 0
     tool_calls: NonNegativeInt = 0
     duration_ms: NonNegativeFloat = 0.0
+    cost_by_model: dict[Name, NonNegativeFloat] = Field(
+        default_factory=dict,
+        description="cost_usd split by provider/model, so finance can group margins by model")
 
 
 class RunFinished(_Strict):
     outcome: Literal["success", "failure", "aborted", "rolled_back"]
+    workflow: Name | None = Field(
+        default=None, description="repeated from run.started: one event answers economics")
     error: Text | None = None
     totals: Totals = Field(default_factory=Totals)
 

@@ -25,4 +25,4 @@ CREATE TABLE IF NOT EXISTS {db}.control_signals
 ENGINE = ReplacingMergeTree
 PARTITION BY toYYYYMM(ts)
 ORDER BY (tenant, kind, scope, rule, version)
-TTL toDateTime(ts) + INTERVAL {events_ttl_days} DAY
+TTL toDateTime(ts) + INTERVAL {control_ttl_days} DAY

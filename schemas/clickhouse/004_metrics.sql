@@ -18,4 +18,4 @@ CREATE TABLE IF NOT EXISTS {db}.metrics
 ENGINE = ReplacingMergeTree(emitted_at)
 PARTITION BY toYYYYMM(window_start)
 ORDER BY (kind, tenant, agent, subject, window_start)
-TTL toDateTime(window_start) + INTERVAL {events_ttl_days} DAY
+TTL toDateTime(window_start) + INTERVAL {metrics_ttl_days} DAY

@@ -1,0 +1,162 @@
+"""API keys: who may read which tenants' rows.
+
+A key is a random token (``al_`` + 43 url-safe characters) shown once when created; the
+server keeps only its sha256. Random 256-bit tokens need no slow hash: nobody can guess
+one from its digest, and a dict lookup by digest leaks no useful timing.
+
+Keys come from a YAML/JSON file (``AGENTLEDGER_API_KEYS_FILE``, default
+``<data_dir>/api-keys.yaml``) and from ``AGENTLEDGER_API_KEYS`` (a JSON list of the same
+entries). Each entry names the tenants it may read; ``"*"`` means every tenant and makes
+the key an operator key, the only kind allowed raw SQL, revenue writes and store
+metadata. A service that owns the store also mints an operator key for its own machine
+(``<data_dir>/run/api.key``, mode 0600), which is how the local CLI authenticates.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, Field, ValidationError
+
+from agentledger.settings import Settings
+
+ALL_TENANTS = "*"
+KEY_PREFIX = "al_"
+OPERATOR_KEY_FILE = "api.key"
+
+
+class KeyConfigError(ValueError):
+    """The keys file or variable is malformed; the message says where."""
+
+
+class KeyEntry(BaseModel):
+    """One configured key, as stored: never the key itself."""
+
+    name: str = Field(min_length=1, max_length=128)
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    tenants: list[str] = Field(min_length=1)
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The authenticated caller: a key's name and the tenants its rows may come from."""
+
+    name: str
+    tenants: frozenset[str] | None  # None: every tenant
+
+    @property
+    def operator(self) -> bool:
+        return self.tenants is None
+
+    def allowed(self, tenant: str) -> bool:
+        return self.tenants is None or tenant in self.tenants
+
+
+def new_key() -> str:
+    return KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+def entry_for(name: str, key: str, tenants: Iterable[str]) -> KeyEntry:
+    return KeyEntry(name=name, sha256=hash_key(key), tenants=sorted(set(tenants)))
+
+
+class KeyRing:
+    """The keys a server accepts, by digest."""
+
+    def __init__(self, entries: Iterable[KeyEntry] = ()):
+        self._by_hash: dict[str, Principal] = {}
+        for entry in entries:
+            self.add(entry)
+
+    def add(self, entry: KeyEntry) -> None:
+        tenants = None if ALL_TENANTS in entry.tenants else frozenset(entry.tenants)
+        self._by_hash[entry.sha256] = Principal(entry.name, tenants)
+
+    def authenticate(self, presented: str) -> Principal | None:
+        return self._by_hash.get(hash_key(presented))
+
+    def __len__(self) -> int:
+        return len(self._by_hash)
+
+
+def keys_file(settings: Settings) -> Path:
+    return settings.api_keys_file or settings.data_dir / "api-keys.yaml"
+
+
+def load_entries(settings: Settings) -> list[KeyEntry]:
+    """Every configured key entry: the file's, then the environment's."""
+    entries = []
+    path = keys_file(settings)
+    if path.exists():
+        try:
+            document = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise KeyConfigError(f"{path}: not valid YAML: {exc}") from None
+        entries += _parse(document.get("keys", []) if isinstance(document, dict) else document,
+                          str(path))
+    entries += _parse(settings.api_keys, "AGENTLEDGER_API_KEYS")
+    return entries
+
+
+def _parse(raw: Any, where: str) -> list[KeyEntry]:
+    if not isinstance(raw, list):
+        raise KeyConfigError(f"{where}: expected a list of keys")
+    entries = []
+    for i, item in enumerate(raw):
+        try:
+            entries.append(KeyEntry.model_validate(item))
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            field = ".".join(str(p) for p in first["loc"]) or "entry"
+            raise KeyConfigError(f"{where}: key {i}: {field}: {first['msg']}") from None
+    return entries
+
+
+def append_entry(settings: Settings, entry: KeyEntry) -> Path:
+    """Add a key entry to the keys file (created 0600 if missing)."""
+    path = keys_file(settings)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    document: dict[str, Any] = {"keys": []}
+    if path.exists():
+        document = yaml.safe_load(path.read_text()) or {"keys": []}
+    if any(k.get("name") == entry.name for k in document.get("keys", [])):
+        raise KeyConfigError(f"{path}: a key named {entry.name!r} exists already")
+    document.setdefault("keys", []).append(entry.model_dump())
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        yaml.safe_dump(document, handle, sort_keys=False)
+    return path
+
+
+def mint_operator_key(settings: Settings) -> tuple[str, KeyEntry]:
+    """A fresh operator key for this machine's CLI, written 0600 under the run dir."""
+    key = new_key()
+    settings.run_dir.mkdir(parents=True, exist_ok=True)
+    path = settings.run_dir / OPERATOR_KEY_FILE
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(key)
+    tmp.replace(path)
+    return key, entry_for("operator@local", key, [ALL_TENANTS])
+
+
+def client_key(settings: Settings) -> str | None:
+    """The key the CLI presents: AGENTLEDGER_API_KEY, else the local operator key."""
+    if settings.api_key is not None:
+        return settings.api_key.get_secret_value()
+    try:
+        return (settings.run_dir / OPERATOR_KEY_FILE).read_text().strip() or None
+    except OSError:
+        return None
