@@ -380,10 +380,10 @@ def _table(rows: list[dict[str, Any]], columns: list[str], title: str | None = N
         out.print(f"{title + ': ' if title else ''}{empty}", highlight=False)
         return
     table = Table(title=title, title_justify="left")
-    for column in columns:
+    for i, column in enumerate(columns):
         numeric = any(isinstance(r.get(column), int | float) and not isinstance(
             r.get(column), bool) for r in rows)
-        table.add_column(column, justify="right" if numeric else "left")
+        table.add_column(column, justify="right" if numeric else "left", no_wrap=i == 0)
     for row in rows:
         table.add_row(*(_cell(row.get(c)) for c in columns))
     out.print(table)
@@ -570,9 +570,12 @@ def margins(
     if as_json:
         _print_json(found)
         return
-    columns = ["key", "runs", "successes", "success_rate", "cost_usd", "cost_per_success_usd",
-               "revenue_usd", "gross_margin_usd", "gross_margin_pct"]
-    _table([*found["groups"], found["total"]], columns, title=f"margins by {by}")
+    labels = {"key": by, "runs": "runs", "successes": "ok", "success_rate": "ok rate",
+              "cost_usd": "cost $", "cost_per_success_usd": "$/ok", "revenue_usd": "revenue $",
+              "gross_margin_usd": "margin $", "gross_margin_pct": "margin %"}
+    _table([{labels[k]: v for k, v in g.items() if k in labels}
+            for g in [*found["groups"], found["total"]]], list(labels.values()),
+           title=f"margins by {by} (USD)")
 
 
 @app.command()

@@ -7,6 +7,7 @@ import logging
 import signal
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -87,6 +88,12 @@ def start_api(settings: Settings, client: Client, sink: Sink | None = None, *,
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="api",
                               daemon=True)
     thread.start()
+    # The socket only listens once uvicorn has started: callers may connect right away.
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("the ledger API did not start")
+        time.sleep(0.005)
     return ApiServer(server, thread, f"http://{host}:{port}")
 
 

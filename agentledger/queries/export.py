@@ -76,7 +76,9 @@ def export_page(client: Client, scope: Scope, *, since: dt.datetime | None,
     else:
         sql = (f"SELECT {', '.join(PARQUET_COLUMNS)} FROM events WHERE {where.sql()} "
                "ORDER BY ts, event_id LIMIT 1 BY event_id FORMAT Parquet")
-    data = client.raw_query(sql, parameters=where.params, settings={"readonly": 2})
+    # No per-query settings here: on the chdb client, raw_query's settings stay on the
+    # session (a readonly=2 would refuse every later insert). This SELECT is ours anyway.
+    data = client.raw_query(sql, parameters=where.params)
     next_cursor = encode_cursor(last["ts"], str(last["event_id"])) if more else None
     return ExportPage(data, len(keys), next_cursor, total)
 
