@@ -27,9 +27,11 @@ def api_count(settings: Settings) -> int:
     if not info:
         return -1
     try:
+        key = (settings.run_dir / "api.key").read_text().strip()
         response = httpx.post(f"{info['api_url']}/v1/sql", timeout=10,
+                              headers={"Authorization": f"Bearer {key}"},
                               json={"sql": "SELECT count() FROM events FINAL"})
-    except httpx.HTTPError:
+    except (httpx.HTTPError, OSError):
         return -1
     return response.json()["rows"][0][0] if response.status_code == 200 else -1
 
