@@ -51,3 +51,21 @@ for _ in $(seq 1 150); do
   sleep 0.2
 done
 "$BIN/agentledger" sql "SELECT kind, scope, version, previous_state AS was, state, reason FROM control_signals FINAL ORDER BY ts, kind"
+
+echo
+echo "finance: what a successful task earns, then margins over the last day"
+for tenant in acme globex initech; do
+  "$BIN/agentledger" revenue set "$tenant" ticket_triage 0.40 --note demo > /dev/null
+  "$BIN/agentledger" revenue set "$tenant" crm_update 1.10 --note demo > /dev/null
+  "$BIN/agentledger" revenue set "$tenant" refund_with_approval 2.50 --note demo > /dev/null
+done
+"$BIN/agentledger" margins --by workflow --since 1d
+
+echo
+echo "incident: the first run the salesforce breaker refused, told as a timeline"
+run=$("$BIN/agentledger" search --text breaker_open --outcome aborted --oldest-first --limit 1 --json \
+  | "$BIN/python" -c 'import json, sys; print(json.load(sys.stdin)["events"][0]["run_id"])')
+"$BIN/agentledger" trace "$run"
+"$BIN/agentledger" verify "$run"
+"$BIN/agentledger" replay "$run" -o "$AGENTLEDGER_DATA_DIR/replay.json"
+"$BIN/agentledger" health || [ $? -eq 2 ]

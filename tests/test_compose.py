@@ -31,11 +31,13 @@ def test_services_and_images():
 def test_every_service_has_a_healthcheck_and_ordered_dependencies():
     for name, service in SERVICES.items():
         assert "test" in service.get("healthcheck", {}), name
-    for name in ("sink", "streams", "api"):
+    # each project service waits for exactly what it talks to
+    needs = {"sink": {"kafka", "clickhouse"}, "streams": {"kafka"}, "api": {"clickhouse"}}
+    for name, upstream in needs.items():
         deps = SERVICES[name]["depends_on"]
-        assert deps["kafka"]["condition"] == "service_healthy"
-        if name != "streams":  # the control loop reads and writes Kafka only
-            assert deps["clickhouse"]["condition"] == "service_healthy"
+        assert set(deps) >= upstream, name
+        for dep in upstream:
+            assert deps[dep]["condition"] == "service_healthy", (name, dep)
 
 
 def test_ports():
@@ -77,6 +79,19 @@ def test_project_services_get_valid_settings():
                                if k.startswith("AGENTLEDGER_")})
         assert not settings.embedded_store
         assert ":***@" in settings.dsn_for_display
+
+
+def test_api_is_its_own_stateless_service_with_a_keys_file():
+    api = SERVICES["api"]
+    assert api["command"] == ["agentledger", "api"]
+    assert "kafka" not in api["depends_on"]  # it reads ClickHouse only
+    keys_file = api["environment"]["AGENTLEDGER_API_KEYS_FILE"]
+    mounts = {v.split(":")[1]: v.split(":")[0] for v in api["volumes"]}
+    assert keys_file in mounts
+    from agentledger.auth import load_entries
+
+    source = ROOT / mounts[keys_file]
+    assert load_entries(Settings(api_keys_file=source)) == []  # valid, and no key committed
 
 
 def test_grafana_provisioning_points_at_clickhouse():
