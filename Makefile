@@ -29,6 +29,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_sdk.py
 	$(BIN)/python bench/bench_sink.py
 	$(BIN)/python bench/bench_control.py
+	$(BIN)/python bench/bench_queries.py
 
 schemas: $(STAMP)
 	$(BIN)/python -m schemas.export

@@ -95,7 +95,8 @@ class Supervisor:
             self.say(f"control policy:  {settings.policy_file or 'packaged default'} "
                      f"(version {policy.version})")
             if store:
-                self.say(f"ledger api:      {store['api_url']}")
+                self.say(f"ledger api:      {store['api_url']} "
+                         f"(operator key in {settings.run_dir / 'api.key'})")
             self.say("agentledger is up; Ctrl-C stops it")
             return self._watch()
         finally:
