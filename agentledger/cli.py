@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from typing import Annotated, Any
 
@@ -25,6 +26,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 out = Console()
+if not out.is_terminal and "COLUMNS" not in os.environ:
+    out.width = 160  # piped or captured output: wide tables rather than truncated cells
 err = Console(stderr=True)
 
 
@@ -374,6 +377,9 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
+_NUMBER = re.compile(r"^-?[\d,]+(\.\d+)?%?$")
+
+
 def _table(rows: list[dict[str, Any]], columns: list[str], title: str | None = None,
            empty: str = "nothing found") -> None:
     if not rows:
@@ -381,8 +387,10 @@ def _table(rows: list[dict[str, Any]], columns: list[str], title: str | None = N
         return
     table = Table(title=title, title_justify="left")
     for i, column in enumerate(columns):
-        numeric = any(isinstance(r.get(column), int | float) and not isinstance(
-            r.get(column), bool) for r in rows)
+        values = [r.get(column) for r in rows if r.get(column) not in (None, "")]
+        numeric = bool(values) and all(
+            (isinstance(v, int | float) and not isinstance(v, bool))
+            or (isinstance(v, str) and _NUMBER.match(v)) for v in values)
         table.add_column(column, justify="right" if numeric else "left", no_wrap=i == 0)
     for row in rows:
         table.add_row(*(_cell(row.get(c)) for c in columns))
@@ -491,8 +499,6 @@ def trace(
 
 
 def _ref(ref: str) -> str:
-    import re
-
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.:@/+-]{0,127}", ref):
         raise UserError(f"not a run or trace id: {ref!r}")
     return ref
@@ -570,12 +576,17 @@ def margins(
     if as_json:
         _print_json(found)
         return
-    labels = {"key": by, "runs": "runs", "successes": "ok", "success_rate": "ok rate",
-              "cost_usd": "cost $", "cost_per_success_usd": "$/ok", "revenue_usd": "revenue $",
-              "gross_margin_usd": "margin $", "gross_margin_pct": "margin %"}
-    _table([{labels[k]: v for k, v in g.items() if k in labels}
-            for g in [*found["groups"], found["total"]]], list(labels.values()),
-           title=f"margins by {by} (USD)")
+    def money(v: float | None, places: int = 2) -> str:
+        return "" if v is None else f"{v:,.{places}f}"
+
+    shown = [{
+        by: g["key"], "runs": g["runs"], "ok": g["successes"],
+        "ok %": "" if g["success_rate"] is None else f"{g['success_rate']:.1%}",
+        "cost $": money(g["cost_usd"]), "$ per ok": money(g["cost_per_success_usd"], 4),
+        "revenue $": money(g["revenue_usd"]), "margin $": money(g["gross_margin_usd"]),
+        "margin %": "" if g["gross_margin_pct"] is None else f"{g['gross_margin_pct']:.1f}%",
+    } for g in [*found["groups"], found["total"]]]
+    _table(shown, list(shown[0]), title=f"margins by {by}, USD")
 
 
 @app.command()
