@@ -1,0 +1,220 @@
+"""Every panel of the four dashboards as data: title, visualization and its SQL.
+
+One definition feeds the Grafana JSON (``build.py``), the test that runs every panel's SQL
+against the ClickHouse engine, and the static HTML report (``report.py``). The SQL is the
+grafana-clickhouse-datasource dialect: its macros (``$__timeFilter``,
+``$__timeInterval``, ``$__interval_s``) and Grafana variables in ``sqlstring`` format
+(``${tenant:sqlstring}`` becomes ``'acme','globex'`` with quotes escaped), so a variable
+can never break out of its string literal.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Final, Literal
+
+Kind = Literal["timeseries", "table", "stat", "bar", "state", "logs"]
+
+DATASOURCE_UID: Final = "agentledger-clickhouse"
+DATASOURCE_TYPE: Final = "grafana-clickhouse-datasource"
+INCIDENT_UID: Final = "agentledger-incident"
+# A data link from any row that has a trace_id to the run timeline of that trace.
+TRACE_LINK: Final = (f"/d/{INCIDENT_UID}/incident-search?var-trace_id=${{__data.fields.trace_id}}"
+                     "&${__url_time_range}")
+
+TENANTS: Final = "tenant IN (${tenant:sqlstring})"
+
+
+@dataclass(frozen=True)
+class Panel:
+    title: str
+    kind: Kind
+    sql: str
+    description: str = ""
+    unit: str = "short"
+    links: tuple[tuple[str, str], ...] = field(default_factory=tuple)  # (title, url)
+    width: int = 12
+    # for the static report: which (label, value) columns of a table to draw as bars
+    picture: tuple[str, str] | None = None
+
+    @property
+    def query_type(self) -> str:
+        return {"timeseries": "timeSeries", "logs": "logs"}.get(self.kind, "table")
+
+    @property
+    def format(self) -> int:
+        """The plugin's Format enum: 0 time series, 1 table, 2 logs."""
+        return {"timeseries": 0, "logs": 2}.get(self.kind, 1)
+
+
+@dataclass(frozen=True)
+class Dashboard:
+    uid: str
+    title: str
+    description: str
+    panels: tuple[Panel, ...]
+    variables: tuple[str, ...] = ("tenant",)
+
+
+OPERATIONS = Dashboard(
+    "agentledger-operations", "Agent operations",
+    "Is the fleet healthy right now: volume, success, spend, tool errors, breakers, safe mode.",
+    (
+        Panel("Events per second", "timeseries",
+              "SELECT $__timeInterval(ts) AS time, count() / $__interval_s AS events_per_s "
+              f"FROM events FINAL WHERE $__timeFilter(ts) AND {TENANTS} "
+              "GROUP BY time ORDER BY time", unit="ops"),
+        Panel("Task success rate", "timeseries",
+              "SELECT $__timeInterval(finished_at) AS time, "
+              "countIf(outcome = 'success') / count() AS success_rate "
+              f"FROM daily_economics FINAL WHERE $__timeFilter(finished_at) AND {TENANTS} "
+              "GROUP BY time ORDER BY time", unit="percentunit"),
+        Panel("Cost per minute", "timeseries",
+              "SELECT $__timeInterval(ts) AS time, sum(cost_usd) * 60 / $__interval_s "
+              "AS usd_per_minute FROM events FINAL WHERE event_type = 'model.call' "
+              f"AND $__timeFilter(ts) AND {TENANTS} GROUP BY time ORDER BY time",
+              unit="currencyUSD"),
+        Panel("Tool error rate per tool", "timeseries",
+              "SELECT $__timeInterval(minute) AS time, tool, "
+              "(uniqExactMerge(errors) + uniqExactMerge(timeouts)) / uniqExactMerge(calls) "
+              f"AS error_rate FROM tool_health_minute WHERE $__timeFilter(minute) AND {TENANTS} "
+              "GROUP BY time, tool ORDER BY time, tool", unit="percentunit"),
+        Panel("Circuit breakers", "state",
+              "SELECT ts AS time, scope, state FROM control_signals FINAL "
+              f"WHERE kind = 'breaker' AND $__timeFilter(ts) AND {TENANTS} ORDER BY time",
+              "Each breaker's state over time (CLOSED, OPEN, HALF_OPEN)."),
+        Panel("Safe mode, with reasons", "table",
+              "SELECT ts AS time, scope, previous_state AS was, state, reason, policy_version "
+              f"FROM control_signals FINAL WHERE kind IN ('safe_mode', 'override') "
+              f"AND $__timeFilter(ts) AND {TENANTS} ORDER BY time DESC LIMIT 200"),
+        Panel("Dead-letter rate", "timeseries",
+              "SELECT $__timeInterval(received_at) AS time, reason, "
+              "count() / $__interval_s AS rejected_per_s FROM rejected_events FINAL "
+              "WHERE $__timeFilter(received_at) GROUP BY time, reason ORDER BY time",
+              "Input the sink refused (any tenant: rejected input has no trusted tenant).",
+              unit="ops", width=24),
+    ),
+)
+
+TOOLS = Dashboard(
+    "agentledger-tools", "Tool reliability",
+    "Which tools fail, how slowly, how often the breakers trip and the policies block.",
+    (
+        Panel("Error rate per tool", "table",
+              "SELECT tool, uniqExactMerge(calls) AS calls, uniqExactMerge(errors) AS errors, "
+              "uniqExactMerge(timeouts) AS timeouts, (errors + timeouts) / calls AS error_rate, "
+              "quantilesTDigestMerge(0.5, 0.95, 0.99)(latency)[2] AS p95_ms "
+              f"FROM tool_health_minute WHERE $__timeFilter(minute) AND {TENANTS} "
+              "GROUP BY tool ORDER BY error_rate DESC", picture=("tool", "error_rate")),
+        Panel("Timeouts per tool", "timeseries",
+              "SELECT $__timeInterval(minute) AS time, tool, uniqExactMerge(timeouts) AS timeouts "
+              f"FROM tool_health_minute WHERE $__timeFilter(minute) AND {TENANTS} "
+              "GROUP BY time, tool ORDER BY time, tool"),
+        Panel("p95 latency per tool", "timeseries",
+              "SELECT $__timeInterval(minute) AS time, tool, "
+              "quantilesTDigestMerge(0.5, 0.95, 0.99)(latency)[2] AS p95_ms "
+              f"FROM tool_health_minute WHERE $__timeFilter(minute) AND {TENANTS} "
+              "GROUP BY time, tool ORDER BY time, tool", unit="ms"),
+        Panel("Breaker trips", "bar",
+              "SELECT scope, countIf(state = 'OPEN') AS trips FROM control_signals FINAL "
+              f"WHERE kind = 'breaker' AND $__timeFilter(ts) AND {TENANTS} "
+              "GROUP BY scope ORDER BY trips DESC"),
+        Panel("Policy blocks", "timeseries",
+              "SELECT $__timeInterval(ts) AS time, action, count() AS denials FROM events FINAL "
+              "WHERE event_type = 'policy.decision' AND decision = 'deny' "
+              f"AND $__timeFilter(ts) AND {TENANTS} GROUP BY time, action ORDER BY time"),
+        Panel("Top error types", "bar",
+              "SELECT concat(tool, ': ', error_type) AS error, count() AS failures "
+              "FROM events FINAL WHERE event_type = 'tool.result' AND status IN "
+              f"('error', 'timeout') AND $__timeFilter(ts) AND {TENANTS} "
+              "GROUP BY error ORDER BY failures DESC LIMIT 10"),
+    ),
+)
+
+ECONOMICS = Dashboard(
+    "agentledger-economics", "Unit economics",
+    "What a successful task costs and earns, by workflow, tenant and model; budgets; routing.",
+    (
+        Panel("Cost per successful task by workflow", "bar",
+              "SELECT workflow, sum(cost_micros) / 1e6 / countIf(outcome = 'success') "
+              f"AS usd_per_success FROM daily_economics FINAL WHERE $__timeFilter(finished_at) "
+              f"AND {TENANTS} GROUP BY workflow ORDER BY workflow", unit="currencyUSD"),
+        Panel("Cost per successful task by tenant", "bar",
+              "SELECT tenant, sum(cost_micros) / 1e6 / countIf(outcome = 'success') "
+              f"AS usd_per_success FROM daily_economics FINAL WHERE $__timeFilter(finished_at) "
+              f"AND {TENANTS} GROUP BY tenant ORDER BY tenant", unit="currencyUSD"),
+        Panel("Cost per successful task by model", "bar",
+              "SELECT model, sum(model_cost) / 1e6 / countIf(outcome = 'success') "
+              "AS usd_per_success FROM daily_economics FINAL "
+              "ARRAY JOIN mapKeys(cost_by_model) AS model, mapValues(cost_by_model) AS model_cost "
+              f"WHERE $__timeFilter(finished_at) AND {TENANTS} GROUP BY model ORDER BY model",
+              unit="currencyUSD"),
+        Panel("Gross margin by workflow", "table",
+              "SELECT e.workflow AS workflow, count() AS runs, "
+              "countIf(e.outcome = 'success') AS successes, sum(e.cost_micros) / 1e6 AS cost_usd, "
+              "sum(if(e.outcome = 'success', r.revenue_per_success_micros, 0)) / 1e6 "
+              "AS revenue_usd, revenue_usd - cost_usd AS gross_margin_usd "
+              "FROM daily_economics AS e FINAL ASOF LEFT JOIN (SELECT tenant, workflow, "
+              "valid_from, revenue_per_success_micros FROM revenue FINAL) AS r "
+              "ON e.tenant = r.tenant AND e.workflow = r.workflow AND e.day >= r.valid_from "
+              "WHERE $__timeFilter(e.finished_at) AND e.tenant IN (${tenant:sqlstring}) "
+              "GROUP BY workflow ORDER BY workflow", picture=("workflow", "gross_margin_usd")),
+        Panel("Spend against budgets", "table",
+              "SELECT s.workflow AS workflow, count() AS runs, sum(s.cost_usd) AS spend_usd, "
+              "sum(b.budget_usd) AS budget_usd, spend_usd / budget_usd AS of_budget, "
+              "countIf(s.cost_usd > b.budget_usd) AS over_budget "
+              "FROM (SELECT tenant, run_id, max(workflow) AS workflow, max(cost_usd) AS cost_usd, "
+              "min(started_at) AS started FROM run_summaries GROUP BY tenant, run_id) AS s "
+              "INNER JOIN (SELECT tenant, run_id, "
+              "JSONExtractFloat(body, 'budget', 'max_cost_usd') AS budget_usd FROM events "
+              "WHERE event_type = 'run.started' AND $__timeFilter(ts) AND "
+              f"{TENANTS} LIMIT 1 BY event_id) AS b USING (tenant, run_id) "
+              "GROUP BY workflow ORDER BY workflow", picture=("workflow", "of_budget")),
+        Panel("Model routing mix", "timeseries",
+              "SELECT $__timeInterval(ts) AS time, model, count() AS calls FROM events FINAL "
+              f"WHERE event_type = 'model.call' AND $__timeFilter(ts) AND {TENANTS} "
+              "GROUP BY time, model ORDER BY time, model"),
+        Panel("Most expensive runs", "table",
+              "SELECT finished_at, tenant, workflow, agent, outcome, "
+              "cost_micros / 1e6 AS cost_usd, run_id, trace_id FROM daily_economics FINAL "
+              "WHERE $__timeFilter(finished_at) "
+              f"AND {TENANTS} ORDER BY cost_micros DESC LIMIT 20",
+              links=(("Run timeline", TRACE_LINK),), width=24, picture=("run_id", "cost_usd")),
+    ),
+)
+
+INCIDENT = Dashboard(
+    INCIDENT_UID, "Incident search",
+    "What happened in one run or trace, and the events around it.",
+    (
+        Panel("Run timeline", "table",
+              "SELECT ts, run_id, seq, event_type, agent, tool, action, mode, tool_version, "
+              "status, error_type, outcome, decision, model, latency_ms, cost_usd, span_id, "
+              "trace_id FROM events WHERE (run_id = ${run_id:sqlstring} "
+              "OR trace_id = ${trace_id:sqlstring}) AND "
+              f"{TENANTS} ORDER BY run_id, seq LIMIT 1 BY event_id",
+              "Every step of the run (or of each run of the trace), in order.",
+              links=(("Replay bundle (API)", "${api_url}/v1/replay/${__data.fields.run_id}"),
+                     ("Verify chain (API)", "${api_url}/v1/verify/${__data.fields.run_id}")),
+              width=24),
+        Panel("Event log", "logs",
+              "SELECT ts AS timestamp, concat(event_type, ' ', agent, ' ', tool, ' ', status, ' ', "
+              "error_type, ' ', outcome, ' ', decision) AS body, "
+              "multiIf(status IN ('error', 'timeout') OR outcome IN ('failure', 'rolled_back'), "
+              "'error', decision = 'deny' OR outcome = 'aborted', 'warning', 'info') AS level, "
+              "trace_id, run_id FROM events WHERE $__timeFilter(ts) AND "
+              f"{TENANTS} AND (agent = ${{agent:sqlstring}} OR ${{agent:sqlstring}} = '') "
+              "AND (tool = ${tool:sqlstring} OR ${tool:sqlstring} = '') "
+              "ORDER BY ts DESC LIMIT 1 BY event_id LIMIT 500", width=24),
+        Panel("Failed and aborted runs", "table",
+              "SELECT finished_at, tenant, agent, workflow, outcome, "
+              "cost_micros / 1e6 AS cost_usd, run_id, trace_id FROM daily_economics FINAL "
+              "WHERE outcome != 'success' AND "
+              f"$__timeFilter(finished_at) AND {TENANTS} AND (agent = ${{agent:sqlstring}} "
+              "OR ${agent:sqlstring} = '') ORDER BY finished_at DESC LIMIT 100",
+              links=(("Run timeline", TRACE_LINK),), width=24, picture=("run_id", "cost_usd")),
+    ),
+    variables=("tenant", "agent", "tool", "trace_id", "run_id", "api_url"),
+)
+
+DASHBOARDS: Final = (OPERATIONS, TOOLS, ECONOMICS, INCIDENT)

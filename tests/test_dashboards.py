@@ -1,0 +1,237 @@
+"""Dashboards as code: valid Grafana JSON, every panel's SQL runs on a store filled by the
+real pipeline (simulator, the tool-outage scenario through a real stream worker, garbage
+for the DLQ), and the HTML report draws every chart in headless Chromium."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from confluent_kafka import Producer
+
+from agentledger import discovery
+from agentledger.kafka import client_config
+from agentledger.services import open_store, start_api
+from agentledger.settings import Settings
+from dashboards.build import dashboard, generated
+from dashboards.check import run_panels, shape_problem
+from dashboards.macros import expand, sqlstring
+from dashboards.panels import DASHBOARDS, DATASOURCE_TYPE, DATASOURCE_UID
+from producers.emitter import Ledger
+from producers.guard import ControlFollower
+from producers.scenarios import run_scenario
+from producers.simulator import Simulator
+from schemas import topics
+from tests.conftest import CLI
+from tests.helpers import wait_for
+from tests.sinkutil import SinkThread
+from tests.streamutil import StreamWorker
+
+pytestmark = pytest.mark.integration
+REPO = Path(__file__).resolve().parents[1]
+
+
+# -- the JSON ------------------------------------------------------------------------------
+
+
+def test_build_writes_four_valid_dashboards_every_panel_on_clickhouse(tmp_path: Path):
+    done = subprocess.run([*CLI, "dashboards", "build", "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    files = sorted((tmp_path / "json").glob("*.json"))
+    assert len(files) == 4
+    titles = set()
+    for path in files:
+        board = json.loads(path.read_text())
+        # the schema Grafana needs to load a dashboard
+        assert {"uid", "title", "panels", "templating", "time", "schemaVersion"} <= set(board)
+        assert isinstance(board["schemaVersion"], int) and board["uid"] == path.stem
+        titles.add(board["title"])
+        ids = [p["id"] for p in board["panels"]]
+        assert len(ids) == len(set(ids)), "panel ids unique"
+        for panel in board["panels"]:
+            assert panel["type"] in {"timeseries", "table", "stat", "barchart",
+                                     "state-timeline", "logs"}, panel["type"]
+            pos = panel["gridPos"]
+            assert pos["w"] > 0 and pos["h"] > 0 and pos["x"] + pos["w"] <= 24
+            assert panel["targets"], panel["title"]
+            for target in panel["targets"]:
+                assert target["datasource"] == {"type": DATASOURCE_TYPE, "uid": DATASOURCE_UID}
+                assert target["editorType"] == "sql" and target["rawSql"].startswith("SELECT")
+                assert target["queryType"] in {"table", "timeSeries", "logs"}
+                assert target["format"] in {0, 1, 2}
+        for variable in board["templating"]["list"]:
+            assert variable["name"] and variable["type"] in {"query", "textbox"}
+    assert titles == {"Agent operations", "Tool reliability", "Unit economics",
+                      "Incident search"}
+    # grafanalib's own validation ran when the objects were built; the committed JSON that
+    # docker-compose mounts is exactly this output
+    committed = {p.name: p.read_text() for p in (REPO / "dashboards" / "json").glob("*.json")}
+    assert committed == generated(), "run `agentledger dashboards build` and commit"
+    assert (tmp_path / "provisioning" / "datasources" / "clickhouse.yaml").exists()
+    # panels link to each other by trace id
+    economics = json.loads((tmp_path / "json" / "agentledger-economics.json").read_text())
+    links = [link["url"] for p in economics["panels"]
+             for link in p.get("fieldConfig", {}).get("defaults", {}).get("links", [])]
+    assert any("var-trace_id=${__data.fields.trace_id}" in url for url in links)
+
+
+def test_macros_expand_like_the_plugin():
+    t0 = dt.datetime(2026, 11, 24, 10, 0, tzinfo=dt.UTC)
+    t1 = t0 + dt.timedelta(hours=1)
+    sql = expand("SELECT $__timeInterval(ts) AS t FROM e WHERE $__timeFilter(ts) AND "
+                 "tenant IN (${tenant:sqlstring}) AND x = $__interval_s",
+                 time_from=t0, time_to=t1, variables={"tenant": ["acme", "o'hare"]},
+                 max_points=60)
+    assert "toStartOfInterval(toDateTime(ts), INTERVAL 60 second)" in sql
+    assert f"ts >= toDateTime({int(t0.timestamp())}) AND ts <= toDateTime(" in sql
+    assert "tenant IN ('acme','o''hare')" in sql and "x = 60" in sql
+    assert sqlstring(["' OR 1=1 --"]) == "''' OR 1=1 --'"
+    assert all(dashboard(spec).to_json_data()["panels"] for spec in DASHBOARDS)
+
+
+# -- every panel against a real store ------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def filled(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    import os
+
+    from agentledger.broker import EmbeddedBroker
+    from agentledger.kafka import default_topics, ensure_topics
+
+    data = tmp_path_factory.mktemp("dash")
+    with EmbeddedBroker() as broker:
+        bootstrap = broker.bootstrap
+        ensure_topics(client_config(bootstrap, "admin"), default_topics(3))
+        settings = Settings(data_dir=data / "data", kafka_bootstrap=bootstrap,
+                            sink_batch_seconds=0.3)
+        env = {**os.environ, "AGENTLEDGER_DATA_DIR": str(settings.data_dir),
+               "AGENTLEDGER_KAFKA_BOOTSTRAP": bootstrap, "PYTHONUNBUFFERED": "1"}
+        with StreamWorker(env, data / "worker.log") as worker, \
+                ControlFollower(bootstrap) as follower, SinkThread(settings) as sink:
+            worker.wait_ready(follower)
+            Simulator(lambda ident: Ledger.connect(bootstrap, ident), seed=4,
+                      tenants=("acme", "globex")).run(120)
+            result = run_scenario("tool-outage",
+                                  lambda ident, clock: Ledger.connect(bootstrap, ident,
+                                                                      clock=clock),
+                                  follower=follower, seed=3)
+            wait_for(lambda: follower.event_time >= result.end_ts, 30, what="decisions")
+            garbage = Producer(client_config(bootstrap, "producer"))
+            for payload in (b"not json", b"{}", b'{"event_type": "tool.call"}'):
+                garbage.produce(topics.EVENTS, payload, b"junk")
+            assert garbage.flush(10) == 0
+            wait_for(lambda: sink.query("SELECT count() FROM control_signals FINAL WHERE "
+                                        "kind = 'breaker' AND state = 'CLOSED'")[0][0] >= 1
+                     and sink.query("SELECT count() FROM rejected_events")[0][0] >= 3,
+                     60, what="signals and rejects landed")
+            wait_for(lambda: sink.query("SELECT count() FROM events")[0][0] >= result.events,
+                     60, what="scenario events landed")
+        client = open_store(settings)
+        client.insert("revenue", [["acme", "crm_update", dt.date(2020, 1, 1), 1_250_000, ""]],
+                      column_names=["tenant", "workflow", "valid_from",
+                                    "revenue_per_success_micros", "note"])
+        first, last = client.query("SELECT min(ts), max(ts) FROM events").result_rows[0]
+        run_id = client.query("SELECT run_id FROM daily_economics WHERE outcome = 'aborted' "
+                              "LIMIT 1").result_rows[0][0]
+        try:
+            yield {"settings": settings, "client": client, "run_id": run_id,
+                   "from": first.replace(tzinfo=dt.UTC) - dt.timedelta(minutes=5),
+                   "to": last.replace(tzinfo=dt.UTC) + dt.timedelta(minutes=5)}
+        finally:
+            client.close()
+
+
+def test_every_panel_runs_and_returns_rows_of_its_shape(filled: dict[str, Any]):
+    client = filled["client"]
+
+    def query(sql: str) -> tuple[list[str], list[str], list[list[Any]]]:
+        result = client.query(sql, settings={"readonly": 2})
+        return (list(result.column_names), [t.name for t in result.column_types],
+                [list(r) for r in result.result_rows])
+
+    variables = {"tenant": ["acme", "globex"], "agent": "", "tool": "", "trace_id": "",
+                 "run_id": filled["run_id"], "api_url": "http://localhost:8080"}
+    results = run_panels(query, variables=variables, time_from=filled["from"],
+                         time_to=filled["to"])
+    problems = {f"{spec.title} / {r.panel.title}": shape_problem(r)
+                for spec, rs in results for r in rs if shape_problem(r)}
+    assert not problems, problems
+    assert sum(len(rs) for _, rs in results) >= 20
+    by_title = {r.panel.title: r for _, rs in results for r in rs}
+    # the tool-outage is visible where ops would look for it
+    states = {row[2] for row in by_title["Circuit breakers"].rows}
+    assert {"OPEN", "HALF_OPEN", "CLOSED"} <= states
+    errors = by_title["Error rate per tool"]
+    assert errors.rows[0][0] == "salesforce", errors.rows
+    assert by_title["Run timeline"].rows and all(
+        row[1] == filled["run_id"] for row in by_title["Run timeline"].rows)
+    # a variable is a quoted string: a hostile value matches nothing and breaks nothing
+    hostile = {**variables, "tenant": ["' OR 1=1 --"], "agent": "x' OR '1'='1"}
+    for _, rs in run_panels(query, variables=hostile, time_from=filled["from"],
+                            time_to=filled["to"]):
+        for r in rs:
+            assert r.error is None, (r.panel.title, r.error)
+            if "tenant IN" in r.panel.sql:
+                assert not r.rows, r.panel.title
+
+
+# -- the HTML report in headless Chromium --------------------------------------------------
+
+
+def _chromium() -> str:
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        if shutil.which(name):
+            return shutil.which(name) or name
+    install = subprocess.run(["apt-get", "install", "-y", "-q", "chromium"],
+                             capture_output=True, text=True, timeout=900)
+    if install.returncode != 0 or not shutil.which("chromium"):
+        pytest.skip(f"headless Chromium is not installed and could not be installed "
+                    f"(apt-get exit {install.returncode}: {install.stderr.strip()[-200:]})")
+    return shutil.which("chromium") or "chromium"
+
+
+def test_report_renders_every_chart_in_headless_chromium(filled: dict[str, Any],
+                                                         tmp_path: Path):
+    browser = _chromium()
+    settings: Settings = filled["settings"]
+    api = start_api(settings, open_store(settings))  # the store's owner, like `up`
+    discovery.publish(settings, discovery.STORE_FILE, {"api_url": api.url})
+    try:
+        out = tmp_path / "report.html"
+        env = {"AGENTLEDGER_DATA_DIR": str(settings.data_dir), "PATH": "/usr/bin:/bin"}
+        done = subprocess.run(
+            [*CLI, "report", "-o", str(out), "--since", filled["from"].isoformat(),
+             "--until", filled["to"].isoformat()], env=env, capture_output=True, text=True,
+            timeout=120)
+    finally:
+        discovery.withdraw(settings, discovery.STORE_FILE)
+        api.stop()
+    assert done.returncode == 0, done.stderr
+    page = out.read_text()
+    charts = page.count('<svg class="chart"')
+    panels = sum(len(spec.panels) for spec in DASHBOARDS)
+    assert charts == panels, f"{charts} charts for {panels} panels: {done.stderr}"
+    assert "<table" not in page, "pictures, not tables of numbers"
+    screenshot = REPO / ".agentledger" / "report.png"
+    screenshot.parent.mkdir(exist_ok=True)
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+             "--virtual-time-budget=5000"]
+    dom = subprocess.run([browser, *flags, "--dump-dom", out.as_uri()], capture_output=True,
+                         text=True, timeout=120)
+    assert dom.returncode == 0, dom.stderr[-500:]
+    body = re.search(r'<body[^>]*data-charts="(\d+)"[^>]*data-rendered="(\d+)"', dom.stdout)
+    assert body, "the page's check script did not run"
+    assert int(body.group(1)) == panels and int(body.group(2)) == panels, body.groups()
+    shot = subprocess.run([browser, *flags, "--window-size=1280,4000",
+                           f"--screenshot={screenshot}", out.as_uri()], capture_output=True,
+                          text=True, timeout=120)
+    assert shot.returncode == 0 and screenshot.stat().st_size > 20_000, shot.stderr[-500:]
