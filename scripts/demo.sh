@@ -69,3 +69,9 @@ run=$("$BIN/agentledger" search --text breaker_open --outcome aborted --oldest-f
 "$BIN/agentledger" verify "$run"
 "$BIN/agentledger" replay "$run" -o "$AGENTLEDGER_DATA_DIR/replay.json"
 "$BIN/agentledger" health || [ $? -eq 2 ]
+
+echo
+echo "the dashboards' panels as a static page of charts (no Grafana needed):"
+# the scenario runs in event time, a few minutes ahead of the wall clock
+"$BIN/agentledger" report -o "$AGENTLEDGER_DATA_DIR/report.html" --since 1h \
+  --until "$(date -u -d '+15 min' +%Y-%m-%dT%H:%M:%S)"

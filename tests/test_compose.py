@@ -81,6 +81,17 @@ def test_project_services_get_valid_settings():
         assert ":***@" in settings.dsn_for_display
 
 
+def test_grafana_mounts_the_generated_dashboards_where_the_provider_reads():
+    mounts = {v.split(":")[1]: v.split(":")[0] for v in SERVICES["grafana"]["volumes"]}
+    provider = yaml.safe_load((ROOT / "dashboards/provisioning/dashboards/agentledger.yaml")
+                              .read_text())["providers"][0]["options"]["path"]
+    assert provider in mounts
+    boards = sorted((ROOT / mounts[provider].removeprefix("./")).glob("*.json"))
+    assert len(boards) == 4
+    assert "grafana-clickhouse-datasource" in SERVICES["grafana"]["environment"][
+        "GF_INSTALL_PLUGINS"]
+
+
 def test_api_is_its_own_stateless_service_with_a_keys_file():
     api = SERVICES["api"]
     assert api["command"] == ["agentledger", "api"]
