@@ -9,6 +9,7 @@ answer, and chdb's one-process rule stays invisible to users.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import IO, Any
 
 import httpx
@@ -30,7 +31,7 @@ class LedgerError(RuntimeError):
 
 class LedgerClient:
     def __init__(self, url: str, key: str | None, *, timeout_s: float = 120,
-                 on_close: Any = None):
+                 on_close: Callable[[], None] | None = None):
         headers = {"Authorization": f"Bearer {key}"} if key else {}
         self._http = httpx.Client(base_url=url, timeout=timeout_s, headers=headers)
         self._on_close = on_close
