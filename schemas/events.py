@@ -130,18 +130,28 @@ class PolicyDecision(_Strict):
     rule: Text
     decision: Literal["allow", "deny", "escalate"]
     action: Text
+    reason: Text | None = Field(default=None, description="why the rule decided so")
 
 
 class ApprovalRequested(_Strict):
-    approver: Name
+    approver: Name = Field(description="the approver role (the queue) asked to decide")
     action: Text
     reason: Text | None = None
+    approval_id: Name | None = Field(default=None, description="id approvers decide on")
+    approvals_required: Annotated[int, Field(ge=1, le=10, strict=True)] | None = None
+    sla_s: NonNegativeFloat | None = Field(default=None, description="queue's target, s")
+    expires_in_s: NonNegativeFloat | None = Field(
+        default=None, description="after this the request expires (outcome per policy)")
+    args: dict[str, Any] | None = Field(default=None, description="tool args, redacted")
 
 
 class ApprovalResolved(_Strict):
     approver: Name
     decision: Literal["approved", "rejected", "expired"]
     latency_ms: NonNegativeFloat
+    approval_id: Name | None = None
+    approvers: list[Name] | None = Field(default=None, description="distinct deciders")
+    reason: Text | None = None
 
 
 class Totals(_Strict):
