@@ -32,6 +32,7 @@ from agentledger import __version__
 from agentledger.auth import KeyRing, Principal
 from agentledger.queries import economics, events, export, operations, replay, timeline
 from agentledger.queries.common import Forbidden, NotFound, QueryError, Scope, parse_time
+from agentledger.queries.pipeline import HealthLimits
 from agentledger.query import QueryRefused, run_read_only
 from schemas.events import EVENT_TYPES
 
@@ -132,7 +133,8 @@ def _time(value: str | None, name: str) -> dt.datetime | None:
 def create_app(client: Client, keys: KeyRing, *, database: str = "agentledger",
                retention_days: dict[str, int] | None = None,
                stats: Callable[[], dict[str, Any]] | None = None,
-               max_rows: int = 10_000, query_seconds: float = 30.0) -> FastAPI:
+               max_rows: int = 10_000, query_seconds: float = 30.0,
+               health_limits: HealthLimits | None = None) -> FastAPI:
     """The API over ``client``; ``keys`` decides who reads what."""
     app = FastAPI(title="agentledger", version=__version__, default_response_class=OrjsonResponse,
                   description=__doc__)
@@ -272,7 +274,8 @@ def create_app(client: Client, keys: KeyRing, *, database: str = "agentledger",
 
     @app.get("/v1/health", summary="pipeline health: freshness, rejects, degraded scopes")
     def health(caller: Caller) -> Any:
-        return operations.pipeline_health(client, caller, sink=stats() if stats else None)
+        return operations.pipeline_health(client, caller, sink=stats() if stats else None,
+                                          limits=health_limits)
 
     @app.get("/v1/retention", summary="TTL per table, configured and applied (operator key)")
     def retention(_: Operator) -> Any:

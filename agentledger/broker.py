@@ -12,6 +12,7 @@ import shutil
 import signal
 import socket
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 from agentledger.kafka import wait_for_broker
@@ -54,11 +55,17 @@ def free_port(host: str = "127.0.0.1") -> int:
 class EmbeddedBroker:
     """Start Tansu on ``127.0.0.1:port``, wait until it answers metadata, stop it cleanly."""
 
-    def __init__(self, port: int = 0, binary: str | None = None, log_file: Path | None = None):
+    def __init__(self, port: int = 0, binary: str | None = None, log_file: Path | None = None,
+                 preexec_fn: Callable[[], None] | None = None):
         self.port = port or free_port()
         self.binary = binary or find_broker_binary()
         self.log_file = log_file
+        self.preexec_fn = preexec_fn
         self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
 
     @property
     def bootstrap(self) -> str:
@@ -72,6 +79,7 @@ class EmbeddedBroker:
             stdout=out, stderr=subprocess.STDOUT if self.log_file else subprocess.DEVNULL,
             stdin=subprocess.DEVNULL,
             start_new_session=True,  # Ctrl-C goes to the supervisor, which stops us in order
+            preexec_fn=self.preexec_fn,
         )
         try:
             wait_for_broker(self.bootstrap, timeout_s)

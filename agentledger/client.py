@@ -9,6 +9,7 @@ answer, and chdb's one-process rule stays invisible to users.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import IO, Any
 
@@ -80,9 +81,29 @@ class LedgerClient:
         self.close()
 
 
-def open_ledger(settings: Settings) -> LedgerClient:
+def _wait_for_stack_api(settings: Settings, timeout_s: float) -> str | None:
+    """The store API of a live ``agentledger up``, waiting while it starts or restarts.
+
+    A reader must never take the store from a stack that is starting: the stack's sink
+    would then fail to claim it. While a supervisor lives, wait for its API instead.
+    """
+    deadline = time.monotonic() + timeout_s
+    while discovery.lookup(settings, discovery.SUPERVISOR_FILE) is not None:
+        url = discovery.store_api_url(settings)
+        if url:
+            return url
+        if time.monotonic() > deadline:
+            raise LedgerError(
+                f"agentledger up is running but its store API did not answer within "
+                f"{timeout_s:.0f}s (starting, or the sink is restarting): "
+                "see agentledger health, or retry")
+        time.sleep(0.1)  # polling the run directory for the store service's file
+    return discovery.store_api_url(settings)
+
+
+def open_ledger(settings: Settings, *, wait_s: float = 60) -> LedgerClient:
     """A client of the running API, or of a private one over the store if none runs."""
-    url = discovery.store_api_url(settings)
+    url = discovery.store_api_url(settings) or _wait_for_stack_api(settings, wait_s)
     if url:
         return LedgerClient(url, client_key(settings))
     from agentledger.services import open_store, start_api

@@ -17,6 +17,8 @@ from agentledger.settings import Settings
 
 BROKER_FILE = "broker.json"
 STORE_FILE = "store.json"
+SUPERVISOR_FILE = "supervisor.json"
+"""Written by ``agentledger up`` from its first moment: the stack's state and children."""
 
 
 def _alive(pid: int) -> bool:

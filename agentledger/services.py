@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import IO
 
 import uvicorn
 from clickhouse_connect.driver.client import Client
@@ -17,8 +18,10 @@ from clickhouse_connect.driver.client import Client
 from agentledger import discovery
 from agentledger.api import create_app
 from agentledger.auth import KeyEntry, KeyRing, load_entries, mint_operator_key
-from agentledger.clickhouse import claim_store, client_for
+from agentledger.clickhouse import StoreBusy, claim_store, client_for
 from agentledger.kafka import client_config, default_topics, ensure_topics
+from agentledger.monitor import PipelineReporter
+from agentledger.queries.pipeline import HealthLimits
 from agentledger.settings import Settings
 from sinks.clickhouse import BatchPolicy, ClickHouseWriter
 from sinks.consumer import Sink, SinkStats
@@ -42,11 +45,30 @@ def build_sink(settings: Settings, bootstrap: str, client: Client) -> Sink:
         client_config(bootstrap, "consumer", group_id=settings.sink_group,
                       session_timeout_ms=settings.kafka_session_timeout_ms, extra=extra),
         ClickHouseWriter(client, settings.clickhouse_database),
-        DeadLetters(client_config(bootstrap, "producer", extra=extra)),
+        DeadLetters(client_config(bootstrap, "producer", extra=extra),
+                    max_payload_bytes=settings.dlq_max_payload_bytes),
         policy=BatchPolicy(settings.sink_batch_rows, settings.sink_batch_bytes,
                            settings.sink_batch_seconds),
         max_event_bytes=settings.max_event_bytes,
+        status_interval_s=settings.sink_status_seconds,
+        stall_after_s=settings.sink_stall_seconds,
     )
+
+
+def claim_store_patiently(settings: Settings) -> IO[str] | None:
+    """:func:`claim_store`, retried for ``store_claim_seconds``: a CLI command that opened
+    the store a moment before the stack started holds it only for its own length."""
+    deadline = time.monotonic() + settings.store_claim_seconds
+    pause = 0.2
+    while True:
+        try:
+            return claim_store(settings)
+        except StoreBusy:
+            if time.monotonic() + pause > deadline:
+                raise
+            log.warning("store busy; retrying", extra={"retry_in_s": pause})
+            time.sleep(pause)  # backoff between lock attempts
+            pause = min(pause * 2, 5.0)
 
 
 @dataclass
@@ -91,7 +113,10 @@ def start_api(settings: Settings, client: Client, sink: Sink | None = None, *,
     app = create_app(client, keys, database=settings.clickhouse_database,
                      retention_days=settings.ttl_days(),
                      stats=(lambda: sink.stats.as_dict()) if sink else None,
-                     max_rows=settings.api_max_rows, query_seconds=settings.api_query_seconds)
+                     max_rows=settings.api_max_rows, query_seconds=settings.api_query_seconds,
+                     health_limits=HealthLimits(settings.health_silent_seconds,
+                                                settings.health_streams_max_lag,
+                                                settings.health_dlq_max_per_minute))
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="api",
                               daemon=True)
@@ -119,7 +144,7 @@ def stop_on_signals(stop: Callable[[], None]) -> Iterator[None]:
 
 def run_api_service(settings: Settings) -> None:
     """The API alone, until SIGTERM/SIGINT. Owns the store when it is embedded."""
-    lock = claim_store(settings)
+    lock = claim_store_patiently(settings)
     open_store(settings).close()
     api = start_api(settings, client_for(settings))
     if lock:
@@ -141,11 +166,13 @@ def run_api_service(settings: Settings) -> None:
 def run_sink_service(settings: Settings, bootstrap: str, *, serve_api: bool,
                      max_idle_s: float | None = None) -> SinkStats:
     """The sink (and, when it owns an embedded store, the API) until SIGTERM/SIGINT."""
-    lock = claim_store(settings)
+    lock = claim_store_patiently(settings)
     ensure_topics(client_config(bootstrap, "admin", extra=settings.kafka_security),
                   default_topics(settings.events_partitions))
     client = open_store(settings)
     sink = build_sink(settings, bootstrap, client)
+    reporter = PipelineReporter(settings, bootstrap, sink)
+    sink.status_rows = reporter
     api = None
     if serve_api:
         api = start_api(settings, client_for(settings), sink)
@@ -156,6 +183,7 @@ def run_sink_service(settings: Settings, bootstrap: str, *, serve_api: bool,
         with stop_on_signals(sink.stop):
             return sink.run(max_idle_s=max_idle_s)
     finally:
+        reporter.close()
         if api:
             discovery.withdraw(settings, discovery.STORE_FILE)
             api.stop()

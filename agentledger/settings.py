@@ -53,6 +53,25 @@ class Settings(BaseSettings):
     sink_batch_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
     sink_batch_seconds: float = Field(default=1.0, gt=0)
     max_event_bytes: int = Field(default=256 * 1024, ge=1024, description="larger → DLQ")
+    dlq_max_payload_bytes: int = Field(
+        default=512 * 1024, ge=1024,
+        description="a rejected message larger than this goes to the DLQ truncated")
+    sink_status_seconds: float = Field(
+        default=5.0, gt=0, description="how often the sink lands a heartbeats row about itself")
+    sink_stall_seconds: float = Field(
+        default=30.0, gt=0, description="messages waiting and no commit this long = stalled")
+    store_claim_seconds: float = Field(
+        default=60.0, ge=0, description="how long a starting sink retries a busy store lock")
+
+    health_silent_seconds: float = Field(
+        default=30.0, gt=0, description="a sink or stream worker not heard from this long "
+        "is reported by health")
+    health_streams_max_lag: int = Field(
+        default=10_000, ge=0, description="stream worker lag (events) above which health "
+        "is degraded")
+    health_dlq_max_per_minute: float = Field(
+        default=60.0, ge=0, description="rejected messages per minute (last 5 min) above "
+        "which health is degraded")
 
     streams_group: str = Field(
         default="agentledger-streams", description="faust app id: consumer group and topic prefix"

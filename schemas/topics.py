@@ -1,4 +1,4 @@
-"""Kafka topic names and their keys (brief §4). One place, so producers and consumers agree."""
+"""Kafka topic names and their keys. One place, so producers and consumers agree."""
 
 from typing import Final
 
@@ -17,6 +17,10 @@ H_ERROR: Final = "x-reject-error"
 H_TOPIC: Final = "x-original-topic"
 H_PARTITION: Final = "x-original-partition"
 H_OFFSET: Final = "x-original-offset"
+H_SIZE: Final = "x-original-size"
+H_SHA256: Final = "x-original-sha256"
+H_TRUNCATED: Final = "x-truncated"
+"""Present when the DLQ record holds a prefix of the original: ``value`` or ``key``."""
 H_TRACEPARENT: Final = "traceparent"
 H_EVENT_TYPE: Final = "event-type"
 H_SCHEMA_VERSION: Final = "schema-version"

@@ -8,7 +8,13 @@ from typing import Any
 
 from clickhouse_connect.driver.client import Client
 
-from sinks.rows import EVENT_COLUMNS, METRIC_COLUMNS, REJECTED_COLUMNS, SIGNAL_COLUMNS
+from sinks.rows import (
+    EVENT_COLUMNS,
+    HEARTBEAT_COLUMNS,
+    METRIC_COLUMNS,
+    REJECTED_COLUMNS,
+    SIGNAL_COLUMNS,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,9 +32,12 @@ class Batch:
     rejected: list[list[Any]] = field(default_factory=list)
     signals: list[list[Any]] = field(default_factory=list)
     metrics: list[list[Any]] = field(default_factory=list)
+    heartbeats: list[list[Any]] = field(default_factory=list)
     offsets: dict[tuple[str, int], int] = field(default_factory=dict)
     """(topic, partition) → next offset to consume, i.e. what to commit."""
     nbytes: int = 0
+    messages: int = 0
+    """Kafka messages behind this batch's rows (status rows are not messages)."""
     opened: float = field(default_factory=time.monotonic)
 
     def __len__(self) -> int:
@@ -37,12 +46,14 @@ class Batch:
     def track(self, topic: str, partition: int, offset: int, size: int) -> None:
         self.offsets[(topic, partition)] = offset + 1
         self.nbytes += size
+        self.messages += 1
 
     def full(self, policy: BatchPolicy) -> bool:
         return (
             len(self) >= policy.max_rows
             or self.nbytes >= policy.max_bytes
-            or (bool(self.offsets) and time.monotonic() - self.opened >= policy.max_seconds)
+            or ((bool(self.offsets) or bool(self.heartbeats))
+                and time.monotonic() - self.opened >= policy.max_seconds)
         )
 
 
@@ -55,6 +66,7 @@ class ClickHouseWriter:
         self.rejected_table = f"{database}.rejected_events"
         self.signals_table = f"{database}.control_signals"
         self.metrics_table = f"{database}.metrics"
+        self.heartbeats_table = f"{database}.heartbeats"
 
     def write(self, batch: Batch) -> None:
         if batch.events:
@@ -65,3 +77,6 @@ class ClickHouseWriter:
             self.client.insert(self.signals_table, batch.signals, column_names=SIGNAL_COLUMNS)
         if batch.metrics:
             self.client.insert(self.metrics_table, batch.metrics, column_names=METRIC_COLUMNS)
+        if batch.heartbeats:
+            self.client.insert(self.heartbeats_table, batch.heartbeats,
+                               column_names=HEARTBEAT_COLUMNS)

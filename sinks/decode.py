@@ -16,8 +16,14 @@ from schemas.signals import ControlSignal, MetricWindow
 class Rejection:
     reason: str
     """one of: empty, oversized, invalid_json, unknown_event_type,
-    unsupported_schema_version, schema"""
+    unsupported_schema_version, schema, unstorable"""
     error: str
+
+
+def _unexpected(exc: Exception) -> Rejection:
+    # Hostile input can trip more than ValidationError (recursion limits, a validator's
+    # ValueError); whatever it is, the message is rejected, never allowed to stop the sink.
+    return Rejection("schema", f"{type(exc).__name__}: {str(exc)[:1000]}")
 
 
 def decode(value: bytes | None, max_bytes: int) -> dict[str, Any] | Rejection:
@@ -30,26 +36,31 @@ def decode(value: bytes | None, max_bytes: int) -> dict[str, Any] | Rejection:
         event = orjson.loads(value)
     except orjson.JSONDecodeError as exc:
         return Rejection("invalid_json", f"not JSON: {exc}")
+    except Exception as exc:
+        return _unexpected(exc)
     if not isinstance(event, dict):
         return Rejection("schema", f"<event>: expected a JSON object, got {type(event).__name__}")
     try:
         parse_event(event)
     except ValidationError as exc:
         return Rejection(*validation_reason(exc))
+    except Exception as exc:
+        return _unexpected(exc)
     return event
 
 
 def decode_signal(value: bytes | None, max_bytes: int) -> ControlSignal | Rejection | None:
-    """A control signal to land, None for what is not landed (heartbeats, tombstones)."""
+    """A control signal (transitions and heartbeats), None for a compaction tombstone."""
     if value is None:
         return None  # compaction tombstone
     if len(value) > max_bytes:
         return Rejection("oversized", f"{len(value)} bytes exceeds the {max_bytes}-byte limit")
     try:
-        signal = ControlSignal.from_json(value)
+        return ControlSignal.from_json(value)
     except ValidationError as exc:
         return Rejection(*validation_reason(exc))
-    return None if signal.kind == "heartbeat" else signal
+    except Exception as exc:
+        return _unexpected(exc)
 
 
 def decode_metric(value: bytes | None, max_bytes: int) -> MetricWindow | Rejection:
@@ -61,3 +72,5 @@ def decode_metric(value: bytes | None, max_bytes: int) -> MetricWindow | Rejecti
         return MetricWindow.from_json(value)
     except ValidationError as exc:
         return Rejection(*validation_reason(exc))
+    except Exception as exc:
+        return _unexpected(exc)

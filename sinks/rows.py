@@ -24,6 +24,8 @@ SIGNAL_COLUMNS: Final = (
     "kafka_offset",
 )
 
+HEARTBEAT_COLUMNS: Final = ("ts", "component", "instance", "status", "lag_events", "details")
+
 METRIC_COLUMNS: Final = (
     "kind", "tenant", "agent", "subject", "window_start", "window_end", "revision", "final",
     "emitted_at", "values",
@@ -31,7 +33,7 @@ METRIC_COLUMNS: Final = (
 
 REJECTED_COLUMNS: Final = (
     "received_at", "topic", "partition", "offset", "message_key", "reason", "error",
-    "payload_size", "payload",
+    "payload_size", "payload_sha256", "payload",
 )
 
 
@@ -102,3 +104,18 @@ def metric_row(metric: MetricWindow) -> list[Any]:
         metric.window_end, metric.revision, metric.final, metric.emitted_at,
         dict(metric.values),
     ]
+
+
+def heartbeat_row(ts: datetime, component: str, instance: str, status: str,
+                  lag_events: int, details: dict[str, Any]) -> list[Any]:
+    """One liveness report for ``heartbeats``: the sink's own, a worker's, a child's."""
+    return [ts, component, instance, status, int(lag_events),
+            orjson.dumps(details, default=str).decode()]
+
+
+def worker_heartbeat_row(signal: ControlSignal) -> list[Any]:
+    """A stream worker's heartbeat from ``agent.control``, as a ``heartbeats`` row."""
+    details = dict(signal.details)
+    lag = details.get("lag_events")
+    return heartbeat_row(signal.emitted_at, "streams", signal.scope, "ok",
+                         lag if isinstance(lag, int) else -1, details)

@@ -38,6 +38,7 @@ def service_env(settings: Settings) -> dict[str, str]:
         "AGENTLEDGER_DATA_DIR": str(settings.data_dir),
         "AGENTLEDGER_KAFKA_BOOTSTRAP": settings.kafka_bootstrap or "",
         "AGENTLEDGER_SINK_BATCH_SECONDS": "0.3",
+        "AGENTLEDGER_SINK_STATUS_SECONDS": "1",
         "PYTHONUNBUFFERED": "1",
     }
 

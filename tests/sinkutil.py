@@ -85,3 +85,21 @@ class SinkThread:
         """Query the store the sink owns (chdb is one process, one owner)."""
         assert not self.error, self.error
         return self.client.query(sql, parameters=params or None).result_rows
+
+
+def api_scalar(settings: Settings, sql: str) -> int:
+    """One number from the store API of the process owning the store, -1 if none answers."""
+    import httpx
+
+    from agentledger import discovery
+
+    info = discovery.lookup(settings, discovery.STORE_FILE)
+    if not info:
+        return -1
+    try:
+        key = (settings.run_dir / "api.key").read_text().strip()
+        response = httpx.post(f"{info['api_url']}/v1/sql", timeout=10,
+                              headers={"Authorization": f"Bearer {key}"}, json={"sql": sql})
+    except (httpx.HTTPError, OSError):
+        return -1
+    return response.json()["rows"][0][0] if response.status_code == 200 else -1

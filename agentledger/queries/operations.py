@@ -8,6 +8,7 @@ from typing import Any, Final
 
 from clickhouse_connect.driver.client import Client
 
+from agentledger.queries import pipeline
 from agentledger.queries.common import Forbidden, Scope, Where, rows
 from schemas.ddl import RETENTION
 from schemas.signals import CLEARED, CLOSED, NORMAL
@@ -79,8 +80,13 @@ def control_state(client: Client, scope: Scope, *, tenant: str | None = None,
 
 
 def pipeline_health(client: Client, scope: Scope, *, now: dt.datetime | None = None,
-                    sink: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Is data arriving, is bad input piling up, is anything degraded right now."""
+                    sink: dict[str, Any] | None = None,
+                    limits: pipeline.HealthLimits | None = None) -> dict[str, Any]:
+    """Is data arriving, is bad input piling up, is anything degraded right now.
+
+    Degraded means an active restriction (open breaker, safe mode) or a pipeline problem
+    (see :mod:`agentledger.queries.pipeline`); pipeline details are for operators only.
+    """
     now = now or dt.datetime.now(dt.UTC)
     where = Where().scope(scope)
     fresh = rows(client, (
@@ -107,7 +113,12 @@ def pipeline_health(client: Client, scope: Scope, *, now: dt.datetime | None = N
         report["rejected_last_hour"] = {r["reason"]: r["messages"] for r in rejected}
         if sink is not None:
             report["sink"] = sink
-    degraded = bool(report["open_breakers"] or report["safe_modes"])
+        found = pipeline.components(client, now)
+        report["dlq_per_minute"] = pipeline.dlq_per_minute(client, now)
+        report["components"] = found
+        report["problems"] = pipeline.problems(found, report["dlq_per_minute"],
+                                               limits or pipeline.HealthLimits())
+    degraded = bool(report["open_breakers"] or report["safe_modes"] or report.get("problems"))
     report["status"] = "degraded" if degraded else "ok"
     return report
 

@@ -1,0 +1,106 @@
+"""Is the pipeline itself healthy: the newest ``heartbeats`` row of every component.
+
+The rules, each one a line in the health report's ``problems`` (any problem = degraded):
+
+- the sink reported ``stalled`` (messages waiting, no commit progress for
+  ``sink_stall_seconds``), or has not reported for ``silent_s`` (down or stuck);
+- no stream worker heartbeat for ``silent_s`` although one was seen in the last
+  ``LOOKBACK``; the stream workers' committed offsets more than ``streams_max_lag``
+  events behind the end of ``agent.events``;
+- a supervised child ``crash_looping``, ``restarting`` or ``stopped``; the embedded broker
+  down, or restarted within ``LOOKBACK`` (its in-memory topics started empty);
+- more than ``dlq_per_minute`` rejected messages per minute over the last 5 minutes.
+
+Silence is judged on the time the row was written, compared with ``now``: components run
+on the same host as their clocks in the embedded stack, and on NTP'd hosts in production.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass
+from typing import Any, Final
+
+from clickhouse_connect.driver.client import Client
+
+from agentledger.queries.common import rows
+
+LOOKBACK: Final = dt.timedelta(minutes=10)
+DLQ_WINDOW: Final = dt.timedelta(minutes=5)
+_CHILD_PROBLEMS: Final = ("crash_looping", "restarting", "stopped")
+
+
+@dataclass(frozen=True)
+class HealthLimits:
+    silent_s: float = 30.0
+    streams_max_lag: int = 10_000
+    dlq_per_minute: float = 60.0
+
+
+def components(client: Client, now: dt.datetime) -> list[dict[str, Any]]:
+    """The newest report per (component, instance) of the last ``LOOKBACK``."""
+    found = rows(client, (
+        "SELECT component, instance, argMax(status, ts) AS status, max(ts) AS last_seen, "
+        "argMax(lag_events, ts) AS lag_events, argMax(details, ts) AS details "
+        "FROM heartbeats WHERE ts >= {since:DateTime64(3, 'UTC')} "
+        "GROUP BY component, instance ORDER BY component, instance"),
+        {"since": now - LOOKBACK})
+    for row in found:
+        row["age_s"] = round((now - _utc(row["last_seen"])).total_seconds(), 1)
+        row["details"] = json.loads(row["details"] or "{}")
+    return found
+
+
+def dlq_per_minute(client: Client, now: dt.datetime) -> float:
+    count = rows(client, (
+        "SELECT count() AS n FROM rejected_events FINAL "
+        "WHERE received_at >= {since:DateTime64(3, 'UTC')}"), {"since": now - DLQ_WINDOW})
+    return round(count[0]["n"] / (DLQ_WINDOW.total_seconds() / 60), 2)
+
+
+def problems(found: list[dict[str, Any]], dlq_rate: float, limits: HealthLimits) -> list[str]:
+    """What is wrong, one readable line each; empty when the pipeline is healthy."""
+    said: list[str] = []
+    by_kind: dict[str, list[dict[str, Any]]] = {}
+    for row in found:
+        by_kind.setdefault(row["component"], []).append(row)
+    sinks = by_kind.get("sink", [])
+    if sinks:
+        newest = min(sinks, key=lambda r: r["age_s"])
+        if newest["age_s"] > limits.silent_s:
+            said.append(f"sink: no report for {newest['age_s']:.0f}s (down or stuck)")
+        elif newest["status"] == "stalled":
+            d = newest["details"]
+            said.append(f"sink: stalled: {d.get('uncommitted', '?')} messages uncommitted, "
+                        f"{newest['lag_events']} behind, no progress for "
+                        f"{d.get('seconds_since_progress', '?')}s")
+    workers = by_kind.get("streams", [])
+    if workers:
+        newest = min(workers, key=lambda r: r["age_s"])
+        if newest["age_s"] > limits.silent_s:
+            said.append(f"stream worker: no heartbeat for {newest['age_s']:.0f}s")
+    for row in by_kind.get("streams-lag", []):
+        if row["age_s"] <= limits.silent_s and row["lag_events"] > limits.streams_max_lag:
+            said.append(f"stream worker: {row['lag_events']:,} events behind agent.events")
+    for row in by_kind.get("child", []):
+        if row["age_s"] <= limits.silent_s and row["status"] in _CHILD_PROBLEMS:
+            d = row["details"]
+            said.append(f"{row['instance']}: {row['status']} ({d.get('restarts_recent', 0)} "
+                        f"restarts in 5 min, last exit code {d.get('last_exit')})")
+    for row in by_kind.get("broker", []):
+        d = row["details"]
+        ago = d.get("last_restart_ago_s")
+        if row["age_s"] <= limits.silent_s and row["status"] != "ok":
+            said.append(f"broker {row['instance']}: down")
+        elif ago is not None and ago < LOOKBACK.total_seconds():
+            said.append(f"broker {row['instance']}: restarted {ago:.0f}s ago; events "
+                        "acknowledged before the restart but not yet landed were lost")
+    if dlq_rate > limits.dlq_per_minute:
+        said.append(f"dead letters: {dlq_rate:g} rejected messages per minute "
+                    f"(limit {limits.dlq_per_minute:g})")
+    return said
+
+
+def _utc(value: dt.datetime) -> dt.datetime:
+    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
