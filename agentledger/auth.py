@@ -42,6 +42,9 @@ class KeyEntry(BaseModel):
     name: str = Field(min_length=1, max_length=128)
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     tenants: list[str] = Field(min_length=1)
+    roles: list[str] = Field(default_factory=list, description="approval queues it may decide")
+    agents: list[str] = Field(default_factory=list,
+                              description="agents it acts for: it may not approve their requests")
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,8 @@ class Principal:
 
     name: str
     tenants: frozenset[str] | None  # None: every tenant
+    roles: frozenset[str] = frozenset()
+    agents: frozenset[str] = frozenset()
 
     @property
     def operator(self) -> bool:
@@ -67,8 +72,10 @@ def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode("utf-8")).hexdigest()
 
 
-def entry_for(name: str, key: str, tenants: Iterable[str]) -> KeyEntry:
-    return KeyEntry(name=name, sha256=hash_key(key), tenants=sorted(set(tenants)))
+def entry_for(name: str, key: str, tenants: Iterable[str], *, roles: Iterable[str] = (),
+              agents: Iterable[str] = ()) -> KeyEntry:
+    return KeyEntry(name=name, sha256=hash_key(key), tenants=sorted(set(tenants)),
+                    roles=sorted(set(roles)), agents=sorted(set(agents)))
 
 
 class KeyRing:
@@ -81,7 +88,8 @@ class KeyRing:
 
     def add(self, entry: KeyEntry) -> None:
         tenants = None if ALL_TENANTS in entry.tenants else frozenset(entry.tenants)
-        self._by_hash[entry.sha256] = Principal(entry.name, tenants)
+        self._by_hash[entry.sha256] = Principal(entry.name, tenants, frozenset(entry.roles),
+                                                frozenset(entry.agents))
 
     def authenticate(self, presented: str) -> Principal | None:
         return self._by_hash.get(hash_key(presented))
