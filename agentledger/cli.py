@@ -13,6 +13,8 @@ from rich.console import Console
 from rich.table import Table
 
 from agentledger import discovery, logs
+from agentledger.cli_approvals import approvals_app
+from agentledger.cli_policy import policy_app
 from agentledger.settings import Settings, load_settings
 
 app = typer.Typer(
@@ -760,6 +762,8 @@ def retention_show(as_json: JsonFlag = False) -> None:
 
 keys_app = typer.Typer(help="API keys: who may read which tenants.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
+app.add_typer(approvals_app, name="approvals")
+app.add_typer(policy_app, name="policy")
 
 
 @keys_app.command("create")

@@ -1,0 +1,206 @@
+"""The approval queue over HTTP: list requests, approve or deny them, gating metrics.
+
+Requests are read from the ledger (``approval.requested`` events, tenant-scoped like every
+read). A vote is checked here — the key covers the tenant, holds the queue's approver role,
+does not act for the requesting agent, has not voted on this request before, and the
+request is neither decided nor expired — then the request's new state is published to the
+compacted ``agent.approvals`` topic, where the waiting agent picks it up. Dual control is
+the count of *distinct* approving keys reaching the policy's number.
+
+Votes are serialised by a lock in this process; run one API that takes votes (other API
+replicas may serve reads).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import threading
+from typing import Annotated, Any, Literal
+
+from clickhouse_connect.driver.client import Client
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
+from pydantic import BaseModel, Field
+
+from agentledger.auth import Principal
+from agentledger.queries import approvals as q
+from agentledger.queries.common import Scope, parse_time
+from schemas.approvals import (
+    APPROVALS_TOPIC,
+    APPROVED,
+    EXPIRED,
+    PENDING,
+    REJECTED,
+    ApprovalState,
+    Vote,
+)
+
+ID = r"^[A-Za-z0-9][A-Za-z0-9_.:@/+-]{0,127}$"
+
+
+class VoteRequest(BaseModel):
+    reason: str = Field(min_length=1, max_length=2048, description="why; kept with the vote")
+
+
+class ApprovalDesk:
+    """Publishes approval states and follows them back (to see other processes' votes)."""
+
+    def __init__(self, bootstrap: str, security: dict[str, str] | None = None):
+        from confluent_kafka import Producer
+
+        from agentledger.kafka import client_config
+        from producers.approvals import ApprovalFollower
+
+        self.follower = ApprovalFollower(bootstrap, security=security).start()
+        # Votes cast before this process started must be known before it takes new ones.
+        if not self.follower.wait_caught_up(15):
+            raise HTTPException(503, "could not read the approvals topic within 15s")
+        self._producer = Producer(client_config(bootstrap, "producer", extra=security))
+        self.lock = threading.Lock()
+
+    @classmethod
+    def from_settings(cls) -> ApprovalDesk:
+        from agentledger import discovery
+        from agentledger.settings import load_settings
+
+        settings = load_settings()
+        bootstrap = discovery.bootstrap_servers(settings)
+        if not bootstrap:
+            raise HTTPException(503, "no Kafka broker known to this API: approvals need one")
+        return cls(bootstrap, settings.kafka_security)
+
+    def publish(self, state: ApprovalState) -> None:
+        self._producer.produce(APPROVALS_TOPIC, state.to_json(), state.approval_id.encode())
+        if self._producer.flush(15):
+            raise HTTPException(503, "Kafka did not acknowledge the vote within 15s")
+        self.follower.apply(state.to_json())
+
+    def close(self) -> None:
+        self.follower.close()
+
+
+def _desk(request: Request) -> ApprovalDesk:
+    app = request.app
+    with _DESK_LOCK:
+        if getattr(app.state, "approvals", None) is None:
+            app.state.approvals = ApprovalDesk.from_settings()
+    return app.state.approvals
+
+
+_DESK_LOCK = threading.Lock()
+
+
+def _try_desk(request: Request) -> None:
+    """Votes in progress are shown when the broker is reachable; reads work without."""
+    with contextlib.suppress(HTTPException):
+        _desk(request)
+
+
+def _status(row: dict[str, Any], state: ApprovalState | None, now: dt.datetime) -> str:
+    if row["resolution"]:
+        return str(row["resolution"])
+    if state is not None and state.final:
+        return state.status
+    if row["expires_in_s"] and now > row["requested_at"] + dt.timedelta(
+            seconds=row["expires_in_s"]):
+        return EXPIRED
+    return PENDING
+
+
+def _view(row: dict[str, Any], state: ApprovalState | None, now: dt.datetime) -> dict[str, Any]:
+    age = (now - row["requested_at"]).total_seconds()
+    status = _status(row, state, now)
+    waited = row["latency_ms"] / 1000 if row["latency_ms"] is not None else age
+    return {**row, "status": status,
+            "votes": [v.model_dump() for v in state.votes] if state else [],
+            "approved_by": state.approvers if state else row["approvers"],
+            "age_s": round(age, 3),
+            "sla_breached": bool(row["sla_s"]) and (status == EXPIRED or waited > row["sla_s"])}
+
+
+def router(client: Client, principal: Any) -> APIRouter:
+    """The ``/v1/approvals`` routes; ``principal`` is the API's key dependency."""
+    api = APIRouter(prefix="/v1/approvals", tags=["approvals"])
+    Who = Annotated[Principal, Depends(principal)]
+
+    def state_of(request: Request, approval_id: str) -> ApprovalState | None:
+        desk = getattr(request.app.state, "approvals", None)
+        return desk.follower.get(approval_id) if desk is not None else None
+
+    @api.get("", summary="approval requests, newest first, with their status and votes")
+    def list_approvals(
+        request: Request, who: Who,
+        status: Literal["pending", "approved", "rejected", "expired"] | None = None,
+        tenant: Annotated[str | None, Query(pattern=ID)] = None,
+        queue: Annotated[str | None, Query(pattern=ID)] = None,
+        since: Annotated[str | None, Query(max_length=64)] = "7d",
+        limit: Annotated[int, Query(ge=1, le=1000)] = 200,
+    ) -> Any:
+        _try_desk(request)
+        now = dt.datetime.now(dt.UTC)
+        found = q.requests(client, Scope(who.tenants), tenant=tenant, queue=queue,
+                           since=parse_time(since), limit=limit)
+        views = [_view(r, state_of(request, r["approval_id"]), now) for r in found]
+        return {"approvals": [v for v in views if status is None or v["status"] == status]}
+
+    @api.get("/stats", summary="block, escalation and override rates, approval latency, SLA")
+    def approval_stats(
+        who: Who, by: Literal["tenant", "agent", "tool"] = "tenant",
+        since: Annotated[str | None, Query(max_length=64)] = "7d",
+        until: Annotated[str | None, Query(max_length=64)] = None,
+        tenant: Annotated[str | None, Query(pattern=ID)] = None,
+    ) -> Any:
+        return q.stats(client, Scope(who.tenants), by, parse_time(since), parse_time(until),
+                       tenant=tenant)
+
+    @api.get("/{approval_id}", summary="one approval request")
+    def get_approval(request: Request, who: Who,
+                     approval_id: Annotated[str, Path(pattern=ID)]) -> Any:
+        _try_desk(request)
+        row = q.request(client, Scope(who.tenants), approval_id)
+        return _view(row, state_of(request, approval_id), dt.datetime.now(dt.UTC))
+
+    def vote(request: Request, who: Principal, approval_id: str, decision: str,
+             reason: str) -> Any:
+        desk = _desk(request)
+        row = q.request(client, Scope(who.tenants), approval_id)
+        now = dt.datetime.now(dt.UTC)
+        if row["queue"] not in who.roles:
+            raise HTTPException(403, f"key {who.name!r} is not an approver of queue "
+                                     f"{row['queue']!r}")
+        if row["agent"] in who.agents or f"{row['tenant']}/{row['agent']}" in who.agents:
+            raise HTTPException(403, f"key {who.name!r} acts for agent {row['agent']!r}: "
+                                     "it cannot approve its own agent's request")
+        with desk.lock:
+            state = desk.follower.get(approval_id) or ApprovalState(
+                approval_id=approval_id, tenant=row["tenant"], agent=row["agent"],
+                run_id=row["run_id"], action=row["action"], approver_role=row["queue"],
+                approvals_required=max(1, int(row["approvals_required"] or 1)),
+                requested_at=row["requested_at"])
+            status = _status(row, state, now)
+            if status != PENDING:
+                raise HTTPException(409, f"approval {approval_id} is {status} already")
+            if any(v.approver == who.name for v in state.votes):
+                raise HTTPException(409, f"key {who.name!r} has voted on {approval_id} "
+                                         "already: dual control needs a different approver")
+            votes = [*state.votes, Vote(approver=who.name, decision=decision, reason=reason,
+                                        ts=now)]
+            new = state.model_copy(update={"votes": votes, "version": state.version + 1})
+            if decision == "deny":
+                new = new.model_copy(update={"status": REJECTED, "resolved_at": now})
+            elif len(new.approvers) >= new.approvals_required:
+                new = new.model_copy(update={"status": APPROVED, "resolved_at": now})
+            desk.publish(new)
+        return _view(row, new, now)
+
+    @api.post("/{approval_id}/approve", summary="approve (needs the queue's approver role)")
+    def approve(request: Request, who: Who, body: VoteRequest,
+                approval_id: Annotated[str, Path(pattern=ID)]) -> Any:
+        return vote(request, who, approval_id, "approve", body.reason)
+
+    @api.post("/{approval_id}/deny", summary="deny (one denial rejects the request)")
+    def deny(request: Request, who: Who, body: VoteRequest,
+             approval_id: Annotated[str, Path(pattern=ID)]) -> Any:
+        return vote(request, who, approval_id, "deny", body.reason)
+
+    return api

@@ -1,0 +1,127 @@
+"""``agentledger policy``: check, test and diff tool-gating policies (Cedar + catalog).
+
+``policy test`` runs a policy against a table of cases kept in the repository;
+``policy diff`` replays the tool calls recorded in the ledger through two policies and
+lists the decisions that would change, before a new policy ships.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+policy_app = typer.Typer(help="Tool-gating policies: check, test against cases, diff on "
+                              "recorded calls.", no_args_is_help=True)
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="print JSON instead of tables")]
+PolicyDir = Annotated[Path | None, typer.Option(
+    "--policy", help="policy directory (catalog.yaml + *.cedar); default: the packaged one")]
+
+
+def _cli() -> Any:
+    from agentledger import cli
+
+    return cli
+
+
+def _gate(directory: Path | None) -> Any:
+    from producers.gate import Gate, PolicyError
+
+    try:
+        return Gate.load(directory)
+    except PolicyError as exc:
+        raise _cli().UserError(f"policy refused: {exc}") from None
+
+
+@policy_app.command("check")
+def policy_check(
+    directory: Annotated[Path | None, typer.Argument(help="policy directory")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Load and validate a policy (Cedar syntax, schema from the catalog, annotations);
+    a broken file is reported with its file, line and reason."""
+    gate = _gate(directory)
+    done = {"policy_id": gate.policy_id, "version": gate.version, "source": str(gate.source),
+            "actions": len(gate.catalog.actions), "agents": len(gate.catalog.agents)}
+    if as_json:
+        _cli()._print_json(done)
+    else:
+        _cli().out.print(f"policy {gate.policy_id} {gate.version}: ok ({done['actions']} "
+                         f"actions, {done['agents']} agents)", highlight=False)
+
+
+@policy_app.command("test")
+def policy_test(
+    cases: Annotated[Path | None, typer.Argument(
+        help="cases YAML; default: cases.yaml of the policy directory")] = None,
+    policy: PolicyDir = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Run the policy against a table of cases (principal, action, args → expected
+    decision and rule); exits 1 if any case fails."""
+    from producers.gate import PolicyError
+    from producers.policy_cases import load_cases, run_cases
+
+    cli = _cli()
+    gate = _gate(policy)
+    path = cases or gate.source / "cases.yaml"
+    try:
+        results = run_cases(gate, load_cases(path))
+    except PolicyError as exc:
+        raise cli.UserError(str(exc)) from None
+    failed = [r for r in results if not r.ok]
+    if as_json:
+        cli._print_json({"policy_version": gate.version, "cases": len(results),
+                         "failed": len(failed), "results": [r.as_dict() for r in results]})
+    else:
+        shown = [{"case": r.name, "expect": r.expect, "got": r.got.decision,
+                  "rule": r.got.rule, "ok": "ok" if r.ok else f"FAIL: {r.why}"}
+                 for r in results]
+        cli._table(shown, list(shown[0]), title=f"policy {gate.version}: {path}")
+        cli.out.print(f"{len(results) - len(failed)}/{len(results)} cases pass",
+                      highlight=False)
+    if failed:
+        raise typer.Exit(1)
+
+
+@policy_app.command("diff")
+def policy_diff(
+    old: Annotated[Path, typer.Argument(help="the current policy directory")],
+    new: Annotated[Path, typer.Argument(help="the proposed policy directory")],
+    since: Annotated[str, typer.Option(help="replay calls since: 7d, 24h, ISO date")] = "7d",
+    tenant: Annotated[str | None, typer.Option(help="only this tenant")] = None,
+    limit: Annotated[int, typer.Option(min=1, help="at most this many recorded calls")]
+    = 100_000,
+    as_json: JsonFlag = False,
+) -> None:
+    """Replay the tool calls recorded in the ledger through OLD and NEW and list every
+    call whose decision (or deciding rule) would change."""
+    from producers.policy_cases import call_of, diff
+
+    cli = _cli()
+    a, b = _gate(old), _gate(new)
+    calls: list[dict[str, Any]] = []
+    with cli._ledger() as ledger:
+        cursor = None
+        while len(calls) < limit:
+            page = ledger.get("/v1/events", event_type="tool.call", include_body=True,
+                              since=since, tenant=tenant, limit=1000, cursor=cursor)
+            calls += [{**call_of(e), "event_id": e["event_id"], "ts": e["ts"]}
+                      for e in page["events"]]
+            cursor = page["next_cursor"]
+            if not cursor:
+                break
+    changed = diff(a, b, calls[:limit])
+    if as_json:
+        cli._print_json({"old": a.version, "new": b.version, "replayed": len(calls[:limit]),
+                         "changed": changed})
+        return
+    cli.out.print(f"replayed {len(calls[:limit])} recorded tool calls: {len(changed)} "
+                  f"decisions change from {a.version} to {b.version}", highlight=False)
+    if changed:
+        shown = [{"ts": str(c["ts"])[:19], "principal": c["principal"], "action": c["action"],
+                  "args": str(c["args"])[:40], "old": f"{c['old']} ({c['old_rule']})",
+                  "new": f"{c['new']} ({c['new_rule']})"} for c in changed[:200]]
+        cli._table(shown, list(shown[0]), title="decisions that would change")

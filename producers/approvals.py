@@ -1,0 +1,116 @@
+"""Following ``agent.approvals`` from the agent side (see :mod:`schemas.approvals`).
+
+An :class:`ApprovalFollower` reads the compacted topic from the beginning on a background
+thread and keeps the newest state per approval id, so an agent waiting for approval does a
+dict lookup, and an agent that restarts (or resumes a request later by its id) finds the
+decision already made.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+from pydantic import ValidationError
+
+from agentledger.kafka import TopicSpec, client_config, ensure_topics
+from schemas.approvals import APPROVALS_TOPIC, ApprovalState
+
+log = logging.getLogger(__name__)
+
+
+def ensure_approvals_topic(bootstrap: str, security: dict[str, str] | None = None) -> None:
+    """Create the compacted approvals topic if it is missing (idempotent)."""
+    ensure_topics(client_config(bootstrap, "admin", extra=security),
+                  [TopicSpec(APPROVALS_TOPIC, 1, {"cleanup.policy": "compact"})])
+
+
+class ApprovalFollower:
+    """The current state of every approval, in memory."""
+
+    def __init__(self, bootstrap: str, *, security: dict[str, str] | None = None,
+                 topic: str = APPROVALS_TOPIC, poll_s: float = 0.05):
+        self.topic = topic
+        self.state: dict[str, ApprovalState] = {}
+        self.invalid = 0
+        self._bootstrap = bootstrap
+        self._security = security
+        self._poll_s = poll_s
+        self._consumer = Consumer(client_config(
+            bootstrap, "consumer", group_id=f"agentledger-approvals-{uuid.uuid4().hex[:12]}",
+            extra=security, **{"fetch.wait.max.ms": 20, "enable.partition.eof": False}))
+        self._stop = threading.Event()
+        self._target: dict[int, int] = {}
+        self._next: dict[int, int] = {}
+        self._thread = threading.Thread(target=self._loop, name="approval-follower",
+                                        daemon=True)
+
+    def start(self) -> ApprovalFollower:
+        ensure_approvals_topic(self._bootstrap, self._security)
+        meta = self._consumer.list_topics(self.topic, timeout=10)
+        found = meta.topics.get(self.topic)
+        partitions = sorted(found.partitions) if found and found.error is None else [0]
+        self._consumer.assign([TopicPartition(self.topic, p, OFFSET_BEGINNING)
+                               for p in partitions])
+        for p in partitions:
+            low, high = self._consumer.get_watermark_offsets(TopicPartition(self.topic, p),
+                                                             timeout=10)
+            if high > low:
+                self._target[p] = high
+        self._thread.start()
+        return self
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self._consumer.close()
+
+    def __enter__(self) -> ApprovalFollower:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            for msg in self._consumer.consume(num_messages=500, timeout=self._poll_s):
+                if msg.error() is not None:
+                    if msg.error().code() != KafkaError._PARTITION_EOF:
+                        log.warning("approvals topic error",
+                                    extra={"error": msg.error().str()})
+                    continue
+                self._next[msg.partition()] = msg.offset() + 1
+                self.apply(msg.value())
+
+    def apply(self, value: bytes | None) -> None:
+        """Keep ``value`` if it is newer than what we have for its approval."""
+        if value is None:
+            return
+        try:
+            state = ApprovalState.from_json(value)
+        except ValidationError:
+            self.invalid += 1
+            return
+        current = self.state.get(state.approval_id)
+        if current is None or state.version > current.version:
+            self.state[state.approval_id] = state
+
+    def wait_caught_up(self, timeout_s: float) -> bool:
+        """Wait until every record that existed at start has been read."""
+        return self.wait_for(lambda: all(self._next.get(p, 0) >= high
+                                         for p, high in self._target.items()), timeout_s)
+
+    def get(self, approval_id: str) -> ApprovalState | None:
+        return self.state.get(approval_id)
+
+    def wait_for(self, predicate: Callable[[], bool], timeout_s: float) -> bool:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if predicate():
+                return True
+            time.sleep(0.01)
+        return predicate()

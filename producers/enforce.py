@@ -1,0 +1,236 @@
+"""Enforcement in the SDK: every tool call passes the control loop and the policy first.
+
+``ToolGuard.call(run, tool, action, ...)`` is ``run.tool_call(...)`` with a gate in front:
+
+1. the control loop (:class:`~producers.guard.SafeModeGuard`, if given): breakers, safe
+   mode, overrides, budgets — a refusal is recorded by the guard and raised;
+2. the policy (:class:`~producers.gate.Gate`, in process) on the redacted arguments:
+   *deny* is recorded as ``policy.decision`` and raised as :class:`ToolDenied` before the
+   tool is touched; *escalate* is recorded, followed by ``approval.requested``, and the
+   call waits for the approvers (see :mod:`schemas.approvals`); *allow* returns the
+   tool-call context (allows of high-risk and money actions are recorded too, so an
+   auditor sees which rule let a refund through).
+
+Waiting is bounded: after ``wait_s`` without a decision :class:`ApprovalPending` carries
+the approval id, and :meth:`ToolGuard.resume` picks the same request up later. An approval
+that outlives its queue's expiry is recorded ``expired`` and ends as the queue says:
+``abort`` finishes the run aborted, ``deny`` refuses the call and lets the run go on.
+
+If the policy could not be loaded the guard fails closed for writes (reads go on), and
+says why in every refusal.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from producers.gate import Decision, Gate, PolicyError
+from producers.ids import uuid7
+from schemas.approvals import APPROVED, REJECTED
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from producers.approvals import ApprovalFollower
+    from producers.context import RunContext, ToolCallContext
+    from producers.guard import SafeModeGuard
+
+RECORD_ALLOW_RISKS = frozenset({"high", "money"})
+POLICY_UNAVAILABLE = "policy_unavailable"
+
+
+class ToolDenied(RuntimeError):
+    """The call was refused before it was made; ``rule`` and ``reason`` say by what."""
+
+    def __init__(self, rule: str, reason: str, decision: Decision | None = None):
+        super().__init__(f"{rule}: {reason}" if reason else rule)
+        self.rule = rule
+        self.reason = reason
+        self.decision = decision
+
+
+class ApprovalExpired(ToolDenied):
+    """Nobody decided in time; ``outcome`` is what the queue's policy made of the run."""
+
+    def __init__(self, approval_id: str, outcome: str):
+        super().__init__("approval_expired", f"approval {approval_id} expired")
+        self.approval_id = approval_id
+        self.outcome = outcome
+
+
+class ApprovalPending(RuntimeError):
+    """Still waiting for approvers; resume with ``guard.resume(run, approval_id)``."""
+
+    def __init__(self, approval_id: str, state: str):
+        super().__init__(f"approval {approval_id} still {state}")
+        self.approval_id = approval_id
+
+
+@dataclass
+class _Waiting:
+    run: RunContext
+    tool: str
+    action: str
+    mode: str
+    args: dict[str, Any]
+    kwargs: dict[str, Any]
+    decision: Decision
+    requested_at: datetime
+
+
+def load_gate(directory: Path | str | None = None) -> Gate | PolicyError:
+    """The gate, or the reason it could not be loaded (a guard built on that fails closed
+    for writes instead of crashing the agent)."""
+    try:
+        return Gate.load(directory)
+    except PolicyError as exc:
+        return exc
+
+
+class ToolGuard:
+    """Policy + control loop + approvals for one agent (tenant, agent)."""
+
+    def __init__(self, gate: Gate | PolicyError, *, control: SafeModeGuard | None = None,
+                 approvals: ApprovalFollower | None = None):
+        self.gate = gate
+        self.control = control
+        self.approvals = approvals
+        self.waiting: dict[str, _Waiting] = {}
+        self.denials: dict[str, int] = {}
+
+    def decide(self, run: RunContext, tool: str, action: str, args: Mapping[str, Any],
+               idempotency_key: str | None, resource_tenant: str | None = None,
+               approvals: int = 0) -> Decision:
+        """The policy's answer for this run's agent, on redacted arguments."""
+        ident = run.ledger.identity
+        if isinstance(self.gate, PolicyError):
+            return Decision("deny", POLICY_UNAVAILABLE, f"policy not loaded: {self.gate}",
+                            "unloaded", "unloaded")
+        return self.gate.decide(tenant=ident.tenant, agent=ident.agent, tool=tool,
+                                action=action, args=run.ledger.redactor.redact(dict(args)),
+                                idempotency_key=idempotency_key,
+                                resource_tenant=resource_tenant, approvals=approvals)
+
+    def call(self, run: RunContext, tool: str, action: str, *, mode: str,
+             args: Mapping[str, Any], idempotency_key: str | None = None,
+             resource_tenant: str | None = None, wait_s: float = 0.0,
+             **kwargs: Any) -> ToolCallContext:
+        """The tool-call context if the call may go ahead now; raises otherwise."""
+        if self.control is not None:
+            verdict = self.control.check(tool, mode, run=run, action=action)  # type: ignore[arg-type]
+            if not verdict.allowed:
+                raise ToolDenied(verdict.rule, verdict.reason)
+        if isinstance(self.gate, PolicyError) and mode != "write":
+            return self._open(run, tool, action, mode, args, idempotency_key, kwargs)
+        decision = self.decide(run, tool, action, args, idempotency_key, resource_tenant)
+        if decision.decision == "deny":
+            self._record(run, decision, tool, action)
+            self.denials[decision.rule] = self.denials.get(decision.rule, 0) + 1
+            raise ToolDenied(decision.rule, decision.reason, decision)
+        if decision.decision == "escalate":
+            approval_id = self.request(run, decision, tool, action, args)
+            self.waiting[approval_id] = _Waiting(
+                run, tool, action, mode, dict(args),
+                {"idempotency_key": idempotency_key, "resource_tenant": resource_tenant,
+                 **kwargs}, decision, run.ledger.clock())
+            return self.resume(run, approval_id, wait_s=wait_s)
+        gate = self.gate if isinstance(self.gate, Gate) else None
+        if gate is not None and gate.risk_of(tool, action) in RECORD_ALLOW_RISKS:
+            self._record(run, decision, tool, action)
+        return self._open(run, tool, action, mode, args, idempotency_key, kwargs)
+
+    def request(self, run: RunContext, decision: Decision, tool: str, action: str,
+                args: Mapping[str, Any]) -> str:
+        """Record the escalation and the approval request on the run; the approval id."""
+        self._record(run, decision, tool, action)
+        approval_id = uuid7()
+        queue = decision.queue
+        run.emit("approval.requested", {
+            "approver": decision.approver_role, "action": f"{tool}:{action}",
+            "reason": decision.reason or None, "approval_id": approval_id,
+            "approvals_required": decision.approvals_required,
+            "sla_s": queue.sla_s if queue else None,
+            "expires_in_s": queue.expires_in_s if queue else None,
+            "args": run.ledger.redactor.redact(dict(args))})
+        return approval_id
+
+    def resume(self, run: RunContext, approval_id: str, *, wait_s: float = 0.0
+               ) -> ToolCallContext:
+        """Wait up to ``wait_s`` for the approvers of ``approval_id``; then go ahead,
+        refuse, expire, or raise :class:`ApprovalPending` to be resumed again later."""
+        pending = self.waiting.get(approval_id)
+        if pending is None or pending.run is not run:
+            raise KeyError(f"no approval {approval_id} waiting on this run")
+        queue = pending.decision.queue
+        expires = pending.requested_at.timestamp() + (queue.expires_in_s if queue else 0)
+        follower = self.approvals
+        state = follower.get(approval_id) if follower else None
+        if follower is not None:
+            budget = max(0.0, min(wait_s, expires - time.time()))
+            follower.wait_for(lambda: (s := follower.get(approval_id)) is not None and s.final,
+                              budget)
+            state = follower.get(approval_id)
+        if state is not None and state.final and state.status in (APPROVED, REJECTED):
+            return self._resolved(approval_id, pending, state)
+        if time.time() >= expires:
+            return self._expire(approval_id, pending)
+        raise ApprovalPending(approval_id, state.status if state else "pending")
+
+    def _resolved(self, approval_id: str, pending: _Waiting, state: Any) -> ToolCallContext:
+        run = pending.run
+        approvers = state.approvers if state.status == APPROVED else \
+            [v.approver for v in state.votes if v.decision == "deny"][:1]
+        resolved_at = state.resolved_at or datetime.now(UTC)
+        latency = max(0.0, (resolved_at - pending.requested_at).total_seconds() * 1000)
+        deny_reasons = [v.reason for v in state.votes if v.decision == "deny"]
+        run.emit("approval.resolved", {
+            "approver": "+".join(approvers)[:128] or pending.decision.approver_role,
+            "decision": state.status, "latency_ms": round(latency, 3),
+            "approval_id": approval_id, "approvers": approvers,
+            "reason": deny_reasons[0] if deny_reasons else None})
+        del self.waiting[approval_id]
+        if state.status == REJECTED:
+            raise ToolDenied("approval_rejected", f"approval {approval_id} was denied")
+        kw = dict(pending.kwargs)
+        key, tenant = kw.pop("idempotency_key"), kw.pop("resource_tenant")
+        after = self.decide(run, pending.tool, pending.action, pending.args, key, tenant,
+                            approvals=len(approvers))
+        if not after.allowed:
+            self._record(run, after, pending.tool, pending.action)
+            raise ToolDenied(after.rule, after.reason, after)
+        return self._open(run, pending.tool, pending.action, pending.mode, pending.args,
+                          key, kw)
+
+    def _expire(self, approval_id: str, pending: _Waiting) -> ToolCallContext:
+        run = pending.run
+        queue = pending.decision.queue
+        latency = (datetime.now(UTC) - pending.requested_at).total_seconds() * 1000
+        run.emit("approval.resolved", {
+            "approver": pending.decision.approver_role or "nobody", "decision": "expired",
+            "latency_ms": round(max(0.0, latency), 3), "approval_id": approval_id,
+            "approvers": [],
+            "reason": f"nobody decided within {queue.expires_in_s if queue else 0:g}s"})
+        del self.waiting[approval_id]
+        outcome = "denied"
+        if queue is not None and queue.on_expiry == "abort":
+            run.finish("aborted", error=f"approval {approval_id} expired")
+            outcome = "aborted"
+        raise ApprovalExpired(approval_id, outcome)
+
+    @staticmethod
+    def _record(run: RunContext, decision: Decision, tool: str, action: str) -> None:
+        run.emit("policy.decision", {
+            "policy_id": decision.policy_id, "policy_version": decision.policy_version,
+            "rule": decision.rule, "decision": decision.decision,
+            "action": f"{tool}:{action}", "reason": decision.reason[:4096] or None})
+
+    @staticmethod
+    def _open(run: RunContext, tool: str, action: str, mode: str, args: Mapping[str, Any],
+              idempotency_key: str | None, kwargs: dict[str, Any]) -> ToolCallContext:
+        extra = {k: v for k, v in kwargs.items() if k in ("tool_version", "schema")}
+        return run.tool_call(tool, action, mode=mode, args=args,
+                             idempotency_key=idempotency_key, **extra)

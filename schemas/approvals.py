@@ -1,0 +1,73 @@
+"""The approval queue on the wire: ``agent.approvals``, compacted, keyed by approval id.
+
+An agent asks for approval with an ``approval.requested`` event on its run (in
+``agent.events``, landed in ClickHouse like every event). Approvers decide through the
+ledger API, which publishes the request's whole current state here after every vote: the
+topic keeps exactly one record per approval, the newest (``version`` grows by one per
+vote), and the agent's SDK follows it the way the guard follows ``agent.control``. The
+agent then records ``approval.resolved`` on its own run, so the run's hash chain stays the
+agent's alone.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Final, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+APPROVALS_TOPIC: Final = "agent.approvals"
+PENDING: Final = "pending"
+APPROVED: Final = "approved"
+REJECTED: Final = "rejected"
+EXPIRED: Final = "expired"
+FINAL_STATES: Final = (APPROVED, REJECTED, EXPIRED)
+
+
+class Vote(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    approver: str = Field(min_length=1, max_length=128, description="the API key's name")
+    decision: Literal["approve", "deny"]
+    reason: str = Field(default="", max_length=2048)
+    ts: datetime = Field(default_factory=lambda: datetime.now(UTC))
+
+
+class ApprovalState(BaseModel):
+    """The current state of one approval request."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    schema_version: Literal[1] = 1
+    approval_id: str = Field(min_length=1, max_length=128)
+    tenant: str
+    agent: str
+    run_id: str
+    action: str = ""
+    approver_role: str
+    approvals_required: int = Field(ge=1, le=10)
+    status: Literal["pending", "approved", "rejected", "expired"] = PENDING
+    votes: list[Vote] = Field(default_factory=list)
+    version: int = Field(default=0, ge=0)
+    requested_at: datetime
+    resolved_at: datetime | None = None
+
+    @property
+    def approvers(self) -> list[str]:
+        """Distinct approvers who approved, in the order they did."""
+        seen: list[str] = []
+        for vote in self.votes:
+            if vote.decision == "approve" and vote.approver not in seen:
+                seen.append(vote.approver)
+        return seen
+
+    @property
+    def final(self) -> bool:
+        return self.status in FINAL_STATES
+
+    def to_json(self) -> bytes:
+        return self.model_dump_json().encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes | str) -> ApprovalState:
+        return cls.model_validate_json(raw)
