@@ -10,6 +10,10 @@ Fail-closed: if the follower has heard nothing on the control topic (stream work
 heartbeats every second) for ``stale_after_s``, writes are refused — an agent must not
 keep writing while nobody watches. Reads stay allowed unless configured otherwise.
 Every refusal made for a run is emitted as a ``policy.decision`` event on that run.
+
+The control loop answers "is this tool healthy and may this agent write now"; the tool
+policy answers "may this agent do this at all". :meth:`SafeModeGuard.with_policy` puts both
+in front of every tool call (see :mod:`producers.enforce`).
 """
 
 from __future__ import annotations
@@ -42,7 +46,10 @@ from schemas.signals import (
 )
 
 if TYPE_CHECKING:
+    from producers.approvals import ApprovalFollower
     from producers.context import RunContext
+    from producers.enforce import ToolGuard
+    from producers.gate import Gate, PolicyError
 
 log = logging.getLogger(__name__)
 
@@ -241,6 +248,14 @@ class SafeModeGuard:
                                     rule=verdict.rule, decision="deny",
                                     action=f"{tool}.{action or mode}")
         return verdict
+
+    def with_policy(self, gate: Gate | PolicyError,
+                    approvals: ApprovalFollower | None = None) -> ToolGuard:
+        """A :class:`~producers.enforce.ToolGuard`: this control-loop state, then the tool
+        policy (in process), then approvals, before every tool call."""
+        from producers.enforce import ToolGuard
+
+        return ToolGuard(gate, control=self, approvals=approvals)
 
     @property
     def mode(self) -> str:

@@ -94,6 +94,7 @@ class ScenarioResult:
     events: int = 0
     outcomes: dict[str, int] = field(default_factory=dict)
     refusals: dict[str, int] = field(default_factory=dict)
+    denials: dict[str, int] = field(default_factory=dict)
     start_ts: float = 0.0
     end_ts: float = 0.0
     lockstep_timeouts: int = 0
@@ -173,6 +174,7 @@ def run_scenario(
     result.runs = n + (1 if result.runaway_run_id else 0)
     result.events = sum(ledger.delivered for ledger in sim.ledgers()) - delivered_before
     result.refusals = dict(sim.refusals)
+    result.denials = dict(sim.denials)
     result.end_ts = clock.timestamp()
     return result
 

@@ -5,13 +5,17 @@ Three workflows, each a plausible shape of production agent work:
 - ``ticket_triage``: classify a support ticket, retrieve KB articles, read the ticket,
   set priority (write), summarise.
 - ``crm_update``: plan, look up the account, update fields (write), verify by read-back.
-- ``refund_with_approval``: check the order, a policy decision, ask a human to approve,
-  then issue the refund (write) — or stop when the approval is rejected.
+- ``refund_with_approval``: check the order, then issue the refund (write) as the tool
+  policy says: small refunds go ahead, larger ones wait for two (simulated) finance
+  approvers and stop if rejected, the largest are denied outright.
 
 Tool failures happen at ``error_rate`` (or at ``failure_rate(tool, ts)``, for scripted
 scenarios); a run whose write fails ends in ``failure``, sometimes with a rollback. With
 guards, every tool call asks the agent's :class:`~producers.guard.SafeModeGuard` first
 and a refused call ends the run ``aborted`` — simulated agents obey the control loop.
+Every tool call is also decided by the real tool-gating policy (:mod:`producers.gate`,
+the packaged default unless another gate is given): denies and escalations are recorded
+as ``policy.decision`` exactly as the SDK's :class:`~producers.enforce.ToolGuard` does.
 Everything is driven by one seeded RNG, so a seed reproduces the same runs (ids and times
 aside).
 """
@@ -26,7 +30,10 @@ from typing import Any
 
 from producers.context import RunContext
 from producers.emitter import AgentIdentity, Ledger
+from producers.enforce import RECORD_ALLOW_RISKS, ToolDenied, ToolGuard
+from producers.gate import Decision, Gate
 from producers.guard import SafeModeGuard
+from producers.ids import uuid7
 
 TENANTS = ("acme", "globex", "initech")
 MODELS = (
@@ -37,6 +44,15 @@ MODELS = (
 )
 WORKFLOWS = ("ticket_triage", "crm_update", "refund_with_approval")
 ERROR_TYPES = ("Timeout", "HTTP500", "RateLimited", "ValidationError")
+APPROVERS = ("finance-ana", "finance-ben")
+_DEFAULT_GATE: list[Gate] = []
+
+
+def default_gate() -> Gate:
+    """The packaged default policy, loaded once per process."""
+    if not _DEFAULT_GATE:
+        _DEFAULT_GATE.append(Gate.load())
+    return _DEFAULT_GATE[0]
 
 
 @dataclass
@@ -55,6 +71,14 @@ class ToolFailed(Exception):
         self.error_type = error_type
 
 
+class NeedsApproval(Exception):
+    """The policy escalated the call; the workflow asks its (simulated) approvers."""
+
+    def __init__(self, decision: Decision):
+        super().__init__(decision.rule)
+        self.decision = decision
+
+
 class ToolRefused(Exception):
     """The agent's guard refused the call; the run stops (``aborted``)."""
 
@@ -68,7 +92,8 @@ class Simulator:
                  error_rate: float = 0.02,
                  failure_rate: Callable[[str, float], float] | None = None,
                  guard_for: Callable[[str, str], SafeModeGuard] | None = None,
-                 tenants: tuple[str, ...] = TENANTS):
+                 tenants: tuple[str, ...] = TENANTS, gate: Gate | None = None,
+                 use_policy: bool = True):
         self.rng = random.Random(seed)
         self.error_rate = error_rate
         self.failure_rate = failure_rate
@@ -78,6 +103,8 @@ class Simulator:
         self._guards: dict[tuple[str, str], SafeModeGuard] = {}
         self._ledgers: dict[tuple[str, str], Ledger] = {}
         self.refusals: dict[str, int] = {}
+        self.gate = gate or (default_gate() if use_policy else None)
+        self.denials: dict[str, int] = {}
 
     def guard(self, tenant: str, agent: str) -> SafeModeGuard | None:
         if self._guard_for is None:
@@ -109,8 +136,26 @@ class Simulator:
                        cached_tokens=rng.choice((0, 0, tokens_in // 2)),
                        latency_ms=round(rng.uniform(150, 2500), 1))
 
+    def _policy(self, run: RunContext, tool: str, action: str, args: dict[str, Any],
+                key: str, approvals: int) -> None:
+        """Ask the tool policy; record and raise as the SDK's ToolGuard would."""
+        if self.gate is None:
+            return
+        ident = run.ledger.identity
+        decision = self.gate.decide(tenant=ident.tenant, agent=ident.agent, tool=tool,
+                                    action=action, args=run.ledger.redactor.redact(args),
+                                    idempotency_key=key, approvals=approvals)
+        risky = self.gate.risk_of(tool, action) in RECORD_ALLOW_RISKS and not approvals
+        if decision.decision != "allow" or risky:
+            ToolGuard._record(run, decision, tool, action)
+        if decision.decision == "deny":
+            self.denials[decision.rule] = self.denials.get(decision.rule, 0) + 1
+            raise ToolDenied(decision.rule, decision.reason, decision)
+        if decision.decision == "escalate":
+            raise NeedsApproval(decision)
+
     def _tool(self, run: RunContext, tool: str, action: str, mode: str,
-              args: dict[str, Any]) -> None:
+              args: dict[str, Any], approvals: int = 0) -> None:
         rng = self.rng
         ident = run.ledger.identity
         guard = self.guard(ident.tenant, ident.agent)
@@ -119,12 +164,14 @@ class Simulator:
             if not verdict.allowed:
                 self.refusals[verdict.rule] = self.refusals.get(verdict.rule, 0) + 1
                 raise ToolRefused(verdict.rule)
+        key = f"{run.run_id}:{tool}:{action}"
+        self._policy(run, tool, action, args, key, approvals)
         error_rate = self.error_rate
         if self.failure_rate is not None:
             error_rate = self.failure_rate(tool, run.ledger.clock().timestamp())
         with run.tool_call(tool, action, mode=mode, args=args, tool_version="2.3.1",
                            schema={"tool": tool, "action": action, "v": 2},
-                           idempotency_key=f"{run.run_id}:{tool}:{action}") as call:
+                           idempotency_key=key) as call:
             latency = round(rng.lognormvariate(4.5, 0.6), 1)
             if rng.random() < error_rate:
                 error_type = rng.choice(ERROR_TYPES)
@@ -161,20 +208,30 @@ class Simulator:
         self._model(run, "planner", big=True)
         self._tool(run, "stripe", "get_charge", "read", {"id": f"ch_{n}"})
         amount = rng.randint(5, 900)
-        needs_approval = amount > 100
-        run.policy_decision(policy_id="refund-limit", policy_version="3", rule="amount > 100",
-                            decision="escalate" if needs_approval else "allow",
-                            action=f"refund {amount} USD")
-        if needs_approval:
-            run.approval_requested(approver="support-lead", action=f"refund {amount} USD")
+        args = {"id": f"ch_{n}", "amount": amount}
+        try:
+            self._tool(run, "stripe", "create_refund", "write", args)
+        except NeedsApproval as escalated:
+            decision = escalated.decision
+            approval_id = uuid7()
+            queue = decision.queue
+            run.emit("approval.requested", {
+                "approver": decision.approver_role, "action": "stripe:create_refund",
+                "reason": decision.reason or None, "approval_id": approval_id,
+                "approvals_required": decision.approvals_required,
+                "sla_s": queue.sla_s if queue else None,
+                "expires_in_s": queue.expires_in_s if queue else None, "args": args})
             approved = rng.random() < 0.85
-            run.approval_resolved(approver="support-lead",
-                                  decision="approved" if approved else "rejected",
-                                  latency_ms=round(rng.uniform(20_000, 600_000), 0))
+            who = list(APPROVERS[:decision.approvals_required]) if approved else [APPROVERS[0]]
+            run.emit("approval.resolved", {
+                "approver": "+".join(who), "decision": "approved" if approved else "rejected",
+                "latency_ms": round(rng.uniform(20_000, 600_000), 0),
+                "approval_id": approval_id, "approvers": who,
+                "reason": None if approved else "refund not justified"})
             if not approved:
                 run.finish("aborted", error="refund not approved")
                 return
-        self._tool(run, "stripe", "create_refund", "write", {"id": f"ch_{n}", "amount": amount})
+            self._tool(run, "stripe", "create_refund", "write", args, approvals=len(who))
         self._model(run, "executor")
 
     # -- driving ----------------------------------------------------------------------
@@ -196,6 +253,8 @@ class Simulator:
                 step(run, n)
             except ToolRefused as refused:
                 run.finish("aborted", error=f"refused by the control loop: {refused.rule}")
+            except ToolDenied as denied:
+                run.finish("aborted", error=f"denied by policy: {denied.rule}")
             except ToolFailed as failure:
                 if rng.random() < 0.2:
                     run.rollback(who=f"svc-{agent}", what="undo partial changes",
