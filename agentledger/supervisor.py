@@ -117,7 +117,7 @@ class Child:
 
 
 class Supervisor:
-    def __init__(self, settings: Settings, *, stop_timeout_s: float = 8.0,
+    def __init__(self, settings: Settings, *, stop_timeout_s: float = 7.0,
                  say: Callable[[str], None] = print):
         self.settings = settings
         self.stop_timeout_s = stop_timeout_s
