@@ -7,6 +7,12 @@ delivery callback and raised by :meth:`Ledger.flush` as :class:`DeliveryFailed` 
 dropped silently. The local buffer is bounded; when it is full for longer than
 ``buffer_timeout_s`` (broker down or too slow), :meth:`emit` raises :class:`BufferFull`
 instead of growing without limit.
+
+With ``spool_dir`` set, events are first written to an on-disk spool
+(:mod:`producers.spool`) and survive a broker outage of any length (up to the spool's
+size) and a restart of the agent process: a new ``Ledger`` on the same directory re-sends
+what was not acknowledged. Delivery then never times out; :meth:`Ledger.flush` raising
+``DeliveryFailed`` means "not yet", the events stay spooled.
 """
 
 from __future__ import annotations
@@ -14,9 +20,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -26,6 +35,7 @@ from pydantic import ValidationError
 from agentledger.kafka import client_config
 from producers.pricing import DEFAULT_PRICES, PriceTable
 from producers.redaction import Redactor
+from producers.spool import Spool, SpoolFull
 from producers.tracing import get_tracer
 from schemas import topics
 from schemas.events import BODY_MODELS, Envelope, validation_reason
@@ -93,6 +103,8 @@ class Ledger:
         buffer_timeout_s: float = 5.0,
         validate: bool = True,
         clock: Callable[[], datetime] | None = None,
+        spool_dir: str | Path | None = None,
+        spool_max_bytes: int = 256 * 1024 * 1024,
     ):
         self.identity = _validated(identity)
         self.topic = topic
@@ -103,11 +115,19 @@ class Ledger:
         self.clock = clock or (lambda: datetime.now(UTC))
         self._buffer_timeout_s = buffer_timeout_s
         self.tracer = get_tracer()
-        self._producer = self._make_producer(producer_config)
+        self.spool = Spool(spool_dir, max_bytes=spool_max_bytes) if spool_dir else None
+        config = dict(producer_config)
+        if self.spool is not None:
+            config["message.timeout.ms"] = 0  # spooled events wait for Kafka, however long
+        self._producer = self._make_producer(config)
         self._lock = threading.Lock()
         self._failures: list[tuple[str, str]] = []
+        self._waiting: deque[tuple[int, bytes, bytes, list[tuple[str, str]]]] = deque()
         self.delivered = 0
         self.sent = 0
+        if self.spool is not None:
+            self._waiting.extend(self.spool.replay())
+            self._drain_spool()
 
     def _make_producer(self, config: Mapping[str, Any]) -> Producer:
         return Producer(dict(config))
@@ -155,6 +175,15 @@ class Ledger:
             (topics.H_SCHEMA_VERSION, "1"),
         ]
         key = event["run_id"].encode()
+        if self.spool is not None:
+            try:
+                segment = self.spool.append(key, payload, headers)
+            except SpoolFull as exc:
+                raise BufferFull(str(exc)) from None
+            self._waiting.append((segment, key, payload, headers))
+            self.sent += 1
+            self._drain_spool()
+            return
         deadline: float | None = None
         while True:
             try:
@@ -174,6 +203,29 @@ class Ledger:
         self.sent += 1
         self._producer.poll(0)
 
+    def _drain_spool(self) -> None:
+        """Hand spooled events to the producer in order, as far as its buffer allows."""
+        while self._waiting:
+            segment, key, payload, headers = self._waiting[0]
+            try:
+                self._producer.produce(self.topic, payload, key, headers=headers,
+                                       on_delivery=partial(self._on_spooled, segment))
+            except BufferError:
+                break  # the rest stays on disk and in order; the next emit or flush goes on
+            self._waiting.popleft()
+        self._producer.poll(0)
+
+    def _on_spooled(self, segment: int, err: KafkaError | None, msg: Message) -> None:
+        assert self.spool is not None
+        if err is not None and err.retriable():
+            # Without a delivery timeout this is rare; send it again rather than lose it.
+            log.warning("spooled event not delivered; re-queued", extra={"error": err.str()})
+            headers = [(k, (v or b"").decode()) for k, v in msg.headers() or []]
+            self._waiting.append((segment, msg.key() or b"", msg.value() or b"", headers))
+            return
+        self.spool.ack(segment)
+        self._on_delivery(err, msg)
+
     def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
         if err is None:
             self.delivered += 1
@@ -190,19 +242,29 @@ class Ledger:
         """Wait until every queued event is acknowledged; return how many were delivered.
 
         Raises :class:`DeliveryFailed` if any event was refused or is still unacknowledged
-        after ``timeout_s``.
+        after ``timeout_s`` (with a spool, unacknowledged events stay spooled).
         """
-        remaining = self._producer.flush(timeout_s)
+        deadline = time.monotonic() + timeout_s
+        if self.spool is not None:
+            self.spool.sync()
+            while self._waiting and time.monotonic() < deadline:
+                self._drain_spool()
+                self._producer.poll(0.05)
+        remaining = self._producer.flush(max(0.0, deadline - time.monotonic()))
+        remaining += len(self._waiting)
         with self._lock:
             failures, self._failures = self._failures, []
         if remaining:
+            kept = " (kept in the spool)" if self.spool is not None else ""
             raise DeliveryFailed(
-                f"{remaining} events still unacknowledged after {timeout_s}s", failures
+                f"{remaining} events still unacknowledged after {timeout_s}s{kept}", failures
             )
         if failures:
             raise DeliveryFailed(
                 f"{len(failures)} events were not delivered: {failures[0][1]}", failures
             )
+        if self.spool is not None:
+            self.spool.roll()  # everything acknowledged: its segment can go
         return self.delivered
 
     def close(self, timeout_s: float = 30.0) -> None:
