@@ -11,8 +11,8 @@ Votes are serialised by a lock in this process; run one API that takes votes (ot
 replicas may serve reads).
 """
 
-from __future__ import annotations
-
+# No ``from __future__ import annotations`` here: FastAPI must resolve the route
+# annotations, which use the ``principal`` dependency given to :func:`router`.
 import contextlib
 import datetime as dt
 import threading
@@ -59,7 +59,7 @@ class ApprovalDesk:
         self.lock = threading.Lock()
 
     @classmethod
-    def from_settings(cls) -> ApprovalDesk:
+    def from_settings(cls) -> "ApprovalDesk":
         from agentledger import discovery
         from agentledger.settings import load_settings
 
