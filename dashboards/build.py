@@ -1,7 +1,8 @@
 """The panels of ``panels.py`` as grafanalib dashboards, written as Grafana JSON.
 
 ``agentledger dashboards build [--out DIR]`` writes one JSON file per dashboard plus the
-provisioning files (ClickHouse datasource, dashboard provider) under DIR. The repo's
+provisioning files (ClickHouse datasource, dashboard provider, the alert rules of
+``alerts.py``) under DIR. The repo's
 ``dashboards/json`` is what docker-compose mounts; a test keeps it equal to this output.
 """
 
@@ -16,6 +17,7 @@ import attr
 from grafanalib import core
 from grafanalib._gen import DashboardEncoder
 
+from dashboards.alerts import alerting_yaml
 from dashboards.panels import (
     DASHBOARDS,
     DATASOURCE_TYPE,
@@ -25,6 +27,7 @@ from dashboards.panels import (
 )
 
 HERE = Path(__file__).parent
+ALERTING_FILE = Path("provisioning/alerting/agentledger.yaml")
 DATASOURCE = {"type": DATASOURCE_TYPE, "uid": DATASOURCE_UID}
 HEIGHT = 8
 
@@ -131,5 +134,8 @@ def build(out: Path) -> list[Path]:
     source = HERE / "provisioning"
     if out.resolve() != HERE.resolve():
         shutil.copytree(source, out / "provisioning", dirs_exist_ok=True)
+    rules = out / ALERTING_FILE
+    rules.parent.mkdir(parents=True, exist_ok=True)
+    rules.write_text(alerting_yaml())
     written += sorted((out / "provisioning").rglob("*.yaml"))
     return written

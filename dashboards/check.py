@@ -10,7 +10,9 @@ from typing import Any
 
 from dashboards.macros import expand
 from dashboards.panels import DASHBOARDS, Dashboard
-from dashboards.report import PanelResult, _is_number, _is_time
+from dashboards.results import PanelResult
+from dashboards.results import is_number as _is_number
+from dashboards.results import is_time as _is_time
 
 # sql → (columns, types, rows); the caller decides how (ledger API, a client, ...)
 Query = Callable[[str], tuple[list[str], list[str], list[list[Any]]]]

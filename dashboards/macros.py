@@ -71,6 +71,10 @@ def expand_macros(sql: str, time_from: dt.datetime, time_to: dt.datetime,
 def expand(sql: str, *, time_from: dt.datetime, time_to: dt.datetime,
            variables: Mapping[str, str | Sequence[str]], max_points: int = 300) -> str:
     """Variables, then macros, with Grafana's interval for ``max_points`` points."""
-    span = (time_to - time_from).total_seconds()
-    interval_s = max(1, int(span // max_points))
+    interval_s = interval_seconds(time_from, time_to, max_points)
     return expand_macros(interpolate(sql, variables), time_from, time_to, interval_s)
+
+
+def interval_seconds(time_from: dt.datetime, time_to: dt.datetime, max_points: int = 300) -> int:
+    """The bucket width ``$__interval_s`` takes for this range (what "per bucket" means)."""
+    return max(1, int((time_to - time_from).total_seconds() // max_points))

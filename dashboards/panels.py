@@ -31,11 +31,17 @@ class Panel:
     kind: Kind
     sql: str
     description: str = ""
+    # Grafana's unit id of the panel's value (ops, percentunit, currencyUSD, ms, short); the
+    # report formats axes, labels and tooltips from it too
     unit: str = "short"
     links: tuple[tuple[str, str], ...] = field(default_factory=tuple)  # (title, url)
     width: int = 12
     # for the static report: which (label, value) columns of a table to draw as bars
     picture: tuple[str, str] | None = None
+    # the report's value axis title; "{interval}" becomes the bucket width ("per 12 s")
+    axis: str = ""
+    # how the report draws a table whose rows are transitions: "state" draws a timeline
+    report_as: Kind | None = None
 
     @property
     def query_type(self) -> str:
@@ -63,22 +69,23 @@ OPERATIONS = Dashboard(
         Panel("Events per second", "timeseries",
               "SELECT $__timeInterval(ts) AS time, count() / $__interval_s AS events_per_s "
               f"FROM events FINAL WHERE $__timeFilter(ts) AND {TENANTS} "
-              "GROUP BY time ORDER BY time", unit="ops"),
+              "GROUP BY time ORDER BY time", unit="ops", axis="events/s"),
         Panel("Task success rate", "timeseries",
               "SELECT $__timeInterval(finished_at) AS time, "
               "countIf(outcome = 'success') / count() AS success_rate "
               f"FROM daily_economics FINAL WHERE $__timeFilter(finished_at) AND {TENANTS} "
-              "GROUP BY time ORDER BY time", unit="percentunit"),
+              "GROUP BY time ORDER BY time", unit="percentunit", axis="tasks succeeded (%)"),
         Panel("Cost per minute", "timeseries",
               "SELECT $__timeInterval(ts) AS time, sum(cost_usd) * 60 / $__interval_s "
               "AS usd_per_minute FROM events FINAL WHERE event_type = 'model.call' "
               f"AND $__timeFilter(ts) AND {TENANTS} GROUP BY time ORDER BY time",
-              unit="currencyUSD"),
+              unit="currencyUSD", axis="model spend (USD per minute)"),
         Panel("Tool error rate per tool", "timeseries",
               "SELECT $__timeInterval(minute) AS time, tool, "
               "(uniqExactMerge(errors) + uniqExactMerge(timeouts)) / uniqExactMerge(calls) "
               f"AS error_rate FROM tool_health_minute WHERE $__timeFilter(minute) AND {TENANTS} "
-              "GROUP BY time, tool ORDER BY time, tool", unit="percentunit"),
+              "GROUP BY time, tool ORDER BY time, tool", unit="percentunit",
+              axis="calls failed or timed out (%)"),
         Panel("Circuit breakers", "state",
               "SELECT ts AS time, scope, state FROM control_signals FINAL "
               f"WHERE kind = 'breaker' AND $__timeFilter(ts) AND {TENANTS} ORDER BY time",
@@ -86,13 +93,23 @@ OPERATIONS = Dashboard(
         Panel("Safe mode, with reasons", "table",
               "SELECT ts AS time, scope, previous_state AS was, state, reason, policy_version "
               f"FROM control_signals FINAL WHERE kind IN ('safe_mode', 'override') "
-              f"AND $__timeFilter(ts) AND {TENANTS} ORDER BY time DESC LIMIT 200"),
+              f"AND $__timeFilter(ts) AND {TENANTS} ORDER BY time DESC LIMIT 200",
+              "Each agent's mode over time (normal, read_only, halted) and why it changed.",
+              report_as="state"),
         Panel("Dead-letter rate", "timeseries",
               "SELECT $__timeInterval(received_at) AS time, reason, "
               "count() / $__interval_s AS rejected_per_s FROM rejected_events FINAL "
               "WHERE $__timeFilter(received_at) GROUP BY time, reason ORDER BY time",
               "Input the sink refused (any tenant: rejected input has no trusted tenant).",
-              unit="ops", width=24),
+              unit="ops", width=24, axis="rejected messages/s"),
+        Panel("Pipeline heartbeats", "timeseries",
+              "SELECT $__timeInterval(ts) AS time, component, "
+              "count() * 60 / $__interval_s AS reports_per_minute FROM heartbeats "
+              "WHERE component IN ('sink', 'streams') AND $__timeFilter(ts) "
+              "GROUP BY time, component ORDER BY time, component",
+              "Liveness reports of the sink and the stream workers (the control loop), any "
+              "tenant. A line that drops to nothing is a component that went silent.",
+              width=24, axis="heartbeats per minute"),
     ),
 )
 
@@ -105,29 +122,31 @@ TOOLS = Dashboard(
               "uniqExactMerge(timeouts) AS timeouts, (errors + timeouts) / calls AS error_rate, "
               "quantilesTDigestMerge(0.5, 0.95, 0.99)(latency)[2] AS p95_ms "
               f"FROM tool_health_minute WHERE $__timeFilter(minute) AND {TENANTS} "
-              "GROUP BY tool ORDER BY error_rate DESC", picture=("tool", "error_rate")),
+              "GROUP BY tool ORDER BY error_rate DESC", picture=("tool", "error_rate"),
+              unit="percentunit", axis="calls failed or timed out (%)"),
         Panel("Timeouts per tool", "timeseries",
               "SELECT $__timeInterval(minute) AS time, tool, uniqExactMerge(timeouts) AS timeouts "
               f"FROM tool_health_minute WHERE $__timeFilter(minute) AND {TENANTS} "
-              "GROUP BY time, tool ORDER BY time, tool"),
+              "GROUP BY time, tool ORDER BY time, tool", axis="timeouts per {interval}"),
         Panel("p95 latency per tool", "timeseries",
               "SELECT $__timeInterval(minute) AS time, tool, "
               "quantilesTDigestMerge(0.5, 0.95, 0.99)(latency)[2] AS p95_ms "
               f"FROM tool_health_minute WHERE $__timeFilter(minute) AND {TENANTS} "
-              "GROUP BY time, tool ORDER BY time, tool", unit="ms"),
+              "GROUP BY time, tool ORDER BY time, tool", unit="ms", axis="p95 latency (ms)"),
         Panel("Breaker trips", "bar",
               "SELECT scope, countIf(state = 'OPEN') AS trips FROM control_signals FINAL "
               f"WHERE kind = 'breaker' AND $__timeFilter(ts) AND {TENANTS} "
-              "GROUP BY scope ORDER BY trips DESC"),
+              "GROUP BY scope ORDER BY trips DESC", axis="times opened"),
         Panel("Policy blocks", "timeseries",
               "SELECT $__timeInterval(ts) AS time, action, count() AS denials FROM events FINAL "
               "WHERE event_type = 'policy.decision' AND decision = 'deny' "
-              f"AND $__timeFilter(ts) AND {TENANTS} GROUP BY time, action ORDER BY time"),
+              f"AND $__timeFilter(ts) AND {TENANTS} GROUP BY time, action ORDER BY time",
+              axis="denials per {interval}"),
         Panel("Top error types", "bar",
               "SELECT concat(tool, ': ', error_type) AS error, count() AS failures "
               "FROM events FINAL WHERE event_type = 'tool.result' AND status IN "
               f"('error', 'timeout') AND $__timeFilter(ts) AND {TENANTS} "
-              "GROUP BY error ORDER BY failures DESC LIMIT 10"),
+              "GROUP BY error ORDER BY failures DESC LIMIT 10", axis="failed calls"),
     ),
 )
 
@@ -138,17 +157,19 @@ ECONOMICS = Dashboard(
         Panel("Cost per successful task by workflow", "bar",
               "SELECT workflow, sum(cost_micros) / 1e6 / countIf(outcome = 'success') "
               f"AS usd_per_success FROM daily_economics FINAL WHERE $__timeFilter(finished_at) "
-              f"AND {TENANTS} GROUP BY workflow ORDER BY workflow", unit="currencyUSD"),
+              f"AND {TENANTS} GROUP BY workflow ORDER BY workflow", unit="currencyUSD",
+              axis="USD per successful task"),
         Panel("Cost per successful task by tenant", "bar",
               "SELECT tenant, sum(cost_micros) / 1e6 / countIf(outcome = 'success') "
               f"AS usd_per_success FROM daily_economics FINAL WHERE $__timeFilter(finished_at) "
-              f"AND {TENANTS} GROUP BY tenant ORDER BY tenant", unit="currencyUSD"),
+              f"AND {TENANTS} GROUP BY tenant ORDER BY tenant", unit="currencyUSD",
+              axis="USD per successful task"),
         Panel("Cost per successful task by model", "bar",
               "SELECT model, sum(model_cost) / 1e6 / countIf(outcome = 'success') "
               "AS usd_per_success FROM daily_economics FINAL "
               "ARRAY JOIN mapKeys(cost_by_model) AS model, mapValues(cost_by_model) AS model_cost "
               f"WHERE $__timeFilter(finished_at) AND {TENANTS} GROUP BY model ORDER BY model",
-              unit="currencyUSD"),
+              unit="currencyUSD", axis="USD per successful task"),
         Panel("Gross margin by workflow", "table",
               "SELECT e.workflow AS workflow, count() AS runs, "
               "countIf(e.outcome = 'success') AS successes, sum(e.cost_micros) / 1e6 AS cost_usd, "
@@ -158,7 +179,8 @@ ECONOMICS = Dashboard(
               "valid_from, revenue_per_success_micros FROM revenue FINAL) AS r "
               "ON e.tenant = r.tenant AND e.workflow = r.workflow AND e.day >= r.valid_from "
               "WHERE $__timeFilter(e.finished_at) AND e.tenant IN (${tenant:sqlstring}) "
-              "GROUP BY workflow ORDER BY workflow", picture=("workflow", "gross_margin_usd")),
+              "GROUP BY workflow ORDER BY workflow", picture=("workflow", "gross_margin_usd"),
+              unit="currencyUSD", axis="gross margin (USD)"),
         Panel("Spend against budgets", "table",
               "SELECT s.workflow AS workflow, count() AS runs, sum(s.cost_usd) AS spend_usd, "
               "sum(b.budget_usd) AS budget_usd, spend_usd / budget_usd AS of_budget, "
@@ -169,17 +191,19 @@ ECONOMICS = Dashboard(
               "JSONExtractFloat(body, 'budget', 'max_cost_usd') AS budget_usd FROM events "
               "WHERE event_type = 'run.started' AND $__timeFilter(ts) AND "
               f"{TENANTS} LIMIT 1 BY event_id) AS b USING (tenant, run_id) "
-              "GROUP BY workflow ORDER BY workflow", picture=("workflow", "of_budget")),
+              "GROUP BY workflow ORDER BY workflow", picture=("workflow", "of_budget"),
+              unit="percentunit", axis="spend of budget (%)"),
         Panel("Model routing mix", "timeseries",
               "SELECT $__timeInterval(ts) AS time, model, count() AS calls FROM events FINAL "
               f"WHERE event_type = 'model.call' AND $__timeFilter(ts) AND {TENANTS} "
-              "GROUP BY time, model ORDER BY time, model"),
+              "GROUP BY time, model ORDER BY time, model", axis="model calls per {interval}"),
         Panel("Most expensive runs", "table",
               "SELECT finished_at, tenant, workflow, agent, outcome, "
               "cost_micros / 1e6 AS cost_usd, run_id, trace_id FROM daily_economics FINAL "
               "WHERE $__timeFilter(finished_at) "
               f"AND {TENANTS} ORDER BY cost_micros DESC LIMIT 20",
-              links=(("Run timeline", TRACE_LINK),), width=24, picture=("run_id", "cost_usd")),
+              links=(("Run timeline", TRACE_LINK),), width=24, picture=("run_id", "cost_usd"),
+              unit="currencyUSD", axis="run cost (USD)"),
     ),
 )
 
@@ -205,14 +229,16 @@ INCIDENT = Dashboard(
               "trace_id, run_id FROM events WHERE $__timeFilter(ts) AND "
               f"{TENANTS} AND (agent = ${{agent:sqlstring}} OR ${{agent:sqlstring}} = '') "
               "AND (tool = ${tool:sqlstring} OR ${tool:sqlstring} = '') "
-              "ORDER BY ts DESC LIMIT 1 BY event_id LIMIT 500", width=24),
+              "ORDER BY ts DESC LIMIT 1 BY event_id LIMIT 500", width=24,
+              axis="events per {interval}"),
         Panel("Failed and aborted runs", "table",
               "SELECT finished_at, tenant, agent, workflow, outcome, "
               "cost_micros / 1e6 AS cost_usd, run_id, trace_id FROM daily_economics FINAL "
               "WHERE outcome != 'success' AND "
               f"$__timeFilter(finished_at) AND {TENANTS} AND (agent = ${{agent:sqlstring}} "
               "OR ${agent:sqlstring} = '') ORDER BY finished_at DESC LIMIT 100",
-              links=(("Run timeline", TRACE_LINK),), width=24, picture=("run_id", "cost_usd")),
+              links=(("Run timeline", TRACE_LINK),), width=24, picture=("run_id", "cost_usd"),
+              unit="currencyUSD", axis="run cost (USD)"),
     ),
     variables=("tenant", "agent", "tool", "trace_id", "run_id", "api_url"),
 )

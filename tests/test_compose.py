@@ -116,3 +116,17 @@ def test_grafana_provisioning_points_at_clickhouse():
     path = providers["providers"][0]["options"]["path"]
     mounts = {v.split(":")[1] for v in SERVICES["grafana"]["volumes"]}
     assert path in mounts
+
+
+def test_grafana_provisions_the_generated_alert_rules():
+    mounts = {v.split(":")[1]: v.split(":")[0] for v in SERVICES["grafana"]["volumes"]}
+    source = ROOT / mounts["/etc/grafana/provisioning/alerting"].removeprefix("./")
+    rules = yaml.safe_load((source / "agentledger.yaml").read_text())
+    assert rules["apiVersion"] == 1
+    datasource = yaml.safe_load(
+        (ROOT / "dashboards/provisioning/datasources/clickhouse.yaml").read_text())
+    uid = datasource["datasources"][0]["uid"]
+    for rule in rules["groups"][0]["rules"]:
+        assert rule["data"][0]["datasourceUid"] == uid, rule["uid"]
+        assert rule["annotations"]["runbook_url"].startswith("${AGENTLEDGER_RUNBOOK_URL}#")
+    assert "AGENTLEDGER_RUNBOOK_URL" in SERVICES["grafana"]["environment"]

@@ -20,7 +20,8 @@ from agentledger import discovery
 from agentledger.kafka import client_config
 from agentledger.services import open_store, start_api
 from agentledger.settings import Settings
-from dashboards.build import dashboard, generated
+from dashboards.alerts import RULES, evaluate
+from dashboards.build import ALERTING_FILE, dashboard, generated
 from dashboards.check import run_panels, shape_problem
 from dashboards.macros import expand, sqlstring
 from dashboards.panels import DASHBOARDS, DATASOURCE_TYPE, DATASOURCE_UID
@@ -29,8 +30,10 @@ from producers.guard import ControlFollower
 from producers.scenarios import run_scenario
 from producers.simulator import Simulator
 from schemas import topics
+from tests.cdp import Browser
 from tests.conftest import CLI
 from tests.helpers import wait_for
+from tests.report_checks import check_report_page
 from tests.sinkutil import SinkThread
 from tests.streamutil import StreamWorker
 
@@ -76,6 +79,9 @@ def test_build_writes_four_valid_dashboards_every_panel_on_clickhouse(tmp_path: 
     committed = {p.name: p.read_text() for p in (REPO / "dashboards" / "json").glob("*.json")}
     assert committed == generated(), "run `agentledger dashboards build` and commit"
     assert (tmp_path / "provisioning" / "datasources" / "clickhouse.yaml").exists()
+    rules = tmp_path / ALERTING_FILE
+    assert rules.read_text() == (REPO / "dashboards" / ALERTING_FILE).read_text(), \
+        "run `agentledger dashboards build` and commit the alert rules"
     # panels link to each other by trace id
     economics = json.loads((tmp_path / "json" / "agentledger-economics.json").read_text())
     links = [link["url"] for p in economics["panels"]
@@ -199,14 +205,14 @@ def _chromium() -> str:
     return shutil.which("chromium") or "chromium"
 
 
-def test_report_renders_every_chart_in_headless_chromium(filled: dict[str, Any],
-                                                         tmp_path: Path):
-    browser = _chromium()
+@pytest.fixture(scope="module")
+def report(filled: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """`agentledger report` over the filled store, through the API like `up` serves it."""
     settings: Settings = filled["settings"]
     api = start_api(settings, open_store(settings))  # the store's owner, like `up`
     discovery.publish(settings, discovery.STORE_FILE, {"api_url": api.url})
     try:
-        out = tmp_path / "report.html"
+        out = tmp_path_factory.mktemp("report") / "report.html"
         env = {"AGENTLEDGER_DATA_DIR": str(settings.data_dir), "PATH": "/usr/bin:/bin"}
         done = subprocess.run(
             [*CLI, "report", "-o", str(out), "--since", filled["from"].isoformat(),
@@ -216,10 +222,16 @@ def test_report_renders_every_chart_in_headless_chromium(filled: dict[str, Any],
         discovery.withdraw(settings, discovery.STORE_FILE)
         api.stop()
     assert done.returncode == 0, done.stderr
+    return {"path": out, "stderr": done.stderr}
+
+
+def test_report_renders_every_chart_in_headless_chromium(report: dict[str, Any]):
+    browser = _chromium()
+    out: Path = report["path"]
     page = out.read_text()
-    charts = page.count('<svg class="chart"')
+    charts = page.count('<div class="chart"')
     panels = sum(len(spec.panels) for spec in DASHBOARDS)
-    assert charts == panels, f"{charts} charts for {panels} panels: {done.stderr}"
+    assert charts == panels, f"{charts} charts for {panels} panels: {report['stderr']}"
     assert "<table" not in page, "pictures, not tables of numbers"
     screenshot = REPO / ".agentledger" / "report.png"
     screenshot.parent.mkdir(exist_ok=True)
@@ -235,3 +247,92 @@ def test_report_renders_every_chart_in_headless_chromium(filled: dict[str, Any],
                            f"--screenshot={screenshot}", out.as_uri()], capture_output=True,
                           text=True, timeout=120)
     assert shot.returncode == 0 and screenshot.stat().st_size > 20_000, shot.stderr[-500:]
+
+
+def test_report_draws_offline_every_chart_with_units_and_utc_time_axes(
+        report: dict[str, Any], tmp_path: Path):
+    """Each section's screenshot has ink inside every chart's box; no console error; no
+    request leaves the page (a proxy on a closed port would fail it anyway); time axes
+    carry UTC clock labels; value axes carry their units."""
+    with Browser(_chromium(), tmp_path / "profile") as page:
+        seen = check_report_page(page, report["path"], REPO / ".agentledger" / "report")
+    panels = sum(len(spec.panels) for spec in DASHBOARDS)
+    assert seen["charts"] == panels and seen["sections"] == len(DASHBOARDS), seen
+    assert seen["time_axes"] >= 12, seen
+
+
+# -- alert rules ---------------------------------------------------------------------------
+
+
+def _provisioned_rules() -> dict[str, dict[str, Any]]:
+    import yaml
+
+    doc = yaml.safe_load((REPO / "dashboards" / ALERTING_FILE).read_text())
+    assert doc["apiVersion"] == 1 and len(doc["groups"]) == 1
+    return {rule["uid"]: rule for rule in doc["groups"][0]["rules"]}
+
+
+def test_alert_rules_are_provisioned_linked_and_documented():
+    rules = _provisioned_rules()
+    assert set(rules) == {r.uid for r in RULES} and len(rules) == 6
+    readme = (REPO / "README.md").read_text()
+    boards = {spec.uid: json.loads((REPO / "dashboards" / "json" / f"{spec.uid}.json")
+                                   .read_text()) for spec in DASHBOARDS}
+    for uid, rule in rules.items():
+        refs = {d["refId"]: d for d in rule["data"]}
+        assert refs["A"]["datasourceUid"] == DATASOURCE_UID
+        assert refs["A"]["model"]["rawSql"].startswith("SELECT")
+        assert refs["B"]["model"]["type"] == "reduce" and refs["B"]["model"]["expression"] == "A"
+        assert refs["C"]["model"]["type"] == "threshold" and rule["condition"] == "C"
+        assert re.fullmatch(r"\d+[smh]", rule["for"]) and rule["labels"]["severity"]
+        assert "$" not in json.dumps(rule["labels"]), "labels are env-interpolated"
+        notes = rule["annotations"]
+        anchor = notes["runbook_url"].split("#")[1]
+        assert f'<a id="{anchor}"></a>' in readme, f"{uid}: no runbook section {anchor}"
+        panel = [p for p in boards[notes["__dashboardUid__"]]["panels"]
+                 if str(p["id"]) == notes["__panelId__"]]
+        assert panel, f"{uid}: links to a missing panel"
+
+
+def test_every_alert_rule_runs_and_the_outage_fires_the_breaker_and_safe_mode_rules(
+        filled: dict[str, Any]):
+    client = filled["client"]
+
+    def query(sql: str) -> tuple[list[str], list[str], list[list[Any]]]:
+        result = client.query(sql, settings={"readonly": 2})
+        return (list(result.column_names), [t.name for t in result.column_types],
+                [list(r) for r in result.result_rows])
+
+    def firing(uid: str, at: dt.datetime) -> list[dict[str, str]]:
+        return [i.labels for i in evaluate(rules[uid], query, at) if i.firing]
+
+    rules = _provisioned_rules()
+    opened = client.query("SELECT min(ts) FROM control_signals WHERE kind = 'breaker' "
+                          "AND state = 'OPEN'").result_rows[0][0].replace(tzinfo=dt.UTC)
+    beat = client.query("SELECT max(ts) FROM heartbeats").result_rows[0][0].replace(
+        tzinfo=dt.UTC)
+    during, after = opened + dt.timedelta(seconds=20), filled["to"] + dt.timedelta(minutes=20)
+    for rule in rules.values():  # every query runs, before, during and after
+        for at in (during, after, beat + dt.timedelta(seconds=5)):
+            evaluate(rule, query, at)
+    reasons = {(scope, state): reason for scope, state, reason in client.query(
+        "SELECT scope, state, reason FROM control_signals FINAL WHERE ts <= {t:DateTime64(6, "
+        "'UTC')} ORDER BY version", parameters={"t": during}).result_rows}
+    breakers = firing("agentledger-breaker-open", during)
+    assert [b["scope"] for b in breakers] == ["acme/*/salesforce"], breakers
+    assert breakers[0]["reason"] == reasons[("acme/*/salesforce", "OPEN")] != ""
+    agents = {a["agent"]: a["reason"] for a in firing("agentledger-agent-read-only", during)}
+    assert agents.get("acme/crm-agent") == reasons[("acme/crm-agent", "read_only")] != "", \
+        agents
+    # healthy: long after the outage recovered, and a tenant that never had one
+    assert not firing("agentledger-breaker-open", after)
+    assert not firing("agentledger-agent-read-only", after)
+    for uid in ("agentledger-breaker-open", "agentledger-agent-read-only"):
+        for at in (during, after):
+            assert all(i.labels["tenant"] == "acme" for i in evaluate(rules[uid], query, at))
+    # the pipeline rule: quiet right after a heartbeat, firing once the test stopped them
+    assert not firing("agentledger-pipeline-stalled", beat + dt.timedelta(seconds=5))
+    assert {f["component"] for f in firing("agentledger-pipeline-stalled", after)} == {
+        "sink", "streams"}
+    assert not firing("agentledger-dlq-rate", during)  # 3 rejects are not a flood
+    assert not firing("agentledger-cost-per-success", during)
