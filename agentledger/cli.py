@@ -773,6 +773,11 @@ def keys_create(
         "--tenant", "-t", help="a tenant this key may read (repeat for more)")] = None,
     all_tenants: Annotated[bool, typer.Option(
         help="an operator key: every tenant, SQL, revenue, store metadata")] = False,
+    role: Annotated[list[str] | None, typer.Option(
+        "--role", help="an approval queue this key may decide (repeat for more)")] = None,
+    agent: Annotated[list[str] | None, typer.Option(
+        "--agent", help="TENANT/AGENT this key acts for: it cannot approve its requests")]
+    = None,
 ) -> None:
     """Create an API key, print it once, and store only its hash in the keys file
     (AGENTLEDGER_API_KEYS_FILE). Running APIs pick it up when restarted."""
@@ -782,7 +787,8 @@ def keys_create(
         raise UserError("name the tenants this key may read (--tenant), or --all-tenants")
     key = new_key()
     path = append_entry(_settings(), entry_for(name, key, [ALL_TENANTS] if all_tenants
-                                               else tenant or []))
+                                               else tenant or [], roles=role or (),
+                                               agents=agent or ()))
     err.print(f"key {name!r} added to {path}; it is shown only now:", highlight=False)
     sys.stdout.write(key + "\n")
 
