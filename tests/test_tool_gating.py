@@ -94,7 +94,8 @@ def _landed(stack: Stack, run_id: str, n: int) -> None:
                                 r=run_id)[0][0] >= n, 60, what=f"{n} events of {run_id}")
 
 
-def test_a_denied_tool_is_refused_and_the_ledger_shows_why(stack: Stack, broker: str):
+def test_a_denied_tool_is_refused_and_the_ledger_shows_why(stack: Stack, broker: str,
+                                                          tmp_path: Path):
     gate = Gate.load()
     ledger = _ledger(broker, "mail-assistant")
     guard = ToolGuard(gate)
@@ -121,6 +122,19 @@ def test_a_denied_tool_is_refused_and_the_ledger_shows_why(stack: Stack, broker:
     assert deny == (gate.version, "gmail-never-send", "deny")
     verified = stack.cli_json("verify", run.run_id, key="ana")
     assert verified["ok"] is True and verified["runs"][0]["events"] == len(run.event_ids)
+
+    # policy diff replays the recorded calls: a policy without drafts would block this one
+    stricter = tmp_path / "no-drafts"
+    shutil.copytree(DEFAULT_DIR, stricter)
+    cedar = stricter / "gate.cedar"
+    cedar.write_text(cedar.read_text().replace(
+        'action in [Action::"gmail:read_message", Action::"gmail:create_draft"]',
+        'action in [Action::"gmail:read_message"]'))
+    diffed = stack.cli_json("policy", "diff", str(DEFAULT_DIR), str(stricter), "--since",
+                            "1h", key="ana")
+    assert diffed["replayed"] >= 1
+    assert [(c["action"], c["old"], c["new"], c["new_rule"]) for c in diffed["changed"]] == [
+        ("gmail:create_draft", "allow", "deny", "default-deny")]
 
 
 def _pending(stack: Stack, run_id: str) -> dict[str, Any] | None:
