@@ -142,8 +142,8 @@ class ControlLoop:
             tenant = event.key
             self._tenant_partition[tenant] = event.message.partition
             value = event.value
-            decisions = self.controller.apply(tenant, value["facts"])
-            decisions.extend(self.controller.advance(float(value.get("wm") or 0.0)))
+            decisions = self.controller.apply(tenant, value["facts"], arrival=time.time())
+            decisions.extend(self.controller.advance())
             await self._emit(decisions)
 
     async def _emit(self, decisions: Decisions) -> None:
@@ -167,8 +167,10 @@ class ControlLoop:
     # -- timers --------------------------------------------------------------------------
 
     async def _heartbeat(self) -> None:
+        # event_time: the newest event time decided in the latest input, not a maximum
+        # over all time, so a scenario replayed "in the past" is followed in lockstep too
         self._heartbeats += 1
-        now = self._beat_event_time = self.controller.now
+        now = self._beat_event_time
         await self._publish(ControlSignal(
             kind="heartbeat", scope=f"worker/{self.worker_id}", state=ALIVE,
             version=self._heartbeats,
@@ -179,14 +181,17 @@ class ControlLoop:
     async def _heartbeat_timer(self) -> None:
         idle = self.settings.streams_idle_advance_seconds
         if idle and self._restored["decide"] and time.monotonic() - self._last_input > idle:
-            # nothing arrives: let wall-clock time open half-open breakers and close windows
-            await self._emit(self.controller.advance(time.time() - idle))
+            # nothing arrives: silent agents' clocks run on with the wall clock, so open
+            # breakers half-open and held safe modes can end
+            await self._emit(self.controller.idle(time.time(), idle))
         await self._heartbeat()
 
     async def _progress_timer(self) -> None:
         # progress beats: guards (and lockstep simulations) learn how far in event time
         # the decisions are within ~100 ms, without a beat per record at high volume
-        if self.controller.now > self._beat_event_time:
+        recent = self.controller.take_recent_time()
+        if recent:
+            self._beat_event_time = recent
             await self._heartbeat()
 
     async def _metrics_timer(self) -> None:

@@ -1,13 +1,14 @@
 """Stage two of the control loop: decide per tenant.
 
-Reads the facts stage one routed by tenant and keeps, for each tenant: tool health per
-(agent, tool), one breaker per tool, safe mode per (agent, rule) and unit-economics
-windows. It returns what to publish; the faust layer publishes it and persists the state
-this returns in ``state`` — only when a breaker or safe mode actually changed, never per
-event.
+Reads the facts stage one routed by tenant and keeps, for each tenant: one breaker per
+tool, safe mode per (agent, rule), tool health and unit-economics windows. It returns what
+to publish; the faust layer publishes it and persists the state this returns in
+``state`` — only when a breaker or safe mode actually changed, never per event.
 
-Event time is the largest event timestamp this worker has seen (optionally pushed on by
-the wall clock when nothing arrives, see :meth:`Controller.advance`).
+Time: every agent is its own event-time clock (:mod:`streams.clocks`). Its windows, its
+safe-mode hold and its share of a breaker are read on that clock, so one producer's clock
+(skewed, replaying, lagging) never moves anyone else's decisions. The pure code here is
+shared by the worker, ``bench/bench_decisions.py`` and ``agentledger control backtest``.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from schemas.signals import (
+    OPEN,
     ControlSignal,
     MetricWindow,
     agent_scope,
@@ -25,11 +27,13 @@ from schemas.signals import (
     control_key,
 )
 from streams.breaker import Breaker, Transition
+from streams.clocks import SourceClocks
 from streams.economics import Economics
 from streams.fold import Fact
+from streams.health import ToolHealth
 from streams.policy import Policy
 from streams.safemode import SafeMode
-from streams.windows import HopWindow
+from streams.windows import CountWindow
 
 BREAKERS = "breakers"
 SAFE_MODES = "safe_modes"
@@ -57,13 +61,19 @@ class Controller:
         self.policy = policy
         w = policy.windows
         self.window_s, self.hop_s = w.window_s, w.hop_s
+        self.keep_s = policy.keep_s
+        self.clocks = SourceClocks(w.allowed_lateness_s, w.window_s, w.rejoin_after_events)
         self.now = 0.0
+        """Largest raw event time seen: only for unit-economics windows (not decisions)."""
+        self.recent_time = 0.0
+        """Largest raw event time of the input since :meth:`take_recent_time`."""
         self.breakers: dict[tuple[str, str], Breaker] = {}
+        self.open_breakers: set[tuple[str, str]] = set()
         self.safe_modes: dict[tuple[str, str, str], SafeMode] = {}
-        self.agent_health: dict[tuple[str, str], HopWindow] = {}
-        self.tool_health: dict[tuple[str, str, str], HopWindow] = {}
+        self.agent_windows: dict[tuple[str, str], CountWindow] = {}
+        self.degraded: set[tuple[str, str, str]] = set()
+        self.health = ToolHealth(self.window_s, self.hop_s)
         self.economics = Economics(policy.economics.window_s)
-        self._published_hop = 0
 
     # -- durable state -------------------------------------------------------------------
 
@@ -73,12 +83,18 @@ class Controller:
         for _, snap in items:
             snap = dict(snap)
             if table == BREAKERS:
-                self._breaker(snap["tenant"], snap["tool"]).restore(snap)
+                b = self._breaker(snap["tenant"], snap["tool"])
+                b.restore(snap)
+                if b.state == OPEN:
+                    self.open_breakers.add((snap["tenant"], snap["tool"]))
             else:
                 rule = next((r for r in self.policy.safe_mode if r.name == snap["rule"]), None)
                 if rule is None:  # rule removed from the policy since: forget it
                     continue
-                self._safe_mode(snap["tenant"], snap["agent"], rule.name).restore(snap)
+                key = (snap["tenant"], snap["agent"], rule.name)
+                self._safe_mode(*key).restore(snap)
+                if self.safe_modes[key].state != "normal":
+                    self.degraded.add(key)
             n += 1
         return n
 
@@ -86,83 +102,134 @@ class Controller:
         b = self.breakers.get((tenant, tool))
         if b is None:
             b = self.breakers[(tenant, tool)] = Breaker(self.policy.breaker, self.window_s,
-                                                       self.hop_s)
+                                                       self.hop_s, self.keep_s)
         return b
 
     def _safe_mode(self, tenant: str, agent: str, rule_name: str) -> SafeMode:
         s = self.safe_modes.get((tenant, agent, rule_name))
         if s is None:
             rule = next(r for r in self.policy.safe_mode if r.name == rule_name)
-            s = self.safe_modes[(tenant, agent, rule_name)] = SafeMode(rule)
+            s = self.safe_modes[(tenant, agent, rule_name)] = SafeMode(rule, self.window_s)
         return s
+
+    def _offset(self, tenant: str, agent: str) -> float:
+        s = self.clocks.sources.get((tenant, agent))
+        return s.offset if s is not None else 0.0
 
     # -- transitions to signals ----------------------------------------------------------
 
     def _breaker_moved(self, out: Decisions, tenant: str, tool: str, t: Transition) -> None:
         scope = breaker_scope(tenant, tool)
+        b = self.breakers[(tenant, tool)]
+        if b.state == OPEN:
+            self.open_breakers.add((tenant, tool))
+        else:
+            self.open_breakers.discard((tenant, tool))
         out.signals.append(self._signal("breaker", scope, "", t))
-        snap = self.breakers[(tenant, tool)].snapshot() | {"tenant": tenant, "tool": tool}
+        snap = b.snapshot(lambda a: self._offset(tenant, a)) | {"tenant": tenant, "tool": tool}
         out.state.append((BREAKERS, tenant, control_key("breaker", scope), snap))
 
     def _safe_mode_moved(self, out: Decisions, tenant: str, agent: str, rule: str,
                          t: Transition) -> None:
         scope = agent_scope(tenant, agent)
+        key = (tenant, agent, rule)
+        mode = self.safe_modes[key]
+        if mode.state == "normal":
+            self.degraded.discard(key)
+        else:
+            self.degraded.add(key)
         out.signals.append(self._signal("safe_mode", scope, rule, t))
-        snap = self.safe_modes[(tenant, agent, rule)].snapshot() | {
+        snap = mode.snapshot(self._offset(tenant, agent)) | {
             "tenant": tenant, "agent": agent, "rule": rule}
         out.state.append((SAFE_MODES, tenant, control_key("safe_mode", scope, rule), snap))
 
     def _signal(self, kind: str, scope: str, rule: str, t: Transition) -> ControlSignal:
+        details = dict(t.details) | {"policy_version": self.policy.version,
+                                     "decided_at": t.ts}
         return ControlSignal(kind=kind, scope=scope, rule=rule, state=t.state,
                              previous_state=t.previous, version=t.version, ts=_utc(t.ts),
                              reason=t.reason, policy_version=self.policy.version,
-                             triggered_by=list(t.triggered_by), details=dict(t.details))
+                             triggered_by=list(t.triggered_by), details=details)
 
     # -- input ---------------------------------------------------------------------------
 
-    def apply(self, tenant: str, facts: Iterable[Fact]) -> Decisions:
-        """Fold one tenant's facts (in order), deciding as each result arrives."""
+    def apply(self, tenant: str, facts: Iterable[Fact], arrival: float = 0.0) -> Decisions:
+        """Fold one tenant's facts (one input record, in order), deciding on each agent's
+        windows once the record is in. ``arrival`` is the wall time it arrived (for the
+        idle advance of silent agents; 0 = unknown)."""
         out = Decisions()
-        touched_agents: set[str] = set()
+        self.clocks.next_record()
+        touched: dict[str, list[float]] = {}
         for fact in facts:
             tag, ts, agent = fact[0], float(fact[1]), fact[2]
-            self.now = max(self.now, ts)
+            if ts > self.now:
+                self.now = ts
+            if ts > self.recent_time:
+                self.recent_time = ts
             if tag == "r":
-                self._result(out, tenant, agent, fact, ts)
-                touched_agents.add(agent)
+                late_failures = touched.get(agent)
+                if late_failures is None:
+                    late_failures = touched[agent] = []
+                self._result(out, tenant, agent, fact, ts, arrival, late_failures)
             else:
                 self._economics(tenant, agent, fact, ts)
-        for agent in touched_agents:
-            self._evaluate_safe_mode(out, tenant, agent)
+        for agent, late_failures in touched.items():
+            self._agent_moved(out, tenant, agent, late_failures)
         return out
 
-    def _result(self, out: Decisions, tenant: str, agent: str, fact: Fact, ts: float) -> None:
-        _, _, _, tool, status, latency, event_id, error_type = fact
+    def _result(self, out: Decisions, tenant: str, agent: str, fact: Fact, ts: float,
+                arrival: float, late_failures: list[float]) -> None:
+        _, _, _, tool, status, latency, event_id, _error_type = fact
         if status == "rejected":  # refused before it ran: says nothing about the tool
             return
         failed = status in ("error", "timeout")
-        timeout = status == "timeout"
-        for windows, key in ((self.tool_health, (tenant, agent, tool)),
-                             (self.agent_health, (tenant, agent))):
-            w = windows.get(key)
-            if w is None:
-                w = windows[key] = HopWindow(self.window_s, self.hop_s)
-            w.add(ts, failed=failed, timeout=timeout, latency_ms=latency, event_id=event_id,
-                  error_type=error_type)
-        t = self._breaker(tenant, tool).record(ts, failed=failed, timeout=timeout,
-                                               latency_ms=latency, event_id=event_id)
+        at, _ = self.clocks.place(tenant, agent, ts, arrival)
+        source = self.clocks.sources[(tenant, agent)]
+        w = self.agent_windows.get((tenant, agent))
+        if w is None:
+            w = self.agent_windows[(tenant, agent)] = CountWindow(self.hop_s, self.keep_s)
+        w.add(at, failed, event_id)
+        if failed and at < source.clock - self.hop_s:
+            late_failures.append(at)
+        self.health.add(tenant, agent, tool, at, failed=failed, timeout=status == "timeout",
+                        latency_ms=float(latency))
+        clocks = self.clocks
+
+        def clock(a: str) -> float:
+            return clocks.clock(tenant, a) or at
+
+        t = self._breaker(tenant, tool).record(at, failed=failed, agent=agent,
+                                               event_id=event_id, clock=clock,
+                                               offset=source.offset)
         if t is not None:
             self._breaker_moved(out, tenant, tool, t)
 
-    def _evaluate_safe_mode(self, out: Decisions, tenant: str, agent: str) -> None:
-        window = self.agent_health.get((tenant, agent))
-        if window is None:
+    def _agent_moved(self, out: Decisions, tenant: str, agent: str,
+                     late_failures: list[float]) -> None:
+        """The agent's clock (may have) moved: its safe modes, open breakers it calls."""
+        source = self.clocks.sources.get((tenant, agent))
+        window = self.agent_windows.get((tenant, agent))
+        if source is None or window is None:
             return
-        totals = window.totals(self.now)
+        now, offset = source.clock, source.offset
         for rule in self.policy.safe_mode:
-            t = self._safe_mode(tenant, agent, rule.name).evaluate(self.now, totals)
+            mode = self._safe_mode(tenant, agent, rule.name)
+            t = mode.enter_if(now, offset, window) or mode.exit_if(now, offset, window)
+            seen: set[int] = set()
+            for at in late_failures:  # a late failure is judged on the window it belongs to
+                if t is not None:
+                    break
+                bucket = int(at // self.hop_s)
+                if bucket not in seen:
+                    seen.add(bucket)
+                    t = mode.enter_if(at, offset, window, now)
             if t is not None:
                 self._safe_mode_moved(out, tenant, agent, rule.name, t)
+        for key in [k for k in self.open_breakers if k[0] == tenant]:
+            t = self.breakers[key].advance(now, agent, offset)
+            if t is not None:
+                self._breaker_moved(out, tenant, key[1], t)
+        out.metrics += self.health.close(tenant, agent, now, offset)
 
     def _economics(self, tenant: str, agent: str, fact: Fact, ts: float) -> None:
         tag, workflow = fact[0], fact[3]
@@ -190,67 +257,51 @@ class Controller:
     # -- time ----------------------------------------------------------------------------
 
     def advance(self, now: float | None = None) -> Decisions:
-        """Move event time to ``now`` (never backwards) and make the time-driven
-        decisions: OPEN breakers whose wait is over, safe modes whose hold is over and
-        whose window has cooled, closed hops (tool health) and closed economics windows."""
+        """Time-driven decisions on every agent's current clock: OPEN breakers whose wait
+        is over, safe modes whose hold is over and whose window has cooled, and closed
+        economics windows. ``now`` (raw) first moves every agent's clock to at least it
+        (tests and backtests use this to play time forward)."""
         out = Decisions()
         if now is not None:
+            self.clocks.push_all(now)
             self.now = max(self.now, now)
-        now = self.now
-        for (tenant, tool), breaker in self.breakers.items():
-            t = breaker.advance(now)
-            if t is not None:
-                self._breaker_moved(out, tenant, tool, t)
-        for (tenant, agent, rule), mode in self.safe_modes.items():
-            if mode.state == "normal":
-                continue
-            window = self.agent_health.get((tenant, agent)) or HopWindow(self.window_s,
-                                                                         self.hop_s)
-            t = mode.evaluate(now, window.totals(now))
-            if t is not None:
-                self._safe_mode_moved(out, tenant, agent, rule, t)
-        out.metrics += self._closed_hop_health(now)
-        out.metrics += self.economics.close_until(now)
+        agents = {(t, a) for (t, a, _) in self.degraded}
+        for tenant, tool in self.open_breakers:
+            agents |= {(tenant, a) for a in self.breakers[(tenant, tool)].marks}
+        if now is not None:
+            agents |= {(t, a) for (t, _tool) in self.open_breakers
+                       for (t2, a) in self.clocks.sources if t2 == t}
+        for tenant, agent in sorted(agents):
+            self._agent_moved(out, tenant, agent, [])
+        out.metrics += self.economics.close_until(self.now)
         return out
 
-    def _closed_hop_health(self, now: float) -> list[MetricWindow]:
-        """Tool health for the window ending at the last hop boundary ≤ ``now``, once."""
-        boundary = int(now // self.hop_s) * self.hop_s
-        if boundary <= self._published_hop:
-            return []
-        self._published_hop = boundary
-        metrics = []
-        last_closed = boundary - 1e-9
-        for (tenant, agent, tool), window in list(self.tool_health.items()):
-            totals = window.totals(last_closed)
-            window.prune(now)
-            if not window:
-                del self.tool_health[(tenant, agent, tool)]
-            if not totals.calls:
-                continue
-            values = {"calls": float(totals.calls), "errors": float(totals.failures),
-                      "timeouts": float(totals.timeouts), "error_rate": totals.failure_rate,
-                      "p95_latency_ms": totals.p95_latency_ms}
-            metrics.append(MetricWindow(
-                kind="tool_health", tenant=tenant, agent=agent, subject=tool,
-                window_start=_utc(boundary - self.window_s), window_end=_utc(boundary),
-                revision=1, final=True, values=values))
-        for key, window in list(self.agent_health.items()):
-            window.prune(now)
-            if not window:
-                del self.agent_health[key]
-        return metrics
+    def idle(self, wall: float, idle_s: float) -> Decisions:
+        """Agents silent for more than ``idle_s`` of wall time: their clocks run on with
+        the wall clock (so open breakers half-open and holds end), then decide."""
+        self.clocks.idle(wall, idle_s)
+        out = Decisions()
+        for tenant, agent in sorted(self.clocks.sources):
+            self._agent_moved(out, tenant, agent, [])
+        return out
+
+    def take_recent_time(self) -> float:
+        """Largest raw event time of the input since the last call (progress beats)."""
+        t, self.recent_time = self.recent_time, 0.0
+        return t
 
     def publish_open_windows(self) -> list[MetricWindow]:
         return self.economics.publish_open()
 
     def counts(self) -> dict[str, int]:
-        """How many scopes are not in their resting state (for heartbeats)."""
+        """Scopes not in their resting state, and time accounting (for heartbeats)."""
         return {"breakers_open": sum(b.state == "OPEN" for b in self.breakers.values()),
                 "breakers_half_open": sum(b.state == "HALF_OPEN"
                                           for b in self.breakers.values()),
                 "safe_modes_active": sum(s.state != "normal"
-                                         for s in self.safe_modes.values())}
+                                         for s in self.safe_modes.values()),
+                "late_events": self.clocks.late_events,
+                "clock_rejoins": self.clocks.rejoins}
 
     def snapshot_state(self) -> dict[str, Any]:
         """Current state of every scope this worker decides (for logs and tests)."""

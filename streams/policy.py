@@ -20,8 +20,16 @@ class _Policy(BaseModel):
 
 
 class Windows(_Policy):
+    """Windows are read in each agent's own event time (see ``streams/clocks.py``)."""
+
     window_s: int = Field(60, ge=5, le=3600, description="sliding window length")
     hop_s: int = Field(5, ge=1, le=600, description="hop (bucket) length")
+    allowed_lateness_s: int = Field(
+        300, ge=0, le=86400, description="an event this far behind its agent's clock still "
+        "lands in its own bucket; further behind it is counted at arrival and in late_events")
+    rejoin_after_events: int = Field(
+        20, ge=2, le=100_000, description="events far behind an agent's clock, none on time "
+        "in between, after which its clock is taken to have moved back (re-anchored)")
 
     @model_validator(mode="after")
     def _hop_divides_window(self) -> Windows:
@@ -32,18 +40,44 @@ class Windows(_Policy):
 
 class BreakerPolicy(_Policy):
     """resilience4j semantics: CLOSED → OPEN at ``failure_rate_threshold`` over the window
-    with at least ``min_calls``; OPEN for ``wait_s`` → HALF_OPEN; ``probe_calls`` results
-    decide CLOSED (rate below threshold) or OPEN again."""
+    with at least ``min_calls``; OPEN for ``wait_s`` → HALF_OPEN. Half-open decides with a
+    sequential probability ratio test on the probe results, after at least
+    ``probe_calls`` of them: CLOSED once they are evidence (at ``probe_confidence``) that
+    the tool fails at ``recovered_below`` rather than at the threshold, OPEN again once
+    they are evidence of the reverse, or after ``max_probe_calls`` undecided."""
 
     failure_rate_threshold: float = Field(0.5, gt=0, le=1)
     min_calls: int = Field(20, ge=1)
     wait_s: float = Field(30, gt=0)
     probe_calls: int = Field(5, ge=1)
+    recovered_below: float = Field(0.1, gt=0, lt=1)
+    probe_confidence: float = Field(0.999, ge=0.5, lt=1)
+    max_probe_calls: int = Field(50, ge=1)
+
+    @model_validator(mode="after")
+    def _recovered_below_threshold(self) -> BreakerPolicy:
+        if self.recovered_below >= self.failure_rate_threshold:
+            raise ValueError("recovered_below must be lower than failure_rate_threshold")
+        if self.max_probe_calls < self.probe_calls:
+            raise ValueError("max_probe_calls must be at least probe_calls")
+        return self
 
 
 class RuleCondition(_Policy):
+    """Enter when the failures in the window are significant evidence of an error rate
+    above ``tool_error_rate_gt``: an exact one-sided binomial test at ``confidence``
+    (``P(this many failures | rate = threshold) <= 1 - confidence``). With
+    ``long_window_s`` the same test also runs over that longer window, which then needs the
+    short window's observed rate over the threshold too (the agent is failing *now*)."""
+
     tool_error_rate_gt: float = Field(gt=0, lt=1)
-    min_calls: int = Field(20, ge=1)
+    min_calls: int = Field(5, ge=1)
+    confidence: float = Field(0.9999, ge=0.5, lt=1)
+    long_window_s: int = Field(0, ge=0, le=86400)
+
+    @property
+    def alpha(self) -> float:
+        return round(1 - self.confidence, 12)
 
 
 class SafeModeRule(_Policy):
@@ -66,6 +100,12 @@ class SafeModeRule(_Policy):
             raise ValueError("exit_below must be lower than when.tool_error_rate_gt (hysteresis)")
         return self
 
+    def check_windows(self, windows: Windows) -> None:
+        if self.when.long_window_s and (self.when.long_window_s % windows.hop_s
+                                        or self.when.long_window_s <= windows.window_s):
+            raise ValueError(f"safe_mode rule {self.name}: when.long_window_s must be a "
+                             "multiple of windows.hop_s and longer than windows.window_s")
+
 
 class BudgetPolicy(_Policy):
     fallback: Literal["ask_user_to_confirm", "abort_run", "degrade_to_read_only"] = (
@@ -76,8 +116,14 @@ class EconomicsPolicy(_Policy):
     window_s: int = Field(60, ge=5, le=86400, description="tumbling window for unit economics")
 
 
+ToolCatalogue = dict[str, dict[str, Literal["read", "write"]]]
+
+
 class Policy(_Policy):
     version: str = Field(min_length=1, max_length=64)
+    tool_catalogue: ToolCatalogue = Field(
+        default_factory=dict, description="tenant -> tool -> read|write; used by OTel "
+        "intake, accepted and ignored by the decisions")
     windows: Windows = Windows()
     breaker: BreakerPolicy = BreakerPolicy()
     safe_mode: list[SafeModeRule] = Field(default_factory=list)
@@ -89,7 +135,15 @@ class Policy(_Policy):
         names = [rule.name for rule in self.safe_mode]
         if len(names) != len(set(names)):
             raise ValueError("safe_mode rule names must be unique")
+        for rule in self.safe_mode:
+            rule.check_windows(self.windows)
         return self
+
+    @property
+    def keep_s(self) -> float:
+        """How long decision buckets are kept: the longest window plus allowed lateness."""
+        longest = max([self.windows.window_s, *(r.when.long_window_s for r in self.safe_mode)])
+        return longest + self.windows.allowed_lateness_s
 
 
 class PolicyError(ValueError):

@@ -1,11 +1,18 @@
-"""Safe mode for one agent under one policy rule, with hysteresis.
+"""Safe mode for one agent under one policy rule: a significance test in, hysteresis out.
 
-normal ─(error rate > when.tool_error_rate_gt over the window, ≥ min_calls)→ degraded
-degraded ─(error rate ≤ exit_below over the window AND held ≥ min_hold_s)→ normal
+normal ─(failures in the window are significant evidence of an error rate above
+         ``when.tool_error_rate_gt``: exact binomial test at ``when.confidence``)→ degraded
+degraded ─(observed error rate over the window ≤ ``exit_below`` AND held ≥ min_hold_s)→ normal
 
-Two thresholds and a minimum hold keep an agent from flapping between modes while a
-tool is half-recovered. Manual overrides are not decided here: they are their own control
-records, and :class:`producers.guard.SafeModeGuard` gives them precedence.
+Why a test and not "rate > threshold over ≥ min_calls": 2 failures in 21 calls is 9.5 %,
+and happens to a healthy agent with 2 % background errors about once an hour. The test
+asks instead how rare this many failures would be *if the true rate were the threshold*;
+with confidence 0.9999 a healthy agent (whose rate is below the threshold) trips one look
+in at most 10,000, by construction, whatever its volume. See docs/control-loop.md.
+
+Times here are the agent's own *mapped* event time (``streams/clocks.py``); transitions
+carry raw time (``mapped + offset``). Manual overrides are not decided here: they are their
+own control records, and :class:`producers.guard.SafeModeGuard` gives them precedence.
 """
 
 from __future__ import annotations
@@ -15,49 +22,104 @@ from typing import Any
 from schemas.signals import HALTED, NORMAL, READ_ONLY
 from streams.breaker import Transition
 from streams.policy import SafeModeRule
-from streams.windows import WindowTotals
+from streams.stats import critical_failures, lower_bound
+from streams.windows import CountWindow
 
 DEGRADED_STATE = {"degrade_to_read_only": READ_ONLY, "halt": HALTED}
 
 
 class SafeMode:
-    def __init__(self, rule: SafeModeRule):
+    def __init__(self, rule: SafeModeRule, window_s: int):
         self.rule = rule
+        self.window_s = window_s
         self.state = NORMAL
         self.version = 0
         self.since = 0.0
+        """Mapped time of the last transition."""
 
-    def snapshot(self) -> dict[str, Any]:
-        return {"state": self.state, "version": self.version, "since": self.since}
+    def snapshot(self, offset: float = 0.0) -> dict[str, Any]:
+        return {"state": self.state, "version": self.version, "since": self.since + offset}
 
     def restore(self, snap: dict[str, Any]) -> None:
         self.state = snap["state"]
         self.version = int(snap["version"])
         self.since = float(snap["since"])
 
-    def _move(self, state: str, now: float, reason: str, totals: WindowTotals) -> Transition:
+    def _move(self, state: str, now: float, offset: float, reason: str,
+              ids: tuple[str, ...], details: dict[str, Any]) -> Transition:
         previous, self.state = self.state, state
         self.version += 1
         self.since = now
-        return Transition(previous, state, self.version, now, reason, totals.failed_ids,
-                          (("calls", totals.calls), ("error_rate", round(totals.failure_rate, 4)),
-                           ("errors", totals.failures)))
+        return Transition(previous, state, self.version, now + offset, reason, ids,
+                          tuple(sorted(details.items())))
 
-    def evaluate(self, now: float, totals: WindowTotals) -> Transition | None:
-        """Decide on the window ending at event time ``now``."""
+    def entering(self, at: float, window: CountWindow) -> tuple[str, int, int, int] | None:
+        """``(which window, seconds, calls, failures)`` if the rule fires on the window(s)
+        ending at mapped time ``at``, else None. The hot path: integer compares only."""
+        when = self.rule.when
+        calls, failures = window.totals(at, self.window_s)
+        if calls >= when.min_calls and failures >= critical_failures(
+                calls, when.tool_error_rate_gt, when.alpha):
+            return "short", self.window_s, calls, failures
+        if when.long_window_s and failures > when.tool_error_rate_gt * calls:
+            long_calls, long_failures = window.totals(at, when.long_window_s)
+            if long_calls >= when.min_calls and long_failures >= critical_failures(
+                    long_calls, when.tool_error_rate_gt, when.alpha):
+                return "long", when.long_window_s, long_calls, long_failures
+        return None
+
+    def enter_if(self, at: float, offset: float, window: CountWindow,
+                 now: float | None = None) -> Transition | None:
+        """From normal: decide on the window ending at ``at`` (the agent's clock ``now``,
+        or the time of a late failure, so a late outage is judged on the window it belongs
+        to). Windows ending before the last transition were judged already: a late outage
+        degrades the agent once, from ``now``, for at least ``min_hold_s``."""
+        now = at if now is None else now
+        if self.state != NORMAL or at < self.since:
+            return None
+        hit = self.entering(at, window)
+        if hit is None:
+            return None
+        which, seconds, calls, failures = hit
         rule = self.rule
-        rate = totals.failure_rate
+        when = rule.when
+        bound = lower_bound(failures, calls, when.alpha)
+        reason = (f"{rule.name}: {failures} errors in {calls} calls over {seconds}s "
+                  f"({failures / calls:.1%}); {when.confidence:.2%} lower bound {bound:.1%} > "
+                  f"{when.tool_error_rate_gt:.1%}")
+        details = self._details(which, seconds, calls, failures, at + offset)
+        details["lower_bound"] = round(bound, 5)
+        details["critical_errors"] = critical_failures(calls, when.tool_error_rate_gt,
+                                                       when.alpha)
+        if at < now:
+            details["late_window"] = True
+        return self._move(DEGRADED_STATE[rule.action], now, offset, reason,
+                          window.failed_ids(at, seconds), details)
+
+    def exit_if(self, now: float, offset: float, window: CountWindow) -> Transition | None:
+        """From degraded: leave once the observed rate is at most ``exit_below`` and the
+        mode has been held ``min_hold_s`` (agent time)."""
+        rule = self.rule
         if self.state == NORMAL:
-            if totals.calls >= rule.when.min_calls and rate > rule.when.tool_error_rate_gt:
-                return self._move(
-                    DEGRADED_STATE[rule.action], now,
-                    f"{rule.name}: tool error rate {rate:.1%} > "
-                    f"{rule.when.tool_error_rate_gt:.1%} over {totals.calls} calls", totals)
             return None
         held = now - self.since
-        if held >= rule.min_hold_s and rate <= rule.exit_threshold:
-            return self._move(
-                NORMAL, now,
-                f"{rule.name}: tool error rate {rate:.1%} ≤ {rule.exit_threshold:.1%} after "
-                f"{held:.0f}s in {self.state}", totals)
-        return None
+        if held < rule.min_hold_s:
+            return None
+        calls, failures = window.totals(now, self.window_s)
+        rate = failures / calls if calls else 0.0
+        if rate > rule.exit_threshold:
+            return None
+        reason = (f"{rule.name}: error rate {rate:.1%} ≤ {rule.exit_threshold:.1%} over "
+                  f"{self.window_s}s after {held:.0f}s in {self.state}")
+        return self._move(NORMAL, now, offset, reason, (),
+                          self._details("short", self.window_s, calls, failures, now + offset))
+
+    def _details(self, which: str, seconds: int, calls: int, failures: int,
+                 at_raw: float) -> dict[str, Any]:
+        when = self.rule.when
+        return {"rule_kind": "exact_binomial", "window": which, "window_s": seconds,
+                "calls": calls, "errors": failures,
+                "error_rate": round(failures / calls, 5) if calls else 0.0,
+                "threshold": when.tool_error_rate_gt, "confidence": when.confidence,
+                "min_calls": when.min_calls, "exit_below": self.rule.exit_threshold,
+                "min_hold_s": self.rule.min_hold_s, "agent_time": at_raw}

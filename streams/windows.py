@@ -105,3 +105,67 @@ def p95(values: list[float]) -> float:
         return 0.0
     ordered = sorted(values)
     return ordered[max(0, math.ceil(0.95 * len(ordered)) - 1)]
+
+
+class CountWindow:
+    """Calls and failures of one scope per ``hop_s`` bucket, for decisions: no latencies,
+    so reading a window is a sum of a few integer pairs. Buckets are kept for
+    ``keep_s`` (the longest window plus allowed lateness) behind the newest one."""
+
+    __slots__ = ("buckets", "hop_s", "ids", "keep")
+
+    def __init__(self, hop_s: int, keep_s: float):
+        self.hop_s = hop_s
+        self.keep = int(keep_s // hop_s) + 1
+        self.buckets: dict[int, list[int]] = {}
+        self.ids: dict[int, list[str]] = {}
+
+    def add(self, ts: float, failed: bool, event_id: str = "") -> None:
+        idx = int(ts // self.hop_s)
+        b = self.buckets.get(idx)
+        if b is None:
+            b = self.buckets[idx] = [0, 0]
+            if len(self.buckets) > self.keep + 8:
+                self.prune(ts)
+        b[0] += 1
+        if failed:
+            b[1] += 1
+            ids = self.ids.get(idx)
+            if ids is None:
+                ids = self.ids[idx] = []
+            if len(ids) >= _IDS_PER_BUCKET:
+                del ids[0]
+            ids.append(event_id)
+
+    def totals(self, now: float, window_s: int) -> tuple[int, int]:
+        """(calls, failures) of the ``window_s`` ending with the bucket holding ``now``."""
+        last = int(now // self.hop_s)
+        calls = failures = 0
+        get = self.buckets.get
+        for idx in range(last - window_s // self.hop_s + 1, last + 1):
+            b = get(idx)
+            if b is not None:
+                calls += b[0]
+                failures += b[1]
+        return calls, failures
+
+    def failed_ids(self, now: float, window_s: int) -> tuple[str, ...]:
+        """The latest failed event ids of that window (they triggered the decision)."""
+        last = int(now // self.hop_s)
+        ids: list[str] = []
+        for idx in range(last - window_s // self.hop_s + 1, last + 1):
+            ids.extend(self.ids.get(idx, ()))
+        return tuple(ids[-MAX_TRIGGER_IDS:])
+
+    def prune(self, now: float) -> None:
+        oldest = int(now // self.hop_s) - self.keep
+        for idx in [i for i in self.buckets if i <= oldest]:
+            del self.buckets[idx]
+            self.ids.pop(idx, None)
+
+    def clear(self) -> None:
+        self.buckets.clear()
+        self.ids.clear()
+
+    def __bool__(self) -> bool:
+        return bool(self.buckets)

@@ -15,7 +15,8 @@ from streams.economics import Economics
 from streams.fold import RunFolder
 from streams.policy import BreakerPolicy, PolicyError, load_policy, parse_policy
 from streams.safemode import SafeMode
-from streams.windows import HopWindow, p95
+from streams.stats import critical_failures, lower_bound, upper_tail
+from streams.windows import CountWindow, p95
 
 POLICY = load_policy()
 
@@ -57,15 +58,44 @@ def test_breaker_full_cycle_half_open_then_closed_or_open() -> None:
     assert b.advance(1029) is None
     t = b.advance(1030.5)
     assert (t.previous, t.state, t.version) == (OPEN, HALF_OPEN, 2)
-    assert b.record(1031, failed=True) is None and b.record(1032, failed=True) is None
-    t = b.record(1033, failed=False)
-    assert (t.state, t.version) == (OPEN, 3), "2 of 3 probes failed"
-    assert b.advance(1064).state == HALF_OPEN
-    for i in range(2):
-        assert b.record(1065 + i, failed=False) is None
-    t = b.record(1068, failed=False)
-    assert (t.state, t.version) == (CLOSED, 5)
-    assert not b.window, "closing resets the window"
+    # half-open: a sequential test (10% "recovered" vs 50% "failing", 99.9% sure)
+    for i in range(4):
+        assert b.record(1031 + i, failed=True) is None, "undecided yet"
+    t = b.record(1035, failed=True)
+    assert (t.state, t.version) == (OPEN, 3), "5 of 5 probes failed"
+    assert dict(t.details)["rule_kind"] == "half_open_sprt"
+    assert b.advance(1064) is None, "the wait restarts from the failed probe"
+    assert b.advance(1065).state == HALF_OPEN
+    for i in range(11):
+        assert b.record(1066 + i, failed=False) is None
+    t = b.record(1077, failed=False)
+    assert (t.state, t.version) == (CLOSED, 5), "12 passing probes close it"
+    assert not b.subs, "closing resets the window"
+
+
+def test_half_open_does_not_flap_closed_on_an_outage_at_the_threshold() -> None:
+    """A tool failing exactly at the 50% threshold must keep the breaker open: the probe
+    test closes it at most 1 cycle in 1,000 (probe_confidence)."""
+    import random
+
+    rng = random.Random(3)
+    closed = 0
+    for _cycle in range(300):
+        b = breaker(min_calls=1, wait_s=1)
+        b.record(0, failed=True)
+        b.advance(2)
+        t = None
+        for i in range(60):
+            t = b.record(3 + i * 0.01, failed=rng.random() < 0.5)
+            if t is not None:
+                break
+        closed += t is not None and t.state == CLOSED
+    assert closed <= 3
+    healthy = breaker(min_calls=1, wait_s=1)
+    healthy.record(0, failed=True)
+    healthy.advance(2)
+    outcomes = [healthy.record(3 + i, failed=i == 4) for i in range(30)]
+    assert next(t for t in outcomes if t is not None).state == CLOSED
 
 
 def test_breaker_snapshot_round_trip() -> None:
@@ -78,25 +108,70 @@ def test_breaker_snapshot_round_trip() -> None:
 
 
 def test_safe_mode_hysteresis() -> None:
-    rule = POLICY.safe_mode[0]  # > 5% enters, <= 2% and 60 s held exits
-    mode = SafeMode(rule)
-    w = HopWindow(60, 5)
+    rule = POLICY.safe_mode[0]  # significant evidence of > 5% enters; <= 4% and 60 s exits
+    mode = SafeMode(rule, 60)
+    w = CountWindow(5, 400)
     for i in range(40):
-        w.add(1000 + i * 0.5, failed=i % 10 == 0)  # 10%
-    t = mode.evaluate(1020, w.totals(1020))
+        w.add(1000 + i * 0.5, i % 4 == 0)  # 25% of 40 calls: far beyond noise
+    t = mode.enter_if(1020, 0.0, w)
     assert t is not None and (t.previous, t.state) == (NORMAL, READ_ONLY)
-    assert mode.evaluate(1021, w.totals(1021)) is None, "no re-entry"
-    # 3% is under the entry threshold but over the exit threshold: stays degraded
-    w2 = HopWindow(60, 5)
-    for i in range(100):
-        w2.add(1100 + i * 0.1, failed=i < 3)
-    assert mode.evaluate(1110, w2.totals(1110)) is None
+    assert dict(t.details)["lower_bound"] > rule.when.tool_error_rate_gt
+    assert mode.enter_if(1021, 0.0, w) is None, "no re-entry"
+    # 4.5% is under the entry threshold but over the exit threshold: stays degraded
+    w2 = CountWindow(5, 400)
+    for i in range(200):
+        w2.add(1100 + i * 0.1, i % 200 < 9)
+    assert mode.exit_if(1110, 0.0, w2) is None
     # clean window but held < 60 s: stays
-    w3 = HopWindow(60, 5)
-    w3.add(1070, failed=False)
-    assert mode.evaluate(1075, w3.totals(1075)) is None
-    t = mode.evaluate(1081, w3.totals(1081))
+    w3 = CountWindow(5, 400)
+    w3.add(1070, False)
+    assert mode.exit_if(1075, 0.0, w3) is None
+    t = mode.exit_if(1081, 0.0, w3)
     assert t is not None and (t.state, t.version) == (NORMAL, 2)
+
+
+def test_safe_mode_ignores_small_sample_noise() -> None:
+    """The demo's false degradation: 2 failures in 21-33 calls at 2% background errors
+    crossed 5% over min_calls 20. Significance, not the raw rate, decides now."""
+    rule = POLICY.safe_mode[0]
+    for calls, failures in ((21, 2), (33, 2), (20, 3), (5, 1), (60, 5)):
+        mode = SafeMode(rule, 60)
+        w = CountWindow(5, 400)
+        for i in range(calls):
+            w.add(1000 + i * 50 / calls, i < failures)
+        assert mode.enter_if(1050, 0.0, w) is None, (calls, failures)
+    # a real outage on the same volumes still trips
+    mode = SafeMode(rule, 60)
+    w = CountWindow(5, 400)
+    for i in range(30):
+        w.add(1000 + i, i % 2 == 0)
+    assert mode.enter_if(1030, 0.0, w) is not None
+
+
+def test_exact_test_bounds_false_trips_by_construction() -> None:
+    """P(X >= critical | n, threshold) <= alpha for every n, and the critical count is the
+    smallest such: the bound the policy's confidence promises."""
+    for n in (1, 5, 20, 21, 60, 500, 5000):
+        x = critical_failures(n, 0.05, 1e-4)
+        assert upper_tail(x, n, 0.05) <= 1e-4
+        if x > 1:
+            assert upper_tail(x - 1, n, 0.05) > 1e-4
+    assert critical_failures(5, 0.05, 1e-4) == 4
+    assert 0.05 < lower_bound(10, 30, 1e-4) < 10 / 30
+
+
+def test_long_window_catches_a_small_agent_only_while_it_fails_now() -> None:
+    rule = POLICY.safe_mode[0]
+    assert rule.when.long_window_s == 300
+    w = CountWindow(5, 700)
+    for i in range(25):  # 5 calls a minute for 5 minutes, 40% failing
+        w.add(1000 + i * 12, i % 5 < 2)
+    mode = SafeMode(rule, 60)
+    hit = mode.entering(1299, w)
+    assert hit is not None and hit[0] == "long"
+    for i in range(5):  # recovered: the last minute is clean, the long window is not
+        w.add(1300 + i * 12, False)
+    assert mode.entering(1359, w) is None
 
 
 def test_budget_exceeded_once_per_run() -> None:
