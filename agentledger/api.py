@@ -28,8 +28,7 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 
-from agentledger import __version__
-from agentledger.approvals_api import router as approvals_router
+from agentledger import __version__, approvals_api
 from agentledger.auth import KeyRing, Principal
 from agentledger.queries import economics, events, export, operations, replay, timeline
 from agentledger.queries.common import Forbidden, NotFound, QueryError, Scope, parse_time
@@ -299,7 +298,7 @@ def create_app(client: Client, keys: KeyRing, *, database: str = "agentledger",
     def sink_stats(_: Operator) -> dict[str, Any]:
         return stats() if stats else {}
 
-    app.include_router(approvals_router(client, principal))
+    approvals_api.install(app, client, principal)
     from agentledger.otlp_http import install as install_otlp  # imports this module
     install_otlp(app, client, database)  # POST /v1/traces, GET /v1/control/stream
     return app

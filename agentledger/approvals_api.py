@@ -19,7 +19,7 @@ import threading
 from typing import Annotated, Any, Literal
 
 from clickhouse_connect.driver.client import Client
-from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
+from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request
 from pydantic import BaseModel, Field
 
 from agentledger.auth import Principal
@@ -36,6 +36,19 @@ from schemas.approvals import (
 )
 
 ID = r"^[A-Za-z0-9][A-Za-z0-9_.:@/+-]{0,127}$"
+
+
+class _Prefixed:
+    """``app.get``/``app.post`` under a path prefix and tag."""
+
+    def __init__(self, app: FastAPI, prefix: str):
+        self.app, self.prefix = app, prefix
+
+    def get(self, path: str, **kwargs: Any) -> Any:
+        return self.app.get(self.prefix + path, tags=["approvals"], **kwargs)
+
+    def post(self, path: str, **kwargs: Any) -> Any:
+        return self.app.post(self.prefix + path, tags=["approvals"], **kwargs)
 
 
 class VoteRequest(BaseModel):
@@ -90,10 +103,22 @@ def _desk(request: Request) -> ApprovalDesk:
 _DESK_LOCK = threading.Lock()
 
 
-def _try_desk(request: Request) -> None:
-    """Votes in progress are shown when the broker is reachable; reads work without."""
-    with contextlib.suppress(HTTPException):
-        _desk(request)
+def _warm_desk(request: Request) -> None:
+    """Start following the approvals topic in the background, so lists show votes in
+    progress once it is read; reads never wait for (or need) Kafka."""
+    app = request.app
+    with _DESK_LOCK:
+        if getattr(app.state, "approvals", None) is not None or \
+                getattr(app.state, "approvals_warming", False):
+            return
+        app.state.approvals_warming = True
+
+    def warm() -> None:
+        with contextlib.suppress(Exception):
+            _desk(request)
+        app.state.approvals_warming = False
+
+    threading.Thread(target=warm, name="approvals-desk", daemon=True).start()
 
 
 def _status(row: dict[str, Any], state: ApprovalState | None, now: dt.datetime) -> str:
@@ -118,9 +143,11 @@ def _view(row: dict[str, Any], state: ApprovalState | None, now: dt.datetime) ->
             "sla_breached": bool(row["sla_s"]) and (status == EXPIRED or waited > row["sla_s"])}
 
 
-def router(client: Client, principal: Any) -> APIRouter:
-    """The ``/v1/approvals`` routes; ``principal`` is the API's key dependency."""
-    api = APIRouter(prefix="/v1/approvals", tags=["approvals"])
+def install(app: FastAPI, client: Client, principal: Any) -> None:
+    """Add the ``/v1/approvals`` routes to ``app``; ``principal`` is the API's key
+    dependency. (Routes are added to the app itself, not as an included router, so they
+    list in ``app.routes`` like every other route.)"""
+    api = _Prefixed(app, "/v1/approvals")
     Who = Annotated[Principal, Depends(principal)]
 
     def state_of(request: Request, approval_id: str) -> ApprovalState | None:
@@ -136,7 +163,7 @@ def router(client: Client, principal: Any) -> APIRouter:
         since: Annotated[str | None, Query(max_length=64)] = "7d",
         limit: Annotated[int, Query(ge=1, le=1000)] = 200,
     ) -> Any:
-        _try_desk(request)
+        _warm_desk(request)
         now = dt.datetime.now(dt.UTC)
         found = q.requests(client, Scope(who.tenants), tenant=tenant, queue=queue,
                            since=parse_time(since), limit=limit)
@@ -156,13 +183,12 @@ def router(client: Client, principal: Any) -> APIRouter:
     @api.get("/{approval_id}", summary="one approval request")
     def get_approval(request: Request, who: Who,
                      approval_id: Annotated[str, Path(pattern=ID)]) -> Any:
-        _try_desk(request)
+        _warm_desk(request)
         row = q.request(client, Scope(who.tenants), approval_id)
         return _view(row, state_of(request, approval_id), dt.datetime.now(dt.UTC))
 
     def vote(request: Request, who: Principal, approval_id: str, decision: str,
              reason: str) -> Any:
-        desk = _desk(request)
         row = q.request(client, Scope(who.tenants), approval_id)
         now = dt.datetime.now(dt.UTC)
         if row["queue"] not in who.roles:
@@ -171,6 +197,7 @@ def router(client: Client, principal: Any) -> APIRouter:
         if row["agent"] in who.agents or f"{row['tenant']}/{row['agent']}" in who.agents:
             raise HTTPException(403, f"key {who.name!r} acts for agent {row['agent']!r}: "
                                      "it cannot approve its own agent's request")
+        desk = _desk(request)
         with desk.lock:
             state = desk.follower.get(approval_id) or ApprovalState(
                 approval_id=approval_id, tenant=row["tenant"], agent=row["agent"],
@@ -202,5 +229,3 @@ def router(client: Client, principal: Any) -> APIRouter:
     def deny(request: Request, who: Who, body: VoteRequest,
              approval_id: Annotated[str, Path(pattern=ID)]) -> Any:
         return vote(request, who, approval_id, "deny", body.reason)
-
-    return api

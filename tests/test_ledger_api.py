@@ -310,6 +310,8 @@ def _v1_get_routes(store: Store) -> list[str]:
 def _probe_paths(store: Store) -> dict[str, dict[str, Any]]:
     globex_run = store.runs("globex")[-1]
     globex_trace = next(e["trace_id"] for e in store.events if e["run_id"] == globex_run)
+    globex_approval = next(e["body"]["approval_id"] for e in store.events
+                           if e["tenant"] == "globex" and e["event_type"] == "approval.requested")
     return {
         "/v1/events": {"limit": 1000},
         f"/v1/timeline/{globex_run}": {},
@@ -324,6 +326,9 @@ def _probe_paths(store: Store) -> dict[str, dict[str, Any]]:
         "/v1/health": {},
         "/v1/retention": {},
         "/v1/sink": {},
+        "/v1/approvals": {"since": "30d"},
+        "/v1/approvals/stats": {"since": "30d", "by": "tenant"},
+        f"/v1/approvals/{globex_approval}": {},
     }
 
 
