@@ -143,6 +143,41 @@ def _view(row: dict[str, Any], state: ApprovalState | None, now: dt.datetime) ->
             "sla_breached": bool(row["sla_s"]) and (status == EXPIRED or waited > row["sla_s"])}
 
 
+def _vote(client: Client, request: Request, who: Principal, approval_id: str,
+          decision: str, reason: str) -> Any:
+    """Check one vote, then publish the request's new state (see the module doc)."""
+    row = q.request(client, Scope(who.tenants), approval_id)
+    now = dt.datetime.now(dt.UTC)
+    if row["queue"] not in who.roles:
+        raise HTTPException(403, f"key {who.name!r} is not an approver of queue "
+                                 f"{row['queue']!r}")
+    if row["agent"] in who.agents or f"{row['tenant']}/{row['agent']}" in who.agents:
+        raise HTTPException(403, f"key {who.name!r} acts for agent {row['agent']!r}: "
+                                 "it cannot approve its own agent's request")
+    desk = _desk(request)
+    with desk.lock:
+        state = desk.follower.get(approval_id) or ApprovalState(
+            approval_id=approval_id, tenant=row["tenant"], agent=row["agent"],
+            run_id=row["run_id"], action=row["action"], approver_role=row["queue"],
+            approvals_required=max(1, int(row["approvals_required"] or 1)),
+            requested_at=row["requested_at"])
+        status = _status(row, state, now)
+        if status != PENDING:
+            raise HTTPException(409, f"approval {approval_id} is {status} already")
+        if any(v.approver == who.name for v in state.votes):
+            raise HTTPException(409, f"key {who.name!r} has voted on {approval_id} "
+                                     "already: dual control needs a different approver")
+        votes = [*state.votes, Vote(approver=who.name, decision=decision, reason=reason,
+                                    ts=now)]
+        new = state.model_copy(update={"votes": votes, "version": state.version + 1})
+        if decision == "deny":
+            new = new.model_copy(update={"status": REJECTED, "resolved_at": now})
+        elif len(new.approvers) >= new.approvals_required:
+            new = new.model_copy(update={"status": APPROVED, "resolved_at": now})
+        desk.publish(new)
+    return _view(row, new, now)
+
+
 def install(app: FastAPI, client: Client, principal: Any) -> None:
     """Add the ``/v1/approvals`` routes to ``app``; ``principal`` is the API's key
     dependency. (Routes are added to the app itself, not as an included router, so they
@@ -187,45 +222,12 @@ def install(app: FastAPI, client: Client, principal: Any) -> None:
         row = q.request(client, Scope(who.tenants), approval_id)
         return _view(row, state_of(request, approval_id), dt.datetime.now(dt.UTC))
 
-    def vote(request: Request, who: Principal, approval_id: str, decision: str,
-             reason: str) -> Any:
-        row = q.request(client, Scope(who.tenants), approval_id)
-        now = dt.datetime.now(dt.UTC)
-        if row["queue"] not in who.roles:
-            raise HTTPException(403, f"key {who.name!r} is not an approver of queue "
-                                     f"{row['queue']!r}")
-        if row["agent"] in who.agents or f"{row['tenant']}/{row['agent']}" in who.agents:
-            raise HTTPException(403, f"key {who.name!r} acts for agent {row['agent']!r}: "
-                                     "it cannot approve its own agent's request")
-        desk = _desk(request)
-        with desk.lock:
-            state = desk.follower.get(approval_id) or ApprovalState(
-                approval_id=approval_id, tenant=row["tenant"], agent=row["agent"],
-                run_id=row["run_id"], action=row["action"], approver_role=row["queue"],
-                approvals_required=max(1, int(row["approvals_required"] or 1)),
-                requested_at=row["requested_at"])
-            status = _status(row, state, now)
-            if status != PENDING:
-                raise HTTPException(409, f"approval {approval_id} is {status} already")
-            if any(v.approver == who.name for v in state.votes):
-                raise HTTPException(409, f"key {who.name!r} has voted on {approval_id} "
-                                         "already: dual control needs a different approver")
-            votes = [*state.votes, Vote(approver=who.name, decision=decision, reason=reason,
-                                        ts=now)]
-            new = state.model_copy(update={"votes": votes, "version": state.version + 1})
-            if decision == "deny":
-                new = new.model_copy(update={"status": REJECTED, "resolved_at": now})
-            elif len(new.approvers) >= new.approvals_required:
-                new = new.model_copy(update={"status": APPROVED, "resolved_at": now})
-            desk.publish(new)
-        return _view(row, new, now)
-
     @api.post("/{approval_id}/approve", summary="approve (needs the queue's approver role)")
     def approve(request: Request, who: Who, body: VoteRequest,
                 approval_id: Annotated[str, Path(pattern=ID)]) -> Any:
-        return vote(request, who, approval_id, "approve", body.reason)
+        return _vote(client, request, who, approval_id, "approve", body.reason)
 
     @api.post("/{approval_id}/deny", summary="deny (one denial rejects the request)")
     def deny(request: Request, who: Who, body: VoteRequest,
              approval_id: Annotated[str, Path(pattern=ID)]) -> Any:
-        return vote(request, who, approval_id, "deny", body.reason)
+        return _vote(client, request, who, approval_id, "deny", body.reason)
