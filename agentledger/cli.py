@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from agentledger import discovery, logs
+from agentledger import cli_intake, discovery, logs
 from agentledger.cli_approvals import approvals_app
 from agentledger.cli_policy import policy_app
 from agentledger.settings import Settings, load_settings
@@ -271,6 +271,7 @@ def control(
 safe_mode_app = typer.Typer(help="Manual safe-mode overrides for an agent (tenant/agent).",
                             no_args_is_help=True)
 app.add_typer(safe_mode_app, name="safe-mode")
+app.command("intake")(cli_intake.intake)
 
 
 def _publish_override(scope: str, state: str, reason: str) -> dict[str, Any]:
@@ -553,6 +554,8 @@ def verify(
                 out.print(f"run {run['run_id']}: ok, {run['events']} events chained"
                           f"{'' if run.get('complete') else ' (run not finished)'}",
                           highlight=False)
+                if run.get("custody"):
+                    out.print(f"  custody from {run['custody']}", highlight=False)
             else:
                 out.print(f"run {run['run_id']}: BROKEN at seq {run['broken_seq']} "
                           f"(event {run['broken_event_id']}): {run['problem']}",

@@ -211,6 +211,12 @@ class Envelope(_Strict):
     prev_hash: SHA256
     hash: SHA256
     sig: SHA256 | None = None
+    canon: Literal["jcs"] | None = Field(
+        default=None, description="canonical form under hash: absent = legacy (orjson, "
+                                  "sorted keys); 'jcs' = RFC 8785")
+    origin: Literal["sdk", "otlp_http", "otlp_kafka"] | None = Field(
+        default=None, description="who computed the hash chain: absent or 'sdk' = the "
+                                  "agent; 'otlp_*' = the ledger's OTLP intake")
 
     @field_validator("ts", mode="before")
     @classmethod

@@ -4,6 +4,13 @@
 by ``seq``; the first event's ``prev_hash`` is :data:`GENESIS`. The chain is computed on
 the event's JSON form (what crosses Kafka and is stored verbatim in ClickHouse), so a
 verifier needs only the stored JSON, never the SDK's objects.
+
+Canonical forms are versioned by the event's own ``canon`` field, which is inside the
+hashed bytes (so it cannot be swapped without breaking the hash):
+
+- absent (legacy, every ledger written before ``canon`` existed): orjson with sorted keys;
+- ``"jcs"``: RFC 8785 (:mod:`schemas.canonical`), reproducible in any language; test
+  vectors in ``schemas/test_vectors/canonical.json``.
 """
 
 from __future__ import annotations
@@ -16,15 +23,33 @@ from typing import Any, Final
 
 import orjson
 
+from schemas.canonical import canonicalize
+
 GENESIS: Final = "0" * 64
 _UNHASHED: Final = frozenset({"hash", "sig"})
+CANON_JCS: Final = "jcs"
+CANON_FORMS: Final = (None, CANON_JCS)
+"""Every canonical form a verifier accepts: None is the legacy form."""
+
+
+class UnknownCanon(ValueError):
+    """An event names a canonical form this verifier does not know."""
 
 
 def canonical_json(event: Mapping[str, Any]) -> bytes:
-    """Sorted keys, no whitespace, UTF-8; ``hash`` and ``sig`` left out."""
+    """The hashed bytes of ``event`` (``hash`` and ``sig`` left out), in its ``canon`` form.
+
+    Legacy (no ``canon``): sorted keys, no whitespace, UTF-8, orjson's number forms.
+    ``canon: "jcs"``: RFC 8785.
+    """
     if not _UNHASHED.isdisjoint(event):
         event = {k: v for k, v in event.items() if k not in _UNHASHED}
-    return orjson.dumps(event, option=orjson.OPT_SORT_KEYS)
+    canon = event.get("canon")
+    if canon is None:
+        return orjson.dumps(event, option=orjson.OPT_SORT_KEYS)
+    if canon == CANON_JCS:
+        return canonicalize(event)
+    raise UnknownCanon(f"unknown canonical form {canon!r} (known: jcs, or none for legacy)")
 
 
 def event_hash(event: Mapping[str, Any], prev_hash: str) -> str:
@@ -73,7 +98,10 @@ def verify_chain(
             return ChainResult(False, count, seq, eid, f"expected seq {expected_seq}, found {seq}")
         if ev.get("prev_hash") != prev:
             return ChainResult(False, count, seq, eid, "prev_hash does not match previous event")
-        recomputed = event_hash(ev, prev)
+        try:
+            recomputed = event_hash(ev, prev)
+        except ValueError as exc:  # an unknown canon, or a value JCS cannot represent
+            return ChainResult(False, count, seq, eid, f"cannot canonicalize: {exc}")
         if ev.get("hash") != recomputed:
             return ChainResult(False, count, seq, eid, "hash does not match event content")
         if keys and ev.get("sig") is not None:

@@ -57,7 +57,7 @@ def verify_run(events: list[StoredEvent], last_seq_ingested: int | None) -> dict
         except orjson.JSONDecodeError:
             return _broken(run_id, len(events), stored, "raw is not valid JSON")
     chain = verify_chain(parsed)
-    result = {"run_id": run_id, **chain.to_dict()}
+    result = {"run_id": run_id, **chain.to_dict(), "custody": custody(parsed[0])}
     if not chain.ok:
         return result
     for stored, event in zip(events, parsed, strict=True):
@@ -75,6 +75,15 @@ def verify_run(events: list[StoredEvent], last_seq_ingested: int | None) -> dict
                            f"{last_seq_ingested} was ingested"}
     result["complete"] = last["event_type"] == "run.finished"
     return result
+
+
+def custody(first: dict[str, Any]) -> str:
+    """Where the chain of custody begins: who computed this run's hash chain."""
+    origin = first.get("origin")
+    if origin in (None, "sdk"):
+        return "sdk: chained by the agent's SDK as it emitted each event"
+    return (f"{origin}: chained by the ledger's OTLP intake when the spans arrived; what the "
+            "agent did before exporting them is outside the chain")
 
 
 def _broken(run_id: str, count: int, stored: StoredEvent, problem: str) -> dict[str, Any]:

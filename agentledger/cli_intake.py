@@ -1,0 +1,59 @@
+"""The ``agentledger intake`` command (registered in :mod:`agentledger.cli`)."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated
+
+import typer
+
+INTAKE_HELP = ("Run the OpenTelemetry intake: OTLP spans the Collector's Kafka exporter "
+               "writes to otlp_spans → ledger events on agent.events.")
+_TENANT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@/+-]{0,127}$")
+
+
+def intake(
+    tenant: Annotated[str, typer.Option(help="tenant the spans are written for (the "
+                                             "Collector has no API key)")] = "default",
+    topic: Annotated[str, typer.Option(help="topic the Collector exports to")] = "otlp_spans",
+    encoding: Annotated[str, typer.Option(
+        help="otlp_proto, otlp_json or auto (by the first byte)")] = "auto",
+    group: Annotated[str, typer.Option(help="consumer group")] = "agentledger-intake",
+    grace_s: Annotated[float, typer.Option(
+        help="seconds after a trace's root span before its run is closed")] = 2.0,
+    idle_s: Annotated[float, typer.Option(
+        help="seconds without a span before a rootless trace is closed")] = 30.0,
+) -> None:
+    """Run the OpenTelemetry intake: Collector Kafka exporter (otlp_spans) → agent.events."""
+    from agentledger import cli
+    from agentledger.intake import KafkaIntake
+    from agentledger.kafka import TopicSpec, client_config, default_topics, ensure_topics
+    from agentledger.otlp_publish import Publisher
+    from agentledger.services import stop_on_signals
+    from producers.otlp.catalogue import CatalogueError, load_catalogue
+    from producers.otlp.runs import Assembler
+
+    if encoding not in ("otlp_proto", "otlp_json", "auto"):
+        raise cli.UserError(f"--encoding {encoding!r}: use otlp_proto, otlp_json or auto")
+    if not _TENANT.match(tenant):
+        raise cli.UserError(f"--tenant {tenant!r} is not a tenant name")
+    settings = cli._settings()
+    bootstrap = cli._bootstrap(settings)
+    try:
+        catalogue = load_catalogue(settings.policy_file)
+    except CatalogueError as exc:
+        raise cli.UserError(str(exc)) from None
+    admin = client_config(bootstrap, "admin", extra=settings.kafka_security)
+    ensure_topics(admin, [*default_topics(settings.events_partitions),
+                          TopicSpec(topic, settings.events_partitions)])
+    runner = KafkaIntake(
+        client_config(bootstrap, "consumer", group_id=group,
+                      session_timeout_ms=settings.kafka_session_timeout_ms,
+                      extra=settings.kafka_security),
+        Publisher(bootstrap, security=settings.kafka_security),
+        Assembler(origin="otlp_kafka", catalogue=catalogue, grace_s=grace_s, idle_s=idle_s),
+        tenant=tenant, topic=topic, encoding=encoding)
+    typer.echo(f"intake: {topic} → agent.events (tenant {tenant})", err=True)
+    with stop_on_signals(runner.stop):
+        stats = runner.run()
+    typer.echo(f"intake stopped: {stats.as_dict()}", err=True)

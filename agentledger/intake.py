@@ -1,0 +1,150 @@
+"""``agentledger intake``: the OpenTelemetry Collector's Kafka exporter → ledger events.
+
+Reads ``otlp_spans`` (the exporter's default topic), ``otlp_proto`` or ``otlp_json``
+encoded (``auto`` tells them apart by the first byte), keyed by trace id
+(``partition_traces_by_id``) or not, 1..N spans per message, one trace over many
+messages. Runs are assembled as in :mod:`producers.otlp.runs` and published to
+``agent.events``; refused spans, and messages that are not OTLP at all, go to the DLQ.
+
+At-least-once: offsets are committed only after Kafka acknowledged the events of every
+run whose spans lie before the commit point. Per partition that point is the first
+offset of (a) any still-open trace and (b) any closed trace whose messages straddle it,
+so a restart re-reads every message of every run it has to rebuild, and a rebuilt run is
+byte-identical (ids derive from spans), so the sink's ``event_id`` dedup hides it.
+
+With several intake instances, keep one trace on one partition
+(``partition_traces_by_id: true`` in the Collector); one instance handles unkeyed input.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
+
+from agentledger.otlp_publish import Publisher
+from producers.otlp.decode import PayloadError, parse, spans_of
+from producers.otlp.runs import Assembler
+from sinks.decode import Rejection
+
+log = logging.getLogger(__name__)
+
+OTLP_TOPIC = "otlp_spans"
+INTAKE_GROUP = "agentledger-intake"
+
+
+@dataclass
+class IntakeStats:
+    messages: int = 0
+    spans: int = 0
+    runs: int = 0
+    events: int = 0
+    rejected_spans: int = 0
+    rejected_messages: int = 0
+    duplicates: int = 0
+    commits: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class _Partition:
+    next_offset: int = -1
+    committed: int = -1
+    closed: list[tuple[int, int]] = field(default_factory=list)
+
+
+class KafkaIntake:
+    def __init__(self, consumer_config: dict[str, Any], publisher: Publisher,
+                 assembler: Assembler, *, tenant: str, topic: str = OTLP_TOPIC,
+                 encoding: str = "auto"):
+        self.publisher = publisher
+        self.assembler = assembler
+        self.tenant = tenant
+        self.topic = topic
+        self.encoding = encoding
+        self.stats = IntakeStats()
+        self._consumer = Consumer(consumer_config)
+        self._parts: dict[int, _Partition] = {}
+        self._stop = threading.Event()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def run(self, *, max_idle_s: float | None = None) -> IntakeStats:
+        """Consume until :meth:`stop` (or ``max_idle_s`` with nothing new and nothing open)."""
+        self._consumer.subscribe([self.topic])
+        idle_since = time.monotonic()
+        try:
+            while not self._stop.is_set():
+                messages = self._consumer.consume(500, timeout=0.2)
+                for msg in messages:
+                    self._take(msg)
+                if messages or self.assembler.open_traces:
+                    idle_since = time.monotonic()
+                self._close_and_commit()
+                if max_idle_s is not None and time.monotonic() - idle_since > max_idle_s:
+                    break
+            self._close_and_commit()
+        finally:
+            self._consumer.close()
+        return self.stats
+
+    def _take(self, msg: Message) -> None:
+        if msg.error() is not None:
+            if msg.error().code() != KafkaError._PARTITION_EOF:
+                log.warning("intake consume error", extra={"error": msg.error().str()})
+            return
+        part, offset = msg.partition(), msg.offset()
+        state = self._parts.setdefault(part, _Partition())
+        state.next_offset = max(state.next_offset, offset + 1)
+        self.stats.messages += 1
+        try:
+            spans = spans_of(parse(msg.value() or b"", self.encoding))
+        except PayloadError as exc:
+            self.stats.rejected_messages += 1
+            self.publisher.dead_letters.reject(msg, Rejection("otlp_invalid", str(exc)))
+            return
+        self.stats.spans += len(spans)
+        result = self.assembler.add(spans, self.tenant, (part, offset))
+        self.stats.duplicates += result.duplicates
+        if result.rejected:
+            self.stats.rejected_spans += len(result.rejected)
+            self.publisher.reject(result.rejected, topic=msg.topic() or self.topic,
+                                  partition=part, offset=offset)
+
+    def _close_and_commit(self) -> None:
+        runs = self.assembler.due()
+        for run in runs:
+            self.stats.runs += bool(run.events)
+            self.stats.events += self.publisher.publish(run.events)
+            for part, interval in run.positions.items():
+                self._parts.setdefault(part, _Partition()).closed.append(interval)
+        self.publisher.flush(30)  # raises before any commit if Kafka refused something
+        self._commit()
+
+    def _commit(self) -> None:
+        opens = self.assembler.open_first_offsets()
+        offsets = []
+        for part, state in self._parts.items():
+            if state.next_offset < 0:
+                continue
+            point = min(state.next_offset, opens.get(part, state.next_offset))
+            moved = True
+            while moved:  # pull the point back before any closed run it would split
+                moved = False
+                for first, last in state.closed:
+                    if first < point <= last:
+                        point, moved = first, True
+            state.closed = [(f, last) for f, last in state.closed if last >= point]
+            if point > state.committed:
+                state.committed = point
+                offsets.append(TopicPartition(self.topic, part, point))
+        if offsets:
+            self._consumer.commit(offsets=offsets, asynchronous=False)
+            self.stats.commits += 1

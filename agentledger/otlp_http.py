@@ -1,0 +1,238 @@
+"""OTLP/HTTP trace intake: ``POST /v1/traces`` (protobuf or JSON, optionally gzip).
+
+Answers follow the OTLP/HTTP specification: 200 with an ``ExportTraceServiceResponse`` in
+the request's encoding, carrying ``partial_success`` (count and reasons) when some spans
+were refused; 400 for a body that is not an OTLP trace request, 413 for a body over the
+limit, 415 for another content type or encoding; error bodies are a ``google.rpc.Status``
+in the request's encoding (JSON errors also carry the project's usual ``detail``).
+
+The tenant comes from the API key, never from span attributes: a key of one tenant
+writes that tenant; a key of several tenants (or an operator key) must name one in
+``X-AgentLedger-Tenant``, and naming a tenant outside the key's scope is a 403.
+
+Spans are grouped into runs in this process (:class:`producers.otlp.runs.Assembler`) and a
+closer thread publishes each run once complete. A refused request changes nothing; in an
+accepted one, refused spans go to the DLQ and ``rejected_events`` and the rest land.
+Behind a load balancer, keep one trace on one API process (or use the Kafka intake).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import zlib
+from collections import Counter
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from google.protobuf import json_format
+from google.rpc.status_pb2 import Status
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceResponse,
+)
+
+from agentledger import discovery
+from agentledger.api import OrjsonResponse, principal
+from agentledger.auth import Principal
+from agentledger.otlp_publish import Publisher, PublishFailed
+from agentledger.settings import Settings, load_settings
+from producers.otlp.catalogue import load_catalogue
+from producers.otlp.decode import PayloadError, parse_json, parse_protobuf, spans_of
+from producers.otlp.runs import Assembler, Intake, Rejected
+from sinks.clickhouse import Batch, ClickHouseWriter
+
+log = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 16 * 1024 * 1024
+"""Largest accepted body, compressed or not (Phoenix-sized batches fit)."""
+TENANT_HEADER = "X-AgentLedger-Tenant"
+_TENANT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@/+-]{0,127}$")
+PROTOBUF, JSON = "application/x-protobuf", "application/json"
+router = APIRouter(tags=["otlp"])
+
+
+class OtlpError(Exception):
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class HttpIntake:
+    """The assembler, the publisher and the closer thread of one API process."""
+
+    def __init__(self, settings: Settings, bootstrap: str, *, grace_s: float = 2.0,
+                 idle_s: float = 30.0):
+        self.assembler = Assembler(origin="otlp_http", grace_s=grace_s, idle_s=idle_s,
+                                   catalogue=load_catalogue(settings.policy_file))
+        self.publisher = Publisher(bootstrap, security=settings.kafka_security)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="otlp-closer", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(0.05):
+            self.close_due()
+
+    def close_due(self, force: bool = False) -> int:
+        runs = self.assembler.due(force=force)
+        events = [e for run in runs for e in run.events]
+        if not events:
+            return 0
+        try:
+            self.publisher.publish(events)
+            self.publisher.flush(30)
+        except PublishFailed as exc:
+            log.error("OTLP runs not published", extra={"runs": len(runs), "error": str(exc)})
+        return len(events)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self.close_due(force=True)
+
+
+def install(app: FastAPI, client: Any, database: str) -> None:
+    """Mount the OTLP and control-stream routes on the ledger API."""
+    from agentledger import control_stream
+
+    app.state.otlp_store = (client, database)
+    app.state.otlp_lock = threading.Lock()
+    app.include_router(router)
+    app.include_router(control_stream.router)
+
+    def _stop() -> None:
+        intake = getattr(app.state, "otlp", None)
+        if intake is not None:
+            intake.stop()
+        control_stream.stop(app)
+
+    app.router.on_shutdown.append(_stop)
+
+
+def settings_of(app: FastAPI) -> Settings:
+    settings = getattr(app.state, "otlp_settings", None)
+    return settings if settings is not None else load_settings()
+
+
+def bootstrap_of(app: FastAPI) -> tuple[Settings, str]:
+    settings = settings_of(app)
+    bootstrap = discovery.bootstrap_servers(settings)
+    if not bootstrap:
+        raise HTTPException(503, "no Kafka broker configured for the intake "
+                                 "(AGENTLEDGER_KAFKA_BOOTSTRAP)", headers={"Retry-After": "5"})
+    return settings, bootstrap
+
+
+def intake_of(app: FastAPI) -> HttpIntake:
+    with app.state.otlp_lock:
+        intake = getattr(app.state, "otlp", None)
+        if intake is None:
+            settings, bootstrap = bootstrap_of(app)
+            intake = app.state.otlp = HttpIntake(
+                settings, bootstrap, grace_s=getattr(app.state, "otlp_grace_s", 2.0))
+        return intake
+
+
+def tenant_for(who: Principal, requested: str | None) -> str:
+    """The tenant the spans are written for: the key's, never the spans'."""
+    if requested is not None:
+        if not _TENANT.match(requested):
+            raise HTTPException(400, f"{TENANT_HEADER}: not a tenant name")
+        if not who.allowed(requested):
+            raise HTTPException(403, f"key {who.name!r} may not write tenant {requested!r}")
+        return requested
+    if who.tenants is None or len(who.tenants) != 1:
+        raise HTTPException(403, f"key {who.name!r} covers several tenants: name one in "
+                                 f"{TENANT_HEADER}")
+    return next(iter(who.tenants))
+
+
+def _media(request: Request) -> str:
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media not in (PROTOBUF, JSON):
+        raise OtlpError(415, f"content type {media or '(none)'!r} is not supported: send "
+                             f"{PROTOBUF} or {JSON}")
+    return media
+
+
+async def _body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise OtlpError(413, f"body of {declared} bytes exceeds the {limit}-byte limit")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise OtlpError(413, f"body exceeds the {limit}-byte limit")
+        chunks.append(chunk)
+    body = b"".join(chunks)
+    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+    if encoding in ("", "identity"):
+        return body
+    if encoding != "gzip":
+        raise OtlpError(415, f"content encoding {encoding!r} is not supported (gzip, identity)")
+    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    try:
+        plain = inflater.decompress(body, limit)
+    except zlib.error as exc:
+        raise OtlpError(400, f"body is not valid gzip: {exc}") from None
+    if inflater.unconsumed_tail:
+        raise OtlpError(413, f"decompressed body exceeds the {limit}-byte limit")
+    if not inflater.eof:
+        raise OtlpError(400, "body is not valid gzip: truncated")
+    return plain
+
+
+def _error(status: int, message: str, media: str) -> Response:
+    code = {400: 3, 401: 16, 403: 7, 413: 8, 415: 3, 503: 14}.get(status, 2)
+    if media == PROTOBUF:
+        return Response(Status(code=code, message=message).SerializeToString(), status,
+                        media_type=PROTOBUF)
+    return OrjsonResponse({"code": code, "message": message, "detail": message}, status)
+
+
+def _summary(rejected: list[Rejected]) -> str:
+    counts = Counter(r.reason for r in rejected)
+    first = {r.reason: r.message for r in reversed(rejected)}
+    return "; ".join(f"{reason} ({n}): {first[reason]}" for reason, n in counts.items())[:4096]
+
+
+def _ingest(app: FastAPI, body: bytes, media: str, tenant: str) -> Intake:
+    request = parse_protobuf(body) if media == PROTOBUF else parse_json(body)
+    intake = intake_of(app)
+    result = intake.assembler.add(spans_of(request), tenant)
+    if result.rejected:
+        rows = intake.publisher.reject(result.rejected, topic="otlp.http")
+        intake.publisher.dead_letters.flush(30)
+        client, database = app.state.otlp_store
+        ClickHouseWriter(client, database).write(Batch(rejected=rows))
+    return result
+
+
+@router.post("/v1/traces", summary="OTLP/HTTP trace intake (protobuf or JSON, gzip)",
+             responses={200: {"content": {PROTOBUF: {}, JSON: {}}}})
+async def export_traces(request: Request, who: Annotated[Principal, Depends(principal)]
+                        ) -> Response:
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    try:
+        media = _media(request)
+        tenant = tenant_for(who, request.headers.get(TENANT_HEADER))
+        body = await _body(request, getattr(request.app.state, "otlp_max_body", MAX_BODY_BYTES))
+        result = await run_in_threadpool(_ingest, request.app, body, media, tenant)
+    except OtlpError as exc:
+        return _error(exc.status, exc.message, media)
+    except HTTPException as exc:
+        return _error(exc.status_code, str(exc.detail), media)
+    except PayloadError as exc:
+        return _error(400, str(exc), media)
+    response = ExportTraceServiceResponse()
+    if result.rejected:
+        response.partial_success.rejected_spans = len(result.rejected)
+        response.partial_success.error_message = _summary(result.rejected)
+    if media == PROTOBUF:
+        return Response(response.SerializeToString(), media_type=PROTOBUF)
+    return Response(json_format.MessageToJson(response, indent=None), media_type=JSON)
+

@@ -1,0 +1,110 @@
+"""RFC 8785 JSON Canonicalization Scheme (JCS): the hash input any language can reproduce.
+
+Why not "orjson with sorted keys" (the legacy form): it writes ``1.0`` where JavaScript
+writes ``1``, ``1e-07`` where JavaScript writes ``1e-7``, and sorts keys by code point
+rather than UTF-16 code unit, so a producer in another language cannot compute the same
+bytes. JCS fixes each of these, and off-the-shelf implementations exist for JavaScript
+(``canonicalize``), Go, Java, Rust and .NET.
+
+The rules, as implemented here:
+
+- objects: members sorted by the UTF-16 code units of their names; no whitespace;
+- strings: ``"`` and ``\\`` escaped, ``\\b \\f \\n \\r \\t`` short forms, other control
+  characters as ``\\u00xx`` (lowercase hex); everything else, non-ASCII included, literal;
+- numbers: ECMAScript ``Number.prototype.toString`` of the IEEE-754 double (shortest
+  round-trip digits; ``1.0`` → ``1``, ``1e21`` → ``1e+21``, ``1e-7`` → ``1e-7``,
+  ``-0`` → ``0``); NaN/Infinity and integers beyond ±(2**53 - 1) are refused (I-JSON);
+- literals ``true``, ``false``, ``null``; output UTF-8.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from decimal import Decimal
+from typing import Any, Final
+
+_MAX_SAFE_INT: Final = 2**53 - 1
+_encode_str = json.encoder.encode_basestring  # type: ignore[attr-defined]
+
+
+class NotCanonicalizable(ValueError):
+    """A value JCS cannot represent (NaN, Infinity, an unsafe integer, a non-JSON type)."""
+
+
+def _utf16_key(name: str) -> bytes:
+    return name.encode("utf-16-be", "surrogatepass")
+
+
+def format_number(value: float | int) -> str:
+    """ECMAScript Number.prototype.toString of ``value`` as a double."""
+    if isinstance(value, int):
+        if abs(value) > _MAX_SAFE_INT:
+            raise NotCanonicalizable(f"integer {value} is outside ±(2**53 - 1) (I-JSON)")
+        return str(value)
+    if not math.isfinite(value):
+        raise NotCanonicalizable(f"{value} has no JSON form")
+    if value == 0:
+        return "0"
+    if value.is_integer() and abs(value) < 1e21:
+        return str(int(value))
+    sign, digit_tuple, exponent = Decimal(repr(value)).as_tuple()
+    digits = "".join(map(str, digit_tuple)).rstrip("0") or "0"
+    exponent = int(exponent) + (len(digit_tuple) - len(digits))
+    k = len(digits)
+    n = exponent + k  # value = 0.digits * 10**n
+    prefix = "-" if sign else ""
+    if k <= n <= 21:
+        return prefix + digits + "0" * (n - k)
+    if 0 < n <= 21:
+        return prefix + digits[:n] + "." + digits[n:]
+    if -6 < n <= 0:
+        return prefix + "0." + "0" * (-n) + digits
+    e = n - 1
+    mantissa = digits if k == 1 else digits[0] + "." + digits[1:]
+    return f"{prefix}{mantissa}e{'+' if e > 0 else '-'}{abs(e)}"
+
+
+def _write(value: Any, out: list[str]) -> None:
+    if isinstance(value, str):
+        out.append(_encode_str(value))
+    elif value is None:
+        out.append("null")
+    elif value is True:
+        out.append("true")
+    elif value is False:
+        out.append("false")
+    elif isinstance(value, int | float):
+        out.append(format_number(value))
+    elif isinstance(value, dict):
+        out.append("{")
+        first = True
+        for name in sorted(value, key=_utf16_key):
+            if not isinstance(name, str):
+                raise NotCanonicalizable(f"object member name {name!r} is not a string")
+            if not first:
+                out.append(",")
+            first = False
+            out.append(_encode_str(name))
+            out.append(":")
+            _write(value[name], out)
+        out.append("}")
+    elif isinstance(value, list | tuple):
+        out.append("[")
+        for i, item in enumerate(value):
+            if i:
+                out.append(",")
+            _write(item, out)
+        out.append("]")
+    else:
+        raise NotCanonicalizable(f"{type(value).__name__} is not a JSON value")
+
+
+def canonicalize(value: Any) -> bytes:
+    """The RFC 8785 canonical UTF-8 bytes of a JSON value (dicts, lists, str, numbers...)."""
+    out: list[str] = []
+    _write(value, out)
+    try:
+        return "".join(out).encode("utf-8")
+    except UnicodeEncodeError as exc:  # a lone surrogate: not valid I-JSON
+        raise NotCanonicalizable(f"string is not valid Unicode: {exc.reason}") from None

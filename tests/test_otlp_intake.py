@@ -1,0 +1,354 @@
+"""The OTLP intakes end to end: real OTel exporters → API / Collector-shaped Kafka bytes →
+agent.events → the real sink → chdb → the CLI, over a real Tansu broker."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import shutil
+import subprocess
+import threading
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+from confluent_kafka import Producer
+from opentelemetry.exporter.otlp.proto.http import Compression
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
+
+from agentledger import discovery
+from agentledger.auth import append_entry, entry_for, new_key
+from agentledger.broker import EmbeddedBroker
+from agentledger.clickhouse import client_for
+from agentledger.intake import KafkaIntake
+from agentledger.kafka import TopicSpec, client_config, default_topics, ensure_topics
+from agentledger.otlp_publish import Publisher
+from agentledger.services import ApiServer, start_api
+from agentledger.settings import Settings
+from producers.otlp.decode import parse_protobuf, spans_of
+from producers.otlp.runs import Assembler
+from schemas import topics
+from schemas.integrity import verify_chain
+from schemas.signals import ControlSignal
+from streams.decide import Controller
+from streams.fold import RunFolder
+from streams.policy import parse_policy
+from tests.conftest import CLI, consume_all
+from tests.helpers import wait_for
+from tests.otlputil import agent_run, request_bytes, request_json, run_spans
+from tests.sinkutil import SinkThread
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class Stack:
+    settings: Settings
+    api: ApiServer
+    sink: SinkThread
+    keys: dict[str, str]
+    env: dict[str, str]
+
+    @property
+    def bootstrap(self) -> str:
+        return self.settings.kafka_bootstrap or ""
+
+    def post(self, body: bytes, key: str | None = "acme", **headers: str) -> httpx.Response:
+        sent = {"Content-Type": "application/x-protobuf", **headers}
+        if key:
+            sent["Authorization"] = f"Bearer {self.keys[key]}"
+        return httpx.post(f"{self.api.url}/v1/traces", content=body, headers=sent, timeout=30)
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([*CLI, *args], env=self.env, capture_output=True, text=True,
+                              timeout=120)
+
+    def stored(self, trace_id: str) -> list[tuple]:
+        return self.sink.query("SELECT seq, event_type, event_id FROM events FINAL "
+                               "WHERE trace_id = {t:String} ORDER BY seq", t=trace_id)
+
+    def landed(self, trace_id: str, count: int) -> list[tuple]:
+        return wait_for(lambda: (rows := self.stored(trace_id)) and len(rows) >= count and rows,
+                        60, what=f"{count} events of trace {trace_id}")
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    data = tmp_path_factory.mktemp("otlp")
+    with EmbeddedBroker() as broker:
+        ensure_topics(client_config(broker.bootstrap, "admin"),
+                      [*default_topics(3), TopicSpec("otlp_spans", 3)])
+        settings = Settings(data_dir=data / "data", kafka_bootstrap=broker.bootstrap,
+                            sink_batch_seconds=0.2)
+        keys = {"acme": new_key(), "globex": new_key(), "both": new_key()}
+        for name, tenants in (("acme", ["acme"]), ("globex", ["globex"]),
+                              ("both", ["acme", "globex"])):
+            append_entry(settings, entry_for(f"{name}-writer", keys[name], tenants))
+        with SinkThread(settings) as sink:
+            api = start_api(settings, client_for(settings))
+            app = api.server.config.app
+            app.state.otlp_settings = settings
+            app.state.otlp_grace_s = 0.2
+            app.state.otlp_max_body = 256 * 1024
+            discovery.publish(settings, discovery.STORE_FILE, {"api_url": api.url})
+            keys["operator"] = (settings.run_dir / "api.key").read_text().strip()
+            env = {**os.environ, "AGENTLEDGER_DATA_DIR": str(settings.data_dir),
+                   "AGENTLEDGER_KAFKA_BOOTSTRAP": broker.bootstrap,
+                   "AGENTLEDGER_API_KEY": keys["acme"]}
+            try:
+                yield Stack(settings, api, sink, keys, env)
+            finally:
+                discovery.withdraw(settings, discovery.STORE_FILE)
+                api.stop()
+
+
+def _exporter(stack: Stack, key: str = "acme", **kw: Any) -> OTLPSpanExporter:
+    return OTLPSpanExporter(endpoint=f"{stack.api.url}/v1/traces",
+                            headers={"Authorization": f"Bearer {stack.keys[key]}"}, **kw)
+
+
+def _check_run(stack: Stack, trace_id: str) -> dict[str, Any]:
+    """trace shows the run with its cost, verify passes and names where custody begins."""
+    stack.landed(trace_id, 6)
+    done = stack.cli("trace", trace_id, "--json")
+    assert done.returncode == 0, done.stderr
+    (run,) = json.loads(done.stdout)["runs"]
+    assert run["outcome"] == "success"
+    # gpt-4o-mini: 2000 in x 0.15 + 400 out x 0.60 per Mtok, from the SDK's price table
+    assert run["cost_usd"] == pytest.approx(0.00054)
+    phases = [s["phase"] for s in run["steps"]]
+    assert phases.count("model") == 2 and phases.count("tool") == 2
+    verified = stack.cli("verify", trace_id, "--json")
+    assert verified.returncode == 0, verified.stderr + verified.stdout
+    result = json.loads(verified.stdout)
+    assert result["ok"] is True and result["runs"][0]["events"] == 6
+    assert result["runs"][0]["custody"].startswith("otlp_http")
+    return run
+
+
+def test_python_sdk_otlp_http_run_lands_priced_verified_and_feeds_the_breaker(stack: Stack):
+    trace_id = agent_run(_exporter(stack, compression=Compression.Gzip))
+    _check_run(stack, trace_id)
+    health = httpx.get(f"{stack.api.url}/v1/tools/health", params={"tool": "crm"},
+                       headers={"Authorization": f"Bearer {stack.keys['acme']}"}, timeout=30)
+    assert health.status_code == 200, health.text
+    assert "crm" in health.text and "ConnectionError" not in stack.cli("trace", trace_id).stderr
+    # the same events, folded by the stream worker's code, open the crm breaker
+    events = [orjson.loads(m.value()) for m in consume_all(stack.bootstrap, topics.EVENTS, 6)]
+    mine = [orjson.dumps(e) for e in events if e["trace_id"] == trace_id]
+    facts = RunFolder(POLICY).fold(mine).facts["acme"]
+    decisions = Controller(POLICY).apply("acme", facts)
+    assert [(s.kind, s.scope, s.state) for s in decisions.signals] == [
+        ("breaker", "acme/*/crm", "OPEN")]
+    args = next(e["body"]["args"] for e in events if e["event_type"] == "tool.call"
+                and e["trace_id"] == trace_id)
+    assert args == {"ticket": "T-9", "api_key": "[REDACTED]"}
+
+
+POLICY = parse_policy("version: otlp-test\nbreaker: {min_calls: 1, failure_rate_threshold: 0.5}")
+
+
+NODE_AGENT = """
+const { NodeTracerProvider } = require('@opentelemetry/sdk-trace-node');
+const { SimpleSpanProcessor } = require('@opentelemetry/sdk-trace-base');
+const { OTLPTraceExporter } = require('@opentelemetry/exporter-trace-otlp-proto');
+const api = require('@opentelemetry/api');
+const exporter = new OTLPTraceExporter({ url: process.argv[2],
+  headers: { Authorization: 'Bearer ' + process.argv[3] } });
+const provider = new NodeTracerProvider({ spanProcessors: [new SimpleSpanProcessor(exporter)] });
+provider.register();  // the async-context manager that makes startActiveSpan nest
+const tracer = provider.getTracer('node.agent');
+const chat = (attrs) => tracer.startActiveSpan('chat', { attributes: {
+  'gen_ai.operation.name': 'chat', 'gen_ai.provider.name': 'openai',
+  'gen_ai.request.model': 'gpt-4o-mini', ...attrs } }, (s) => s.end());
+tracer.startActiveSpan('invoke_agent triage', { attributes: {
+    'gen_ai.operation.name': 'invoke_agent', 'gen_ai.agent.name': 'triage' } }, (root) => {
+  chat({ 'gen_ai.usage.input_tokens': 1200, 'gen_ai.usage.output_tokens': 300 });
+  tracer.startActiveSpan('execute_tool crm', { attributes: { 'gen_ai.operation.name':
+      'execute_tool', 'gen_ai.tool.name': 'crm', 'error.type': 'ConnectionError' } }, (s) => {
+    s.setStatus({ code: api.SpanStatusCode.ERROR, message: 'crm unreachable' }); s.end(); });
+  chat({ 'gen_ai.usage.input_tokens': 800, 'gen_ai.usage.output_tokens': 100 });
+  root.end();
+  console.log(root.spanContext().traceId);
+});
+provider.forceFlush().then(() => provider.shutdown());
+"""
+
+
+def npm_install(where: Path, *packages: str) -> None:
+    """Install npm packages into ``where``, or skip the test saying why."""
+    if not shutil.which("npm") or not shutil.which("node"):
+        pytest.skip("node/npm are not installed")
+    where.mkdir(parents=True, exist_ok=True)
+    try:
+        done = subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--silent",
+                               *packages], cwd=where, capture_output=True, text=True,
+                              timeout=240)
+    except subprocess.TimeoutExpired:
+        pytest.skip("npm install timed out")
+    if done.returncode != 0:
+        pytest.skip(f"npm install failed: {done.stderr.strip()[-300:]}")
+
+
+def test_node_sdk_otlp_proto_run_lands_the_same(stack: Stack, tmp_path: Path):
+    npm_install(tmp_path, "@opentelemetry/api", "@opentelemetry/sdk-trace-node@^2",
+                "@opentelemetry/sdk-trace-base@^2", "@opentelemetry/exporter-trace-otlp-proto")
+    (tmp_path / "agent.js").write_text(NODE_AGENT)
+    done = subprocess.run(["node", "agent.js", f"{stack.api.url}/v1/traces", stack.keys["acme"]],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    trace_id = done.stdout.strip().splitlines()[-1]
+    run = _check_run(stack, trace_id)
+    assert run["agent"] == "triage"
+
+
+def test_otlp_json_over_http_maps_like_protobuf(stack: Stack):
+    trace_id, spans = run_spans(tool="kb")
+    body = gzip.compress(request_json(spans))
+    response = stack.post(body, **{"Content-Type": "application/json",
+                                   "Content-Encoding": "gzip"})
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith("application/json")
+    assert "rejectedSpans" not in response.text
+    stack.landed(trace_id, 6)
+    expected = Assembler(origin="otlp_http", grace_s=0)
+    expected.add(spans_of(parse_protobuf(request_bytes(spans))), "acme")
+    (run,) = expected.due()
+    stored = stack.stored(trace_id)
+    assert [r[2] for r in stored] == [uuid.UUID(e["event_id"]) for e in run.events]
+
+
+def _kafka_run(stack: Stack, group: str, expected: int) -> Any:
+    intake = KafkaIntake(client_config(stack.bootstrap, "consumer", group_id=group),
+                         Publisher(stack.bootstrap),
+                         Assembler(origin="otlp_kafka", grace_s=0.2, idle_s=5),
+                         tenant="acme", topic="otlp_spans")
+    worker = threading.Thread(target=intake.run, daemon=True)
+    worker.start()
+    try:
+        wait_for(lambda: intake.stats.events >= expected, 60, what="the intake's events")
+    finally:
+        intake.stop()
+        worker.join(30)
+    return intake.stats
+
+
+def test_kafka_intake_takes_collector_bytes_proto_json_keyed_unkeyed_and_dedups(stack: Stack):
+    producer = Producer(client_config(stack.bootstrap, "producer"))
+    traces: dict[str, list] = {}
+    for encoding in ("proto", "json"):
+        for keyed in (True, False):
+            trace_id, spans = run_spans(tool=f"tool-{encoding}-{keyed}")
+            traces[trace_id] = spans
+            # one trace over many messages, 1..N spans each, the root last
+            for chunk in (spans[:1], spans[1:3], spans[3:]):
+                value = request_bytes(chunk) if encoding == "proto" else request_json(chunk)
+                key = bytes.fromhex(trace_id) if keyed else None
+                producer.produce("otlp_spans", value, key)
+    producer.produce("otlp_spans", b"\x0a\xff\xff garbage", None)  # not OTLP: DLQ
+    assert producer.flush(15) == 0
+    stats = _kafka_run(stack, "intake-a", 4 * 6)
+    assert stats.runs == 4 and stats.rejected_messages == 1
+    for trace_id, spans in traces.items():
+        rows = stack.landed(trace_id, 6)
+        expected = Assembler(origin="otlp_kafka", grace_s=0)
+        expected.add(spans_of(parse_protobuf(request_bytes(spans))), "acme")
+        (run,) = expected.due()
+        assert [r[2] for r in rows] == [uuid.UUID(e["event_id"]) for e in run.events]
+        bodies = {e["event_type"]: e["body"] for e in run.events}
+        assert bodies["tool.result"]["status"] == "error" and bodies["tool.call"]["mode"] == "write"
+        assert verify_chain(run.events).ok
+    # redelivery: a second intake re-reads every message: same events, no duplicates
+    again = _kafka_run(stack, "intake-b", 4 * 6)
+    assert again.runs == 4
+    for trace_id in traces:
+        assert len(stack.stored(trace_id)) == 6
+        raw = stack.sink.query("SELECT count() FROM events FINAL WHERE trace_id = {t:String}",
+                               t=trace_id)
+        assert raw == [(6,)]
+
+
+def test_bad_otlp_gets_the_right_4xx_and_nothing_half_written(stack: Stack):
+    trace_id, spans = run_spans(tool="bad-tool")
+    good = request_bytes(spans)
+    cases = [
+        (stack.post(b"\x0a\xff\xff\xff not protobuf"), 400, "protobuf"),
+        (stack.post(good, **{"Content-Type": "text/plain"}), 415, "text/plain"),
+        (stack.post(good, **{"Content-Encoding": "br"}), 415, "br"),
+        (stack.post(b"\x00" * (300 * 1024)), 413, "limit"),
+        (stack.post(gzip.compress(b"\x00" * (2 * 1024 * 1024)),
+                    **{"Content-Encoding": "gzip"}), 413, "limit"),
+        (stack.post(good, key=None), 401, "missing API key"),
+        (stack.post(good, key=None, Authorization="Bearer al_nope"), 401, "unknown API key"),
+        (stack.post(good, **{"X-AgentLedger-Tenant": "globex"}), 403, "may not write"),
+        (stack.post(good, key="both"), 403, "several tenants"),
+        (stack.post(b"{]", **{"Content-Type": "application/json"}), 400, "not JSON"),
+    ]
+    for response, status, words in cases:
+        assert response.status_code == status, (status, response.text)
+        text = response.text if "json" in response.headers.get("content-type", "") else \
+            response.content.decode("utf-8", "replace")
+        assert words in text, (status, text)
+    # a batch with one span of invalid ids: the others land, the bad one is counted
+    request = ExportTraceServiceRequest.FromString(good)
+    bad = request.resource_spans[0].scope_spans[0].spans[1]
+    bad.span_id = b"\x00" * 8
+    response = stack.post(request.SerializeToString())
+    assert response.status_code == 200, response.text
+    answer = ExportTraceServiceResponse.FromString(response.content)
+    assert answer.partial_success.rejected_spans == 1
+    assert "invalid_span_id" in answer.partial_success.error_message
+    stack.landed(trace_id, 4)  # the tool span (2 events) was refused
+    rejected = wait_for(lambda: stack.sink.query(
+        "SELECT reason, error FROM rejected_events FINAL WHERE topic = 'otlp.http'"), 30,
+        what="the rejected span in rejected_events")
+    assert rejected[0][0] == "invalid_span_id"
+    assert len(stack.stored(trace_id)) == 4  # the refused requests added nothing
+
+
+def test_control_stream_sends_state_then_transitions_scoped_by_tenant(stack: Stack):
+    producer = Producer(client_config(stack.bootstrap, "producer"))
+
+    def signal(tenant: str, version: int, state: str) -> None:
+        s = ControlSignal(kind="safe_mode", scope=f"{tenant}/triage", rule="errors",
+                          state=state, previous_state="normal", version=version,
+                          ts=datetime.now(UTC), reason="test")
+        producer.produce(topics.CONTROL, s.to_json(), s.key.encode())
+        assert producer.flush(10) == 0
+
+    signal("acme", 1, "read_only")
+    signal("globex", 1, "read_only")
+    seen: list[tuple[str, dict]] = []
+    headers = {"Authorization": f"Bearer {stack.keys['acme']}"}
+    with httpx.stream("GET", f"{stack.api.url}/v1/control/stream", headers=headers,
+                      timeout=30) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        kind = None
+        for line in response.iter_lines():
+            if line.startswith("event: "):
+                kind = line[7:]
+                if kind == "ready":
+                    signal("acme", 2, "normal")
+                    signal("globex", 2, "normal")
+            elif line.startswith("data: ") and kind in ("state", "transition"):
+                seen.append((kind, json.loads(line[6:])))
+                if seen[-1][1]["version"] == 2:
+                    break
+    assert all(data["scope"].startswith("acme/") for _, data in seen)
+    assert [(data["state"], data["version"]) for _, data in seen][-1] == ("normal", 2)
+    assert ("read_only", 1) in [(data["state"], data["version"]) for _, data in seen]
+    denied = httpx.get(f"{stack.api.url}/v1/control/stream", timeout=10)
+    assert denied.status_code == 401
