@@ -192,3 +192,52 @@ def test_the_simulator_shows_allow_deny_and_two_approver_escalations():
                 and e["body"]["decision"] == "approved"]
     assert approved and all(len(set(b["approvers"])) == 2 for b in approved)
     assert sim.denials["refund-hard-limit"] > 0
+
+
+class Follower:
+    """The approvals follower's interface over a plain dict (unit level)."""
+
+    def __init__(self) -> None:
+        self.state: dict[str, Any] = {}
+
+    def get(self, approval_id: str) -> Any:
+        return self.state.get(approval_id)
+
+    def wait_for(self, predicate: Any, timeout_s: float) -> bool:
+        return predicate()
+
+
+def test_an_agent_resumes_a_pending_approval_later_by_its_id(gate: Gate):
+    from datetime import UTC, datetime
+
+    from producers.enforce import ApprovalPending
+    from schemas.approvals import ApprovalState, Vote
+
+    follower = Follower()
+    ledger = _ledger("refund-agent")
+    guard = ToolGuard(gate, approvals=follower)  # type: ignore[arg-type]
+    with ledger.run("refund_with_approval") as run:
+        with pytest.raises(ApprovalPending) as pending:
+            guard.call(run, "stripe", "create_refund", mode="write",
+                       args={"id": "ch_9", "amount": 300}, idempotency_key="ch_9")
+        approval_id = pending.value.approval_id
+        with pytest.raises(ApprovalPending):
+            guard.resume(run, approval_id)  # still nobody decided
+        now = datetime.now(UTC)
+        follower.state[approval_id] = ApprovalState(
+            approval_id=approval_id, tenant="acme", agent="refund-agent", run_id=run.run_id,
+            approver_role="finance", approvals_required=2, status="approved", version=2,
+            votes=[Vote(approver="ana", decision="approve"),
+                   Vote(approver="ben", decision="approve")],
+            requested_at=now, resolved_at=now)
+        with guard.resume(run, approval_id) as call:
+            call.result("ok")
+    types = [e["event_type"] for e in ledger.events]
+    assert types == ["run.started", "policy.decision", "approval.requested",
+                     "approval.resolved", "tool.call", "tool.result", "run.finished"]
+    requested, resolved = ledger.events[2]["body"], ledger.events[3]["body"]
+    assert requested["approval_id"] == resolved["approval_id"] == approval_id
+    assert (requested["approvals_required"], requested["approver"]) == (2, "finance")
+    assert resolved["approvers"] == ["ana", "ben"] and resolved["decision"] == "approved"
+    assert ledger.events[-1]["body"]["outcome"] == "success"
+    assert verify_chain(ledger.events).ok
