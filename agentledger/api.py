@@ -34,6 +34,7 @@ from agentledger.queries import economics, events, export, operations, replay, t
 from agentledger.queries.common import Forbidden, NotFound, QueryError, Scope, parse_time
 from agentledger.queries.pipeline import HealthLimits
 from agentledger.query import QueryRefused, run_read_only
+from agentledger.watch_api import watch_router
 from schemas.events import EVENT_TYPES
 
 log = logging.getLogger(__name__)
@@ -299,6 +300,7 @@ def create_app(client: Client, keys: KeyRing, *, database: str = "agentledger",
         return stats() if stats else {}
 
     approvals_api.install(app, client, principal)
+    app.include_router(watch_router(client, caller_scope))  # GET /v1/watch
     from agentledger.otlp_http import install as install_otlp  # imports this module
     install_otlp(app, client, database)  # POST /v1/traces, GET /v1/control/stream
     return app

@@ -16,6 +16,7 @@ from agentledger import cli_intake, discovery, logs
 from agentledger.cli_approvals import approvals_app
 from agentledger.cli_policy import policy_app
 from agentledger.settings import Settings, load_settings
+from agentledger.watch import watch as watch_command
 
 app = typer.Typer(
     name="agentledger",
@@ -836,7 +837,8 @@ def dashboards_build(
     = "dashboards",
 ) -> None:
     """Write the four dashboards (operations, tool reliability, unit economics, incident
-    search) as Grafana JSON, with the ClickHouse datasource and dashboard provisioning."""
+    search) as Grafana JSON, with the ClickHouse datasource and dashboard provisioning and
+    the alert rules (dashboards/alerts.py)."""
     from pathlib import Path
 
     from dashboards.build import build
@@ -894,6 +896,9 @@ def report(
               f"{'; failed: ' + ', '.join(failed) if failed else ''}", highlight=False)
     if failed:
         raise typer.Exit(1)
+
+
+app.command("watch")(watch_command)  # agentledger/watch.py: the live terminal view
 
 
 def main() -> None:

@@ -336,3 +336,55 @@ def test_every_alert_rule_runs_and_the_outage_fires_the_breaker_and_safe_mode_ru
         "sink", "streams"}
     assert not firing("agentledger-dlq-rate", during)  # 3 rejects are not a flood
     assert not firing("agentledger-cost-per-success", during)
+
+
+# -- agentledger watch ---------------------------------------------------------------------
+
+
+def test_watch_once_json_lists_the_breaker_and_the_degraded_agent_with_reasons(
+        filled: dict[str, Any]):
+    from agentledger.auth import KeyRing, entry_for, new_key
+
+    settings: Settings = filled["settings"]
+    stored = {(scope, state): reason for scope, state, reason in filled["client"].query(
+        "SELECT scope, state, reason FROM control_signals FINAL ORDER BY version").result_rows}
+    env = {"AGENTLEDGER_DATA_DIR": str(settings.data_dir), "PATH": "/usr/bin:/bin"}
+
+    def watch(*flags: str) -> dict[str, Any]:
+        done = subprocess.run([*CLI, "watch", "--once", "--json", "--recent", "120", *flags],
+                              env=env, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout)
+
+    api = start_api(settings, open_store(settings))  # found like a running `up`
+    discovery.publish(settings, discovery.STORE_FILE, {"api_url": api.url})
+    try:
+        snap = watch()
+    finally:
+        discovery.withdraw(settings, discovery.STORE_FILE)
+        api.stop()
+    breakers = {b["scope"]: b for b in snap["breakers"]}
+    assert breakers["acme/*/salesforce"]["reason"] and breakers["acme/*/salesforce"][
+        "age_s"] >= 0
+    changes = {(t["scope"], t["state"]): t["reason"] for t in reversed(snap["transitions"])}
+    assert changes[("acme/*/salesforce", "OPEN")] == stored[("acme/*/salesforce", "OPEN")]
+    assert changes[("acme/crm-agent", "read_only")] == stored[("acme/crm-agent", "read_only")]
+    assert "acme/crm-agent" in {s["scope"] for s in snap["safe_modes"]}
+    assert snap["sink"]["heartbeat_age_s"] >= 0 and snap["control_loop"]["status"]
+    assert snap["dlq_per_minute"] >= 0 and snap["throughput"]["newest_event"]
+    costs = [r["cost_usd"] for r in snap["most_expensive_runs"]]
+    assert costs and costs == sorted(costs, reverse=True)
+    assert snap["cost_per_success"]["usd_per_success"] > 0
+    # --api-url/--api-key, and a key that reads only globex sees neither acme's breaker
+    # nor the tenant-less pipeline figures
+    operator, globex = new_key(), new_key()
+    api = start_api(settings, open_store(settings), keys=KeyRing(
+        [entry_for("ops", operator, ["*"]), entry_for("globex", globex, ["globex"])]),
+        host="127.0.0.1", port=0)
+    try:
+        assert watch("--api-url", api.url, "--api-key", operator)["breakers"]
+        theirs = watch("--api-url", api.url, "--api-key", globex)
+    finally:
+        api.stop()
+    assert theirs["breakers"] == [] and theirs["transitions"] == [] and "sink" not in theirs
+    assert {r["tenant"] for r in theirs["most_expensive_runs"]} <= {"globex"}
