@@ -79,9 +79,10 @@ def _write(value: Any, out: list[str]) -> None:
     elif isinstance(value, dict):
         out.append("{")
         first = True
-        for name in sorted(value, key=_utf16_key):
+        for name in value:
             if not isinstance(name, str):
                 raise NotCanonicalizable(f"object member name {name!r} is not a string")
+        for name in sorted(value, key=_utf16_key):
             if not first:
                 out.append(",")
             first = False

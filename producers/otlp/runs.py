@@ -122,9 +122,7 @@ def build_run(tenant: str, spans: Iterable[Mapped], origin: str) -> list[dict[st
     totals: dict[str, Any] = {"cost_usd": 0.0, "tokens_in": 0, "tokens_out": 0,
                               "model_calls": 0, "tool_calls": 0}
     by_model: dict[str, float] = {}
-    for m in ordered:
-        if m is run:
-            continue
+    for m in ordered:  # the run span's own events too (a lone model span is a run)
         items += [(etype, ts, body, m.span) for etype, ts, body in m.events]
         if m.kind == "model":  # tokens on model spans only, never an agent's roll-up
             totals["model_calls"] += 1

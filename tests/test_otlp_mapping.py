@@ -1,0 +1,337 @@
+"""The OTLP → ledger mapping, one test per row of the table in docs/otel.md (pure code)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from producers.otlp.catalogue import CatalogueError, ToolCatalogue, load_catalogue
+from producers.otlp.decode import SpanRecord, parse_json, spans_of
+from producers.otlp.mapping import MappingError, map_span
+from producers.otlp.runs import Assembler, build_run, event_id
+from schemas.events import parse_event
+from schemas.integrity import verify_chain
+from tests.otlputil import T0, record, request_bytes, request_json, run_spans, shape
+
+NONE = ToolCatalogue()
+
+
+def body(attrs: dict[str, Any], **kw: Any) -> list[tuple[str, dict[str, Any]]]:
+    return [(t, b) for t, _, b in map_span(record(attrs, **kw), "acme", NONE).events]
+
+
+def run_of(spans: list[SpanRecord], tenant: str = "acme") -> list[dict[str, Any]]:
+    assembler = Assembler(origin="otlp_http", grace_s=0)
+    result = assembler.add(spans, tenant)
+    assert not result.rejected, result.rejected
+    (run,) = assembler.due()
+    for event in run.events:
+        parse_event(event)
+    return run.events
+
+
+ROOT = "1" * 16
+
+
+def agent(attrs: dict[str, Any], **kw: Any) -> SpanRecord:
+    return record(attrs, name="agent", parent=None, span_id=ROOT, duration_ms=1000, **kw)
+
+
+# -- GenAI semantic conventions ---------------------------------------------------------
+
+
+def test_genai_invoke_agent_is_the_run():
+    events = run_of([agent({"gen_ai.operation.name": "invoke_agent",
+                            "gen_ai.agent.name": "triage", "gen_ai.agent.version": "3"}),
+                     record({"gen_ai.operation.name": "chat"}, start=T0 + 10)])
+    assert [e["event_type"] for e in events] == ["run.started", "model.call", "run.finished"]
+    assert events[0]["body"]["workflow"] == "triage" and events[0]["agent"] == "triage"
+    assert events[0]["agent_version"] == "3" and events[-1]["body"]["outcome"] == "success"
+    assert events[-1]["body"]["totals"]["duration_ms"] == 1000
+
+
+def test_genai_root_span_is_the_run_without_invoke_agent():
+    events = run_of([agent({}, ), record({"gen_ai.operation.name": "chat"}, start=T0 + 1)])
+    assert events[0]["span_id"] == ROOT and events[0]["body"]["workflow"] == "agent"
+    assert events[0]["agent"] == "support-bot"  # service.name
+
+
+@pytest.mark.parametrize("op", ["chat", "text_completion", "generate_content", "embeddings"])
+def test_genai_model_operations_are_model_calls(op: str):
+    ((etype, b),) = body({"gen_ai.operation.name": op})
+    assert etype == "model.call" and b["role"] == op
+
+
+@pytest.mark.parametrize("attr", ["gen_ai.provider.name", "gen_ai.system"])
+def test_genai_provider_new_and_deprecated(attr: str):
+    ((_, b),) = body({"gen_ai.operation.name": "chat", attr: "Anthropic"})
+    assert b["provider"] == "anthropic"
+
+
+def test_genai_request_and_response_model():
+    ((_, b),) = body({"gen_ai.operation.name": "chat", "gen_ai.request.model": "gpt-4o",
+                      "gen_ai.response.model": "gpt-4o-2024-08-06"})
+    assert (b["model"], b["model_version"]) == ("gpt-4o", "gpt-4o-2024-08-06")
+
+
+@pytest.mark.parametrize("names", [
+    ("gen_ai.usage.input_tokens", "gen_ai.usage.output_tokens"),
+    ("gen_ai.usage.prompt_tokens", "gen_ai.usage.completion_tokens")])
+def test_genai_tokens_new_and_deprecated(names: tuple[str, str]):
+    ((_, b),) = body({"gen_ai.operation.name": "chat", names[0]: 1000, names[1]: 200,
+                      "gen_ai.usage.cache_read.input_tokens": 400})
+    assert (b["tokens_in"], b["tokens_out"], b["cached_tokens"]) == (1000, 200, 400)
+
+
+def test_cost_from_attribute_else_price_table():
+    attrs = {"gen_ai.operation.name": "chat", "gen_ai.provider.name": "openai",
+             "gen_ai.request.model": "gpt-4o", "gen_ai.usage.input_tokens": 1_000_000,
+             "gen_ai.usage.output_tokens": 100_000}
+    ((_, priced),) = body(attrs)
+    assert priced["cost_usd"] == pytest.approx(2.5 + 1.0)
+    assert priced["price_version"] == "2026-11-01"
+    ((_, stated),) = body({**attrs, "gen_ai.usage.cost": 0.25})
+    assert (stated["cost_usd"], stated["price_version"]) == (0.25, None)
+    ((_, unknown),) = body({**attrs, "gen_ai.request.model": "mystery"})
+    assert (unknown["cost_usd"], unknown["price_version"]) == (0.0, "unpriced")
+
+
+def test_genai_execute_tool_is_call_and_result_with_error():
+    events = body({"gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": "crm",
+                   "gen_ai.tool.call.id": "call_7", "error.type": "TimeoutError",
+                   "gen_ai.tool.call.arguments": '{"id": 7, "password": "p"}'}, status=2)
+    (call_t, call), (result_t, result) = events
+    assert (call_t, result_t) == ("tool.call", "tool.result")
+    assert call["tool"] == "crm" and call["idempotency_key"] == "call_7"
+    assert call["args"] == {"id": 7, "password": "[REDACTED]"}
+    assert (result["status"], result["error_type"]) == ("timeout", "TimeoutError")
+    assert result["latency_ms"] == 100.0
+    ok = body({"gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": "crm"})
+    assert ok[1][1]["status"] == "ok" and ok[1][1]["error_type"] is None
+
+
+def test_tool_mode_from_attribute_then_catalogue_then_write(tmp_path):
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("version: '1'\ntool_catalogue:\n  acme: {kb: read, crm: write}\n"
+                      "  '*': {search: read}\n")
+    catalogue = load_catalogue(policy)
+
+    def mode(tool: str, tenant: str = "acme", **attrs: Any) -> str:
+        span = record({"gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": tool,
+                       **attrs})
+        return map_span(span, tenant, catalogue).events[0][2]["mode"]
+
+    assert mode("crm", **{"agentledger.tool.mode": "read"}) == "read"  # attribute wins
+    assert mode("kb") == "read" and mode("crm") == "write"
+    assert mode("search", tenant="globex") == "read"  # the '*' entry
+    assert mode("kb", tenant="globex") == "write"  # unknown to globex: a write
+    policy.write_text("tool_catalogue:\n  acme: {kb: sometimes}\n")
+    with pytest.raises(CatalogueError, match="kb"):
+        load_catalogue(policy)
+
+
+def test_genai_retrieval():
+    ((etype, b),) = body({"gen_ai.operation.name": "retrieval",
+                          "gen_ai.data_source.id": "kb-main"})
+    assert etype == "retrieval" and b["source"] == "kb-main" and b["doc_ids"] == []
+
+
+# -- OpenInference ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["AGENT", "CHAIN"])
+def test_openinference_agent_or_root_chain_is_the_run(kind: str):
+    events = run_of([agent({"openinference.span.kind": kind, "session.id": "s-1",
+                            "user.id": "alice", "input.value": "refund T-1"}),
+                     record({"openinference.span.kind": "LLM"}, start=T0 + 1)])
+    started = events[0]
+    assert started["event_type"] == "run.started"
+    assert started["body"]["input_ref"] == "session:s-1" and started["on_behalf_of"] == "alice"
+
+
+@pytest.mark.parametrize("kind", ["LLM", "EMBEDDING"])
+def test_openinference_llm_and_embedding(kind: str):
+    ((etype, b),) = body({"openinference.span.kind": kind, "llm.model_name": "gpt-4o-mini",
+                          "llm.provider": "openai", "llm.token_count.prompt": 10,
+                          "llm.token_count.completion": 5, "llm.cost.total": 0.01})
+    assert etype == "model.call"
+    assert (b["provider"], b["model"], b["tokens_in"], b["tokens_out"], b["cost_usd"]) == (
+        "openai", "gpt-4o-mini", 10, 5, 0.01)
+
+
+def test_openinference_tool():
+    (_, call), (_, result) = body({"openinference.span.kind": "TOOL", "tool.name": "lookup",
+                                   "tool.parameters": '{"q": "x"}'})
+    assert call["tool"] == "lookup" and call["args"] == {"q": "x"} and result["status"] == "ok"
+
+
+def test_openinference_retriever_documents():
+    ((etype, b),) = body({"openinference.span.kind": "RETRIEVER",
+                          "retrieval.documents.0.document.id": "kb-7",
+                          "retrieval.documents.0.document.content": "refund policy",
+                          "retrieval.documents.1.document.id": "kb-9"})
+    assert etype == "retrieval" and b["doc_ids"] == ["kb-7", "kb-9"]
+    import hashlib
+
+    assert b["doc_hashes"][0] == hashlib.sha256(b"refund policy").hexdigest()
+
+
+def test_openinference_guardrail_is_a_policy_decision():
+    ((etype, b),) = body({"openinference.span.kind": "GUARDRAIL"}, name="pii-filter", status=2)
+    assert etype == "policy.decision" and b["decision"] == "deny"
+    assert b["policy_id"] == "pii-filter"
+
+
+# -- OpenLLMetry / Traceloop ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["workflow", "agent"])
+def test_traceloop_workflow_or_agent_is_the_run(kind: str):
+    events = run_of([agent({"traceloop.span.kind": kind, "traceloop.workflow.name": "refunds",
+                            "traceloop.entity.name": "refunds"}),
+                     record({"traceloop.span.kind": "task"}, start=T0 + 1, span_id="3" * 16),
+                     record({"llm.request.type": "chat", "gen_ai.system": "openai",
+                             "gen_ai.request.model": "gpt-4o"}, start=T0 + 2)])
+    assert [e["event_type"] for e in events] == ["run.started", "model.call", "run.finished"]
+    assert events[0]["body"]["workflow"] == "refunds"
+
+
+def test_traceloop_tool():
+    (_, call), _ = body({"traceloop.span.kind": "tool", "traceloop.entity.name": "stripe",
+                         "traceloop.entity.input": '{"amount": 5}'})
+    assert call["tool"] == "stripe" and call["args"] == {"amount": 5}
+
+
+# -- runs, totals, ids, chain -----------------------------------------------------------
+
+
+def test_tokens_count_on_model_spans_only_never_the_agents_rollup():
+    events = run_of([agent({"gen_ai.operation.name": "invoke_agent",
+                            "gen_ai.usage.input_tokens": 999_999}),
+                     record({"gen_ai.operation.name": "chat", "gen_ai.usage.input_tokens": 10,
+                             "gen_ai.usage.cost": 0.5}, start=T0 + 1, span_id="3" * 16),
+                     record({"gen_ai.operation.name": "chat", "gen_ai.usage.input_tokens": 5,
+                             "gen_ai.usage.cost": 0.25}, start=T0 + 2)])
+    totals = events[-1]["body"]["totals"]
+    assert (totals["tokens_in"], totals["model_calls"], totals["cost_usd"]) == (15, 2, 0.75)
+
+
+def test_trace_id_is_kept_seq_by_start_time_and_chain_in_jcs_at_intake():
+    late, early = (record({"gen_ai.operation.name": "chat"}, start=T0 + 50, span_id="3" * 16),
+                   record({"gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": "t"},
+                          start=T0 + 10))
+    events = run_of([late, agent({"gen_ai.operation.name": "invoke_agent"}), early])
+    assert [e["event_type"] for e in events] == [
+        "run.started", "tool.call", "tool.result", "model.call", "run.finished"]
+    assert {e["trace_id"] for e in events} == {"a" * 32} and events[0]["run_id"] == "a" * 32
+    assert [e["seq"] for e in events] == list(range(5))
+    assert {(e["canon"], e["origin"]) for e in events} == {("jcs", "otlp_http")}
+    assert verify_chain(events).ok
+
+
+def test_event_ids_are_deterministic_and_uuid7_shaped():
+    first = event_id("a" * 32, "b" * 16, "tool.call", T0)
+    assert first == event_id("a" * 32, "b" * 16, "tool.call", T0)
+    assert first != event_id("a" * 32, "b" * 16, "tool.result", T0)
+    spans = [agent({"gen_ai.operation.name": "invoke_agent"}),
+             record({"gen_ai.operation.name": "chat"}, start=T0 + 1)]
+    assert run_of(spans) == run_of(list(reversed(spans)))  # order of arrival does not matter
+
+
+def test_a_run_closes_after_root_and_grace_and_late_or_repeated_spans_are_told_apart():
+    now = [0.0]
+    assembler = Assembler(origin="otlp_kafka", grace_s=2, idle_s=30, clock=lambda: now[0])
+    child = record({"gen_ai.operation.name": "chat"}, start=T0 + 1)
+    assembler.add([child], "acme")
+    now[0] = 29
+    assert assembler.due() == []  # no root yet, not idle for 30 s
+    assembler.add([agent({"gen_ai.operation.name": "invoke_agent"})], "acme")
+    now[0] = 30.5
+    assert assembler.due() == []  # root seen, grace not over
+    now[0] = 31.5
+    (run,) = assembler.due()
+    assert len(run.events) == 3
+    again = assembler.add([child], "acme")
+    assert (again.duplicates, again.rejected) == (1, [])
+    late = assembler.add([record({"gen_ai.operation.name": "chat"}, span_id="4" * 16)], "acme")
+    assert [r.reason for r in late.rejected] == ["late_span"]
+
+
+def test_rootless_trace_closes_when_idle_and_unknown_traces_are_not_runs():
+    now = [0.0]
+    assembler = Assembler(origin="otlp_kafka", grace_s=2, idle_s=30, clock=lambda: now[0])
+    assembler.add([record({"gen_ai.operation.name": "chat"})], "acme")
+    other = record({"http.method": "GET"}, parent=None)
+    other.trace_id = "b" * 32
+    assembler.add([other], "acme")
+    now[0] = 31
+    runs = {r.trace_id: r for r in assembler.due()}
+    assert runs["b" * 32].events == [] and len(runs["a" * 32].events) == 3
+
+
+def test_own_sdk_spans_are_skipped_and_tenant_is_the_intakes():
+    own = record({"gen_ai.operation.name": "chat"})
+    own.scope = "agentledger"
+    assert Assembler(origin="otlp_http").add([own], "acme").skipped == 1
+    events = run_of([agent({"gen_ai.operation.name": "invoke_agent", "tenant": "evil"},
+                           resource={"service.name": "bot", "tenant": "evil",
+                                     "deployment.environment.name": "staging"})],
+                    tenant="globex")
+    assert {e["tenant"] for e in events} == {"globex"} and events[0]["env"] == "staging"
+
+
+@pytest.mark.parametrize("change, reason", [
+    ({"trace_id": "0" * 32}, "invalid_trace_id"), ({"span_id": "12"}, "invalid_span_id"),
+    ({"parent_span_id": "12"}, "invalid_parent_span_id"), ({"start_ns": 5}, "invalid_time")])
+def test_bad_spans_are_refused_with_a_reason(change: dict[str, Any], reason: str):
+    span = record({"gen_ai.operation.name": "chat"})
+    for key, value in change.items():
+        setattr(span, key, value)
+    from producers.otlp.decode import check
+
+    span.problem = check(span)
+    with pytest.raises(MappingError) as caught:
+        map_span(span, "acme", NONE)
+    assert caught.value.reason == reason
+    bad_tokens = record({"gen_ai.operation.name": "chat", "gen_ai.usage.input_tokens": "many"})
+    with pytest.raises(MappingError, match="input_tokens"):
+        map_span(bad_tokens, "acme", NONE)
+
+
+def test_openinference_and_openllmetry_shapes_map_to_the_same_events_as_genai():
+    def spans(conv: str) -> list[SpanRecord]:
+        run = {"genai": {"gen_ai.operation.name": "invoke_agent"},
+               "oi": {"openinference.span.kind": "AGENT"},
+               "tl": {"traceloop.span.kind": "workflow"}}[conv]
+        model = {"genai": {"gen_ai.operation.name": "chat", "gen_ai.provider.name": "openai",
+                           "gen_ai.request.model": "gpt-4o-mini",
+                           "gen_ai.usage.input_tokens": 100,
+                           "gen_ai.usage.output_tokens": 10},
+                 "oi": {"openinference.span.kind": "LLM", "llm.provider": "openai",
+                        "llm.model_name": "gpt-4o-mini", "llm.token_count.prompt": 100,
+                        "llm.token_count.completion": 10},
+                 "tl": {"llm.request.type": "chat", "gen_ai.system": "openai",
+                        "gen_ai.request.model": "gpt-4o-mini",
+                        "gen_ai.usage.prompt_tokens": 100,
+                        "gen_ai.usage.completion_tokens": 10}}[conv]
+        tool = {"genai": {"gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": "crm"},
+                "oi": {"openinference.span.kind": "TOOL", "tool.name": "crm"},
+                "tl": {"traceloop.span.kind": "tool", "traceloop.entity.name": "crm"}}[conv]
+        return [agent(run), record(model, start=T0 + 1, span_id="3" * 16),
+                record(tool, start=T0 + 2, status=2)]
+
+    genai = shape(run_of(spans("genai")))
+    assert shape(run_of(spans("oi"))) == genai
+    assert shape(run_of(spans("tl"))) == genai
+    assert [t for t, _, _ in genai] == ["run.started", "model.call", "tool.call", "tool.result",
+                                        "run.finished"]
+
+
+def test_otlp_json_and_protobuf_decode_to_the_same_spans():
+    _, sdk_spans = run_spans()
+    from producers.otlp.decode import parse_protobuf
+
+    proto = spans_of(parse_protobuf(request_bytes(sdk_spans)))
+    assert spans_of(parse_json(request_json(sdk_spans))) == proto
+    assert build_run("acme", [map_span(s, "acme", NONE) for s in proto], "otlp_kafka")
