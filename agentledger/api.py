@@ -30,6 +30,7 @@ from pydantic import BaseModel, Field
 
 from agentledger import __version__, approvals_api
 from agentledger.auth import KeyRing, Principal
+from agentledger.control_api import control_router
 from agentledger.queries import economics, events, export, operations, replay, timeline
 from agentledger.queries.common import Forbidden, NotFound, QueryError, Scope, parse_time
 from agentledger.queries.pipeline import HealthLimits
@@ -301,6 +302,7 @@ def create_app(client: Client, keys: KeyRing, *, database: str = "agentledger",
 
     approvals_api.install(app, client, principal)
     app.include_router(watch_router(client, caller_scope))  # GET /v1/watch
+    app.include_router(control_router(client, caller_scope))  # GET /v1/control/explain
     from agentledger.otlp_http import install as install_otlp  # imports this module
     install_otlp(app, client, database)  # POST /v1/traces, GET /v1/control/stream
     return app

@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from agentledger import cli_intake, discovery, logs
+from agentledger import cli_control, cli_intake, discovery, logs
 from agentledger.cli_approvals import approvals_app
 from agentledger.cli_policy import policy_app
 from agentledger.settings import Settings, load_settings
@@ -237,14 +237,24 @@ def _read_control(settings: Settings, timeout_s: float = 3.0) -> Any:
     return follower
 
 
-@app.command()
+control_app = typer.Typer(help="Control-loop state (no subcommand), why a scope is in its "
+                          "state (explain), and policy backtests.")
+app.add_typer(control_app, name="control")
+control_app.command("explain")(cli_control.explain)
+control_app.command("backtest")(cli_control.backtest)
+
+
+@control_app.callback(invoke_without_command=True)
 def control(
+    ctx: typer.Context,
     as_json: Annotated[bool, typer.Option("--json", help="a JSON array of scopes")] = False,
     heartbeats: Annotated[bool, typer.Option(help="also list stream worker heartbeats")]
     = False,
 ) -> None:
     """Current state of every scope on agent.control: breakers, safe modes, budgets,
     overrides (and, with --heartbeats, the stream workers)."""
+    if ctx.invoked_subcommand is not None:
+        return
     settings = _settings()
     follower = _read_control(settings)
     signals = sorted(follower.state.values(), key=lambda s: (s.kind, s.scope, s.rule))
@@ -768,6 +778,7 @@ keys_app = typer.Typer(help="API keys: who may read which tenants.", no_args_is_
 app.add_typer(keys_app, name="keys")
 app.add_typer(approvals_app, name="approvals")
 app.add_typer(policy_app, name="policy")
+policy_app.command("backtest")(cli_control.backtest)
 
 
 @keys_app.command("create")

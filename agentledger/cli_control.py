@@ -1,0 +1,149 @@
+"""``agentledger control explain`` and ``agentledger control backtest`` (registered in
+:mod:`agentledger.cli`; ``backtest`` is also ``agentledger policy backtest``).
+
+``explain`` reads the explanation each transition carries in ``control_signals``;
+``backtest`` replays the stored tool results through a policy file with the worker's own
+decision code (:mod:`streams.backtest`) and sets what it would do beside what was done.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="print JSON instead of tables")]
+_DECIDED = ("breaker", "safe_mode")
+
+
+def _cli() -> Any:
+    from agentledger import cli
+
+    return cli
+
+
+def explain(
+    scope: Annotated[str, typer.Argument(help="TENANT/AGENT (safe mode) or TENANT/*/TOOL "
+                                              "(breaker), as `agentledger control` shows")],
+    as_json: JsonFlag = False,
+) -> None:
+    """Why a scope is in its state: rule, window, calls and errors counted, bound and
+    threshold, when it changed and the events that triggered it."""
+    cli = _cli()
+    with cli._ledger() as ledger:
+        found = ledger.get("/v1/control/explain", scope=scope)
+    if as_json:
+        cli._print_json(found)
+        return
+    out = cli.out
+    for st in found["states"]:
+        name = f"{st['kind']}{':' + st['rule'] if st['rule'] else ''}"
+        out.print(f"[bold]{found['scope']}[/bold] {name}: [bold]{st['state']}[/bold] since "
+                  f"{st['since']} (version {st['version']}, policy {st['policy_version']})")
+        out.print(f"  because: {st['reason']}", highlight=False)
+        _print_explanation(out, st["explanation"], "  ")
+        if st["triggered_by"]:
+            out.print(f"  triggered by: {', '.join(st['triggered_by'][-5:])}", highlight=False)
+        started = st.get("episode_started")
+        if started and started["version"] != st["version"]:
+            out.print(f"  episode began {started['ts']}: {started['reason']}", highlight=False)
+            if started["triggered_by"]:
+                out.print(f"  episode triggered by: {', '.join(started['triggered_by'][-5:])}",
+                          highlight=False)
+    out.print("history (newest first):")
+    for h in found["history"]:
+        out.print(f"  {h['ts']}  {h['kind']:9} v{h['version']:<3} {h['previous_state']} → "
+                  f"{h['state']}: {h['reason']}", highlight=False)
+
+
+def _print_explanation(out: Any, details: dict[str, Any], indent: str) -> None:
+    keys = ("rule_kind", "window", "window_s", "calls", "errors", "error_rate", "threshold",
+            "confidence", "lower_bound", "critical_errors", "min_calls", "exit_below",
+            "min_hold_s", "recovered_below", "llr", "bound", "wait_s", "agent_time",
+            "late_window")
+    shown = [f"{k}={details[k]}" for k in keys if k in details]
+    if shown:
+        out.print(f"{indent}rule: {' '.join(shown)}", highlight=False)
+
+
+def backtest(
+    policy: Annotated[Path, typer.Argument(help="control policy YAML (current or candidate)")],
+    since: Annotated[str, typer.Option(help="how far back: 7d, 24h, or an ISO time")] = "7d",
+    until: Annotated[str | None, typer.Option(help="end of the history (default: now)")]
+    = None,
+    tenant: Annotated[str | None, typer.Option(help="only this tenant")] = None,
+    page: Annotated[int, typer.Option(min=1000, max=200_000, help="results per request")]
+    = 50_000,
+    as_json: JsonFlag = False,
+) -> None:
+    """Run a control policy over the stored tool results (event-time order) with the
+    stream worker's own decision code; print the transitions it would make beside the
+    ones that were made."""
+    import time
+
+    from rich.progress import Progress
+
+    from streams.backtest import Backtest, compare, transition_key
+    from streams.policy import load_policy
+
+    cli = _cli()
+    loaded = load_policy(policy)
+    run = Backtest(loaded)
+    started = time.perf_counter()
+    with cli._ledger() as ledger, Progress(console=cli.err, transient=True,
+                                           disable=as_json) as progress:
+        task = progress.add_task("replaying tool results", total=None)
+        after: dict[str, Any] = {}
+        while True:
+            got = ledger.get("/v1/control/results", since=since, until=until, tenant=tenant,
+                             limit=page, **after)
+            rows = got["results"]
+            run.feed(rows)
+            progress.advance(task, len(rows))
+            if not got["more"] or not rows:
+                break
+            after = {"after_us": rows[-1][0], "after_id": rows[-1][6]}
+        would = run.finish()
+        made = ledger.get("/v1/control/history", since=since, until=until, tenant=tenant,
+                          limit=10_000)["signals"]
+    elapsed = time.perf_counter() - started
+    would_keys = [transition_key(s.kind, s.scope, s.rule, s.version, s.previous_state,
+                                 s.state) for s in would if s.kind in _DECIDED]
+    made_keys = [transition_key(m["kind"], m["scope"], m["rule"], m["version"],
+                                m["previous_state"], m["state"])
+                 for m in sorted(made, key=lambda m: (m["ts"], m["version"]))
+                 if m["kind"] in _DECIDED]
+    diff = compare(would_keys, made_keys)
+    report = {"policy_version": loaded.version, "results": run.results,
+              "seconds": round(elapsed, 2), "would": [list(k) for k in would_keys],
+              "made": [list(k) for k in made_keys], "same": len(diff["same"]),
+              "only_backtest": [list(k) for k in diff["only_backtest"]],
+              "only_made": [list(k) for k in diff["only_made"]],
+              "late_events": run.controller.clocks.late_events}
+    if as_json:
+        cli._print_json(report)
+        return
+    _print_backtest(cli, report)
+
+
+def _print_backtest(cli: Any, report: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    out = cli.out
+    out.print(f"policy {report['policy_version']}: {report['results']} tool results replayed "
+              f"in {report['seconds']}s; {report['same']} transitions as made, "
+              f"{len(report['only_backtest'])} only in the backtest, "
+              f"{len(report['only_made'])} only made", highlight=False)
+    would, made = report["would"], report["made"]
+    table = Table(title="transitions: would make | were made", title_justify="left")
+    for column in ("kind", "scope", "rule", "version", "would make", "were made"):
+        table.add_column(column)
+    made_set = {tuple(m) for m in made}
+    would_set = {tuple(w) for w in would}
+    for key in list(dict.fromkeys(tuple(k) for k in would + made)):
+        kind, scope, rule, version, previous, state = key
+        move = f"{previous} → {state}"
+        table.add_row(kind, scope, rule, str(version), move if key in would_set else "",
+                      move if key in made_set else "")
+    out.print(table)

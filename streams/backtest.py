@@ -1,0 +1,69 @@
+"""Replay stored tool results through a policy with the worker's own decision code.
+
+The history comes in event-time order (as ``[ts_us, tenant, agent, tool, status,
+latency_ms, event_id, error_type]`` rows, paged by the caller); consecutive rows of one
+tenant within ``record_s`` of event time make one input record, as a worker would have
+received them in a batch. What comes out is every transition the policy would have made,
+to be set beside the transitions that were made (``control_signals``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from schemas.signals import ControlSignal
+from streams.decide import Controller
+from streams.policy import Policy
+
+
+@dataclass
+class Backtest:
+    policy: Policy
+    record_s: float = 1.0
+    controller: Controller = field(init=False)
+    signals: list[ControlSignal] = field(default_factory=list)
+    results: int = 0
+    _tenant: str = ""
+    _start: float = 0.0
+    _batch: list[list[Any]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.controller = Controller(self.policy)
+
+    def feed(self, rows: Iterable[list[Any]]) -> None:
+        """Rows in event-time order (one page after another)."""
+        for ts_us, tenant, agent, tool, status, latency, event_id, error_type in rows:
+            ts = ts_us / 1e6
+            if self._batch and (tenant != self._tenant or ts - self._start >= self.record_s):
+                self._flush()
+            if not self._batch:
+                self._tenant, self._start = tenant, ts
+            self._batch.append(["r", ts, agent, tool, status, latency, event_id, error_type])
+            self.results += 1
+
+    def _flush(self) -> None:
+        out = self.controller.apply(self._tenant, self._batch)
+        out.extend(self.controller.advance())
+        self.signals += out.signals
+        self._batch = []
+
+    def finish(self) -> list[ControlSignal]:
+        """Decide the last record; every transition, in the order they were decided."""
+        if self._batch:
+            self._flush()
+        return self.signals
+
+
+def transition_key(kind: str, scope: str, rule: str, version: int, previous: str,
+                   state: str) -> tuple[str, str, str, int, str, str]:
+    return (kind, scope, rule, int(version), previous, state)
+
+
+def compare(would: Iterable[tuple], made: Iterable[tuple]) -> dict[str, list[tuple]]:
+    """Transitions both made, only the backtest would make, only the worker made."""
+    w, m = list(dict.fromkeys(would)), list(dict.fromkeys(made))
+    ws, ms = set(w), set(m)
+    return {"same": [t for t in w if t in ms], "only_backtest": [t for t in w if t not in ms],
+            "only_made": [t for t in m if t not in ws]}
