@@ -130,3 +130,20 @@ def test_grafana_provisions_the_generated_alert_rules():
         assert rule["data"][0]["datasourceUid"] == uid, rule["uid"]
         assert rule["annotations"]["runbook_url"].startswith("${AGENTLEDGER_RUNBOOK_URL}#")
     assert "AGENTLEDGER_RUNBOOK_URL" in SERVICES["grafana"]["environment"]
+
+
+def test_collector_routes_otlp_to_the_intake_topic_and_compose_runs_the_intake():
+    from agentledger.intake import OTLP_TOPIC
+
+    config = yaml.safe_load((ROOT / "deploy/otel-collector.yaml").read_text())
+    kafka = config["exporters"]["kafka"]
+    assert kafka["topic"] == OTLP_TOPIC and kafka["brokers"] == ["kafka:9092"]
+    assert kafka["encoding"] in ("otlp_proto", "otlp_json")  # what the intake decodes
+    assert kafka["producer"]["required_acks"] == -1
+    traces = config["service"]["pipelines"]["traces"]
+    assert "otlp" in traces["receivers"] and "kafka" in traces["exporters"]
+    assert SERVICES["otel-collector"]["depends_on"]["kafka"]["condition"] == "service_healthy"
+    intake = SERVICES["intake"]
+    assert intake["command"][:2] == ["agentledger", "intake"] and intake["build"] == "."
+    assert intake["depends_on"]["kafka"]["condition"] == "service_healthy"
+    assert intake["environment"]["AGENTLEDGER_KAFKA_BOOTSTRAP"] == "kafka:9092"
