@@ -27,10 +27,12 @@ from typing import Any, Literal
 import cedarpy
 
 from producers.policy_files import (
+    ANY_TENANT,
     DEFAULT_DIR,
     Catalog,
     PolicyError,
     Queue,
+    agent_entities,
     cedar_entities,
     cedar_schema,
     fingerprint,
@@ -82,6 +84,9 @@ class Gate:
         self._policies = policies
         self._entities = entities
         self._rules = rules
+        self._fleet = [name for name, (tenants, _) in catalog.agents.items()
+                       if ANY_TENANT in tenants]
+        self._by_tenant: dict[str, cedarpy.Entities] = {}
 
     @classmethod
     def load(cls, directory: Path | str | None = None) -> Gate:
@@ -133,16 +138,27 @@ class Gate:
         privilege), as are arguments a policy cannot read with their declared type."""
         if f"{tool}:{action}" not in self.catalog.actions:
             return self._deny("catalog", f"{tool}:{action} is not in the tool catalog")
-        if agent not in self.catalog.agents or tenant not in self.catalog.agents[agent][0]:
+        tenants = self.catalog.agents[agent][0] if agent in self.catalog.agents else ()
+        if tenant not in tenants and ANY_TENANT not in tenants:
             return self._deny("catalog", f"agent {tenant}/{agent} is not in the catalog")
+        entities = self._entities if tenant in tenants else self._tenant_entities(tenant)
         try:
             request = self.request(tenant=tenant, agent=agent, tool=tool, action=action,
                                    args=args, idempotency_key=idempotency_key,
                                    resource_tenant=resource_tenant, approvals=approvals)
         except ValueError as exc:
             return self._deny("arguments", str(exc))
-        result = cedarpy.is_authorized(request, self._policies, self._entities)
+        result = cedarpy.is_authorized(request, self._policies, entities)
         return self._outcome(result)
+
+    def _tenant_entities(self, tenant: str) -> cedarpy.Entities:
+        """The entities plus every fleet agent (``tenants: ["*"]``) in ``tenant``, built
+        once per tenant."""
+        found = self._by_tenant.get(tenant)
+        if found is None:
+            extra = json.dumps(agent_entities(self.catalog, self._fleet, tenant))
+            found = self._by_tenant[tenant] = self._entities.with_added_json_str(extra)
+        return found
 
     def _outcome(self, result: cedarpy.AuthzResult) -> Decision:
         reasons = [self._rules[r] for r in result.diagnostics.reasons if r in self._rules]

@@ -25,6 +25,8 @@ import yaml
 DEFAULT_DIR = Path(__file__).parent / "policies" / "default"
 ARG_TYPES = ("Long", "String", "Boolean")
 MODES = ("read", "write")
+ANY_TENANT = "*"
+"""In an agent's ``tenants``: the agent runs in every tenant (a fleet agent)."""
 
 
 class PolicyError(ValueError):
@@ -157,14 +159,22 @@ def cedar_schema(catalog: Catalog) -> dict[str, Any]:
     }, "actions": actions}}
 
 
+def agent_entities(catalog: Catalog, names: list[str], tenant: str) -> list[dict[str, Any]]:
+    """The entities of agents ``names`` in ``tenant`` (``Agent::"tenant/name"``)."""
+    return [{"uid": {"type": "Agent", "id": f"{tenant}/{name}"},
+             "attrs": {"tenant": tenant, "name": name},
+             "parents": [{"type": "Role", "id": r} for r in catalog.agents[name][1]]}
+            for name in names]
+
+
 def cedar_entities(catalog: Catalog) -> list[dict[str, Any]]:
     roles = sorted({r for _, rs in catalog.agents.values() for r in rs})
     out: list[dict[str, Any]] = [{"uid": {"type": "Role", "id": r}, "attrs": {}, "parents": []}
                                  for r in roles]
-    for name, (tenants, agent_roles) in catalog.agents.items():
-        out += [{"uid": {"type": "Agent", "id": f"{t}/{name}"},
-                 "attrs": {"tenant": t, "name": name},
-                 "parents": [{"type": "Role", "id": r} for r in agent_roles]} for t in tenants]
+    for name, (tenants, _) in catalog.agents.items():
+        for t in tenants:
+            if t != ANY_TENANT:
+                out += agent_entities(catalog, [name], t)
     out += [{"uid": {"type": "Tool", "id": t}, "attrs": {"risk": risk}, "parents": []}
             for t, risk in catalog.tools.items()]
     groups = sorted({g for a in catalog.actions.values() for g in _groups(a)})
