@@ -19,6 +19,7 @@ Behind a load balancer, keep one trace on one API process (or use the Kafka inta
 from __future__ import annotations
 
 import logging
+import os
 import re
 import threading
 import zlib
@@ -48,6 +49,8 @@ log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 16 * 1024 * 1024
 """Largest accepted body, compressed or not (Phoenix-sized batches fit)."""
 TENANT_HEADER = "X-AgentLedger-Tenant"
+GRACE_ENV = "AGENTLEDGER_OTLP_GRACE_S"
+"""Seconds after a trace's root span before its run is closed (default 2)."""
 _TENANT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@/+-]{0,127}$")
 PROTOBUF, JSON = "application/x-protobuf", "application/json"
 router = APIRouter(tags=["otlp"])
@@ -131,8 +134,10 @@ def intake_of(app: FastAPI) -> HttpIntake:
         intake = getattr(app.state, "otlp", None)
         if intake is None:
             settings, bootstrap = bootstrap_of(app)
+            grace = getattr(app.state, "otlp_grace_s", None)
             intake = app.state.otlp = HttpIntake(
-                settings, bootstrap, grace_s=getattr(app.state, "otlp_grace_s", 2.0))
+                settings, bootstrap, grace_s=float(os.environ.get(GRACE_ENV, 2.0))
+                if grace is None else grace)
         return intake
 
 

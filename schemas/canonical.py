@@ -101,11 +101,68 @@ def _write(value: Any, out: list[str]) -> None:
         raise NotCanonicalizable(f"{type(value).__name__} is not a JSON value")
 
 
+class _Slow(Exception):
+    """The fast path cannot produce this value exactly; use the general writer."""
+
+
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), sort_keys=True,
+                            allow_nan=False)
+
+
+def _prep(value: Any) -> Any:
+    """A copy the C JSON encoder writes exactly as JCS would, or :class:`_Slow`.
+
+    Python's encoder differs from JCS only in float forms and in key order for keys with
+    characters beyond U+FFFF (code point vs UTF-16 order). Integral floats below 1e21
+    become ints (same digits); other floats are kept only where ``repr`` already is the
+    ECMAScript form (non-integral, at least 1e-4); anything else takes the slow path.
+    """
+    kind = type(value)
+    if kind is dict:
+        out = {}
+        for key, item in value.items():
+            if type(key) is not str or (not key.isascii() and max(map(ord, key)) > 0xFFFF):
+                raise _Slow
+            leaf = type(item)
+            if leaf is str or item is None or leaf is bool or (
+                    leaf is int and -_MAX_SAFE_INT <= item <= _MAX_SAFE_INT):
+                out[key] = item  # the common leaves, without a call
+            else:
+                out[key] = _prep(item)
+        return out
+    if kind is list or kind is tuple:
+        return [_prep(item) for item in value]
+    if kind is float:
+        if value.is_integer() and abs(value) < 1e21:
+            return int(value)
+        if not math.isfinite(value) or abs(value) < 1e-4:
+            raise _Slow
+        return value
+    if kind is int:
+        if abs(value) > _MAX_SAFE_INT:
+            raise _Slow
+        return value
+    if kind is str or value is None or kind is bool:
+        return value
+    raise _Slow
+
+
 def canonicalize(value: Any) -> bytes:
     """The RFC 8785 canonical UTF-8 bytes of a JSON value (dicts, lists, str, numbers...)."""
-    out: list[str] = []
-    _write(value, out)
     try:
-        return "".join(out).encode("utf-8")
+        text = _ENCODER.encode(_prep(value))
+    except _Slow:
+        out: list[str] = []
+        _write(value, out)
+        text = "".join(out)
+    try:
+        return text.encode("utf-8")
     except UnicodeEncodeError as exc:  # a lone surrogate: not valid I-JSON
         raise NotCanonicalizable(f"string is not valid Unicode: {exc.reason}") from None
+
+
+def canonicalize_slow(value: Any) -> bytes:
+    """The general writer alone (tests check the fast path against it)."""
+    out: list[str] = []
+    _write(value, out)
+    return "".join(out).encode("utf-8")

@@ -10,7 +10,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from schemas.canonical import NotCanonicalizable, canonicalize
+from schemas.canonical import NotCanonicalizable, canonicalize, canonicalize_slow
 from schemas.integrity import GENESIS, canonical_json, event_hash, verify_chain
 from schemas.vectors import VECTORS, generated
 from tests.test_otlp_intake import npm_install
@@ -48,6 +48,20 @@ def test_legacy_events_without_canon_still_verify_and_canon_cannot_be_swapped():
     unknown = {**legacy, "canon": "c14n-99"}
     result = verify_chain([unknown])
     assert not result.ok and "unknown canonical form" in (result.problem or "")
+
+
+def test_fast_path_equals_the_general_writer():
+    import random
+
+    rng = random.Random(7)
+    floats = [rng.uniform(-1, 1) * 10 ** rng.randint(-12, 25) for _ in range(3000)]
+    floats += [float(rng.randint(-10**6, 10**6)) for _ in range(200)] + [1e-4, 9.999e-5]
+    values = [case["input"] for case in DOCUMENT["values"]]
+    values += [case["event"] for case in DOCUMENT["events"]]
+    values += [{"x": f, "list": [f, {"y": f}]} for f in floats]
+    values += [{"\U0001f600": 1, "\ufb33": [1.0, 2**53 - 1]}, ("t", 1.0)]
+    for value in values:
+        assert canonicalize(value) == canonicalize_slow(value), value
 
 
 @pytest.mark.parametrize("value", [float("nan"), float("inf"), 2**53, {1: "x"}, b"bytes"])

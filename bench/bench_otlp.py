@@ -1,0 +1,198 @@
+"""OTel intake rate: spans/s from the OpenTelemetry SDK's exporter to queryable ledger events.
+
+    .venv/bin/python bench/bench_otlp.py [--runs 5000] [--json]
+
+Agent runs (invoke_agent → chat → execute_tool → chat, GenAI semconv) are recorded once
+with the OpenTelemetry Python SDK. Then, each timed from the first byte sent to the last
+event queryable in the store (``SELECT count() FROM events`` through the ledger API):
+
+- ``http``: the SDK's OTLP/HTTP protobuf exporter posts 512-span batches (the
+  BatchSpanProcessor's size) from two threads to ``POST /v1/traces`` of a store service
+  (``agentledger sink``: sink + API in one process, as under ``agentledger up``);
+- ``kafka``: the same ``ExportTraceServiceRequest`` bytes, produced to ``otlp_spans`` as
+  the Collector's Kafka exporter writes them, read by an ``agentledger intake`` process.
+
+Raw baselines of the same run: producing those bytes to Kafka with no intake, and the SDK
+exporter's encoding alone. The run-closing grace is 0.5 s in both intakes (it delays the
+last run, not the rate). The last line is one JSON object; ``spans_per_s`` is the slower
+intake's rate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+from confluent_kafka import Producer
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk.trace.export import SpanExportResult
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from agentledger import discovery  # noqa: E402
+from agentledger.auth import append_entry, entry_for, new_key  # noqa: E402
+from agentledger.broker import EmbeddedBroker  # noqa: E402
+from agentledger.kafka import TopicSpec, client_config, default_topics, ensure_topics  # noqa: E402
+from agentledger.settings import Settings  # noqa: E402
+from tests.otlputil import agent_run  # noqa: E402
+
+BATCH = 512
+EVENTS_PER_RUN = 6
+SPANS_PER_RUN = 4
+
+
+def record_runs(n: int) -> list:
+    spans: list = []
+    for i in range(n):
+        memory = InMemorySpanExporter()  # agent_run shuts its provider (and exporter) down
+        agent_run(memory, tool=f"tool{i % 20}")
+        spans += memory.get_finished_spans()
+    return spans
+
+
+def batches(spans: list) -> list[list]:
+    return [spans[i:i + BATCH] for i in range(0, len(spans), BATCH)]
+
+
+class Store:
+    """A store service child process and a way to count its events."""
+
+    def __init__(self, settings: Settings, env: dict[str, str]):
+        self.settings = settings
+        self.proc = subprocess.Popen([sys.executable, "-m", "agentledger", "sink"], env=env,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 60
+        while not (info := discovery.lookup(settings, discovery.STORE_FILE)):
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                raise RuntimeError("the store service did not start")
+            time.sleep(0.1)
+        self.url = info["api_url"]
+        self.key = (settings.run_dir / "api.key").read_text().strip()
+
+    def count(self, tenant: str) -> int:
+        response = httpx.post(f"{self.url}/v1/sql", timeout=30, json={
+            "sql": "SELECT count() FROM events WHERE tenant = {t:String}",
+            "parameters": {"t": tenant}}, headers={"Authorization": f"Bearer {self.key}"})
+        response.raise_for_status()
+        return int(response.json()["rows"][0][0])
+
+    def wait(self, tenant: str, expected: int, timeout_s: float = 600) -> float:
+        deadline = time.monotonic() + timeout_s
+        while (found := self.count(tenant)) < expected:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{found} of {expected} events of {tenant} landed")
+            time.sleep(0.1)
+        return time.monotonic()
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(60)
+
+
+def http_phase(store: Store, key: str, tenant: str, spans: list, warm: list) -> float:
+    exporter = OTLPSpanExporter(endpoint=f"{store.url}/v1/traces",
+                                headers={"Authorization": f"Bearer {key}"}, timeout=60)
+    assert exporter.export(warm) == SpanExportResult.SUCCESS
+    warm_events = len(warm) // SPANS_PER_RUN * EVENTS_PER_RUN
+    store.wait(tenant, warm_events)
+    start = time.monotonic()
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(exporter.export, batches(spans)))
+    assert all(r == SpanExportResult.SUCCESS for r in results), results
+    end = store.wait(tenant, warm_events + len(spans) // SPANS_PER_RUN * EVENTS_PER_RUN)
+    return len(spans) / (end - start)
+
+
+def kafka_phase(store: Store, bootstrap: str, env: dict[str, str], tenant: str,
+                payloads: list[bytes], warm: bytes, warm_spans: int) -> float:
+    intake = subprocess.Popen([sys.executable, "-m", "agentledger", "intake", "--tenant", tenant,
+                               "--grace-s", "0.5"], env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    try:
+        producer = Producer(client_config(bootstrap, "producer"))
+        producer.produce("otlp_spans", warm)
+        producer.flush(30)
+        warm_events = warm_spans // SPANS_PER_RUN * EVENTS_PER_RUN
+        store.wait(tenant, warm_events)
+        start = time.monotonic()
+        for value in payloads:
+            producer.produce("otlp_spans", value)
+            producer.poll(0)
+        producer.flush(60)
+        spans = len(payloads) * BATCH
+        end = store.wait(tenant, warm_events + spans // SPANS_PER_RUN * EVENTS_PER_RUN)
+        return spans / (end - start)
+    finally:
+        intake.terminate()
+        intake.wait(60)
+
+
+def raw_produce(bootstrap: str, payloads: list[bytes]) -> float:
+    ensure_topics(client_config(bootstrap, "admin"), [TopicSpec("otlp_raw", 3)])
+    producer = Producer(client_config(bootstrap, "producer"))
+    start = time.monotonic()
+    for value in payloads:
+        producer.produce("otlp_raw", value)
+        producer.poll(0)
+    producer.flush(60)
+    return len(payloads) * BATCH / (time.monotonic() - start)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=5000, help="agent runs (4 spans each)")
+    parser.add_argument("--json", action="store_true", help="print only the JSON line")
+    args = parser.parse_args()
+    say = (lambda *_: None) if args.json else (lambda m: print(m, file=sys.stderr))
+    runs = args.runs - args.runs % (BATCH // SPANS_PER_RUN) or BATCH // SPANS_PER_RUN
+    say(f"recording {runs + 128} runs with the OpenTelemetry SDK ...")
+    spans = record_runs(runs + 128)
+    warm, spans = spans[:BATCH], spans[BATCH:]
+    t0 = time.monotonic()
+    payloads = [encode_spans(b).SerializeToString() for b in batches(spans)]
+    encode_rate = len(spans) / (time.monotonic() - t0)
+    with tempfile.TemporaryDirectory() as tmp, EmbeddedBroker() as broker:
+        ensure_topics(client_config(broker.bootstrap, "admin"),
+                      [*default_topics(3), TopicSpec("otlp_spans", 3)])
+        settings = Settings(data_dir=Path(tmp) / "data", kafka_bootstrap=broker.bootstrap)
+        key = new_key()
+        append_entry(settings, entry_for("bench", key, ["bench-http"]))
+        env = {**os.environ, "AGENTLEDGER_DATA_DIR": str(settings.data_dir),
+               "AGENTLEDGER_KAFKA_BOOTSTRAP": broker.bootstrap,
+               "AGENTLEDGER_OTLP_GRACE_S": "0.5", "PYTHONPATH": str(ROOT)}
+        raw = raw_produce(broker.bootstrap, payloads)
+        store = Store(settings, env)
+        try:
+            say(f"http: {len(spans)} spans via OTLPSpanExporter → POST /v1/traces ...")
+            http = http_phase(store, key, "bench-http", spans, warm)
+            say(f"kafka: {len(payloads)} messages → otlp_spans → agentledger intake ...")
+            kafka = kafka_phase(store, broker.bootstrap, env, "bench-kafka", payloads,
+                                encode_spans(warm).SerializeToString(), len(warm))
+        finally:
+            store.stop()
+    result: dict[str, Any] = {
+        "spans": len(spans), "events": len(spans) // SPANS_PER_RUN * EVENTS_PER_RUN,
+        "spans_per_s": round(min(http, kafka)), "http_spans_per_s": round(http),
+        "kafka_spans_per_s": round(kafka), "raw_kafka_produce_spans_per_s": round(raw),
+        "raw_sdk_encode_spans_per_s": round(encode_rate), "cpus": os.cpu_count(),
+        "load_avg_1m": round(os.getloadavg()[0], 2),
+    }
+    say(f"http {http:,.0f} spans/s, kafka {kafka:,.0f} spans/s (raw produce {raw:,.0f})")
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
