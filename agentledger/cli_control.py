@@ -8,6 +8,8 @@ decision code (:mod:`streams.backtest`) and sets what it would do beside what wa
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -45,11 +47,13 @@ def explain(
         _print_explanation(out, st["explanation"], "  ")
         if st["triggered_by"]:
             out.print(f"  triggered by: {', '.join(st['triggered_by'][-5:])}", highlight=False)
-        started = st.get("episode_started")
-        if started and started["version"] != st["version"]:
-            out.print(f"  episode began {started['ts']}: {started['reason']}", highlight=False)
-            if started["triggered_by"]:
-                out.print(f"  episode triggered by: {', '.join(started['triggered_by'][-5:])}",
+        trip = st.get("last_trip")
+        if trip and trip["version"] != st["version"]:
+            out.print(f"  last tripped {trip['ts']} (version {trip['version']}): "
+                      f"{trip['reason']}", highlight=False)
+            _print_explanation(out, trip["explanation"], "    ")
+            if trip["triggered_by"]:
+                out.print(f"    triggered by: {', '.join(trip['triggered_by'][-5:])}",
                           highlight=False)
     out.print("history (newest first):")
     for h in found["history"]:
@@ -80,34 +84,47 @@ def backtest(
     """Run a control policy over the stored tool results (event-time order) with the
     stream worker's own decision code; print the transitions it would make beside the
     ones that were made."""
-    import time
-
     from rich.progress import Progress
 
-    from streams.backtest import Backtest, compare, transition_key
     from streams.policy import load_policy
 
     cli = _cli()
     loaded = load_policy(policy)
-    run = Backtest(loaded)
-    started = time.perf_counter()
     with cli._ledger() as ledger, Progress(console=cli.err, transient=True,
                                            disable=as_json) as progress:
         task = progress.add_task("replaying tool results", total=None)
-        after: dict[str, Any] = {}
-        while True:
-            got = ledger.get("/v1/control/results", since=since, until=until, tenant=tenant,
-                             limit=page, **after)
-            rows = got["results"]
-            run.feed(rows)
-            progress.advance(task, len(rows))
-            if not got["more"] or not rows:
-                break
-            after = {"after_us": rows[-1][0], "after_id": rows[-1][6]}
-        would = run.finish()
-        made = ledger.get("/v1/control/history", since=since, until=until, tenant=tenant,
-                          limit=10_000)["signals"]
-    elapsed = time.perf_counter() - started
+        report = run_backtest(ledger, loaded, since=since, until=until, tenant=tenant,
+                              page=page, progress=lambda n: progress.advance(task, n))
+    if as_json:
+        cli._print_json(report)
+        return
+    _print_backtest(cli, report)
+
+
+def run_backtest(ledger: Any, policy: Any, *, since: str | None, until: str | None = None,
+                 tenant: str | None = None, page: int = 50_000,
+                 progress: Callable[[int], None] | None = None) -> dict[str, Any]:
+    """Page the tool results through a :class:`streams.backtest.Backtest` and compare its
+    transitions with the stored ones. ``ledger`` is a :class:`LedgerClient`."""
+    from streams.backtest import Backtest, compare, transition_key
+
+    run = Backtest(policy)
+    started = time.perf_counter()
+    after: dict[str, Any] = {}
+    while True:
+        got = ledger.get("/v1/control/results", since=since, until=until, tenant=tenant,
+                         limit=page, **after)
+        rows = got["results"]
+        run.feed(rows)
+        if progress:
+            progress(len(rows))
+        if not got["more"] or not rows:
+            break
+        after = {"after_us": rows[-1][0], "after_id": rows[-1][6]}
+    would = run.finish()
+    replayed = time.perf_counter() - started
+    made = ledger.get("/v1/control/history", since=since, until=until, tenant=tenant,
+                      limit=10_000)["signals"]
     would_keys = [transition_key(s.kind, s.scope, s.rule, s.version, s.previous_state,
                                  s.state) for s in would if s.kind in _DECIDED]
     made_keys = [transition_key(m["kind"], m["scope"], m["rule"], m["version"],
@@ -115,16 +132,12 @@ def backtest(
                  for m in sorted(made, key=lambda m: (m["ts"], m["version"]))
                  if m["kind"] in _DECIDED]
     diff = compare(would_keys, made_keys)
-    report = {"policy_version": loaded.version, "results": run.results,
-              "seconds": round(elapsed, 2), "would": [list(k) for k in would_keys],
-              "made": [list(k) for k in made_keys], "same": len(diff["same"]),
-              "only_backtest": [list(k) for k in diff["only_backtest"]],
-              "only_made": [list(k) for k in diff["only_made"]],
-              "late_events": run.controller.clocks.late_events}
-    if as_json:
-        cli._print_json(report)
-        return
-    _print_backtest(cli, report)
+    return {"policy_version": policy.version, "results": run.results,
+            "seconds": round(replayed, 2), "would": [list(k) for k in would_keys],
+            "made": [list(k) for k in made_keys], "same": len(diff["same"]),
+            "only_backtest": [list(k) for k in diff["only_backtest"]],
+            "only_made": [list(k) for k in diff["only_made"]],
+            "late_events": run.controller.clocks.late_events}
 
 
 def _print_backtest(cli: Any, report: dict[str, Any]) -> None:

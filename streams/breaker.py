@@ -14,7 +14,7 @@ time is measured from its own clock reading when the breaker opened). No agent's
 can make another agent's results fall out of the window or fast-forward the wait.
 
 Noise: with the default 50 % threshold and 20 calls, a tool failing 3 % of the time opens
-it with probability P(Binomial(20, 0.03) ≥ 10) ≈ 2e-10 per look; the resilience4j rule
+it with probability P(Binomial(20, 0.03) ≥ 10) ≈ 1e-10 per look; the resilience4j rule
 already bounds false trips here, so it stays as it is (docs/control-loop.md).
 
 Pure logic: no Kafka, no faust. Results that arrive while OPEN are ignored, as

@@ -114,12 +114,12 @@ def test_agents_with_clocks_ten_minutes_off_are_detected(
             tenant="acme", agent=f"crm-{a}", agent_version="1", principal="svc"),
             clock=clocks[a]) for a in skews}
         try:
-            # 40 s healthy, 30 s at 80% errors, 110 s healthy; 2 calls a second each,
+            # 40 s healthy, 60 s at 80% errors, 120 s healthy; 2 calls a second each,
             # produced in true-time order across the three agents
-            for i in range(360):
+            for i in range(440):
                 t = i * 0.5
                 for agent, skew in skews.items():
-                    fail = rng.random() < (0.8 if 40 <= t < 70 else 0.005)
+                    fail = rng.random() < (0.8 if 40 <= t < 100 else 0.005)
                     _emit(ledgers[agent], clocks[agent],
                           now + timedelta(seconds=t + skew), fail, i)
             for ledger in ledgers.values():
@@ -127,7 +127,13 @@ def test_agents_with_clocks_ten_minutes_off_are_detected(
         finally:
             for ledger in ledgers.values():
                 ledger.close()
-        _decided(follower, worker, clocks["ontime"].timestamp())
+        rule = POLICY.safe_mode[0].name
+
+        def recovered() -> bool:
+            got = [follower.get("safe_mode", f"acme/crm-{a}", rule) for a in skews]
+            return all(s is not None and s.state == NORMAL for s in got)
+
+        wait_for(recovered, 90, what="each agent's outage detected and recovered")
         signals = _signals(bootstrap)
         for agent in skews:
             states = [s.state for s in signals if s.scope == f"acme/crm-{agent}"]
@@ -135,7 +141,7 @@ def test_agents_with_clocks_ten_minutes_off_are_detected(
             entered = next(s for s in signals if s.scope == f"acme/crm-{agent}")
             # the signal carries the agent's own clock
             start = now.timestamp() + skews[agent]
-            assert start + 40 <= entered.ts.timestamp() <= start + 70
+            assert start + 40 <= entered.ts.timestamp() <= start + 100
         breaker = [s.state for s in signals if s.kind == "breaker"]
         assert breaker.count(OPEN) >= 1 and breaker[-1] == CLOSED, breaker
         assert follower.heartbeats[worker.worker_scope].details["late_events"] == 0

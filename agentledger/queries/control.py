@@ -32,8 +32,8 @@ def _parse_scope(target: str) -> tuple[str, str]:
 def explain(client: Client, scope: Scope, target: str, *, history: int = 20
             ) -> dict[str, Any]:
     """The scope's current state per (kind, rule), the transition that put it there with
-    its explanation and triggering events, the episode's first transition, and recent
-    history (newest first)."""
+    its explanation and triggering events, the last trip (when it last left its resting
+    state, and why), and recent history (newest first)."""
     tenant, target = _parse_scope(target)
     scope = scope.narrow(tenant)
     where = Where().scope(scope).equals("tenant", tenant).equals("scope", target)
@@ -53,20 +53,17 @@ def explain(client: Client, scope: Scope, target: str, *, history: int = 20
     for key in dict.fromkeys((r["kind"], r["rule"]) for r in found):
         mine = [r for r in found if (r["kind"], r["rule"]) == key]
         current = mine[0]
-        episode = current
-        for row in mine:  # newest first: walk back to where it left its resting state
-            if row["previous_state"] in AT_REST or row["previous_state"] == "":
-                episode = row
-                break
+        # newest first: the last time it left its resting state (the episode's trip)
+        trip = next((r for r in mine if r["previous_state"] in AT_REST
+                     and r["state"] not in AT_REST), None)
         states.append({
             "kind": key[0], "rule": key[1], "state": current["state"],
             "since": current["ts"], "version": current["version"],
             "reason": current["reason"], "policy_version": current["policy_version"],
             "explanation": current["details"], "triggered_by": current["triggered_by"],
-            "episode_started": None if current["state"] in AT_REST else {
-                "ts": episode["ts"], "version": episode["version"],
-                "reason": episode["reason"], "explanation": episode["details"],
-                "triggered_by": episode["triggered_by"]},
+            "last_trip": None if trip is None else {
+                "ts": trip["ts"], "version": trip["version"], "reason": trip["reason"],
+                "explanation": trip["details"], "triggered_by": trip["triggered_by"]},
         })
     recent = sorted(found, key=lambda r: (r["ts"], r["version"]), reverse=True)[:history]
     return {"scope": target, "tenant": tenant, "states": states,
