@@ -249,6 +249,31 @@ def figure(result: PanelResult, frame: Frame) -> go.Figure:
     return table(result)
 
 
+def time_extent(result: PanelResult) -> tuple[dt.datetime, dt.datetime] | None:
+    """The first and last time of a panel drawn on a time axis, if it has rows."""
+    if not (result.rows and has_time_axis(result)):
+        return None
+    index = next((i for i, t in enumerate(result.types) if is_time(t)), None)
+    if index is None:
+        return None
+    stamps = [utc(r[index]) for r in result.rows if r[index] is not None]
+    return (min(stamps), max(stamps)) if stamps else None
+
+
+def shared_frame(results: list[PanelResult], time_from: dt.datetime, time_to: dt.datetime,
+                 interval_s: int) -> Frame:
+    """One time range for every chart, so their axes line up: the span the data covers
+    within the asked range (padded a little), not the whole range when data fills a sliver
+    of it."""
+    extents = [e for e in map(time_extent, results) if e]
+    if not extents:
+        return Frame(time_from, time_to, interval_s)
+    first = max(time_from, min(e[0] for e in extents))
+    last = min(time_to, max(e[1] for e in extents))
+    pad = max((last - first) * 0.03, dt.timedelta(seconds=interval_s))
+    return Frame(max(time_from, first - pad), min(time_to, last + pad), interval_s)
+
+
 def has_time_axis(result: PanelResult) -> bool:
     return (result.panel.report_as or result.panel.kind) in ("timeseries", "state", "logs")
 

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 from plotly.offline import get_plotlyjs
 
-from dashboards.figures import Frame, figure_json, has_time_axis
+from dashboards.figures import figure_json, has_time_axis, shared_frame
 from dashboards.macros import interval_seconds
 from dashboards.panels import Dashboard
 from dashboards.results import PanelResult, is_number, is_time
@@ -85,7 +85,8 @@ def render(dashboards: Sequence[tuple[Dashboard, Sequence[PanelResult]]], *,
            generated_at: dt.datetime, time_from: dt.datetime, time_to: dt.datetime,
            source: str) -> str:
     """The whole page; a panel without rows or with an error says so instead of a chart."""
-    frame = Frame(time_from, time_to, interval_seconds(time_from, time_to))
+    frame = shared_frame([r for _, rs in dashboards for r in rs if not r.error], time_from,
+                         time_to, interval_seconds(time_from, time_to))
     figures: list[str] = []
     parts = [f"<!doctype html><html lang='en'><head><meta charset='utf-8'>"
              f"<title>agentledger report</title><style>{STYLE}</style>"

@@ -343,7 +343,10 @@ def test_every_alert_rule_runs_and_the_outage_fires_the_breaker_and_safe_mode_ru
 
 def test_watch_once_json_lists_the_breaker_and_the_degraded_agent_with_reasons(
         filled: dict[str, Any]):
+    from rich.console import Console
+
     from agentledger.auth import KeyRing, entry_for, new_key
+    from agentledger.watch import view
 
     settings: Settings = filled["settings"]
     stored = {(scope, state): reason for scope, state, reason in filled["client"].query(
@@ -375,6 +378,10 @@ def test_watch_once_json_lists_the_breaker_and_the_degraded_agent_with_reasons(
     costs = [r["cost_usd"] for r in snap["most_expensive_runs"]]
     assert costs and costs == sorted(costs, reverse=True)
     assert snap["cost_per_success"]["usd_per_success"] > 0
+    screen = Console(record=True, width=200)  # the live view draws the same snapshot
+    screen.print(view(snap, api.url))
+    drawn = screen.export_text()
+    assert "acme/*/salesforce" in drawn and stored[("acme/crm-agent", "read_only")] in drawn
     # --api-url/--api-key, and a key that reads only globex sees neither acme's breaker
     # nor the tenant-less pipeline figures
     operator, globex = new_key(), new_key()
