@@ -20,11 +20,7 @@ from plotly.offline import get_plotlyjs
 from dashboards.figures import figure_json, has_time_axis, shared_frame
 from dashboards.macros import interval_seconds
 from dashboards.panels import Dashboard
-from dashboards.results import PanelResult, is_number, is_time
-
-# check.py and older callers import these names from here
-__all__ = ["PanelResult", "_is_number", "_is_time", "render"]
-_is_number, _is_time = is_number, is_time
+from dashboards.results import PanelResult
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 24px; color: #222; background: #fafafa; }
