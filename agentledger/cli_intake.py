@@ -7,8 +7,6 @@ from typing import Annotated
 
 import typer
 
-INTAKE_HELP = ("Run the OpenTelemetry intake: OTLP spans the Collector's Kafka exporter "
-               "writes to otlp_spans → ledger events on agent.events.")
 _TENANT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@/+-]{0,127}$")
 
 

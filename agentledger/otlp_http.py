@@ -103,8 +103,9 @@ def install(app: FastAPI, client: Any, database: str) -> None:
 
     app.state.otlp_store = (client, database)
     app.state.otlp_lock = threading.Lock()
-    app.include_router(router)
-    app.include_router(control_stream.router)
+    # The routes themselves, not include_router: this FastAPI lists an included router as
+    # one opaque entry of app.routes, and route listings (isolation tests) need each path.
+    app.router.routes.extend([*router.routes, *control_stream.router.routes])
 
     def _stop() -> None:
         intake = getattr(app.state, "otlp", None)

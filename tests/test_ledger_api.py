@@ -320,6 +320,7 @@ def _probe_paths(store: Store) -> dict[str, dict[str, Any]]:
         "/v1/tools/health": {"since": "30d"},
         "/v1/control/history": {},
         "/v1/control/state": {},
+        "/v1/control/stream": {"tenant": "globex"},  # refused before it streams
         "/v1/margins": {"by": "tenant", "since": "30d"},
         "/v1/revenue": {},
         "/v1/export": {"limit": 100_000},

@@ -352,3 +352,6 @@ def test_control_stream_sends_state_then_transitions_scoped_by_tenant(stack: Sta
     assert ("read_only", 1) in [(data["state"], data["version"]) for _, data in seen]
     denied = httpx.get(f"{stack.api.url}/v1/control/stream", timeout=10)
     assert denied.status_code == 401
+    other = httpx.get(f"{stack.api.url}/v1/control/stream", params={"tenant": "globex"},
+                      headers=headers, timeout=10)
+    assert other.status_code == 403 and "globex" not in other.text
