@@ -35,6 +35,7 @@ GROUP: Final = "agentledger"
 RUNBOOK: Final = "${AGENTLEDGER_RUNBOOK_URL}"  # Grafana fills it from its environment
 DLQ_PER_MINUTE: Final = 60.0  # the same limit as `agentledger health`
 SILENT_AFTER_S: Final = 60
+STREAMS_MAX_LAG: Final = 10_000  # events; the default of AGENTLEDGER_HEALTH_STREAMS_MAX_LAG
 # USD a successful task may cost, per workflow, before someone should look
 COST_PER_SUCCESS_LIMIT_USD: Final = {"ticket_triage": 0.05, "crm_update": 0.05,
                                      "refund_with_approval": 0.10}
@@ -117,6 +118,15 @@ RULES: Final = (
         "Seconds since the newest heartbeat of any sink or stream worker (3600 while the sink "
         "reports itself stalled). No heartbeat at all in the last hour also alerts.",
         window_s=3600, no_data="Alerting"),
+    AlertRule(
+        "agentledger-control-loop-behind", "Control loop behind",
+        "SELECT instance AS streams_group, argMax(lag_events, ts) AS lag_events "
+        "FROM heartbeats WHERE component = 'streams-lag' AND $__timeFilter(ts) "
+        "GROUP BY streams_group ORDER BY streams_group",
+        STREAMS_MAX_LAG, OPERATIONS, "Pipeline heartbeats", "runbook-control-loop-behind",
+        "Stream workers {{ $labels.streams_group }} are behind agent.events",
+        "Events on agent.events the stream workers have not committed, as the sink measures "
+        "it: breakers and safe mode decide late by that much.", window_s=300, pending="2m"),
     AlertRule(
         "agentledger-cost-per-success", "Cost per successful task above its limit",
         "SELECT tenant, workflow, sum(cost_micros) / 1e6 / greatest(countIf(outcome = "

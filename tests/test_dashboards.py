@@ -274,7 +274,7 @@ def _provisioned_rules() -> dict[str, dict[str, Any]]:
 
 def test_alert_rules_are_provisioned_linked_and_documented():
     rules = _provisioned_rules()
-    assert set(rules) == {r.uid for r in RULES} and len(rules) == 6
+    assert set(rules) == {r.uid for r in RULES} and len(rules) == 7
     readme = (REPO / "README.md").read_text()
     boards = {spec.uid: json.loads((REPO / "dashboards" / "json" / f"{spec.uid}.json")
                                    .read_text()) for spec in DASHBOARDS}
