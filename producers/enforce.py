@@ -119,7 +119,10 @@ class ToolGuard:
              args: Mapping[str, Any], idempotency_key: str | None = None,
              resource_tenant: str | None = None, wait_s: float = 0.0,
              **kwargs: Any) -> ToolCallContext:
-        """The tool-call context if the call may go ahead now; raises otherwise."""
+        """The tool-call context if the call may go ahead now; raises otherwise. The
+        catalog's mode of the action wins over ``mode`` (a write called "read" is a write)."""
+        if isinstance(self.gate, Gate):
+            mode = self.gate.mode_of(tool, action) or mode
         if self.control is not None:
             verdict = self.control.check(tool, mode, run=run, action=action)  # type: ignore[arg-type]
             if not verdict.allowed:
