@@ -59,6 +59,24 @@ class _Partition:
     closed: list[tuple[int, int]] = field(default_factory=list)
 
 
+def commit_point(next_offset: int, first_open: int | None,
+                 closed: list[tuple[int, int]]) -> tuple[int, list[tuple[int, int]]]:
+    """The offset safe to commit on one partition, and the closed runs still to remember.
+
+    Not past the first message of a still-open trace, nor inside a closed run's messages
+    (a restart would re-read only part of it and rebuild it wrong); runs wholly before the
+    point are forgotten.
+    """
+    point = next_offset if first_open is None else min(next_offset, first_open)
+    moved = True
+    while moved:  # pull the point back before any closed run it would split
+        moved = False
+        for first, last in closed:
+            if first < point <= last:
+                point, moved = first, True
+    return point, [(first, last) for first, last in closed if last >= point]
+
+
 class KafkaIntake:
     def __init__(self, consumer_config: dict[str, Any], publisher: Publisher,
                  assembler: Assembler, *, tenant: str, topic: str = OTLP_TOPIC,
@@ -78,7 +96,7 @@ class KafkaIntake:
 
     def run(self, *, max_idle_s: float | None = None) -> IntakeStats:
         """Consume until :meth:`stop` (or ``max_idle_s`` with nothing new and nothing open)."""
-        self._consumer.subscribe([self.topic])
+        self._consumer.subscribe([self.topic], on_revoke=self._revoked, on_lost=self._revoked)
         idle_since = time.monotonic()
         try:
             while not self._stop.is_set():
@@ -94,6 +112,19 @@ class KafkaIntake:
         finally:
             self._consumer.close()
         return self.stats
+
+    def _revoked(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Publish and commit what is complete, then drop the rest of those partitions: a
+        half-seen run must not be closed here while its new owner rebuilds it whole."""
+        gone = {tp.partition for tp in partitions}
+        try:
+            self._close_and_commit()
+        except Exception as exc:  # the commit may fail once the partitions are gone
+            log.warning("commit on revoke failed", extra={"error": str(exc)})
+        dropped = self.assembler.discard_partitions(gone)
+        for part in gone:
+            self._parts.pop(part, None)
+        log.info("partitions revoked", extra={"partitions": sorted(gone), "dropped": dropped})
 
     def _take(self, msg: Message) -> None:
         if msg.error() is not None:
@@ -134,14 +165,8 @@ class KafkaIntake:
         for part, state in self._parts.items():
             if state.next_offset < 0:
                 continue
-            point = min(state.next_offset, opens.get(part, state.next_offset))
-            moved = True
-            while moved:  # pull the point back before any closed run it would split
-                moved = False
-                for first, last in state.closed:
-                    if first < point <= last:
-                        point, moved = first, True
-            state.closed = [(f, last) for f, last in state.closed if last >= point]
+            point, state.closed = commit_point(state.next_offset, opens.get(part),
+                                               state.closed)
             if point > state.committed:
                 state.committed = point
                 offsets.append(TopicPartition(self.topic, part, point))

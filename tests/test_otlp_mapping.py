@@ -335,3 +335,22 @@ def test_otlp_json_and_protobuf_decode_to_the_same_spans():
     proto = spans_of(parse_protobuf(request_bytes(sdk_spans)))
     assert spans_of(parse_json(request_json(sdk_spans))) == proto
     assert build_run("acme", [map_span(s, "acme", NONE) for s in proto], "otlp_kafka")
+
+
+def test_kafka_commit_point_never_splits_a_run_and_revoked_partitions_forget_open_traces():
+    from agentledger.intake import commit_point
+
+    assert commit_point(10, None, []) == (10, [])
+    assert commit_point(10, 4, []) == (4, [])  # an open trace began at offset 4
+    # a closed run over 6..12 would be split at 10: back to 6; one over 2..3 is forgotten
+    assert commit_point(10, None, [(2, 3), (6, 12)]) == (6, [(6, 12)])
+    assert commit_point(10, None, [(5, 8), (7, 11)]) == (5, [(5, 8), (7, 11)])  # chained
+    assembler = Assembler(origin="otlp_kafka")
+    one = record({"gen_ai.operation.name": "chat"})
+    other = record({"gen_ai.operation.name": "chat"})
+    other.trace_id = "b" * 32
+    assembler.add([one], "acme", (0, 5))
+    assembler.add([other], "acme", (1, 7))
+    assert assembler.open_first_offsets() == {0: 5, 1: 7}
+    assert assembler.discard_partitions({0}) == 1
+    assert assembler.open_first_offsets() == {1: 7}

@@ -245,6 +245,16 @@ class Assembler:
             runs.append(ClosedRun(trace.tenant, trace.trace_id, events, trace.positions))
         return runs
 
+    def discard_partitions(self, partitions: set[int]) -> int:
+        """Forget open traces with spans from ``partitions`` (revoked from this consumer:
+        their new owner rebuilds them whole from its committed offsets)."""
+        with self._lock:
+            gone = [key for key, trace in self._open.items()
+                    if partitions.intersection(trace.positions)]
+            for key in gone:
+                del self._open[key]
+        return len(gone)
+
     def open_first_offsets(self) -> dict[int, int]:
         """Kafka partition → the first offset holding a span of a still-open trace."""
         firsts: dict[int, int] = {}
