@@ -48,6 +48,8 @@ log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 16 * 1024 * 1024
 """Largest accepted body, compressed or not (Phoenix-sized batches fit)."""
+MAX_OPEN_SPANS = 200_000
+"""Spans waiting for their runs to close before new batches get 503 (retryable)."""
 TENANT_HEADER = "X-AgentLedger-Tenant"
 GRACE_ENV = "AGENTLEDGER_OTLP_GRACE_S"
 """Seconds after a trace's root span before its run is closed (default 2)."""
@@ -209,6 +211,9 @@ def _summary(rejected: list[Rejected]) -> str:
 def _ingest(app: FastAPI, body: bytes, media: str, tenant: str) -> Intake:
     request = parse_protobuf(body) if media == PROTOBUF else parse_json(body)
     intake = intake_of(app)
+    if intake.assembler.open_spans >= getattr(app.state, "otlp_max_open_spans", MAX_OPEN_SPANS):
+        raise OtlpError(503, f"the intake holds {intake.assembler.open_spans} spans of open "
+                             "runs; retry later")
     result = intake.assembler.add(spans_of(request), tenant)
     if result.rejected:
         rows = intake.publisher.reject(result.rejected, topic="otlp.http")
@@ -229,7 +234,10 @@ async def export_traces(request: Request, who: Annotated[Principal, Depends(prin
         body = await _body(request, getattr(request.app.state, "otlp_max_body", MAX_BODY_BYTES))
         result = await run_in_threadpool(_ingest, request.app, body, media, tenant)
     except OtlpError as exc:
-        return _error(exc.status, exc.message, media)
+        response = _error(exc.status, exc.message, media)
+        if exc.status == 503:
+            response.headers["Retry-After"] = "2"
+        return response
     except HTTPException as exc:
         return _error(exc.status_code, str(exc.detail), media)
     except PayloadError as exc:

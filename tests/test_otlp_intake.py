@@ -301,6 +301,13 @@ def test_bad_otlp_gets_the_right_4xx_and_nothing_half_written(stack: Stack):
         text = response.text if "json" in response.headers.get("content-type", "") else \
             response.content.decode("utf-8", "replace")
         assert words in text, (status, text)
+    app = stack.api.server.config.app
+    app.state.otlp_max_open_spans = 0  # the intake is full: retryable, nothing taken
+    try:
+        full = stack.post(good)
+    finally:
+        app.state.otlp_max_open_spans = 200_000
+    assert full.status_code == 503 and full.headers["retry-after"] == "2"
     # a batch with one span of invalid ids: the others land, the bad one is counted
     request = ExportTraceServiceRequest.FromString(good)
     bad = request.resource_spans[0].scope_spans[0].spans[1]

@@ -249,9 +249,10 @@ def test_a_run_closes_after_root_and_grace_and_late_or_repeated_spans_are_told_a
     assembler.add([agent({"gen_ai.operation.name": "invoke_agent"})], "acme")
     now[0] = 30.5
     assert assembler.due() == []  # root seen, grace not over
+    assert assembler.open_spans == 2
     now[0] = 31.5
     (run,) = assembler.due()
-    assert len(run.events) == 3
+    assert len(run.events) == 3 and assembler.open_spans == 0
     again = assembler.add([child], "acme")
     assert (again.duplicates, again.rejected) == (1, [])
     late = assembler.add([record({"gen_ai.operation.name": "chat"}, span_id="4" * 16)], "acme")

@@ -177,6 +177,8 @@ class Assembler:
         self._closed: OrderedDict[tuple[str, str], frozenset[str]] = OrderedDict()
         self._lock = threading.Lock()
         self.ignored_traces = 0
+        self.open_spans = 0
+        """Spans waiting in open traces: what an intake bounds (back-pressure)."""
 
     def add(self, spans: Iterable[SpanRecord], tenant: str,
             position: tuple[int, int] | None = None) -> Intake:
@@ -211,6 +213,7 @@ class Assembler:
                     result.duplicates += 1
                 else:
                     result.accepted += 1
+                    self.open_spans += 1
                 trace.spans[m.span.span_id] = m
                 trace.has_root |= m.span.parent_span_id is None
                 trace.last_seen = now
@@ -232,6 +235,7 @@ class Assembler:
                                                       else self.idle_s):
                     overflow -= 1
                     ready.append(self._open.pop(key))
+                    self.open_spans -= len(trace.spans)
                     self._closed[key] = frozenset(trace.spans)
             while len(self._closed) > CLOSED_MEMORY:
                 self._closed.popitem(last=False)
@@ -252,7 +256,7 @@ class Assembler:
             gone = [key for key, trace in self._open.items()
                     if partitions.intersection(trace.positions)]
             for key in gone:
-                del self._open[key]
+                self.open_spans -= len(self._open.pop(key).spans)
         return len(gone)
 
     def open_first_offsets(self) -> dict[int, int]:
