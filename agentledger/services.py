@@ -14,6 +14,7 @@ from typing import IO
 
 import uvicorn
 from clickhouse_connect.driver.client import Client
+from confluent_kafka import Consumer
 
 from agentledger import discovery
 from agentledger.api import create_app
@@ -42,8 +43,9 @@ def open_store(settings: Settings) -> Client:
 def build_sink(settings: Settings, bootstrap: str, client: Client) -> Sink:
     extra = settings.kafka_security
     return Sink(
-        client_config(bootstrap, "consumer", group_id=settings.sink_group,
-                      session_timeout_ms=settings.kafka_session_timeout_ms, extra=extra),
+        Consumer(client_config(bootstrap, "consumer", group_id=settings.sink_group,
+                               session_timeout_ms=settings.kafka_session_timeout_ms,
+                               extra=extra)),
         ClickHouseWriter(client, settings.clickhouse_database),
         DeadLetters(client_config(bootstrap, "producer", extra=extra),
                     max_payload_bytes=settings.dlq_max_payload_bytes),

@@ -58,25 +58,27 @@ class Batch:
 
 
 class ClickHouseWriter:
-    """Inserts a batch's rows; returns only when ClickHouse acknowledged them."""
+    """Inserts a batch's rows; returns only when ClickHouse acknowledged them.
+
+    Rows are built per message (cheap tuples), then transposed into columns here, once per
+    batch, and inserted column-oriented: clickhouse-connect then serializes each column
+    in one pass instead of walking every row (about twice as fast on chdb, measured by
+    ``bench/bench_sink.py``'s two raw baselines).
+    """
 
     def __init__(self, client: Client, database: str):
         self.client = client
-        self.events_table = f"{database}.events"
-        self.rejected_table = f"{database}.rejected_events"
-        self.signals_table = f"{database}.control_signals"
-        self.metrics_table = f"{database}.metrics"
-        self.heartbeats_table = f"{database}.heartbeats"
+        self.tables = (
+            ("events", f"{database}.events", EVENT_COLUMNS),
+            ("rejected", f"{database}.rejected_events", REJECTED_COLUMNS),
+            ("signals", f"{database}.control_signals", SIGNAL_COLUMNS),
+            ("metrics", f"{database}.metrics", METRIC_COLUMNS),
+            ("heartbeats", f"{database}.heartbeats", HEARTBEAT_COLUMNS),
+        )
 
     def write(self, batch: Batch) -> None:
-        if batch.events:
-            self.client.insert(self.events_table, batch.events, column_names=EVENT_COLUMNS)
-        if batch.rejected:
-            self.client.insert(self.rejected_table, batch.rejected, column_names=REJECTED_COLUMNS)
-        if batch.signals:
-            self.client.insert(self.signals_table, batch.signals, column_names=SIGNAL_COLUMNS)
-        if batch.metrics:
-            self.client.insert(self.metrics_table, batch.metrics, column_names=METRIC_COLUMNS)
-        if batch.heartbeats:
-            self.client.insert(self.heartbeats_table, batch.heartbeats,
-                               column_names=HEARTBEAT_COLUMNS)
+        for field_name, table, columns in self.tables:
+            rows = getattr(batch, field_name)
+            if rows:
+                self.client.insert(table, list(zip(*rows, strict=True)), column_names=columns,
+                                   column_oriented=True)

@@ -1,24 +1,26 @@
-"""The sink loop: ``agent.events`` → validate → batch → ClickHouse → commit.
+"""The sink loop: Kafka → decode → batch → write (on a thread) → commit.
+
+Each step is a module with its guarantee beside it: :mod:`sinks.routes` (decode: every
+message becomes a row or a rejection), :mod:`sinks.clickhouse` (batch and insert),
+:mod:`sinks.writer` (ordered writes on a thread, retries), :mod:`sinks.dlq` (dead letters)
+and, here, the commit rule. The Kafka consumer is injected (anything with
+``subscribe/consume/commit/assignment/position/get_watermark_offsets/close``), so the
+loop runs against an in-memory stand-in in unit tests and the real broker elsewhere.
 
 It lands the control loop's output the same way: ``agent.control`` into
 ``control_signals`` (tombstones are not landed; stream-worker heartbeats go to
-``heartbeats``) and ``agent.metrics`` into ``metrics``; anything on them that fails its
-schema goes to the DLQ like a bad event.
+``heartbeats``) and ``agent.metrics`` into ``metrics``.
 
 Delivery guarantee: at-least-once. A batch's offsets are committed only after
-ClickHouse acknowledged its rows *and* Kafka acknowledged its dead letters; a crash
-before that (``kill -9`` included) means the batch is consumed again. Redelivered events
-carry the same ``event_id``/``ts``/``tenant`` and so the same ReplacingMergeTree key:
-``SELECT … FINAL`` (which every project query uses) shows each event once.
+ClickHouse acknowledged its rows *and* Kafka acknowledged its dead letters, in
+submission order; a crash before that (``kill -9`` included) means the batch is consumed
+again. Redelivered events carry the same ``event_id``/``ts``/``tenant`` and so the same
+ReplacingMergeTree key: ``SELECT … FINAL`` (which every project query uses) shows each
+event once. On SIGTERM, or a partition revocation, the loop flushes and commits first.
 
 Input never stops the sink: every message the broker accepted becomes a row or a dead
-letter, whatever its size or bytes (see :mod:`sinks.dlq`); a row that cannot even be
-built is rejected as ``unstorable``. A failing insert is retried with backoff; if it keeps
+letter, whatever its size or bytes. A failing insert is retried with backoff; if it keeps
 failing the loop stops uncommitted (the supervisor restarts it and ``health`` says so).
-
-Inserts run on a writer thread while the next batch is decoded (as snuba does), with a
-queue of one batch for backpressure; batches are written and committed strictly in order.
-On SIGTERM, or a partition revocation, the loop flushes what it has and commits first.
 
 Every ``status_interval_s`` the sink adds a ``heartbeats`` row about itself (and any rows
 ``status_rows`` supplies) to the batch being built, so liveness is landed like data.
@@ -28,27 +30,41 @@ from __future__ import annotations
 
 import logging
 import os
-import queue
 import socket
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from schemas import topics
-from sinks.clickhouse import Batch, BatchPolicy, ClickHouseWriter
-from sinks.decode import Rejection, decode, decode_metric, decode_signal
-from sinks.dlq import DeadLetters
-from sinks.rows import event_row, heartbeat_row, metric_row, signal_row, worker_heartbeat_row
+from sinks.clickhouse import Batch, BatchPolicy
+from sinks.decode import Rejection
+from sinks.routes import DecodeStep
+from sinks.rows import heartbeat_row
+from sinks.writer import DeadLetterQueue, Writer, WriteStep
 
 log = logging.getLogger(__name__)
 
-WRITE_BACKOFF_S = (0.5, 1.0, 2.0, 4.0)
-"""Pauses between attempts of one batch's insert before the loop gives up uncommitted."""
+
+class KafkaConsumer(Protocol):
+    """What the loop needs of a consumer (confluent-kafka's ``Consumer`` has it)."""
+
+    def subscribe(self, topics: list[str], on_revoke: Any = ...) -> None: ...
+    def consume(self, num_messages: int = ..., timeout: float = ...) -> list[Any]: ...
+    def commit(self, offsets: list[TopicPartition] = ..., asynchronous: bool = ...) -> Any: ...
+    def assignment(self) -> list[TopicPartition]: ...
+    def position(self, partitions: list[TopicPartition]) -> list[TopicPartition]: ...
+    def get_watermark_offsets(self, partition: TopicPartition, timeout: float = ...,
+                              cached: bool = ...) -> tuple[int, int]: ...
+    def close(self) -> None: ...
+
+
+class DeadLetterSink(DeadLetterQueue, Protocol):
+    def reject(self, msg: Any, rejection: Rejection) -> list[Any]: ...
 
 
 @dataclass
@@ -70,15 +86,12 @@ class SinkStats:
         return dict(self.__dict__)
 
 
-_STOP = object()
-
-
 class Sink:
     def __init__(
         self,
-        consumer_config: Mapping[str, Any],
-        writer: ClickHouseWriter,
-        dead_letters: DeadLetters,
+        consumer: KafkaConsumer,
+        writer: Writer,
+        dead_letters: DeadLetterSink,
         *,
         policy: BatchPolicy | None = None,
         max_event_bytes: int = 256 * 1024,
@@ -90,8 +103,8 @@ class Sink:
     ):
         self.topics = list(topics_)
         self.policy = policy or BatchPolicy()
-        self.max_event_bytes = max_event_bytes
-        self.writer = writer
+        self.decode = DecodeStep(max_event_bytes)
+        self.writes = WriteStep(writer, dead_letters)
         self.dead_letters = dead_letters
         self.stats = SinkStats()
         self.on_batch = on_batch
@@ -99,18 +112,13 @@ class Sink:
         self.stall_after_s = stall_after_s
         self.status_rows = status_rows
         self.instance = f"{socket.gethostname()}:{os.getpid()}"
-        self._consumer = Consumer(dict(consumer_config))
+        self.committed: dict[tuple[str, int], int] = {}
+        """(topic, partition) → the next offset, as last committed by this sink"""
+        self._consumer = consumer
         self._stop = threading.Event()
-        self._pending: queue.Queue[Any] = queue.Queue(maxsize=1)
-        self._written: queue.Queue[Batch | BaseException] = queue.Queue()
-        self._in_flight = 0
         self._batch = Batch()
         self._next_status = 0.0
         self._progress_at = time.monotonic()
-        self.committed: dict[tuple[str, int], int] = {}
-        """(topic, partition) → the next offset, as last committed by this sink"""
-        self._writer_thread = threading.Thread(target=self._write_loop, name="sink-writer",
-                                               daemon=True)
 
     # -- control ---------------------------------------------------------------------
 
@@ -120,7 +128,7 @@ class Sink:
 
     def run(self, max_idle_s: float | None = None) -> SinkStats:
         """Consume until :meth:`stop` (or ``max_idle_s`` without messages, for tests)."""
-        self._writer_thread.start()
+        self.writes.start()
         self._consumer.subscribe(self.topics, on_revoke=self._on_revoke)
         idle_since = time.monotonic()
         try:
@@ -129,8 +137,8 @@ class Sink:
                 if messages:
                     idle_since = time.monotonic()
                 for msg in messages:
-                    self._add(self._batch, msg)
-                self._commit_written(block=False)
+                    self._add(msg)
+                self._commit_written()
                 self._report_status()
                 if self._batch.full(self.policy):
                     self._flush_batch()
@@ -139,16 +147,15 @@ class Sink:
                 if max_idle_s is not None and time.monotonic() - idle_since > max_idle_s:
                     break
             self._flush_batch()
-            self._drain()
+            self._commit_written(block=True)
         finally:
-            self._pending.put(_STOP)
-            self._writer_thread.join(timeout=60)
+            self.writes.stop()
             self._consumer.close()
         return self.stats
 
     # -- per message -----------------------------------------------------------------
 
-    def _add(self, batch: Batch, msg: Any) -> None:
+    def _add(self, msg: Any) -> None:
         err = msg.error()
         if err is not None:
             if err.code() != KafkaError._PARTITION_EOF:
@@ -157,44 +164,19 @@ class Sink:
         value = msg.value()
         self.stats.consumed += 1
         self.stats.uncommitted += 1
-        try:
-            rejection = self._route(batch, msg, value)
-        except Exception as exc:  # a row that cannot be built is input too: reject it
-            rejection = Rejection("unstorable", f"{type(exc).__name__}: {str(exc)[:1000]}")
-        if rejection is not None:
-            batch.rejected.append(self.dead_letters.reject(msg, rejection))
+        batch = self._batch
+        routed = self.decode(msg.topic(), value, msg.partition(), msg.offset())
+        if isinstance(routed, Rejection):
+            batch.rejected.append(self.dead_letters.reject(msg, routed))
             self.stats.rejected += 1
-            log.info("event rejected", extra={"reason": rejection.reason,
-                                              "error": rejection.error[:200],
+            log.info("event rejected", extra={"reason": routed.reason,
+                                              "error": routed.error[:200],
                                               "partition": msg.partition(),
                                               "offset": msg.offset()})
+        elif routed is not None:
+            table, row = routed
+            getattr(batch, table).append(row)
         batch.track(msg.topic(), msg.partition(), msg.offset(), len(value or b""))
-
-    def _route(self, batch: Batch, msg: Any, value: bytes | None) -> Rejection | None:
-        """Append the message's row to ``batch``, or say why it is rejected."""
-        topic = msg.topic()
-        if topic == topics.CONTROL:
-            signal = decode_signal(value, self.max_event_bytes)
-            if signal is None or isinstance(signal, Rejection):
-                return signal
-            assert value is not None
-            if signal.kind == "heartbeat":
-                batch.heartbeats.append(worker_heartbeat_row(signal))
-            else:
-                batch.signals.append(signal_row(signal, value, msg.partition(), msg.offset()))
-            return None
-        if topic == topics.METRICS:
-            metric = decode_metric(value, self.max_event_bytes)
-            if isinstance(metric, Rejection):
-                return metric
-            batch.metrics.append(metric_row(metric))
-            return None
-        event = decode(value, self.max_event_bytes)
-        if isinstance(event, Rejection):
-            return event
-        assert value is not None
-        batch.events.append(event_row(event, value, msg.partition(), msg.offset()))
-        return None
 
     # -- liveness --------------------------------------------------------------------
 
@@ -204,6 +186,7 @@ class Sink:
             return
         self._next_status = now + self.status_interval_s
         self.stats.lag_events = self._lag()
+        self.stats.write_retries = self.writes.retries
         waiting = self.stats.uncommitted > 0 or self.stats.lag_events > 0
         stalled = waiting and now - self._progress_at > self.stall_after_s
         details = {**self.stats.as_dict(), "seconds_since_progress": round(
@@ -237,57 +220,14 @@ class Sink:
     def _flush_batch(self) -> None:
         batch, self._batch = self._batch, Batch()
         if batch.offsets or batch.heartbeats:
-            self._submit(batch)
+            self.writes.submit(batch, while_waiting=self._commit_written)
 
-    def _submit(self, batch: Batch) -> None:
-        self._in_flight += 1
-        while True:
-            try:
-                self._pending.put(batch, timeout=0.2)
-                return
-            except queue.Full:
-                self._commit_written(block=False)
-
-    def _write_loop(self) -> None:
-        while True:
-            batch = self._pending.get()
-            if batch is _STOP:
-                return
-            try:
-                self.dead_letters.flush()
-                self._write_with_retries(batch)
-            except BaseException as exc:  # handed to the loop, which stops uncommitted
-                self._written.put(exc)
-                return
-            self._written.put(batch)
-
-    def _write_with_retries(self, batch: Batch) -> None:
-        for pause in (*WRITE_BACKOFF_S, None):
-            try:
-                self.writer.write(batch)
-                return
-            except Exception as exc:
-                if pause is None or self._stop.is_set():
-                    raise
-                self.stats.write_retries += 1
-                log.warning("insert failed; retrying", extra={"error": str(exc)[:500],
-                                                              "retry_in_s": pause})
-                time.sleep(pause)  # backoff before the next attempt, not synchronisation
-
-    def _commit_written(self, block: bool) -> None:
-        while self._in_flight:
-            try:
-                done = self._written.get(timeout=60 if block else 0)
-            except queue.Empty:
-                if block:
-                    raise TimeoutError("ClickHouse insert did not finish in 60s") from None
-                return
-            self._in_flight -= 1
-            if isinstance(done, BaseException):
-                raise RuntimeError(f"batch not written, offsets not committed: {done}") from done
-            self._commit(done)
+    def _commit_written(self, block: bool = False) -> None:
+        for batch in self.writes.done(block=block):
+            self._commit(batch)
 
     def _commit(self, batch: Batch) -> None:
+        """The commit rule: only a written batch's offsets, in submission order."""
         self._progress_at = time.monotonic()
         if not batch.offsets:  # status rows only: nothing consumed, nothing to commit
             return
@@ -306,11 +246,8 @@ class Sink:
         if self.on_batch:
             self.on_batch(self.stats)
 
-    def _drain(self) -> None:
-        self._commit_written(block=True)
-
-    def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+    def _on_revoke(self, _consumer: Any, partitions: list[TopicPartition]) -> None:
         # Everything read so far is written and committed before the partitions move, so
         # the new owner starts where this one stopped.
         self._flush_batch()
-        self._drain()
+        self._commit_written(block=True)
