@@ -362,3 +362,12 @@ def test_control_stream_sends_state_then_transitions_scoped_by_tenant(stack: Sta
     other = httpx.get(f"{stack.api.url}/v1/control/stream", params={"tenant": "globex"},
                       headers=headers, timeout=10)
     assert other.status_code == 403 and "globex" not in other.text
+
+
+def test_intake_cli_refuses_bad_options_with_a_message():
+    for args, words in ((["--encoding", "xml"], "--encoding 'xml'"),
+                        (["--tenant", "no such tenant!"], "not a tenant name")):
+        done = subprocess.run([*CLI, "intake", *args], capture_output=True, text=True,
+                              timeout=60)
+        assert done.returncode == 1 and words in done.stderr, done.stderr
+        assert "Traceback" not in done.stderr
