@@ -304,7 +304,8 @@ def main(argv: list[str] | None = None) -> dict:
     policy: Policy = load_policy(args.policy)
     results = {}
     timings = {}
-    for name, controller in (("new", Controller(policy)), ("old", LegacyController())):
+    for name, controller in (("new", Controller(policy, tool_health=False)),
+                             ("old", LegacyController())):
         t0 = time.perf_counter()
         results[name] = score(fleet, run_rule(fleet, args.seed, controller))
         timings[name] = round(time.perf_counter() - t0, 1)

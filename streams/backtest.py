@@ -1,9 +1,9 @@
 """Replay stored tool results through a policy with the worker's own decision code.
 
 The history comes in event-time order (as ``[ts_us, tenant, agent, tool, status,
-latency_ms, event_id, error_type]`` rows, paged by the caller); consecutive rows of one
-tenant within ``record_s`` of event time make one input record, as a worker would have
-received them in a batch. What comes out is every transition the policy would have made,
+latency_ms, event_id, error_type]`` rows, paged by the caller); the rows of one tenant
+within ``record_s`` of event time make one input record, as a worker would have received
+them in a batch. What comes out is every transition the policy would have made,
 to be set beside the transitions that were made (``control_signals``).
 """
 
@@ -25,34 +25,36 @@ class Backtest:
     controller: Controller = field(init=False)
     signals: list[ControlSignal] = field(default_factory=list)
     results: int = 0
-    _tenant: str = ""
     _start: float = 0.0
-    _batch: list[list[Any]] = field(default_factory=list)
+    _batches: dict[str, list[list[Any]]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.controller = Controller(self.policy)
+        self.controller = Controller(self.policy, tool_health=False)
 
     def feed(self, rows: Iterable[list[Any]]) -> None:
         """Rows in event-time order (one page after another)."""
+        batches = self._batches
         for ts_us, tenant, agent, tool, status, latency, event_id, error_type in rows:
             ts = ts_us / 1e6
-            if self._batch and (tenant != self._tenant or ts - self._start >= self.record_s):
+            if ts - self._start >= self.record_s:
                 self._flush()
-            if not self._batch:
-                self._tenant, self._start = tenant, ts
-            self._batch.append(["r", ts, agent, tool, status, latency, event_id, error_type])
+                self._start = ts
+            batch = batches.get(tenant)
+            if batch is None:
+                batch = batches[tenant] = []
+            batch.append(["r", ts, agent, tool, status, latency, event_id, error_type])
             self.results += 1
 
     def _flush(self) -> None:
-        out = self.controller.apply(self._tenant, self._batch)
-        out.extend(self.controller.advance())
-        self.signals += out.signals
-        self._batch = []
+        for tenant, batch in self._batches.items():
+            out = self.controller.apply(tenant, batch)
+            out.extend(self.controller.advance())
+            self.signals += out.signals
+        self._batches.clear()
 
     def finish(self) -> list[ControlSignal]:
-        """Decide the last record; every transition, in the order they were decided."""
-        if self._batch:
-            self._flush()
+        """Decide the last records; every transition, in the order they were decided."""
+        self._flush()
         return self.signals
 
 

@@ -118,16 +118,17 @@ class Breaker:
         return calls, failures
 
     def record(self, ts: float, *, failed: bool, agent: str = "", event_id: str = "",
-               clock: Clock | None = None, offset: float = 0.0, timeout: bool = False,
-               latency_ms: float = 0.0) -> Transition | None:
+               clock: Clock | None = None, offset: float = 0.0, late: bool = False,
+               timeout: bool = False, latency_ms: float = 0.0) -> Transition | None:
         """One tool result of ``agent`` at its mapped time ``ts``. ``clock`` gives every
         agent's mapped clock (default: everyone is at ``ts``); ``offset`` maps this
-        agent's time back to its raw clock for the transition."""
+        agent's time back to its raw clock for the transition. A ``late`` result (behind
+        its agent's clock) is never a probe: probes are calls made after half-opening."""
         p = self.policy
         if self.state == OPEN:
             return self.advance(ts, agent, offset)
         if self.state == HALF_OPEN:
-            return self._probe(ts, failed, agent, event_id, offset)
+            return None if late else self._probe(ts, failed, agent, event_id, offset)
         sub = self.subs.get(agent)
         if sub is None:
             sub = self.subs[agent] = CountWindow(self.hop_s, self.keep_s)

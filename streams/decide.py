@@ -57,8 +57,11 @@ class Decisions:
 
 
 class Controller:
-    def __init__(self, policy: Policy):
+    def __init__(self, policy: Policy, *, tool_health: bool = True):
+        """``tool_health=False`` skips the tool-health metrics (backtests and benches
+        decide, they publish nothing)."""
         self.policy = policy
+        self.tool_health = tool_health
         w = policy.windows
         self.window_s, self.hop_s = w.window_s, w.hop_s
         self.keep_s = policy.keep_s
@@ -189,10 +192,12 @@ class Controller:
         if w is None:
             w = self.agent_windows[(tenant, agent)] = CountWindow(self.hop_s, self.keep_s)
         w.add(at, failed, event_id)
-        if failed and at < source.clock - self.hop_s:
+        late = at < source.clock - self.hop_s
+        if failed and late:
             late_failures.append(at)
-        self.health.add(tenant, agent, tool, at, failed=failed, timeout=status == "timeout",
-                        latency_ms=float(latency))
+        if self.tool_health:
+            self.health.add(tenant, agent, tool, at, failed=failed,
+                            timeout=status == "timeout", latency_ms=float(latency))
         clocks = self.clocks
 
         def clock(a: str) -> float:
@@ -200,7 +205,7 @@ class Controller:
 
         t = self._breaker(tenant, tool).record(at, failed=failed, agent=agent,
                                                event_id=event_id, clock=clock,
-                                               offset=source.offset)
+                                               offset=source.offset, late=late)
         if t is not None:
             self._breaker_moved(out, tenant, tool, t)
 
@@ -229,7 +234,8 @@ class Controller:
             t = self.breakers[key].advance(now, agent, offset)
             if t is not None:
                 self._breaker_moved(out, tenant, key[1], t)
-        out.metrics += self.health.close(tenant, agent, now, offset)
+        if self.tool_health:
+            out.metrics += self.health.close(tenant, agent, now, offset)
 
     def _economics(self, tenant: str, agent: str, fact: Fact, ts: float) -> None:
         tag, workflow = fact[0], fact[3]

@@ -62,7 +62,11 @@ class SafeMode:
                 calls, when.tool_error_rate_gt, when.alpha):
             return "short", self.window_s, calls, failures
         if when.long_window_s and failures > when.tool_error_rate_gt * calls:
-            long_calls, long_failures = window.totals(at, when.long_window_s)
+            # evidence already acted on is not used twice: after leaving safe mode the
+            # long window only counts from that moment, so an outage that has ended
+            # cannot degrade the agent again on a noisy minute
+            long_calls, long_failures = window.totals(at, when.long_window_s,
+                                                      self.since or None)
             if long_calls >= when.min_calls and long_failures >= critical_failures(
                     long_calls, when.tool_error_rate_gt, when.alpha):
                 return "long", when.long_window_s, long_calls, long_failures

@@ -137,12 +137,17 @@ class CountWindow:
                 del ids[0]
             ids.append(event_id)
 
-    def totals(self, now: float, window_s: int) -> tuple[int, int]:
-        """(calls, failures) of the ``window_s`` ending with the bucket holding ``now``."""
+    def totals(self, now: float, window_s: int, after: float | None = None
+               ) -> tuple[int, int]:
+        """(calls, failures) of the ``window_s`` ending with the bucket holding ``now``;
+        with ``after``, only the buckets after the one holding ``after``."""
         last = int(now // self.hop_s)
+        first = last - window_s // self.hop_s + 1
+        if after is not None:
+            first = max(first, int(after // self.hop_s) + 1)
         calls = failures = 0
         get = self.buckets.get
-        for idx in range(last - window_s // self.hop_s + 1, last + 1):
+        for idx in range(first, last + 1):
             b = get(idx)
             if b is not None:
                 calls += b[0]

@@ -57,7 +57,7 @@ def test_explain_names_the_trigger_and_backtest_reproduces_the_transitions(
                 failed = {r[0] for r in sink.query(
                     "SELECT toString(event_id) FROM agentledger.events FINAL WHERE "
                     "event_type = 'tool.result' AND tool = {tool:String} "
-                    "AND status = 'error'", tool=OUTAGE_TOOL)}
+                    "AND status IN ('error', 'timeout')", tool=OUTAGE_TOOL)}
                 assert trip["triggered_by"] and set(trip["triggered_by"]) <= failed, \
                     "the trip names the failed results that triggered it"
                 agent = ledger.get("/v1/control/explain", scope="acme/crm-agent")
@@ -73,5 +73,6 @@ def test_explain_names_the_trigger_and_backtest_reproduces_the_transitions(
                 "WHERE event_type = 'tool.result'")[0][0]
             assert report["only_backtest"] == [] and report["only_made"] == [], report
             assert report["same"] == versions
-        finally:
-            api.stop()
+        finally:  # the sink owns the client: stop serving, leave it open
+            api.server.should_exit = True
+            api.thread.join(10)

@@ -172,6 +172,12 @@ def test_long_window_catches_a_small_agent_only_while_it_fails_now() -> None:
     for i in range(5):  # recovered: the last minute is clean, the long window is not
         w.add(1300 + i * 12, False)
     assert mode.entering(1359, w) is None
+    # degraded then recovered: a noisy minute right after must not re-enter on the old
+    # outage still in the long window
+    assert mode.enter_if(1299, 0.0, w) is not None
+    assert mode.exit_if(1359, 0.0, w) is not None
+    w.add(1362, True)
+    assert mode.entering(1365, w) is None, "the evidence before the exit was used already"
 
 
 def test_budget_exceeded_once_per_run() -> None:
