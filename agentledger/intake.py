@@ -27,7 +27,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
 from agentledger.otlp_publish import Publisher
-from producers.otlp.decode import PayloadError, parse, spans_of
+from producers.otlp.decode import PayloadError, decode
 from producers.otlp.runs import Assembler
 from sinks.decode import Rejection
 
@@ -136,7 +136,7 @@ class KafkaIntake:
         state.next_offset = max(state.next_offset, offset + 1)
         self.stats.messages += 1
         try:
-            spans = spans_of(parse(msg.value() or b"", self.encoding))
+            spans = decode(msg.value() or b"", self.encoding)
         except PayloadError as exc:
             self.stats.rejected_messages += 1
             self.publisher.dead_letters.reject(msg, Rejection("otlp_invalid", str(exc)))

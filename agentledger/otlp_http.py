@@ -40,7 +40,7 @@ from agentledger.auth import Principal
 from agentledger.otlp_publish import Publisher, PublishFailed
 from agentledger.settings import Settings, load_settings
 from producers.otlp.catalogue import load_catalogue
-from producers.otlp.decode import PayloadError, parse_json, parse_protobuf, spans_of
+from producers.otlp.decode import PayloadError, decode_json, decode_protobuf
 from producers.otlp.runs import Assembler, Intake, Rejected
 from sinks.clickhouse import Batch, ClickHouseWriter
 
@@ -209,12 +209,12 @@ def _summary(rejected: list[Rejected]) -> str:
 
 
 def _ingest(app: FastAPI, body: bytes, media: str, tenant: str) -> Intake:
-    request = parse_protobuf(body) if media == PROTOBUF else parse_json(body)
+    spans = decode_protobuf(body) if media == PROTOBUF else decode_json(body)
     intake = intake_of(app)
     if intake.assembler.open_spans >= getattr(app.state, "otlp_max_open_spans", MAX_OPEN_SPANS):
         raise OtlpError(503, f"the intake holds {intake.assembler.open_spans} spans of open "
                              "runs; retry later")
-    result = intake.assembler.add(spans_of(request), tenant)
+    result = intake.assembler.add(spans, tenant)
     if result.rejected:
         rows = intake.publisher.reject(result.rejected, topic="otlp.http")
         intake.publisher.dead_letters.flush(30)

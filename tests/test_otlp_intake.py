@@ -36,7 +36,7 @@ from agentledger.kafka import TopicSpec, client_config, default_topics, ensure_t
 from agentledger.otlp_publish import Publisher
 from agentledger.services import ApiServer, start_api
 from agentledger.settings import Settings
-from producers.otlp.decode import parse_protobuf, spans_of
+from producers.otlp.decode import decode_protobuf
 from producers.otlp.runs import Assembler
 from schemas import topics
 from schemas.integrity import verify_chain
@@ -224,7 +224,7 @@ def test_otlp_json_over_http_maps_like_protobuf(stack: Stack):
     assert "rejectedSpans" not in response.text
     stack.landed(trace_id, 6)
     expected = Assembler(origin="otlp_http", grace_s=0)
-    expected.add(spans_of(parse_protobuf(request_bytes(spans))), "acme")
+    expected.add(decode_protobuf(request_bytes(spans)), "acme")
     (run,) = expected.due()
     stored = stack.stored(trace_id)
     assert [r[2] for r in stored] == [uuid.UUID(e["event_id"]) for e in run.events]
@@ -264,7 +264,7 @@ def test_kafka_intake_takes_collector_bytes_proto_json_keyed_unkeyed_and_dedups(
     for trace_id, spans in traces.items():
         rows = stack.landed(trace_id, 6)
         expected = Assembler(origin="otlp_kafka", grace_s=0)
-        expected.add(spans_of(parse_protobuf(request_bytes(spans))), "acme")
+        expected.add(decode_protobuf(request_bytes(spans)), "acme")
         (run,) = expected.due()
         assert [r[2] for r in rows] == [uuid.UUID(e["event_id"]) for e in run.events]
         bodies = {e["event_type"]: e["body"] for e in run.events}

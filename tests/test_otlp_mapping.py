@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 import pytest
 
 from producers.otlp.catalogue import CatalogueError, ToolCatalogue, load_catalogue
-from producers.otlp.decode import SpanRecord, parse_json, spans_of
+from producers.otlp.decode import PayloadError, SpanRecord, decode_json, decode_protobuf
 from producers.otlp.mapping import MappingError, map_span
 from producers.otlp.runs import Assembler, build_run, event_id
 from schemas.events import parse_event
@@ -331,11 +332,27 @@ def test_openinference_and_openllmetry_shapes_map_to_the_same_events_as_genai():
 
 def test_otlp_json_and_protobuf_decode_to_the_same_spans():
     _, sdk_spans = run_spans()
-    from producers.otlp.decode import parse_protobuf
-
-    proto = spans_of(parse_protobuf(request_bytes(sdk_spans)))
-    assert spans_of(parse_json(request_json(sdk_spans))) == proto
+    proto = decode_protobuf(request_bytes(sdk_spans))
+    assert decode_json(request_json(sdk_spans)) == proto
     assert build_run("acme", [map_span(s, "acme", NONE) for s in proto], "otlp_kafka")
+    snake = orjson.loads(request_json(sdk_spans).replace(b"scopeSpans", b"scope_spans"))
+    snake["resourceSpans"][0]["scope_spans"][0]["spans"][0]["status"] = {
+        "code": "STATUS_CODE_ERROR"}
+    (first, *_), = [decode_json(orjson.dumps(snake))]
+    assert first.status_code == 2 and first.span_id == proto[0].span_id
+
+
+@pytest.mark.parametrize("body, words", [
+    (b"[1]", "expected an object"), (b"{]", "not JSON"),
+    (b'{"resourceSpans": [{"scopeSpans": [{"spans": [{"startTimeUnixNano": "soon"}]}]}]}',
+     "ValueError"),
+    (b'{"resourceSpans": [{"scopeSpans": [{"spans": [{"attributes": 5}]}]}]}', "TypeError")])
+def test_bad_otlp_json_is_refused_whole_with_a_reason(body: bytes, words: str):
+    with pytest.raises(PayloadError, match=words):
+        decode_json(body)
+    bad_id = decode_json(b'{"resourceSpans": [{"scopeSpans": [{"spans": [{"traceId": '
+                         b'"zz", "spanId": "0102030405060708"}]}]}]}')
+    assert bad_id[0].problem.startswith("invalid_trace_id")
 
 
 def test_kafka_commit_point_never_splits_a_run_and_revoked_partitions_forget_open_traces():
