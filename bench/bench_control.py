@@ -2,9 +2,10 @@
 
     .venv/bin/python bench/bench_control.py [--trials 60] [--runs 100000]
 
-1. Time to safe mode: for each trial a fresh agent gets 20 ok tool results and 1 failure
-   (4.8%, under the 5% rule), all decided; then the clock starts, the second failure
-   (9.1%) is produced and flushed, and the clock stops when that agent's
+1. Time to safe mode: for each trial a fresh agent gets 20 ok tool results and k - 1
+   failures, all decided, k being the fewest failures the policy's significance test
+   needs at 20 + k calls (8: 7 of 27 is not yet evidence of > 5%); then the clock starts,
+   the k-th failure is produced and flushed, and the clock stops when that agent's
    ``SafeModeGuard.decide(tool, "write")`` flips to a refusal. p50/p99 over the trials.
 2. Throughput: ``--runs`` runs x 4 events (run.started with a budget, tool.call,
    tool.result, model.call; no run.finished, so every run stays in flight) over 10 tenants
@@ -93,8 +94,19 @@ def start_worker(bootstrap: str, data_dir: str, group: str) -> subprocess.Popen:
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
+def _crossing_failures(ok: int = 20) -> int:
+    """Fewest failures after ``ok`` passes that the default safe-mode rule acts on."""
+    from streams.policy import load_policy
+    from streams.stats import critical_failures
+
+    when = load_policy().safe_mode[0].when
+    return next(k for k in range(1, 1000) if k >= critical_failures(
+        ok + k, when.tool_error_rate_gt, when.alpha))
+
+
 def time_to_safe_mode(bootstrap: str, follower: ControlFollower, trials: int) -> list[float]:
     latencies = []
+    crossing = _crossing_failures()
     for trial in range(trials):
         ident = AgentIdentity(tenant="bench", agent=f"agent-{trial}", agent_version="1",
                               principal="svc")
@@ -107,7 +119,8 @@ def time_to_safe_mode(bootstrap: str, follower: ControlFollower, trials: int) ->
             for _ in range(20):
                 result("ok")
             last = time.time()  # the next event's ts is at least this
-            result("error")
+            for _ in range(crossing - 1):
+                result("error")
             ledger.flush()
             follower.wait_for(lambda t=last: follower.event_time >= t, 30)
             assert guard.decide("x", "write").allowed
