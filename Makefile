@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 DEMO_DIR ?= .agentledger/demo
 DEMO_RUNS ?= 300
 
-.PHONY: demo test lint bench schemas clean
+.PHONY: demo test lint bench schemas clean chromium
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) on PATH"; exit 1; }
@@ -19,7 +19,13 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	@DEMO_DIR=$(DEMO_DIR) DEMO_RUNS=$(DEMO_RUNS) BIN=$(BIN) bash scripts/demo.sh
 
-test: $(STAMP)
+# The report test drives headless Chromium (Debian's package); install it when missing.
+chromium:
+	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } || \
+	  echo "could not install chromium: the browser tests will say so"
+
+test: $(STAMP) chromium
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)

@@ -67,6 +67,10 @@ def client_config(
                 "enable.auto.commit": False,
                 "enable.auto.offset.store": False,
                 "auto.offset.reset": "earliest",
+                # No producer of ours is transactional, so there is nothing to wait for:
+                # read_uncommitted reads up to the high watermark instead of relying on the
+                # broker's last-stable-offset bookkeeping.
+                "isolation.level": "read_uncommitted",
                 "session.timeout.ms": session_timeout_ms,
                 "heartbeat.interval.ms": max(500, session_timeout_ms // 3),
                 "partition.assignment.strategy": "cooperative-sticky",

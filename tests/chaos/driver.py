@@ -176,7 +176,9 @@ class Chaos:
         summaries = self.scalar("SELECT count() FROM (SELECT run_id FROM run_summaries "
                                 "GROUP BY tenant, run_id)")
         rejected = self.scalar("SELECT count() FROM rejected_events FINAL")
+        missing = self.missing_offsets() if produced != distinct else []
         return {
+            "missing_offsets": missing,
             "faults": {"sink": self.sink.faults, "streams": self.streams.faults},
             "faults_injected": len(self.sink.faults) + len(self.streams.faults),
             "events_produced": produced, "events_landed": count,
@@ -185,6 +187,25 @@ class Chaos:
             "runs": runs, "run_summaries": summaries,
             "bad_messages": self.plan.bad, "bad_accounted": rejected,
         }
+
+    def missing_offsets(self) -> list[list[int]]:
+        """[partition, first, last] of every run of agent.events offsets that is neither an
+        event nor a rejected message: where a loss happened, for diagnosis."""
+        return self.rows(
+            "SELECT p, prev + 1, o - 1 FROM (SELECT p, o, lagInFrame(o, 1, -1) OVER "
+            "(PARTITION BY p ORDER BY o ROWS BETWEEN 1 PRECEDING AND CURRENT ROW) AS prev "
+            "FROM (SELECT toInt64(kafka_partition) AS p, toInt64(kafka_offset) AS o FROM events "
+            "UNION DISTINCT SELECT toInt64(partition), toInt64(offset) FROM rejected_events "
+            "WHERE topic = 'agent.events')) WHERE o > prev + 1 ORDER BY p, o LIMIT 1000")
+
+    def rows(self, sql: str) -> list[list[Any]]:
+        info = discovery.lookup(self.settings, discovery.STORE_FILE)
+        assert info, "the sink's store API is not up"
+        key = (self.settings.run_dir / "api.key").read_text().strip()
+        response = httpx.post(f"{info['api_url']}/v1/sql", timeout=120, json={"sql": sql},
+                              headers={"Authorization": f"Bearer {key}"})
+        response.raise_for_status()
+        return response.json()["rows"]
 
     def scalar(self, sql: str) -> int:
         info = discovery.lookup(self.settings, discovery.STORE_FILE)
