@@ -106,7 +106,7 @@ def run_backtest(ledger: Any, policy: Any, *, since: str | None, until: str | No
                  progress: Callable[[int], None] | None = None) -> dict[str, Any]:
     """Page the tool results through a :class:`streams.backtest.Backtest` and compare its
     transitions with the stored ones. ``ledger`` is a :class:`LedgerClient`."""
-    from streams.backtest import Backtest, compare, transition_key
+    from streams.backtest import Backtest, compare, episodes, transition_key
 
     run = Backtest(policy)
     started = time.perf_counter()
@@ -132,11 +132,18 @@ def run_backtest(ledger: Any, policy: Any, *, since: str | None, until: str | No
                  for m in sorted(made, key=lambda m: (m["ts"], m["version"]))
                  if m["kind"] in _DECIDED]
     diff = compare(would_keys, made_keys)
+    would_eps, made_eps = episodes(would_keys), episodes(made_keys)
+    episode_diff = [{"kind": k[0], "scope": k[1], "rule": k[2],
+                     "would": would_eps.get(k, []), "made": made_eps.get(k, [])}
+                    for k in sorted(set(would_eps) | set(made_eps))
+                    if would_eps.get(k) != made_eps.get(k)]
     return {"policy_version": policy.version, "results": run.results,
             "seconds": round(replayed, 2), "would": [list(k) for k in would_keys],
             "made": [list(k) for k in made_keys], "same": len(diff["same"]),
             "only_backtest": [list(k) for k in diff["only_backtest"]],
             "only_made": [list(k) for k in diff["only_made"]],
+            "episodes_same": sum(1 for k in would_eps if would_eps[k] == made_eps.get(k)),
+            "episodes_differ": episode_diff,
             "late_events": run.controller.clocks.late_events}
 
 
@@ -147,7 +154,9 @@ def _print_backtest(cli: Any, report: dict[str, Any]) -> None:
     out.print(f"policy {report['policy_version']}: {report['results']} tool results replayed "
               f"in {report['seconds']}s; {report['same']} transitions as made, "
               f"{len(report['only_backtest'])} only in the backtest, "
-              f"{len(report['only_made'])} only made", highlight=False)
+              f"{len(report['only_made'])} only made; episodes (trips and recoveries, "
+              f"probe cycles aside): {report['episodes_same']} scopes the same, "
+              f"{len(report['episodes_differ'])} differ", highlight=False)
     would, made = report["would"], report["made"]
     table = Table(title="transitions: would make | were made", title_justify="left")
     for column in ("kind", "scope", "rule", "version", "would make", "were made"):

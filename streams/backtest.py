@@ -63,9 +63,26 @@ def transition_key(kind: str, scope: str, rule: str, version: int, previous: str
     return (kind, scope, rule, int(version), previous, state)
 
 
+RESTING = ("CLOSED", "normal")
+
+
 def compare(would: Iterable[tuple], made: Iterable[tuple]) -> dict[str, list[tuple]]:
     """Transitions both made, only the backtest would make, only the worker made."""
     w, m = list(dict.fromkeys(would)), list(dict.fromkeys(made))
     ws, ms = set(w), set(m)
     return {"same": [t for t in w if t in ms], "only_backtest": [t for t in w if t not in ms],
             "only_made": [t for t in m if t not in ws]}
+
+
+def episodes(transitions: Iterable[tuple]) -> dict[tuple[str, str, str], list[str]]:
+    """Per (kind, scope, rule): the trips and recoveries in order ("tripped:<state>",
+    "recovered"), without half-open probe cycles. Probe cycles depend on which results
+    reach a half-open breaker first, i.e. on arrival order across partitions, which a
+    replay in event-time order cannot know; episodes do not."""
+    out: dict[tuple[str, str, str], list[str]] = {}
+    for kind, scope, rule, _version, previous, state in transitions:
+        if previous in RESTING and state not in RESTING:
+            out.setdefault((kind, scope, rule), []).append(f"tripped:{state}")
+        elif state in RESTING and previous not in RESTING:
+            out.setdefault((kind, scope, rule), []).append("recovered")
+    return out

@@ -71,8 +71,13 @@ def test_explain_names_the_trigger_and_backtest_reproduces_the_transitions(
             assert report["results"] == sink.query(
                 "SELECT count() FROM agentledger.events FINAL "
                 "WHERE event_type = 'tool.result'")[0][0]
-            assert report["only_backtest"] == [] and report["only_made"] == [], report
-            assert report["same"] == versions
+            # every trip and recovery, of every scope, as made; safe mode transition for
+            # transition. (Half-open probe cycles depend on which results reach the worker
+            # first across partitions, which an event-time replay cannot know.)
+            assert report["episodes_differ"] == [], (report["would"], report["made"])
+            assert report["episodes_same"] >= 2
+            exact = sorted(t for t in report["would"] if t[0] == "safe_mode")
+            assert exact == sorted(t for t in report["made"] if t[0] == "safe_mode") and exact
         finally:  # the sink owns the client: stop serving, leave it open
             api.server.should_exit = True
             api.thread.join(10)
