@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 from pydantic import ValidationError
 
 from agentledger.kafka import client_config
@@ -90,21 +90,44 @@ class ControlFollower:
         self._consumer = Consumer(client_config(
             bootstrap, "consumer", group_id=f"agentledger-guard-{uuid.uuid4().hex[:12]}",
             extra=security, **{"fetch.wait.max.ms": 20, "fetch.error.backoff.ms": 50,
-                               "enable.partition.eof": False}))
+                               "enable.partition.eof": False, "error_cb": self._on_error}))
+        self._lost_broker = False
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="control-follower",
                                         daemon=True)
         self.started = time.monotonic()
 
     def start(self) -> ControlFollower:
-        meta = self._consumer.list_topics(self.topic, timeout=10)
+        self._assign_from_start()
+        self.started = time.monotonic()
+        self._thread.start()
+        return self
+
+    def _assign_from_start(self, timeout_s: float = 10) -> None:
+        meta = self._consumer.list_topics(self.topic, timeout=timeout_s)
         partitions = sorted(meta.topics[self.topic].partitions) if \
             self.topic in meta.topics and meta.topics[self.topic].error is None else [0]
         self._consumer.assign([TopicPartition(self.topic, p, OFFSET_BEGINNING)
                                for p in partitions])
-        self.started = time.monotonic()
-        self._thread.start()
-        return self
+
+    def _on_error(self, err: KafkaError) -> None:
+        if err.code() == KafkaError._ALL_BROKERS_DOWN:
+            self._lost_broker = True
+
+    def _rewind_after_outage(self) -> None:
+        """After losing every broker, read the compacted topic again from the start.
+
+        A broker that kept its data in memory (the embedded one) comes back with the topic
+        re-created, and this follower's position may lie at or past its new end, where
+        nothing would ever arrive. Re-reading is cheap (one record per scope) and safe:
+        transitions are applied by version, so nothing goes backwards.
+        """
+        try:
+            self._assign_from_start(timeout_s=1)
+        except KafkaException:
+            return  # still down; try again on the next poll
+        self._lost_broker = False
+        log.warning("control topic re-read after a broker outage")
 
     def close(self) -> None:
         self._stop.set()
@@ -123,6 +146,8 @@ class ControlFollower:
 
     def _loop(self) -> None:
         while not self._stop.is_set():
+            if self._lost_broker:
+                self._rewind_after_outage()
             for msg in self._consumer.consume(num_messages=500, timeout=self._poll_s):
                 if msg.error() is not None:
                     if msg.error().code() != KafkaError._PARTITION_EOF:
