@@ -27,6 +27,7 @@ from agentledger import discovery
 from agentledger.broker import EmbeddedBroker
 from agentledger.kafka import client_config, default_topics, ensure_topics
 from agentledger.settings import Settings
+from agentledger.supervisor import die_with_parent
 from producers.emitter import Ledger
 from producers.simulator import Simulator
 from schemas import topics
@@ -60,7 +61,8 @@ class Service:
     def start(self) -> None:
         out = open(self.log, "ab") if self.log else subprocess.DEVNULL  # noqa: SIM115
         self.process = subprocess.Popen([sys.executable, "-m", "agentledger", self.name],
-                                        env=self.env, stdout=out, stderr=subprocess.STDOUT)
+                                        env=self.env, stdout=out, stderr=subprocess.STDOUT,
+                                        preexec_fn=die_with_parent())
 
     def kill(self) -> None:
         assert self.process is not None
