@@ -12,11 +12,15 @@ event queryable in the store (``SELECT count() FROM events`` through the ledger 
 - ``kafka``: the same ``ExportTraceServiceRequest`` bytes, produced to ``otlp_spans`` as
   the Collector's Kafka exporter writes them, read by an ``agentledger intake`` process.
 
-Raw baselines of the same run: producing those bytes to Kafka with no intake, and the SDK
-exporter's encoding alone; ``http_accept_spans_per_s`` is how fast the API answered the
-exports (before runs close and the sink lands them). The run-closing grace is 0.5 s in
-both intakes (it delays the last run, not the rate). The last line is one JSON object;
-``spans_per_s`` is the slower intake's rate.
+CPU seconds of every process involved (exporter/producer, API + sink, intake, broker) are
+reported too: unlike wall time they are not inflated by other load on the machine, and
+``cpu_bound_2core_spans_per_s`` (2 cores / CPU seconds per span) is what two idle cores
+would reach if CPU were the only limit. Raw baselines of the same run: producing those
+bytes to Kafka with no intake, and the SDK exporter's encoding alone.
+``http_accept_spans_per_s`` is how fast the API answered the exports (before runs close
+and the sink lands them). The run-closing grace is 0.5 s in both intakes (it delays the
+last run, not the rate). The last line is one JSON object; ``spans_per_s`` is the slower
+intake's rate.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 from confluent_kafka import Producer
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
@@ -102,24 +107,42 @@ class Store:
         self.proc.wait(60)
 
 
-def http_phase(store: Store, key: str, tenant: str, spans: list, warm: list
-               ) -> tuple[float, float]:
+class CpuMeter:
+    """CPU seconds (user + system) of the given processes plus this one, since creation:
+    a figure the machine's other load does not inflate, unlike wall time."""
+
+    def __init__(self, *pids: int):
+        self.procs = [psutil.Process(pid) for pid in (os.getpid(), *pids)]
+        self.start = self._now()
+
+    def _now(self) -> dict[int, float]:
+        return {p.pid: sum(p.cpu_times()[:2]) for p in self.procs if p.is_running()}
+
+    def used(self) -> float:
+        now = self._now()
+        return sum(now[pid] - self.start.get(pid, 0.0) for pid in now)
+
+
+def http_phase(store: Store, key: str, tenant: str, spans: list, warm: list,
+               broker_pid: int) -> tuple[float, float, float]:
     exporter = OTLPSpanExporter(endpoint=f"{store.url}/v1/traces",
                                 headers={"Authorization": f"Bearer {key}"}, timeout=60)
     assert exporter.export(warm) == SpanExportResult.SUCCESS
     warm_events = len(warm) // SPANS_PER_RUN * EVENTS_PER_RUN
     store.wait(tenant, warm_events)
+    cpu = CpuMeter(store.proc.pid, broker_pid)
     start = time.monotonic()
     with ThreadPoolExecutor(2) as pool:
         results = list(pool.map(exporter.export, batches(spans)))
     accepted = time.monotonic()
     assert all(r == SpanExportResult.SUCCESS for r in results), results
     end = store.wait(tenant, warm_events + len(spans) // SPANS_PER_RUN * EVENTS_PER_RUN)
-    return len(spans) / (end - start), len(spans) / (accepted - start)
+    return len(spans) / (end - start), len(spans) / (accepted - start), cpu.used()
 
 
 def kafka_phase(store: Store, bootstrap: str, env: dict[str, str], tenant: str,
-                payloads: list[bytes], warm: bytes, warm_spans: int) -> float:
+                payloads: list[bytes], warm: bytes, warm_spans: int,
+                broker_pid: int) -> tuple[float, float]:
     intake = subprocess.Popen([sys.executable, "-m", "agentledger", "intake", "--tenant", tenant,
                                "--grace-s", "0.5"], env=env, stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL)
@@ -129,6 +152,7 @@ def kafka_phase(store: Store, bootstrap: str, env: dict[str, str], tenant: str,
         producer.flush(30)
         warm_events = warm_spans // SPANS_PER_RUN * EVENTS_PER_RUN
         store.wait(tenant, warm_events)
+        cpu = CpuMeter(store.proc.pid, broker_pid, intake.pid)
         start = time.monotonic()
         for value in payloads:
             producer.produce("otlp_spans", value)
@@ -136,7 +160,7 @@ def kafka_phase(store: Store, bootstrap: str, env: dict[str, str], tenant: str,
         producer.flush(60)
         spans = len(payloads) * BATCH
         end = store.wait(tenant, warm_events + spans // SPANS_PER_RUN * EVENTS_PER_RUN)
-        return spans / (end - start)
+        return spans / (end - start), cpu.used()
     finally:
         intake.terminate()
         intake.wait(60)
@@ -179,10 +203,13 @@ def main() -> int:
         store = Store(settings, env)
         try:
             say(f"http: {len(spans)} spans via OTLPSpanExporter → POST /v1/traces ...")
-            http, accept = http_phase(store, key, "bench-http", spans, warm)
+            broker_pid = broker.process.pid if broker.process else os.getpid()
+            http, accept, http_cpu = http_phase(store, key, "bench-http", spans, warm,
+                                                broker_pid)
             say(f"kafka: {len(payloads)} messages → otlp_spans → agentledger intake ...")
-            kafka = kafka_phase(store, broker.bootstrap, env, "bench-kafka", payloads,
-                                encode_spans(warm).SerializeToString(), len(warm))
+            kafka, kafka_cpu = kafka_phase(store, broker.bootstrap, env, "bench-kafka",
+                                           payloads, encode_spans(warm).SerializeToString(),
+                                           len(warm), broker_pid)
         finally:
             store.stop()
     result: dict[str, Any] = {
@@ -190,7 +217,11 @@ def main() -> int:
         "spans_per_s": round(min(http, kafka)), "http_spans_per_s": round(http),
         "kafka_spans_per_s": round(kafka), "http_accept_spans_per_s": round(accept),
         "raw_kafka_produce_spans_per_s": round(raw),
-        "raw_sdk_encode_spans_per_s": round(encode_rate), "cpus": os.cpu_count(),
+        "raw_sdk_encode_spans_per_s": round(encode_rate),
+        "http_cpu_s": round(http_cpu, 2), "kafka_cpu_s": round(kafka_cpu, 2),
+        # CPU-bound capacity of 2 idle cores: 2 / (CPU seconds per span, every process)
+        "cpu_bound_2core_spans_per_s": round(2 * len(spans) / max(http_cpu, kafka_cpu)),
+        "cpus": os.cpu_count(),
         "load_avg_1m": round(os.getloadavg()[0], 2),
     }
     say(f"http {http:,.0f} spans/s, kafka {kafka:,.0f} spans/s (raw produce {raw:,.0f})")

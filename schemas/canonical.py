@@ -119,10 +119,14 @@ def _prep(value: Any) -> Any:
     """
     kind = type(value)
     if kind is dict:
+        try:
+            names = "".join(value)  # one C call checks every key is a str
+        except TypeError:
+            raise _Slow from None
+        if not names.isascii() and max(names) > "\uffff":
+            raise _Slow
         out = {}
         for key, item in value.items():
-            if type(key) is not str or (not key.isascii() and max(map(ord, key)) > 0xFFFF):
-                raise _Slow
             leaf = type(item)
             if leaf is str or item is None or leaf is bool or (
                     leaf is int and -_MAX_SAFE_INT <= item <= _MAX_SAFE_INT):
@@ -166,3 +170,4 @@ def canonicalize_slow(value: Any) -> bytes:
     out: list[str] = []
     _write(value, out)
     return "".join(out).encode("utf-8")
+

@@ -60,8 +60,14 @@ def test_fast_path_equals_the_general_writer():
     values += [case["event"] for case in DOCUMENT["events"]]
     values += [{"x": f, "list": [f, {"y": f}]} for f in floats]
     values += [{"\U0001f600": 1, "\ufb33": [1.0, 2**53 - 1]}, ("t", 1.0)]
+    text = "".join(chr(rng.choice([rng.randint(0, 0x7f), rng.randint(0x80, 0xffff),
+                                    rng.randint(0x10000, 0x10ffff)])) for _ in range(4000))
+    text = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    values += [{text[i:i + 7]: text[i + 7:i + 20], "n": i} for i in range(0, 3900, 20)]
+    values += [{"big": 2**53 - 1, "x": [1.0, -0.0, 1e16, 1e20, 1e-7, 0.1]}, 1.0, 5]
     for value in values:
-        assert canonicalize(value) == canonicalize_slow(value), value
+        slow = canonicalize_slow(value)
+        assert canonicalize(value) == slow, value
 
 
 @pytest.mark.parametrize("value", [float("nan"), float("inf"), 2**53, {1: "x"}, b"bytes"])
