@@ -26,6 +26,7 @@ import zlib
 from collections import Counter
 from typing import Annotated, Any
 
+from confluent_kafka import KafkaException
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from google.protobuf import json_format
@@ -39,7 +40,7 @@ from agentledger.api import OrjsonResponse, principal
 from agentledger.auth import Principal
 from agentledger.otlp_publish import Publisher, PublishFailed
 from agentledger.settings import Settings, load_settings
-from producers.otlp.catalogue import load_catalogue
+from producers.otlp.catalogue import CatalogueError, load_catalogue
 from producers.otlp.decode import PayloadError, decode_json, decode_protobuf
 from producers.otlp.runs import Assembler, Intake, Rejected
 from sinks.clickhouse import Batch, ClickHouseWriter
@@ -70,9 +71,16 @@ class HttpIntake:
 
     def __init__(self, settings: Settings, bootstrap: str, *, grace_s: float = 2.0,
                  idle_s: float = 30.0):
+        try:
+            catalogue = load_catalogue(settings.policy_file)
+        except CatalogueError as exc:  # every tool then counts as a write: the safe side
+            log.error("tool catalogue not loaded", extra={"error": str(exc)})
+            catalogue = None
         self.assembler = Assembler(origin="otlp_http", grace_s=grace_s, idle_s=idle_s,
-                                   catalogue=load_catalogue(settings.policy_file))
+                                   catalogue=catalogue)
         self.publisher = Publisher(bootstrap, security=settings.kafka_security)
+        self._pending: list[dict[str, Any]] = []
+        """Events of closed runs Kafka has not acknowledged yet (retried; ids dedup)."""
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="otlp-closer", daemon=True)
         self._thread.start()
@@ -83,15 +91,24 @@ class HttpIntake:
 
     def close_due(self, force: bool = False) -> int:
         runs = self.assembler.due(force=force)
-        events = [e for run in runs for e in run.events]
+        events = self._pending + [e for run in runs for e in run.events]
         if not events:
             return 0
         try:
             self.publisher.publish(events)
             self.publisher.flush(30)
-        except PublishFailed as exc:
-            log.error("OTLP runs not published", extra={"runs": len(runs), "error": str(exc)})
+        except (PublishFailed, KafkaException) as exc:
+            self._pending = events  # sent again next round; the sink dedups by event_id
+            log.error("OTLP events not published yet", extra={"events": len(events),
+                                                               "error": str(exc)})
+            return 0
+        self._pending = []
         return len(events)
+
+    @property
+    def backlog(self) -> int:
+        """Spans of open runs plus events waiting for Kafka: what back-pressure bounds."""
+        return self.assembler.open_spans + len(self._pending)
 
     def stop(self) -> None:
         self._stop.set()
@@ -211,9 +228,9 @@ def _summary(rejected: list[Rejected]) -> str:
 def _ingest(app: FastAPI, body: bytes, media: str, tenant: str) -> Intake:
     spans = decode_protobuf(body) if media == PROTOBUF else decode_json(body)
     intake = intake_of(app)
-    if intake.assembler.open_spans >= getattr(app.state, "otlp_max_open_spans", MAX_OPEN_SPANS):
-        raise OtlpError(503, f"the intake holds {intake.assembler.open_spans} spans of open "
-                             "runs; retry later")
+    if intake.backlog >= getattr(app.state, "otlp_max_open_spans", MAX_OPEN_SPANS):
+        raise OtlpError(503, f"the intake holds {intake.backlog} spans and events not yet "
+                             "published; retry later")
     result = intake.assembler.add(spans, tenant)
     if result.rejected:
         rows = intake.publisher.reject(result.rejected, topic="otlp.http")
