@@ -372,3 +372,31 @@ def test_kafka_commit_point_never_splits_a_run_and_revoked_partitions_forget_ope
     assert assembler.open_first_offsets() == {0: 5, 1: 7}
     assert assembler.discard_partitions({0}) == 1
     assert assembler.open_first_offsets() == {1: 7}
+
+
+def test_http_intake_sends_unacknowledged_events_again_and_counts_them_as_backlog():
+    from agentledger.otlp_http import HttpIntake
+    from agentledger.otlp_publish import PublishFailed
+
+    class FlakyKafka:
+        def __init__(self) -> None:
+            self.fail, self.sent = True, []
+
+        def publish(self, events: list) -> int:
+            self.sent.append([e["event_id"] for e in events])
+            return len(events)
+
+        def flush(self, timeout_s: float) -> None:
+            if self.fail:
+                raise PublishFailed("broker down")
+
+    intake = HttpIntake.__new__(HttpIntake)  # no thread, no Kafka: the closing logic alone
+    intake.assembler = Assembler(origin="otlp_http", grace_s=0)
+    intake.publisher = FlakyKafka()
+    intake._pending = []
+    intake.assembler.add([agent({"gen_ai.operation.name": "invoke_agent"})], "acme")
+    assert intake.close_due() == 0 and intake.backlog == 2
+    intake.publisher.fail = False
+    assert intake.close_due() == 2 and intake.backlog == 0
+    first, again = intake.publisher.sent
+    assert first == again  # the same events, the same ids
