@@ -21,7 +21,8 @@ Scoring (times are the bench's true time at which the deciding record arrived):
   lasting >= 60 s (skewed and lagging ones included);
 - detection: first episode - outage start; p50/p99 over outages >= 20 % lasting >= 60 s
   whose affected agents include one with >= 60 calls/min on the tool;
-- reset: end of each outage episode (CLOSED / normal) - outage end, p50/p99;
+- reset: end of each outage episode (CLOSED / normal) - outage end (for an outage on a
+  lagging partition, the end + the lag: its last results arrive then), p50/p99;
 - episodes per outage: episodes per (outage, scope) that had one; half-open probe
   cycles inside an episode are counted apart.
 """
@@ -242,8 +243,10 @@ def score(fleet: Fleet, eps: Episodes) -> dict:
             false_trips += 1
             continue
         probe_cycles += cycles
-        # the outage it recovers from: the last to end among those it overlaps
-        last_end = max(o.end for o in owners if end is None or o.start <= end)
+        # the outage it recovers from: the last to end among those it overlaps; an
+        # outage on a lagging partition is over for the worker once its last results
+        # have arrived (end + lag)
+        last_end = max(o.end + o.lag for o in owners if end is None or o.start <= end)
         for o in owners:
             per_outage[o.oid][scope].append((start, end, last_end))
     agent_hours = len(fleet.agents) * fleet.hours

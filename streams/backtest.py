@@ -47,9 +47,9 @@ class Backtest:
 
     def _flush(self) -> None:
         for tenant, batch in self._batches.items():
-            out = self.controller.apply(tenant, batch)
-            out.extend(self.controller.advance())
-            self.signals += out.signals
+            self.signals += self.controller.apply(tenant, batch).signals
+        if self._batches:
+            self.signals += self.controller.advance().signals
         self._batches.clear()
 
     def finish(self) -> list[ControlSignal]:

@@ -81,14 +81,20 @@ class RuleCondition(_Policy):
 
 
 class SafeModeRule(_Policy):
-    """Enter when the agent's tool error rate over the window exceeds the threshold; leave
-    only once it is at most ``exit_below`` *and* ``min_hold_s`` has passed (hysteresis)."""
+    """Enter on significant evidence of an error rate over the threshold (``when``); leave
+    once the window is no longer evidence (at ``exit_confidence``) of a rate over
+    ``exit_below`` *and* ``min_hold_s`` has passed (hysteresis)."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     when: RuleCondition
     action: Literal["degrade_to_read_only", "halt"] = "degrade_to_read_only"
     exit_below: float | None = Field(None, ge=0, lt=1)
+    exit_confidence: float = Field(0.95, ge=0.5, lt=1)
     min_hold_s: float = Field(60, ge=0)
+
+    @property
+    def exit_alpha(self) -> float:
+        return round(1 - self.exit_confidence, 12)
 
     @property
     def exit_threshold(self) -> float:

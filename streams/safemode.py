@@ -2,7 +2,8 @@
 
 normal ─(failures in the window are significant evidence of an error rate above
          ``when.tool_error_rate_gt``: exact binomial test at ``when.confidence``)→ degraded
-degraded ─(observed error rate over the window ≤ ``exit_below`` AND held ≥ min_hold_s)→ normal
+degraded ─(the window is no evidence (at ``exit_confidence``) of a rate above
+           ``exit_below`` AND held ≥ min_hold_s)→ normal
 
 Why a test and not "rate > threshold over ≥ min_calls": 2 failures in 21 calls is 9.5 %,
 and happens to a healthy agent with 2 % background errors about once an hour. The test
@@ -61,10 +62,12 @@ class SafeMode:
         if calls >= when.min_calls and failures >= critical_failures(
                 calls, when.tool_error_rate_gt, when.alpha):
             return "short", self.window_s, calls, failures
-        if when.long_window_s and failures > when.tool_error_rate_gt * calls:
-            # evidence already acted on is not used twice: after leaving safe mode the
-            # long window only counts from that moment, so an outage that has ended
-            # cannot degrade the agent again on a noisy minute
+        if when.long_window_s and calls and failures >= critical_failures(
+                calls, when.tool_error_rate_gt, self.rule.exit_alpha):
+            # the long window needs the short one failing now too (at exit_confidence),
+            # and evidence already acted on is not used twice: after leaving safe mode
+            # it only counts from that moment, so an outage that has ended cannot
+            # degrade the agent again on a noisy minute
             long_calls, long_failures = window.totals(at, when.long_window_s,
                                                       self.since or None)
             if long_calls >= when.min_calls and long_failures >= critical_failures(
@@ -101,8 +104,11 @@ class SafeMode:
                           window.failed_ids(at, seconds), details)
 
     def exit_if(self, now: float, offset: float, window: CountWindow) -> Transition | None:
-        """From degraded: leave once the observed rate is at most ``exit_below`` and the
-        mode has been held ``min_hold_s`` (agent time)."""
+        """From degraded: leave once the window's failures are no longer significant
+        evidence (at ``exit_confidence``) of a rate above ``exit_below``, and the mode has
+        been held ``min_hold_s`` (agent time). A 16-call window with one error (6 %) is no
+        such evidence; requiring the raw rate under 4 % would hold small agents for
+        minutes after a recovery."""
         rule = self.rule
         if self.state == NORMAL:
             return None
@@ -111,10 +117,12 @@ class SafeMode:
             return None
         calls, failures = window.totals(now, self.window_s)
         rate = failures / calls if calls else 0.0
-        if rate > rule.exit_threshold:
-            return None
-        reason = (f"{rule.name}: error rate {rate:.1%} ≤ {rule.exit_threshold:.1%} over "
-                  f"{self.window_s}s after {held:.0f}s in {self.state}")
+        if calls and failures >= critical_failures(calls, rule.exit_threshold,
+                                                   rule.exit_alpha):
+            return None  # still evidence of a rate over exit_below
+        reason = (f"{rule.name}: {failures} errors in {calls} calls over {self.window_s}s "
+                  f"({rate:.1%}) are no evidence of > {rule.exit_threshold:.1%}; "
+                  f"{held:.0f}s in {self.state}")
         return self._move(NORMAL, now, offset, reason, (),
                           self._details("short", self.window_s, calls, failures, now + offset))
 
@@ -126,4 +134,5 @@ class SafeMode:
                 "error_rate": round(failures / calls, 5) if calls else 0.0,
                 "threshold": when.tool_error_rate_gt, "confidence": when.confidence,
                 "min_calls": when.min_calls, "exit_below": self.rule.exit_threshold,
+                "exit_confidence": self.rule.exit_confidence,
                 "min_hold_s": self.rule.min_hold_s, "agent_time": at_raw}
