@@ -371,3 +371,20 @@ def test_intake_cli_refuses_bad_options_with_a_message():
                               timeout=60)
         assert done.returncode == 1 and words in done.stderr, done.stderr
         assert "Traceback" not in done.stderr
+
+
+def test_agentledger_intake_command_lands_collector_bytes_and_stops_cleanly(stack: Stack):
+    trace_id, spans = run_spans(tool="cli-tool")
+    producer = Producer(client_config(stack.bootstrap, "producer"))
+    producer.produce("otlp_spans", request_bytes(spans), bytes.fromhex(trace_id))
+    assert producer.flush(15) == 0
+    intake = subprocess.Popen([*CLI, "intake", "--tenant", "acme", "--group", "cli-intake",
+                               "--grace-s", "0.2"], env=stack.env, stderr=subprocess.PIPE,
+                              text=True)
+    try:
+        stack.landed(trace_id, 6)
+    finally:
+        intake.terminate()
+        _, stderr = intake.communicate(timeout=60)
+    assert intake.returncode == 0, stderr
+    assert "intake stopped" in stderr and "'runs': " in stderr
