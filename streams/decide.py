@@ -73,7 +73,8 @@ class Controller:
         self.breakers: dict[tuple[str, str], Breaker] = {}
         self.open_breakers: set[tuple[str, str]] = set()
         self.safe_modes: dict[tuple[str, str, str], SafeMode] = {}
-        self.agent_windows: dict[tuple[str, str], CountWindow] = {}
+        self.agent_windows: dict[tuple[str, str], dict[str, CountWindow]] = {}
+        """(tenant, agent) -> {"": all its results, tool: that tool's results}."""
         self.degraded: set[tuple[str, str, str]] = set()
         self.health = ToolHealth(self.window_s, self.hop_s)
         self.economics = Economics(policy.economics.window_s)
@@ -188,10 +189,15 @@ class Controller:
         failed = status in ("error", "timeout")
         at, _ = self.clocks.place(tenant, agent, ts, arrival)
         source = self.clocks.sources[(tenant, agent)]
-        w = self.agent_windows.get((tenant, agent))
-        if w is None:
-            w = self.agent_windows[(tenant, agent)] = CountWindow(self.hop_s, self.keep_s)
-        w.add(at, failed, event_id)
+        windows = self.agent_windows.get((tenant, agent))
+        if windows is None:
+            windows = self.agent_windows[(tenant, agent)] = {
+                "": CountWindow(self.hop_s, self.keep_s)}
+        windows[""].add(at, failed, event_id)
+        per_tool = windows.get(tool)
+        if per_tool is None:
+            per_tool = windows[tool] = CountWindow(self.hop_s, self.keep_s)
+        per_tool.add(at, failed, event_id)
         late = at < source.clock - self.hop_s
         if failed and late:
             late_failures.append(at)

@@ -5,6 +5,10 @@ normal ─(failures in the window are significant evidence of an error rate abov
 degraded ─(the window is no evidence (at ``exit_confidence``) of a rate above
            ``exit_below`` AND held ≥ min_hold_s)→ normal
 
+The test runs on the agent's results over all its tools and on each tool's results alone
+(an outage of one of three tools is diluted threefold in the agent's total); the agent
+leaves only when none of them is still evidence of a rate above ``exit_below``.
+
 Why a test and not "rate > threshold over ≥ min_calls": 2 failures in 21 calls is 9.5 %,
 and happens to a healthy agent with 2 % background errors about once an hour. The test
 asks instead how rare this many failures would be *if the true rate were the threshold*;
@@ -18,6 +22,7 @@ own control records, and :class:`producers.guard.SafeModeGuard` gives them prece
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from schemas.signals import HALTED, NORMAL, READ_ONLY
@@ -27,6 +32,13 @@ from streams.stats import critical_failures, lower_bound
 from streams.windows import CountWindow
 
 DEGRADED_STATE = {"degrade_to_read_only": READ_ONLY, "halt": HALTED}
+
+Windows = Mapping[str, CountWindow]
+"""An agent's windows: ``""`` all its tool results, then one per tool."""
+
+
+def _windows(window: CountWindow | Windows) -> Windows:
+    return {"": window} if isinstance(window, CountWindow) else window
 
 
 class SafeMode:
@@ -75,7 +87,7 @@ class SafeMode:
                 return "long", when.long_window_s, long_calls, long_failures
         return None
 
-    def enter_if(self, at: float, offset: float, window: CountWindow,
+    def enter_if(self, at: float, offset: float, window: CountWindow | Windows,
                  now: float | None = None) -> Transition | None:
         """From normal: decide on the window ending at ``at`` (the agent's clock ``now``,
         or the time of a late failure, so a late outage is judged on the window it belongs
@@ -84,26 +96,32 @@ class SafeMode:
         now = at if now is None else now
         if self.state != NORMAL or at < self.since:
             return None
-        hit = self.entering(at, window)
-        if hit is None:
+        # the agent's traffic over all tools first, then each tool alone
+        found = next(((name, w, hit) for name, w in _windows(window).items()
+                      if (hit := self.entering(at, w)) is not None), None)
+        if found is None:
             return None
-        which, seconds, calls, failures = hit
+        tool, hit_window, (which, seconds, calls, failures) = found
         rule = self.rule
         when = rule.when
         bound = lower_bound(failures, calls, when.alpha)
         reason = (f"{rule.name}: {failures} errors in {calls} calls over {seconds}s "
                   f"({failures / calls:.1%}); {when.confidence:.2%} lower bound {bound:.1%} > "
                   f"{when.tool_error_rate_gt:.1%}")
+        if tool:
+            reason = f"{reason} on {tool}"
         details = self._details(which, seconds, calls, failures, at + offset)
+        details["tool"] = tool or "*"
         details["lower_bound"] = round(bound, 5)
         details["critical_errors"] = critical_failures(calls, when.tool_error_rate_gt,
                                                        when.alpha)
         if at < now:
             details["late_window"] = True
         return self._move(DEGRADED_STATE[rule.action], now, offset, reason,
-                          window.failed_ids(at, seconds), details)
+                          hit_window.failed_ids(at, seconds), details)
 
-    def exit_if(self, now: float, offset: float, window: CountWindow) -> Transition | None:
+    def exit_if(self, now: float, offset: float, window: CountWindow | Windows
+                ) -> Transition | None:
         """From degraded: leave once the window's failures are no longer significant
         evidence (at ``exit_confidence``) of a rate above ``exit_below``, and the mode has
         been held ``min_hold_s`` (agent time). A 16-call window with one error (6 %) is no
@@ -115,11 +133,13 @@ class SafeMode:
         held = now - self.since
         if held < rule.min_hold_s:
             return None
-        calls, failures = window.totals(now, self.window_s)
+        windows = _windows(window)
+        for w in windows.values():  # any of them still evidence of a rate over exit_below
+            c, f = w.totals(now, self.window_s)
+            if c and f >= critical_failures(c, rule.exit_threshold, rule.exit_alpha):
+                return None
+        calls, failures = next(iter(windows.values())).totals(now, self.window_s)
         rate = failures / calls if calls else 0.0
-        if calls and failures >= critical_failures(calls, rule.exit_threshold,
-                                                   rule.exit_alpha):
-            return None  # still evidence of a rate over exit_below
         reason = (f"{rule.name}: {failures} errors in {calls} calls over {self.window_s}s "
                   f"({rate:.1%}) are no evidence of > {rule.exit_threshold:.1%}; "
                   f"{held:.0f}s in {self.state}")

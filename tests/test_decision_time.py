@@ -103,9 +103,9 @@ def test_events_beyond_allowed_lateness_are_counted_at_arrival_and_in_late_event
     live = traffic("bot", T0, lateness + 200, 2, 0.0, seed=1)
     late = traffic("bot", T0, 8, 1, 1.0, seed=2)  # 8 failures, delivered at the end
     play(c, live)
-    before = c.agent_windows[("acme", "bot")].totals(c.clocks.clock("acme", "bot"), 60)
+    before = c.agent_windows[("acme", "bot")][""].totals(c.clocks.clock("acme", "bot"), 60)
     play(c, late)
-    after = c.agent_windows[("acme", "bot")].totals(c.clocks.clock("acme", "bot"), 60)
+    after = c.agent_windows[("acme", "bot")][""].totals(c.clocks.clock("acme", "bot"), 60)
     assert c.clocks.late_events == 8 and c.counts()["late_events"] == 8
     assert after == (before[0] + 8, before[1] + 8), "counted by arrival, not dropped"
 
@@ -143,3 +143,16 @@ def test_source_clock_rejoin_needs_more_than_one_record() -> None:
     clocks.next_record()
     clocks.place("t", "a", T0 + 200)
     assert clocks.rejoins == 1
+
+
+def test_an_outage_of_one_tool_is_not_diluted_by_the_agents_other_tools() -> None:
+    """Five tools, one failing 25%: 6% of the agent's calls is no evidence of > 5%, 25% of
+    that tool's calls is. Safe mode tests each tool's results too."""
+    c = Controller(POLICY)
+    streams = [traffic("bot", T0, 120, 1, 0.25 if tool == "crm" else 0.01, tool=tool,
+                       seed=i) for i, tool in enumerate(("crm", "mail", "docs", "chat", "kb"))]
+    out = play(c, merged(*streams))
+    entered = [s for s in out.signals if s.kind == "safe_mode"]
+    assert entered and entered[0].details["tool"] == "crm"
+    calls, errors = c.agent_windows[("acme", "bot")][""].totals(T0 + 119, 60)
+    assert errors < 0.1 * calls, "the agent's total alone would not have said it"
