@@ -74,10 +74,12 @@ def client_config(
                 "session.timeout.ms": session_timeout_ms,
                 "heartbeat.interval.ms": max(500, session_timeout_ms // 3),
                 "partition.assignment.strategy": "cooperative-sticky",
-                "fetch.max.bytes": 16 * 1024 * 1024,
-                # Prefetch is per partition; bounded so a sink behind on N partitions
-                # holds tens of MiB of backlog in memory, not the whole topic.
-                "queued.max.messages.kbytes": 64 * 1024,
+                "fetch.max.bytes": 8 * 1024 * 1024,
+                # Prefetch is bounded: 16 MiB in the consumer's one queue (20k messages per
+                # partition at most), so a sink far behind holds a few batches of backlog,
+                # not the topic; still ahead of its inserts (bench/bench_sink.py).
+                "queued.max.messages.kbytes": 16 * 1024,
+                "queued.min.messages": 20_000,
             }
         )
     conf.update(extra or {})
