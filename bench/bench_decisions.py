@@ -15,14 +15,15 @@ rate > 5 % over >= 20 calls, exit <= 2 %).
 Scoring (times are the bench's true time at which the deciding record arrived):
 - an episode = a breaker CLOSED->OPEN or a safe mode normal->degraded; one that starts on a
   scope an outage affects (the tool's breaker in an affected tenant, or an agent calling
-  the tool there) between its start and its end + 2 min belongs to that outage, any
+  the tool there) between its start and its end + 2 min (+ the lag of a partition lagging
+  in that tenant then: its results arrive that much later) belongs to that outage, any
   other is a false trip (per 1,000 agent-hours);
 - recall: outages with at least one episode, by error rate; ``recall_ge20`` for >= 20 %
   lasting >= 60 s (skewed and lagging ones included);
 - detection: first episode - outage start; p50/p99 over outages >= 20 % lasting >= 60 s
   whose affected agents include one with >= 60 calls/min on the tool;
-- reset: end of each outage episode (CLOSED / normal) - outage end (for an outage on a
-  lagging partition, the end + the lag: its last results arrive then), p50/p99;
+- reset: end of each outage episode (CLOSED / normal) - outage end (+ the lag of a
+  partition lagging in that tenant: its last results arrive then), p50/p99;
 - episodes per outage: episodes per (outage, scope) that had one; half-open probe
   cycles inside an episode are counted apart.
 """
@@ -226,6 +227,11 @@ def score(fleet: Fleet, eps: Episodes) -> dict:
     for a in fleet.agents:
         for tool in a.tools:
             users[(a.tenant, tool)].append(a)
+    # a lagging partition delays every result of its tenant, whichever outage it came with
+    tenant_lag = {o.oid: max([x.lag for x in fleet.outages if x.lag and set(x.tenants)
+                              & set(o.tenants) and x.start - 60 < o.end + 300
+                              and o.start < x.end + 300] + [0.0])
+                  for o in fleet.outages}
     false_trips = 0
     probe_cycles = 0
     per_outage: dict[int, dict[str, list]] = defaultdict(lambda: defaultdict(list))
@@ -233,7 +239,8 @@ def score(fleet: Fleet, eps: Episodes) -> dict:
         tenant = scope.split("/")[0]
         owners = []
         for o in fleet.outages:
-            if tenant not in o.tenants or not (o.start <= start <= o.end + o.lag + GRACE_S):
+            lag = tenant_lag[o.oid]
+            if tenant not in o.tenants or not (o.start <= start <= o.end + lag + GRACE_S):
                 continue
             if (kind == "breaker" and scope.endswith(f"/{o.tool}")) or (
                     kind == "safe_mode" and any(f"{tenant}/{a.name}" == scope
@@ -246,7 +253,8 @@ def score(fleet: Fleet, eps: Episodes) -> dict:
         # the outage it recovers from: the last to end among those it overlaps; an
         # outage on a lagging partition is over for the worker once its last results
         # have arrived (end + lag)
-        last_end = max(o.end + o.lag for o in owners if end is None or o.start <= end)
+        last_end = max(o.end + tenant_lag[o.oid] for o in owners
+                       if end is None or o.start <= end)
         for o in owners:
             per_outage[o.oid][scope].append((start, end, last_end))
     agent_hours = len(fleet.agents) * fleet.hours

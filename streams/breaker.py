@@ -123,7 +123,8 @@ class Breaker:
         """One tool result of ``agent`` at its mapped time ``ts``. ``clock`` gives every
         agent's mapped clock (default: everyone is at ``ts``); ``offset`` maps this
         agent's time back to its raw clock for the transition. A ``late`` result (behind
-        its agent's clock) is never a probe: probes are calls made after half-opening."""
+        its agent's clock) is never a probe (probes are calls made after half-opening)
+        and never trips it alone."""
         p = self.policy
         if self.state == OPEN:
             return self.advance(ts, agent, offset)
@@ -133,7 +134,9 @@ class Breaker:
         if sub is None:
             sub = self.subs[agent] = CountWindow(self.hop_s, self.keep_s)
         sub.add(ts, failed, event_id)
-        if not failed:
+        if not failed or late:
+            # a late failure counts in the window but does not trip on its own: a
+            # breaker refuses every call to the tool now, on evidence of now
             return None
         own = clock or _own_clock(ts)
         at = lambda a: ts if a == agent else own(a)  # noqa: E731
