@@ -150,8 +150,7 @@ class KafkaIntake:
                                   partition=part, offset=offset)
 
     def _close_and_commit(self) -> None:
-        runs = self.assembler.due()
-        for run in runs:
+        for run in self.assembler.iter_due():
             self.stats.runs += bool(run.events)
             self.stats.events += self.publisher.publish(run.events)
             for part, interval in run.positions.items():

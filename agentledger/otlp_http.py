@@ -90,14 +90,20 @@ class HttpIntake:
             self.close_due()
 
     def close_due(self, force: bool = False) -> int:
-        runs = self.assembler.due(force=force)
-        events = self._pending + [e for run in runs for e in run.events]
-        if not events:
-            return 0
+        events = list(self._pending)
+        runs = self.assembler.iter_due(force=force)
         try:
-            self.publisher.publish(events)
+            if events:
+                self.publisher.publish(events)
+            for run in runs:  # each run goes out as soon as it is built
+                events += run.events
+                self.publisher.publish(run.events)
+            if not events:
+                return 0
             self.publisher.flush(30)
         except (PublishFailed, KafkaException) as exc:
+            for run in runs:  # the closed runs not built yet must not be lost
+                events += run.events
             self._pending = events  # sent again next round; the sink dedups by event_id
             log.error("OTLP events not published yet", extra={"events": len(events),
                                                                "error": str(exc)})

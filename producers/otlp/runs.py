@@ -29,7 +29,7 @@ import hashlib
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -225,6 +225,11 @@ class Assembler:
 
     def due(self, *, force: bool = False) -> list[ClosedRun]:
         """Close every complete trace (all of them with ``force``) and build its run."""
+        return list(self.iter_due(force=force))
+
+    def iter_due(self, *, force: bool = False) -> Iterator[ClosedRun]:
+        """:meth:`due`, building each run only when asked for, so a caller can publish one
+        run while the next is built (the sink starts sooner)."""
         now = self.clock()
         ready: list[_Trace] = []
         with self._lock:
@@ -239,15 +244,13 @@ class Assembler:
                     self._closed[key] = frozenset(trace.spans)
             while len(self._closed) > CLOSED_MEMORY:
                 self._closed.popitem(last=False)
-        runs = []
         for trace in ready:
             if all(m.kind == "other" for m in trace.spans.values()):
                 self.ignored_traces += 1
                 events: list[dict[str, Any]] = []
             else:
                 events = build_run(trace.tenant, trace.spans.values(), self.origin)
-            runs.append(ClosedRun(trace.tenant, trace.trace_id, events, trace.positions))
-        return runs
+            yield ClosedRun(trace.tenant, trace.trace_id, events, trace.positions)
 
     def discard_partitions(self, partitions: set[int]) -> int:
         """Forget open traces with spans from ``partitions`` (revoked from this consumer:
