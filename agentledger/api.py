@@ -301,8 +301,10 @@ def create_app(client: Client, keys: KeyRing, *, database: str = "agentledger",
         return stats() if stats else {}
 
     approvals_api.install(app, client, principal)
-    app.include_router(watch_router(client, caller_scope))  # GET /v1/watch
-    app.include_router(control_router(client, caller_scope))  # GET /v1/control/explain
+    # Routes join the app's own list (not include_router, which this FastAPI keeps as one
+    # opaque entry): every route stays visible to app.routes, OpenAPI and the route probes.
+    app.router.routes.extend(watch_router(client, caller_scope).routes)  # GET /v1/watch
+    app.router.routes.extend(control_router(client, caller_scope).routes)  # /v1/control/…
     from agentledger.otlp_http import install as install_otlp  # imports this module
     install_otlp(app, client, database)  # POST /v1/traces, GET /v1/control/stream
     return app

@@ -1,7 +1,8 @@
 """``agentledger up``: the embedded stack in the foreground, supervised.
 
 Order of start: broker → topics → store service (sink + API, a child process that owns
-the chdb store) → stream worker (the control loop). While it starts, ``<run_dir>/
+the chdb store) → stream worker (the control loop) → OTLP intake (spans from the
+OpenTelemetry Collector's Kafka exporter). While it starts, ``<run_dir>/
 supervisor.json`` says so, and readers (the CLI) wait for the store service instead of
 opening the store themselves (see :func:`agentledger.client.open_ledger`).
 
@@ -153,7 +154,8 @@ class Supervisor:
                 discovery.publish(settings, discovery.BROKER_FILE, {"bootstrap": bootstrap})
             self._ensure_topics(bootstrap)
             self.children = [self._service("sink", bootstrap),
-                             self._service("streams", bootstrap)]
+                             self._service("streams", bootstrap),
+                             self._service("intake", bootstrap)]
             for child in self.children:
                 child.start()
             self._publish()
@@ -183,15 +185,19 @@ class Supervisor:
                       default_topics(self.settings.events_partitions))
 
     def _stop_children(self) -> None:
-        """Stream worker, then store service; SIGKILL whatever is left at the deadline."""
+        """Producers of signals and events first, then the store service that lands them;
+        SIGKILL whatever is left at the deadline."""
         deadline = time.monotonic() + self.stop_timeout_s
-        for child in reversed(self.children):
-            child.next_start = None
-            child.terminate()
-            # The worker gets a head start so its last signals reach the sink.
-            child.wait_until(min(deadline, time.monotonic() + self.stop_timeout_s / 2))
+        store = [c for c in self.children if c.name == "sink"]
+        others = [c for c in self.children if c.name != "sink"]
+        for group, until in ((others, time.monotonic() + self.stop_timeout_s / 2),
+                             (store, deadline)):
+            for child in group:
+                child.next_start = None
+                child.terminate()
+            for child in group:
+                child.wait_until(min(deadline, until))
         for child in self.children:
-            child.terminate()
             if not child.wait_until(deadline):
                 child.kill()
 
