@@ -35,10 +35,15 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_sdk.py
 	$(BIN)/python bench/bench_sink.py
 	$(BIN)/python bench/bench_control.py
+	$(BIN)/python bench/bench_decisions.py
+	$(BIN)/python bench/bench_policy.py
+	$(BIN)/python bench/bench_otlp.py
+	$(BIN)/python bench/bench_e2e.py
 	$(BIN)/python bench/bench_queries.py
 
 schemas: $(STAMP)
 	$(BIN)/python -m schemas.export
+	$(BIN)/python -m schemas.vectors
 
 clean:
 	rm -rf $(VENV) .agentledger .pytest_cache .ruff_cache

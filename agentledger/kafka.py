@@ -16,6 +16,7 @@ from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from schemas import topics
+from schemas.approvals import APPROVALS_TOPIC
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +102,7 @@ def default_topics(events_partitions: int) -> list[TopicSpec]:
         TopicSpec(topics.DLQ, 1),
         TopicSpec(topics.CONTROL, 1, {"cleanup.policy": "compact"}),
         TopicSpec(topics.METRICS, 1),
+        TopicSpec(APPROVALS_TOPIC, 1, {"cleanup.policy": "compact"}),
     ]
 
 
