@@ -22,8 +22,8 @@ Scoring (times are the bench's true time at which the deciding record arrived):
   lasting >= 60 s (skewed and lagging ones included);
 - detection: first episode - outage start; p50/p99 over outages >= 20 % lasting >= 60 s
   whose affected agents include one with >= 60 calls/min on the tool;
-- reset: end of each outage episode (CLOSED / normal) - outage end (+ the lag of a
-  partition lagging in that tenant: its last results arrive then), p50/p99;
+- reset: end of each outage episode (CLOSED / normal) - outage end (or - the episode's
+  start, when a lagging partition's results tripped it after the end), p50/p99;
 - episodes per outage: episodes per (outage, scope) that had one; half-open probe
   cycles inside an episode are counted apart.
 """
@@ -250,11 +250,16 @@ def score(fleet: Fleet, eps: Episodes) -> dict:
             false_trips += 1
             continue
         probe_cycles += cycles
-        # the outage it recovers from: the last to end among those it overlaps; an
-        # outage on a lagging partition is over for the worker once its last results
-        # have arrived (end + lag)
-        last_end = max(o.end + tenant_lag[o.oid] for o in owners
-                       if end is None or o.start <= end)
+        # the outage it recovers from: the last to end of those hitting this scope while
+        # it was tripped (or, if a lagging partition's results tripped it after the end,
+        # its own start)
+        hitting = [o for o in fleet.outages if tenant in o.tenants
+                   and (o.start <= end if end is not None else True)
+                   and o.end + tenant_lag[o.oid] >= start
+                   and ((kind == "breaker" and scope.endswith(f"/{o.tool}"))
+                        or (kind == "safe_mode" and any(f"{tenant}/{a.name}" == scope
+                                                        for a in users[(tenant, o.tool)])))]
+        last_end = max([o.end for o in hitting] + [start])
         for o in owners:
             per_outage[o.oid][scope].append((start, end, last_end))
     agent_hours = len(fleet.agents) * fleet.hours
@@ -282,6 +287,10 @@ def score(fleet: Fleet, eps: Episodes) -> dict:
     unresolved = sum(1 for scopes in per_outage.values() for spans in scopes.values()
                      if spans[-1][1] is None)
     episodes = [len(spans) for scopes in per_outage.values() for spans in scopes.values()]
+    extra = defaultdict(int)
+    for scopes in per_outage.values():
+        for scope, spans in scopes.items():
+            extra["breaker" if "/*/" in scope else "safe_mode"] += len(spans) - 1
     return {
         "false_trips": false_trips,
         "false_trips_per_1000h": round(false_trips / agent_hours * 1000, 2),
@@ -294,7 +303,7 @@ def score(fleet: Fleet, eps: Episodes) -> dict:
         "reset_p50_s": _pct(resets, 0.5), "reset_p99_s": _pct(resets, 0.99),
         "unresolved_episodes": unresolved,
         "episodes_per_outage": round(statistics.fmean(episodes), 3) if episodes else None,
-        "probe_cycles": probe_cycles,
+        "probe_cycles": probe_cycles, "extra_episodes": dict(extra),
     }
 
 

@@ -115,15 +115,18 @@ def test_agents_with_clocks_ten_minutes_off_are_detected(
             clock=clocks[a]) for a in skews}
         try:
             # 40 s healthy, 60 s at 80% errors, 120 s healthy; 2 calls a second each,
-            # produced in true-time order across the three agents
+            # produced in true-time order across the three agents, 5 s at a time (live
+            # traffic, not one burst per partition)
             for i in range(440):
                 t = i * 0.5
                 for agent, skew in skews.items():
                     fail = rng.random() < (0.8 if 40 <= t < 100 else 0.005)
                     _emit(ledgers[agent], clocks[agent],
                           now + timedelta(seconds=t + skew), fail, i)
-            for ledger in ledgers.values():
-                ledger.flush()
+                if i % 10 == 9:
+                    for ledger in ledgers.values():
+                        ledger.flush()
+                    _decided(follower, worker, clocks["ahead"].timestamp())
         finally:
             for ledger in ledgers.values():
                 ledger.close()
