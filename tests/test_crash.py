@@ -7,33 +7,22 @@ import signal
 import subprocess
 import threading
 
-import httpx
 import pytest
 
-from agentledger import discovery
 from agentledger.kafka import client_config
 from agentledger.settings import Settings
 from producers.emitter import Ledger
 from producers.simulator import Simulator
 from tests.conftest import CLI
 from tests.helpers import wait_for
-from tests.sinkutil import query, summary_rows
+from tests.sinkutil import api_scalar, query, summary_rows
 
 pytestmark = pytest.mark.integration
 
 
 def api_count(settings: Settings) -> int:
-    info = discovery.lookup(settings, discovery.STORE_FILE)
-    if not info:
-        return -1
-    try:
-        key = (settings.run_dir / "api.key").read_text().strip()
-        response = httpx.post(f"{info['api_url']}/v1/sql", timeout=10,
-                              headers={"Authorization": f"Bearer {key}"},
-                              json={"sql": "SELECT count() FROM events FINAL"})
-    except (httpx.HTTPError, OSError):
-        return -1
-    return response.json()["rows"][0][0] if response.status_code == 200 else -1
+    """Events in the store, through the API of the process that owns it (-1 if none)."""
+    return api_scalar(settings, "SELECT count() FROM events FINAL")
 
 
 def start_sink(env: dict[str, str]) -> subprocess.Popen:
