@@ -331,3 +331,16 @@ def test_run_state_round_trip() -> None:
     state = RunState("acme", "bot", "wf", 10, 2, cost_micros=5, tool_calls=1)
     assert RunState.restore(state.snapshot()) == state
     assert time.time() > 0
+
+
+def test_policy_accepts_and_ignores_a_tool_catalogue() -> None:
+    """OTel intake keeps tenant -> tool -> read|write in the same file; the decisions do not
+    use it, but the policy must still load (and refuse a malformed one)."""
+    text = ('version: "1"\ntool_catalogue:\n  acme:\n    salesforce: write\n'
+            '    zendesk: read\n')
+    policy = parse_policy(text, "p.yaml")
+    assert policy.tool_catalogue == {"acme": {"salesforce": "write", "zendesk": "read"}}
+    assert Controller(policy).apply("acme", []).signals == []
+    with pytest.raises(PolicyError, match=r"p\.yaml:4: tool_catalogue\.acme\.salesforce"):
+        parse_policy('version: "1"\ntool_catalogue:\n  acme:\n    salesforce: delete\n',
+                     "p.yaml")
