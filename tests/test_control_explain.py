@@ -3,6 +3,7 @@ real stream worker, the real sink into chdb and the real API."""
 
 from __future__ import annotations
 
+from importlib import resources
 from pathlib import Path
 
 import pytest
@@ -24,7 +25,8 @@ pytestmark = pytest.mark.integration
 
 
 def test_explain_names_the_trigger_and_backtest_reproduces_the_transitions(
-        settings: Settings, service_env: dict[str, str], tmp_path: Path) -> None:
+        settings: Settings, service_env: dict[str, str], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
     bootstrap = settings.kafka_bootstrap or ""
     factory = lambda ident, clock: Ledger.connect(bootstrap, ident, clock=clock)  # noqa: E731
     with StreamWorker(service_env, tmp_path / "worker.log") as worker, \
@@ -68,6 +70,23 @@ def test_explain_names_the_trigger_and_backtest_reproduces_the_transitions(
                     ledger.get("/v1/control/explain", scope="no scope here")
 
                 report = run_backtest(ledger, load_policy(), since="1d")
+
+            # the commands as an operator types them, against this API
+            from typer.testing import CliRunner
+
+            from agentledger import cli
+
+            monkeypatch.setattr(cli, "_ledger", lambda *a: LedgerClient(api.url, key))
+            shown = CliRunner().invoke(cli.app, ["control", "explain", f"acme/*/{OUTAGE_TOOL}"])
+            assert shown.exit_code == 0, shown.output
+            assert "last tripped" in shown.output and trip["triggered_by"][-1] in shown.output
+            policy = tmp_path / "policy.yaml"
+            policy.write_text(resources.files("streams").joinpath(
+                "default_policy.yaml").read_text())
+            done = CliRunner().invoke(cli.app, ["policy", "backtest", str(policy),
+                                                "--since", "1d"])
+            assert done.exit_code == 0, done.output
+            assert "episodes (trips and recoveries" in done.output
             assert report["results"] == sink.query(
                 "SELECT count() FROM agentledger.events FINAL "
                 "WHERE event_type = 'tool.result'")[0][0]
