@@ -222,30 +222,31 @@ def _pct(values: list[float], q: float) -> float | None:
     return round(ordered[max(0, math.ceil(q * len(ordered)) - 1)], 1)
 
 
-def score(fleet: Fleet, eps: Episodes) -> dict:
-    users: dict[tuple[str, str], list[Agent]] = defaultdict(list)
-    for a in fleet.agents:
-        for tool in a.tools:
-            users[(a.tenant, tool)].append(a)
+def _hits(users: dict[tuple[str, str], list[Agent]], o: Outage, tenant: str, kind: str,
+          scope: str) -> bool:
+    """Does outage ``o`` hit this scope (the tool's breaker, or an agent calling it)?"""
+    if tenant not in o.tenants:
+        return False
+    if kind == "breaker":
+        return scope.endswith(f"/{o.tool}")
+    return any(f"{tenant}/{a.name}" == scope for a in users[(tenant, o.tool)])
+
+
+def attribute(fleet: Fleet, eps: Episodes, users: dict[tuple[str, str], list[Agent]]
+              ) -> tuple[int, int, dict[int, dict[str, list]]]:
+    """(false trips, probe cycles, outage id -> scope -> [(start, end, recovered_at)])."""
     # a lagging partition delays every result of its tenant, whichever outage it came with
     tenant_lag = {o.oid: max([x.lag for x in fleet.outages if x.lag and set(x.tenants)
                               & set(o.tenants) and x.start - 60 < o.end + 300
                               and o.start < x.end + 300] + [0.0])
                   for o in fleet.outages}
-    false_trips = 0
-    probe_cycles = 0
+    false_trips = probe_cycles = 0
     per_outage: dict[int, dict[str, list]] = defaultdict(lambda: defaultdict(list))
     for scope, kind, start, end, cycles in eps.all():
         tenant = scope.split("/")[0]
-        owners = []
-        for o in fleet.outages:
-            lag = tenant_lag[o.oid]
-            if tenant not in o.tenants or not (o.start <= start <= o.end + lag + GRACE_S):
-                continue
-            if (kind == "breaker" and scope.endswith(f"/{o.tool}")) or (
-                    kind == "safe_mode" and any(f"{tenant}/{a.name}" == scope
-                                                for a in users[(tenant, o.tool)])):
-                owners.append(o)
+        owners = [o for o in fleet.outages
+                  if o.start <= start <= o.end + tenant_lag[o.oid] + GRACE_S
+                  and _hits(users, o, tenant, kind, scope)]
         if not owners:
             false_trips += 1
             continue
@@ -253,15 +254,21 @@ def score(fleet: Fleet, eps: Episodes) -> dict:
         # the outage it recovers from: the last to end of those hitting this scope while
         # it was tripped (or, if a lagging partition's results tripped it after the end,
         # its own start)
-        hitting = [o for o in fleet.outages if tenant in o.tenants
-                   and (o.start <= end if end is not None else True)
-                   and o.end + tenant_lag[o.oid] >= start
-                   and ((kind == "breaker" and scope.endswith(f"/{o.tool}"))
-                        or (kind == "safe_mode" and any(f"{tenant}/{a.name}" == scope
-                                                        for a in users[(tenant, o.tool)])))]
+        hitting = [o for o in fleet.outages
+                   if (end is None or o.start <= end) and o.end + tenant_lag[o.oid] >= start
+                   and _hits(users, o, tenant, kind, scope)]
         last_end = max([o.end for o in hitting] + [start])
         for o in owners:
             per_outage[o.oid][scope].append((start, end, last_end))
+    return false_trips, probe_cycles, per_outage
+
+
+def score(fleet: Fleet, eps: Episodes) -> dict:
+    users: dict[tuple[str, str], list[Agent]] = defaultdict(list)
+    for a in fleet.agents:
+        for tool in a.tools:
+            users[(a.tenant, tool)].append(a)
+    false_trips, probe_cycles, per_outage = attribute(fleet, eps, users)
     agent_hours = len(fleet.agents) * fleet.hours
     recall: dict[str, float] = {}
     for size in SIZES:
