@@ -76,6 +76,8 @@ class Controller:
         self.agent_windows: dict[tuple[str, str], dict[str, CountWindow]] = {}
         """(tenant, agent) -> {"": all its results, tool: that tool's results}."""
         self.degraded: set[tuple[str, str, str]] = set()
+        self._failing: set[str] = set()
+        """Agents with an on-time failure in the record being applied."""
         self.health = ToolHealth(self.window_s, self.hop_s)
         self.economics = Economics(policy.economics.window_s)
 
@@ -177,8 +179,9 @@ class Controller:
                 self._result(out, tenant, agent, fact, ts, arrival, late_failures)
             else:
                 self._economics(tenant, agent, fact, ts)
+        failing, self._failing = self._failing, set()
         for agent, late_failures in touched.items():
-            self._agent_moved(out, tenant, agent, late_failures)
+            self._agent_moved(out, tenant, agent, late_failures, agent in failing)
         return out
 
     def _result(self, out: Decisions, tenant: str, agent: str, fact: Fact, ts: float,
@@ -199,8 +202,11 @@ class Controller:
             per_tool = windows[tool] = CountWindow(self.hop_s, self.keep_s)
         per_tool.add(at, failed, event_id)
         late = at < source.clock - self.hop_s
-        if failed and late:
-            late_failures.append(at)
+        if failed:
+            if late:
+                late_failures.append(at)
+            else:
+                self._failing.add(agent)
         if self.tool_health:
             self.health.add(tenant, agent, tool, at, failed=failed,
                             timeout=status == "timeout", latency_ms=float(latency))
@@ -216,8 +222,12 @@ class Controller:
             self._breaker_moved(out, tenant, tool, t)
 
     def _agent_moved(self, out: Decisions, tenant: str, agent: str,
-                     late_failures: list[float]) -> None:
-        """The agent's clock (may have) moved: its safe modes, open breakers it calls."""
+                     late_failures: list[float], failing: bool = False) -> None:
+        """The agent's clock (may have) moved: its safe modes, open breakers it calls.
+        Entering is judged when a failure arrives (``failing``): that is when evidence
+        grows (a window that only loses calls is judged again at the next failure), and
+        it keeps the hot path to ok results a dict update. Leaving is judged whenever the
+        clock moves."""
         source = self.clocks.sources.get((tenant, agent))
         window = self.agent_windows.get((tenant, agent))
         if source is None or window is None:
@@ -225,7 +235,8 @@ class Controller:
         now, offset = source.clock, source.offset
         for rule in self.policy.safe_mode:
             mode = self._safe_mode(tenant, agent, rule.name)
-            t = mode.enter_if(now, offset, window) or mode.exit_if(now, offset, window)
+            t = (mode.enter_if(now, offset, window) if failing else None) or \
+                mode.exit_if(now, offset, window)
             seen: set[int] = set()
             for at in late_failures:  # a late failure is judged on the window it belongs to
                 if t is not None:
