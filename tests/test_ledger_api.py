@@ -321,6 +321,9 @@ def _probe_paths(store: Store) -> dict[str, dict[str, Any]]:
         "/v1/control/history": {},
         "/v1/control/state": {},
         "/v1/control/stream": {"tenant": "globex"},  # refused before it streams
+        "/v1/control/explain": {"scope": "acme/triage-bot"},  # globex's: 403 (asserted below)
+        "/v1/control/results": {"since": "30d"},
+        "/v1/watch": {},
         "/v1/margins": {"by": "tenant", "since": "30d"},
         "/v1/revenue": {},
         "/v1/export": {"limit": 100_000},
@@ -357,6 +360,8 @@ def test_a_tenant_key_sees_nothing_of_another_tenant(store: Store):
         assert bogus.status_code == 401
         if path in ("/v1/events", "/v1/margins", "/v1/control/state", "/v1/export"):
             assert store.get(path, "acme", tenant="globex", **params).status_code == 403
+    assert store.get("/v1/control/explain", "acme", scope="globex/triage-bot").status_code \
+        == 403
     # the other tenant's own key does see its rows
     mine = store.get("/v1/events", "globex", limit=10).json()["events"]
     assert mine and {e["tenant"] for e in mine} == {"globex"}
