@@ -142,6 +142,24 @@ TOOLS = Dashboard(
               "WHERE event_type = 'policy.decision' AND decision = 'deny' "
               f"AND $__timeFilter(ts) AND {TENANTS} GROUP BY time, action ORDER BY time",
               axis="denials per {interval}"),
+        Panel("Policy escalations", "timeseries",
+              "SELECT $__timeInterval(ts) AS time, action, count() AS escalations "
+              "FROM events FINAL WHERE event_type = 'policy.decision' AND decision = 'escalate' "
+              f"AND $__timeFilter(ts) AND {TENANTS} GROUP BY time, action ORDER BY time",
+              axis="escalations per {interval}"),
+        Panel("Approval latency and SLA breaches", "table",
+              "SELECT s.tenant AS tenant, count() AS resolved, "
+              "quantile(0.5)(s.latency_ms) / 1000 AS p50_s, "
+              "quantile(0.95)(s.latency_ms) / 1000 AS p95_s, "
+              "countIf(s.decision = 'expired' OR (r.sla_s > 0 AND s.latency_ms > r.sla_s * 1000)) "
+              "AS sla_breaches FROM (SELECT tenant, decision, latency_ms, "
+              "JSONExtractString(body, 'approval_id') AS approval_id FROM events FINAL "
+              "WHERE event_type = 'approval.resolved' AND $__timeFilter(ts) "
+              f"AND {TENANTS}) AS s LEFT JOIN (SELECT JSONExtractString(body, 'approval_id') "
+              "AS approval_id, JSONExtractFloat(body, 'sla_s') AS sla_s FROM events FINAL "
+              f"WHERE event_type = 'approval.requested' AND {TENANTS}) AS r USING approval_id "
+              "GROUP BY tenant ORDER BY tenant", picture=("tenant", "p95_s"), unit="s",
+              axis="approval latency p95 (s)"),
         Panel("Top error types", "bar",
               "SELECT concat(tool, ': ', error_type) AS error, count() AS failures "
               "FROM events FINAL WHERE event_type = 'tool.result' AND status IN "
