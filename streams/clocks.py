@@ -13,8 +13,9 @@ Lateness, per source, against its own clock:
 - behind by more: placed at the clock (counted by arrival, so nothing is dropped) and
   counted in ``late_events``.
 
-A source that keeps sending events far behind its clock, with none on time in between and
-across more than one input record, has had its clock moved back (a scenario or backlog
+A source that keeps sending events far behind its clock, with none on time in between,
+across more than one input record and for ``rejoin_after_s`` of arrival (wall) time, has
+had its clock moved back (a scenario or backlog
 replayed from the past, an NTP step, an agent restarted on another host). After
 ``rejoin_after_events`` such events the source is *re-anchored*: an offset maps its new
 timeline onto the end of its old one, so its windows keep sliding as if it were live.
@@ -37,6 +38,8 @@ class Source:
     """Consecutive events far (more than a window) behind the clock."""
     behind_records: int = 0
     behind_max_raw: float = 0.0
+    behind_since: float = 0.0
+    """Arrival time of the first event of the current far-behind streak."""
     record: int = -1
     late: int = 0
     rejoins: int = 0
@@ -52,10 +55,11 @@ class SourceClocks:
     """All sources of one worker; ``place`` is on the per-result hot path."""
 
     def __init__(self, allowed_lateness_s: float, far_behind_s: float,
-                 rejoin_after_events: int):
+                 rejoin_after_events: int, rejoin_after_s: float = 0.0):
         self.allowed_lateness_s = allowed_lateness_s
         self.far_behind_s = far_behind_s
         self.rejoin_after_events = rejoin_after_events
+        self.rejoin_after_s = rejoin_after_s
         self.sources: dict[tuple[str, str], Source] = {}
         self.late_events = 0
         self.rejoins = 0
@@ -89,10 +93,12 @@ class SourceClocks:
             if s.behind == 0:
                 s.behind_records = 0
                 s.behind_max_raw = ts
+                s.behind_since = arrival
             s.behind += 1
             s.behind_max_raw = max(s.behind_max_raw, ts)
             s.behind_records += new_record
-            if s.behind >= self.rejoin_after_events and s.behind_records >= 2:
+            if s.behind >= self.rejoin_after_events and s.behind_records >= 2 and (
+                    not arrival or arrival - s.behind_since >= self.rejoin_after_s):
                 # the source's clock moved back: continue its timeline from where it was
                 s.offset = s.behind_max_raw - s.clock
                 s.behind = 0

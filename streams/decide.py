@@ -65,7 +65,8 @@ class Controller:
         w = policy.windows
         self.window_s, self.hop_s = w.window_s, w.hop_s
         self.keep_s = policy.keep_s
-        self.clocks = SourceClocks(w.allowed_lateness_s, w.window_s, w.rejoin_after_events)
+        self.clocks = SourceClocks(w.allowed_lateness_s, w.window_s, w.rejoin_after_events,
+                                   w.rejoin_after_s)
         self.now = 0.0
         """Largest raw event time seen: only for unit-economics windows (not decisions)."""
         self.recent_time = 0.0

@@ -30,6 +30,10 @@ class Windows(_Policy):
     rejoin_after_events: int = Field(
         20, ge=2, le=100_000, description="events far behind an agent's clock, none on time "
         "in between, after which its clock is taken to have moved back (re-anchored)")
+    rejoin_after_s: float = Field(
+        2.0, ge=0, le=3600, description="... and for at least this long (arrival time): a "
+        "partition catching up delivers its backlog in one burst, a clock that moved back "
+        "keeps sending")
 
     @model_validator(mode="after")
     def _hop_divides_window(self) -> Windows:

@@ -156,3 +156,20 @@ def test_an_outage_of_one_tool_is_not_diluted_by_the_agents_other_tools() -> Non
     assert entered and entered[0].details["tool"] == "crm"
     calls, errors = c.agent_windows[("acme", "bot")][""].totals(T0 + 119, 60)
     assert errors < 0.1 * calls, "the agent's total alone would not have said it"
+
+
+def test_a_catch_up_burst_is_not_a_clock_moving_back() -> None:
+    """A partition catching up delivers minutes of an agent's results within a second of
+    arrival: late, not a clock that moved back. One that keeps arriving for longer is."""
+    clocks = SourceClocks(allowed_lateness_s=300, far_behind_s=60, rejoin_after_events=20,
+                          rejoin_after_s=2.0)
+    clocks.next_record()
+    clocks.place("t", "a", T0 + 1000, arrival=100.0)
+    for record in range(5):  # 5 records, 0.1 s apart
+        clocks.next_record()
+        for i in range(30):
+            clocks.place("t", "a", T0 + record * 30 + i, arrival=100.0 + record * 0.1)
+    assert clocks.rejoins == 0
+    clocks.next_record()
+    clocks.place("t", "a", T0 + 200, arrival=103.0)
+    assert clocks.rejoins == 1, "still behind after 3 s of arrivals: it moved back"
