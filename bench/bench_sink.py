@@ -89,7 +89,7 @@ def main() -> None:
         return
     n = args.events
     payloads = make_payloads(n)
-    with EmbeddedBroker() as broker, tempfile.TemporaryDirectory() as tmp:
+    with EmbeddedBroker() as broker, tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as tmp:
         ensure_topics(client_config(broker.bootstrap, "admin"), default_topics(3))
         producer = Producer(client_config(broker.bootstrap, "producer"))
         for value, key in payloads:
@@ -135,6 +135,7 @@ def main() -> None:
             client.insert("rawcols.events", columns, column_names=EVENT_COLUMNS,
                           column_oriented=True)
         insert_cols_s = time.perf_counter() - t0
+        client.close()  # chdb's background merges must stop before the directory goes
 
     sink_rate = n / sink["seconds"]
     raw_rows, raw_cols = n / insert_s, n / insert_cols_s
