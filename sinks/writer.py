@@ -80,7 +80,12 @@ class WriteStep:
 
     def stop(self) -> None:
         self._stopping.set()
-        self._pending.put(_STOP)
+        try:
+            self._pending.put(_STOP, timeout=5)
+        except queue.Full:
+            # The writer died with a batch queued (its error is what stopped the loop):
+            # blocking here would hang the process instead of letting it exit uncommitted.
+            return
         self._thread.join(timeout=60)
 
     def _run(self) -> None:

@@ -221,3 +221,16 @@ def test_sink_commits_nothing_when_the_store_keeps_failing():
     consumer, _dead, outcome = _loop(messages, MemoryWriter(fail_times=99))
     assert isinstance(outcome, WriteFailed)
     assert consumer.commits == []
+
+
+def test_a_dead_writer_with_a_batch_queued_does_not_hang_the_stop():
+    step = WriteStep(MemoryWriter(fail_times=99), MemoryDeadLetters(), backoff_s=())
+    step.start()
+    step.submit(Batch(offsets={(topics.EVENTS, 0): 1}), while_waiting=lambda: None)
+    step.submit(Batch(offsets={(topics.EVENTS, 0): 2}), while_waiting=lambda: None)
+    stopper = threading.Thread(target=step.stop, daemon=True)
+    stopper.start()
+    stopper.join(30)
+    assert not stopper.is_alive(), "stop() must return when the writer is gone"
+    with pytest.raises(WriteFailed):
+        list(step.done(block=True, timeout_s=10))
