@@ -5,9 +5,11 @@ from __future__ import annotations
 import signal
 import socket
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 from producers.guard import ControlFollower
+from schemas.signals import ControlSignal
 from tests.conftest import CLI
 from tests.helpers import wait_for
 
@@ -58,3 +60,28 @@ class StreamWorker:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def control_records(bootstrap: str,
+                    keep: Callable[[ControlSignal], bool] = lambda s: s.kind != "heartbeat",
+                    ) -> list[ControlSignal]:
+    """Every record on agent.control so far that ``keep`` selects, in offset order, read
+    by a fresh follower."""
+    fresh = ControlFollower(bootstrap)
+    seen: list[ControlSignal] = []
+    original = fresh._apply
+
+    def apply_all(key: bytes | None, value: bytes | None) -> None:
+        if value is not None:
+            record = ControlSignal.from_json(value)
+            if keep(record):
+                seen.append(record)
+        original(key, value)
+
+    fresh._apply = apply_all  # type: ignore[method-assign]
+    with fresh:
+        # the worker heartbeats every 0.5 s: once a beat newer than now arrives, all
+        # earlier records on the single control partition have been read
+        wait_for(lambda: fresh.heartbeats and fresh.silent_for < 1, 30,
+                 what="a heartbeat on the fresh reader")
+    return seen

@@ -21,7 +21,7 @@ from streams.policy import load_policy
 from tests.conftest import CLI, consume_all
 from tests.helpers import wait_for
 from tests.sinkutil import SinkThread
-from tests.streamutil import StreamWorker
+from tests.streamutil import StreamWorker, control_records
 
 pytestmark = pytest.mark.integration
 POLICY = load_policy()
@@ -33,24 +33,7 @@ def _ledger_factory(bootstrap: str):
 
 def _signals(bootstrap: str, follower: ControlFollower) -> list[ControlSignal]:
     """Every non-heartbeat record on agent.control, in offset order (from a fresh read)."""
-    fresh = ControlFollower(bootstrap)
-    seen: list[ControlSignal] = []
-    original = fresh._apply
-
-    def apply_all(key: bytes | None, value: bytes | None) -> None:
-        if value is not None:
-            signal = ControlSignal.from_json(value)
-            if signal.kind != "heartbeat":
-                seen.append(signal)
-        original(key, value)
-
-    fresh._apply = apply_all  # type: ignore[method-assign]
-    with fresh:
-        # the worker heartbeats every 0.5 s: once a beat newer than now arrives, all
-        # earlier records on the single control partition have been read
-        wait_for(lambda: fresh.heartbeats and fresh.silent_for < 1, 30,
-                 what="a heartbeat on the fresh reader")
-    return seen
+    return control_records(bootstrap)
 
 
 def test_healthy_scenario_trips_nothing_and_prices_success_exactly(

@@ -21,7 +21,7 @@ from producers.simulator import Simulator
 from schemas.signals import CLOSED, HALF_OPEN, NORMAL, OPEN, READ_ONLY, ControlSignal
 from streams.policy import load_policy
 from tests.helpers import wait_for
-from tests.streamutil import StreamWorker
+from tests.streamutil import StreamWorker, control_records
 
 pytestmark = pytest.mark.integration
 POLICY = load_policy()
@@ -29,23 +29,7 @@ POLICY = load_policy()
 
 def _signals(bootstrap: str) -> list[ControlSignal]:
     """Every breaker / safe-mode record on agent.control so far, in offset order."""
-    fresh = ControlFollower(bootstrap)
-    seen: list[ControlSignal] = []
-    original = fresh._apply
-
-    def apply_all(key: bytes | None, value: bytes | None) -> None:
-        if value is not None:
-            signal = ControlSignal.from_json(value)
-            if signal.kind in ("breaker", "safe_mode"):
-                seen.append(signal)
-        original(key, value)
-
-    fresh._apply = apply_all  # type: ignore[method-assign]
-    with fresh:
-        # a heartbeat newer than our start: everything before it on the one partition is read
-        wait_for(lambda: fresh.heartbeats and fresh.silent_for < 1, 30,
-                 what="a heartbeat on the fresh reader")
-    return seen
+    return control_records(bootstrap, lambda s: s.kind in ("breaker", "safe_mode"))
 
 
 def _decided(follower: ControlFollower, worker: StreamWorker, ts: float) -> None:
