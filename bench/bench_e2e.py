@@ -99,7 +99,7 @@ class Stack:
 
 def _role(proc: psutil.Process) -> str:
     cmd = " ".join(proc.cmdline())
-    for role in ("sink", "streams", "up"):
+    for role in ("sink", "streams", "intake", "up"):
         if f"agentledger {role}" in cmd:
             return role
     return "broker" if "tansu" in cmd else proc.name()
