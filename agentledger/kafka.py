@@ -96,7 +96,7 @@ class TopicSpec:
 
 
 def default_topics(events_partitions: int) -> list[TopicSpec]:
-    """The topics of brief §4, with the configs they rely on."""
+    """The project's topics (README, "Layout" and docs/reliability.md), with their configs."""
     return [
         TopicSpec(topics.EVENTS, events_partitions),
         TopicSpec(topics.DLQ, 1),
@@ -158,7 +158,7 @@ def faust_config(
       every signal, fact and changelog record of a processed event is in Kafka first;
     - producer ``acks=all``; consumers start from the earliest offset of a new group;
     - a short session timeout, because Tansu answers the first JoinGroup after about half
-      of it (brief §2).
+      of it (measured; see docs/reliability.md on the embedded broker).
     """
     import ssl
 

@@ -1,4 +1,4 @@
-"""SafeModeGuard: the agent side of the control loop (brief §6).
+"""SafeModeGuard: the agent side of the control loop (docs/control-loop.md).
 
 A :class:`ControlFollower` reads the compacted ``agent.control`` topic from the beginning
 on a background thread and keeps the newest record per key (a higher ``version`` wins;

@@ -1,4 +1,4 @@
-"""Event models, schema_version 1 (brief §3).
+"""Event models, schema_version 1 (exported as JSON Schema in ``schemas/json/``).
 
 One envelope on every event, one body model per ``event_type``, and a discriminated union
 over ``event_type`` so a parser picks the body in one step and an unknown type is an

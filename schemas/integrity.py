@@ -1,4 +1,4 @@
-"""Ledger integrity (brief §7): canonical JSON, the per-run hash chain, optional HMAC.
+"""Ledger integrity (README, "The SDK"): canonical JSON, the per-run hash chain, optional HMAC.
 
 ``hash = sha256(canonical_json(event without hash/sig) + prev_hash)``, chained per run
 by ``seq``; the first event's ``prev_hash`` is :data:`GENESIS`. The chain is computed on

@@ -7,7 +7,7 @@ and manual override. ``version`` grows by one per transition of that key; the pa
 (key, version) identifies a transition, which is how ClickHouse makes a re-sent signal
 invisible and how a reader tells a stale record from a new one.
 
-Scopes are slash-separated, tenant first (brief §4):
+Scopes are slash-separated, tenant first (the `agent.control` key, see docs/reliability.md):
 
 - breaker: ``tenant/*/tool`` (one breaker per tenant and tool, across agents);
 - safe mode and overrides: ``tenant/agent``;

@@ -11,7 +11,7 @@ version) is restored from the changelog-backed tables first, and the same result
 the same state make no new transition. Budget state per run is a table too.
 
 State is written only when it changes (a transition, a run's budget counters per batch),
-never per event: that is what lets one worker keep up (brief §5).
+never per event: that is what lets one worker keep up (docs/control-loop.md).
 """
 
 from __future__ import annotations

@@ -2,8 +2,8 @@
 
 A window of ``window_s`` seconds sliding every ``hop_s`` is ``window_s / hop_s`` buckets;
 adding a result touches one bucket and reading the window sums at most that many. This is
-the "aggregate before writing state" of the brief: nothing here is a faust windowed table,
-so a result costs a dict lookup, not a changelog record.
+how the worker aggregates before writing state (docs/control-loop.md): nothing here is
+a faust windowed table, so a result costs a dict lookup, not a changelog record.
 """
 
 from __future__ import annotations

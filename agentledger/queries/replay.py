@@ -1,4 +1,4 @@
-"""Replay bundles (brief §9) and chain verification (brief §7) of stored runs.
+"""Replay bundles and chain verification (``schemas/integrity.py``) of stored runs.
 
 Both read ``raw``, the exact JSON that crossed Kafka, because that is what the hash chain
 covers. Verification also re-derives the indexed columns from ``raw`` (the sink's own
