@@ -19,6 +19,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import subprocess
@@ -144,6 +145,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=60)
     parser.add_argument("--runs", type=int, default=100_000)
+    parser.add_argument("--json", action="store_true", help="end with one JSON line")
     args = parser.parse_args()
     with EmbeddedBroker() as broker, tempfile.TemporaryDirectory() as tmp:
         bootstrap = broker.bootstrap
@@ -191,6 +193,12 @@ def main() -> None:
               f"tenant/tool breakers) at {rate:,.0f} events/s; raw consume {raw:,.0f} msg/s "
               f"({rate / raw:.1%}); goal >= 20,000 events/s per worker")
         print(f"stream worker peak RSS: {peak / 2**20:,.0f} MiB")
+    if args.json:
+        print(json.dumps({
+            "safe_mode_p50_ms": round(pct(lat, .5) * 1000), "safe_mode_p99_ms": round(
+                pct(lat, .99) * 1000), "events_per_s_per_worker": round(rate),
+            "raw_consume_per_s": round(raw), "ratio_to_raw_consume": round(rate / raw, 4),
+            "rss_mib": round(peak / 2**20), "runs_in_flight": args.runs}))
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import multiprocessing as mp
 import os
 import random
@@ -160,6 +161,7 @@ def main() -> int:
     parser.add_argument("--iterations", type=int, default=60)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--dir", default=None, help="keep the store here (default: temp)")
+    parser.add_argument("--json", action="store_true", help="end with one JSON line")
     args = parser.parse_args()
 
     base = Path(args.dir or tempfile.mkdtemp(prefix="al-bench-q-"))
@@ -240,6 +242,13 @@ def main() -> int:
     print(f"\n({args.iterations} iterations each; mean of all lookups "
           f"{statistics.mean(results['run timeline (by run id)']):.1f} ms; "
           f"cores: {os.cpu_count()})")
+    if args.json:
+        print(json.dumps({
+            "events": n, "raw_insert_rows_per_s": round(n / insert_s),
+            "events_mib_per_million": round(events_bytes / n * 1e6 / 2**20, 1),
+            "queries_ms": {name: {"p50": round(pct(v, .5), 1), "p95": round(pct(v, .95), 1),
+                                  "p99": round(pct(v, .99), 1)} for name, v in results.items()},
+            "raw_lookup_p50_ms": round(baseline, 1)}))
     return 0
 
 

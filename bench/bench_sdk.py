@@ -10,6 +10,7 @@ per-event work. The baseline produces the identical payloads with a bare Produce
 from __future__ import annotations
 
 import argparse
+import json
 import time
 
 from confluent_kafka import Producer
@@ -40,6 +41,7 @@ def sdk_runs(ledger: Ledger, runs: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=5000)
+    parser.add_argument("--json", action="store_true", help="end with one JSON line")
     args = parser.parse_args()
     ident = AgentIdentity("acme", "triage-bot", "1.0.0", "svc-triage")
     with EmbeddedBroker() as broker:
@@ -76,6 +78,10 @@ def main() -> None:
     print(f"sdk emit:            {sdk_rate:12,.0f} events/s (one thread, delivery awaited)")
     print(f"raw produce (same):  {raw_rate:12,.0f} events/s")
     print(f"ratio sdk/raw:       {sdk_rate / raw_rate:12.1%}  (goal >= 25%)")
+    if args.json:
+        print(json.dumps({"events": events, "sdk_events_per_s": round(sdk_rate),
+                          "raw_produce_per_s": round(raw_rate),
+                          "ratio_to_raw_produce": round(sdk_rate / raw_rate, 3)}))
 
 
 if __name__ == "__main__":
