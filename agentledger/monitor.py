@@ -72,8 +72,14 @@ class PipelineReporter:
                 return None
             per_partition = {}
             for tp in committed:
-                _low, high = self._offsets.get_watermark_offsets(tp, timeout=2, cached=False)
-                end = max(high, self.sink.committed.get((topics.EVENTS, tp.partition), 0))
+                key = (topics.EVENTS, tp.partition)
+                # The sink just read this partition's end for its own lag; ask only for the
+                # partitions another sink of the group owns.
+                high = self.sink.high_watermarks.get(key)
+                if high is None:
+                    _low, high = self._offsets.get_watermark_offsets(tp, timeout=2,
+                                                                      cached=False)
+                end = max(high, self.sink.committed.get(key, 0))
                 per_partition[str(tp.partition)] = max(0, end - max(tp.offset, 0))
             return sum(per_partition.values()), per_partition
         except (KafkaException, KeyError) as exc:

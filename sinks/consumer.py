@@ -114,6 +114,8 @@ class Sink:
         self.instance = f"{socket.gethostname()}:{os.getpid()}"
         self.committed: dict[tuple[str, int], int] = {}
         """(topic, partition) → the next offset, as last committed by this sink"""
+        self.high_watermarks: dict[tuple[str, int], int] = {}
+        """(topic, partition) → the broker's high watermark at the last status report"""
         self._consumer = consumer
         self._stop = threading.Event()
         self._batch = Batch()
@@ -209,6 +211,7 @@ class Sink:
             behind = 0
             for tp in self._consumer.position(assigned):
                 _low, high = self._consumer.get_watermark_offsets(tp, timeout=1, cached=False)
+                self.high_watermarks[(tp.topic, tp.partition)] = high
                 if tp.offset >= 0 and high >= 0:
                     behind += max(0, high - tp.offset)
             return behind
