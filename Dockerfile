@@ -4,6 +4,7 @@ FROM python:3.11-slim
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY schemas schemas
+COPY core core
 COPY producers producers
 COPY streams streams
 COPY sinks sinks

@@ -61,7 +61,7 @@ class ApprovalDesk:
     def __init__(self, bootstrap: str, security: dict[str, str] | None = None):
         from confluent_kafka import Producer
 
-        from agentledger.kafka import client_config
+        from core.kafka import client_config
         from producers.approvals import ApprovalFollower
 
         self.follower = ApprovalFollower(bootstrap, security=security).start()
@@ -73,8 +73,8 @@ class ApprovalDesk:
 
     @classmethod
     def from_settings(cls) -> "ApprovalDesk":
-        from agentledger import discovery
-        from agentledger.settings import load_settings
+        from core import discovery
+        from core.settings import load_settings
 
         settings = load_settings()
         bootstrap = discovery.bootstrap_servers(settings)

@@ -25,7 +25,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, Field, ValidationError
 
-from agentledger.settings import Settings
+from core.settings import Settings
 
 ALL_TENANTS = "*"
 KEY_PREFIX = "al_"

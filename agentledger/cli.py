@@ -12,11 +12,12 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from agentledger import cli_control, cli_intake, discovery, logs
+from agentledger import cli_control, cli_intake
 from agentledger.cli_approvals import approvals_app
 from agentledger.cli_policy import policy_app
-from agentledger.settings import Settings, load_settings
 from agentledger.watch import watch as watch_command
+from core import discovery, logs
+from core.settings import Settings, load_settings
 
 app = typer.Typer(
     name="agentledger",
@@ -88,8 +89,8 @@ def broker(
     import threading
 
     from agentledger.broker import EmbeddedBroker
-    from agentledger.kafka import client_config, default_topics, ensure_topics
     from agentledger.services import stop_on_signals
+    from core.kafka import client_config, default_topics, ensure_topics
 
     settings = _settings()
     stop = threading.Event()
@@ -148,7 +149,7 @@ def simulate(
     approval) and wait until Kafka acknowledged every event."""
     from rich.progress import Progress
 
-    from agentledger.kafka import client_config, default_topics, ensure_topics
+    from core.kafka import client_config, default_topics, ensure_topics
     from producers.emitter import Ledger
     from producers.simulator import Simulator
 
@@ -291,7 +292,7 @@ def _publish_override(scope: str, state: str, reason: str) -> dict[str, Any]:
 
     from confluent_kafka import Producer
 
-    from agentledger.kafka import client_config
+    from core.kafka import client_config
     from schemas import topics
     from schemas.signals import ControlSignal
 
@@ -920,9 +921,9 @@ def main() -> None:
 
     from agentledger.auth import KeyConfigError
     from agentledger.broker import BrokerNotFound
-    from agentledger.clickhouse import StoreBusy
     from agentledger.client import LedgerError
     from agentledger.query import QueryRefused
+    from core.store import StoreBusy
     from producers.emitter import BufferFull, DeliveryFailed
     from sinks.dlq import DeadLetterFailed
     from streams.policy import PolicyError

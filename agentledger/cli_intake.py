@@ -25,9 +25,9 @@ def intake(
     """Run the OpenTelemetry intake: Collector Kafka exporter (otlp_spans) → agent.events."""
     from agentledger import cli
     from agentledger.intake import KafkaIntake
-    from agentledger.kafka import TopicSpec, client_config, default_topics, ensure_topics
     from agentledger.otlp_publish import Publisher
     from agentledger.services import stop_on_signals
+    from core.kafka import TopicSpec, client_config, default_topics, ensure_topics
     from producers.otlp.catalogue import CatalogueError, load_catalogue
     from producers.otlp.runs import Assembler
 

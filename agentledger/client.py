@@ -15,11 +15,11 @@ from typing import IO, Any
 
 import httpx
 
-from agentledger import discovery
 from agentledger.auth import KeyRing, client_key, entry_for, new_key
-from agentledger.clickhouse import claim_store, client_for
 from agentledger.query import QueryResult
-from agentledger.settings import Settings
+from core import discovery
+from core.settings import Settings
+from core.store import claim_store, client_for
 
 
 class LedgerError(RuntimeError):

@@ -17,9 +17,9 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
-from agentledger import discovery
-from agentledger.kafka import client_config
-from agentledger.settings import Settings
+from core import discovery
+from core.kafka import client_config
+from core.settings import Settings
 from schemas import topics
 from sinks.consumer import Sink, SinkStats
 from sinks.rows import heartbeat_row

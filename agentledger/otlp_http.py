@@ -35,11 +35,11 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 
-from agentledger import discovery
 from agentledger.api import OrjsonResponse, principal
 from agentledger.auth import Principal
 from agentledger.otlp_publish import Publisher, PublishFailed
-from agentledger.settings import Settings, load_settings
+from core import discovery
+from core.settings import Settings, load_settings
 from producers.otlp.catalogue import CatalogueError, load_catalogue
 from producers.otlp.decode import PayloadError, decode_json, decode_protobuf
 from producers.otlp.runs import Assembler, Intake, Rejected

@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 from confluent_kafka import KafkaError, Message, Producer
 
-from agentledger.kafka import client_config
+from core.kafka import client_config
 from producers.otlp.runs import Rejected
 from schemas import topics
 from sinks.decode import Rejection

@@ -16,14 +16,14 @@ import uvicorn
 from clickhouse_connect.driver.client import Client
 from confluent_kafka import Consumer
 
-from agentledger import discovery
 from agentledger.api import create_app
 from agentledger.auth import KeyEntry, KeyRing, load_entries, mint_operator_key
-from agentledger.clickhouse import StoreBusy, claim_store, client_for
-from agentledger.kafka import client_config, default_topics, ensure_topics
 from agentledger.monitor import PipelineReporter
 from agentledger.queries.pipeline import HealthLimits
-from agentledger.settings import Settings
+from core import discovery
+from core.kafka import client_config, default_topics, ensure_topics
+from core.settings import Settings
+from core.store import StoreBusy, claim_store, client_for
 from sinks.clickhouse import BatchPolicy, ClickHouseWriter
 from sinks.consumer import Sink, SinkStats
 from sinks.dlq import DeadLetters

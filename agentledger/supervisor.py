@@ -37,10 +37,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from agentledger import discovery
 from agentledger.broker import EmbeddedBroker
-from agentledger.kafka import client_config, default_topics, ensure_topics
-from agentledger.settings import Settings
+from core import discovery
+from core.kafka import client_config, default_topics, ensure_topics
+from core.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -25,7 +25,7 @@ from agentledger.auth import KeyRing, entry_for, new_key
 from agentledger.cli_control import run_backtest
 from agentledger.client import LedgerClient
 from agentledger.services import open_store, start_api
-from agentledger.settings import Settings
+from core.settings import Settings
 from streams.backtest import Backtest
 from streams.policy import load_policy
 

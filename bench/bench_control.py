@@ -34,7 +34,7 @@ import psutil
 from confluent_kafka import Consumer, Producer
 
 from agentledger.broker import EmbeddedBroker
-from agentledger.kafka import client_config, default_topics, ensure_topics
+from core.kafka import client_config, default_topics, ensure_topics
 from producers.emitter import AgentIdentity, Ledger
 from producers.guard import ControlFollower, SafeModeGuard
 from producers.ids import format_ts, uuid7

@@ -35,9 +35,9 @@ import httpx
 import psutil
 from confluent_kafka import Consumer, Producer
 
-from agentledger import discovery
-from agentledger.kafka import client_config
-from agentledger.settings import Settings
+from core import discovery
+from core.kafka import client_config
+from core.settings import Settings
 from producers.emitter import Ledger
 from producers.simulator import Simulator
 

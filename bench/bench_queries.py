@@ -40,9 +40,9 @@ import httpx
 import orjson
 
 from agentledger.auth import KeyRing, entry_for, new_key
-from agentledger.clickhouse import client_for
 from agentledger.services import open_store, start_api
-from agentledger.settings import Settings
+from core.settings import Settings
+from core.store import client_for
 from sinks.rows import EVENT_COLUMNS, event_row
 
 TENANTS = tuple(f"tenant-{i:02d}" for i in range(20))

@@ -16,7 +16,7 @@ import time
 from confluent_kafka import Producer
 
 from agentledger.broker import EmbeddedBroker
-from agentledger.kafka import client_config, default_topics, ensure_topics
+from core.kafka import client_config, default_topics, ensure_topics
 from producers.emitter import AgentIdentity, Ledger
 
 

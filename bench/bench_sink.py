@@ -26,9 +26,9 @@ import orjson
 from confluent_kafka import Consumer, Producer
 
 from agentledger.broker import EmbeddedBroker
-from agentledger.clickhouse import client_for
-from agentledger.kafka import client_config, default_topics, ensure_topics
-from agentledger.settings import Settings
+from core.kafka import client_config, default_topics, ensure_topics
+from core.settings import Settings
+from core.store import client_for
 from producers.emitter import Ledger
 from producers.simulator import Simulator
 from sinks.migrate import migrate

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 from pydantic import ValidationError
 
-from agentledger.kafka import TopicSpec, client_config, ensure_topics
+from core.kafka import TopicSpec, client_config, ensure_topics
 from schemas.approvals import APPROVALS_TOPIC, ApprovalState
 
 log = logging.getLogger(__name__)

@@ -32,7 +32,7 @@ import orjson
 from confluent_kafka import KafkaError, Message, Producer
 from pydantic import ValidationError
 
-from agentledger.kafka import client_config
+from core.kafka import client_config
 from producers.pricing import DEFAULT_PRICES, PriceTable
 from producers.redaction import Redactor
 from producers.spool import Spool, SpoolFull

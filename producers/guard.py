@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Literal
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 from pydantic import ValidationError
 
-from agentledger.kafka import client_config
+from core.kafka import client_config
 from schemas import topics
 from schemas.signals import (
     CLEARED,

@@ -26,8 +26,8 @@ from typing import Any
 
 import faust
 
-from agentledger.kafka import faust_config
-from agentledger.settings import Settings
+from core.kafka import faust_config
+from core.settings import Settings
 from schemas import topics
 from schemas.signals import ALIVE, ControlSignal
 from streams.decide import BREAKERS, SAFE_MODES, Controller, Decisions

@@ -11,8 +11,8 @@ import pytest
 from confluent_kafka import Consumer
 
 from agentledger.broker import EmbeddedBroker
-from agentledger.kafka import client_config, default_topics, ensure_topics
-from agentledger.settings import Settings
+from core.kafka import client_config, default_topics, ensure_topics
+from core.settings import Settings
 from producers.emitter import AgentIdentity, Ledger
 
 

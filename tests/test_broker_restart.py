@@ -9,7 +9,7 @@ import pytest
 from confluent_kafka import Producer
 
 from agentledger.broker import EmbeddedBroker, free_port
-from agentledger.kafka import client_config, default_topics, ensure_topics
+from core.kafka import client_config, default_topics, ensure_topics
 from producers.guard import ControlFollower
 from schemas import topics
 from schemas.signals import ControlSignal

@@ -12,7 +12,7 @@ from agentledger.auth import KeyRing, entry_for, new_key
 from agentledger.cli_control import run_backtest
 from agentledger.client import LedgerClient
 from agentledger.services import start_api
-from agentledger.settings import Settings
+from core.settings import Settings
 from producers.emitter import Ledger
 from producers.guard import ControlFollower
 from producers.scenarios import OUTAGE_TOOL, run_scenario

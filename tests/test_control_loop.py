@@ -11,7 +11,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from agentledger.settings import Settings
+from core.settings import Settings
 from producers.emitter import AgentIdentity, Ledger
 from producers.guard import ControlFollower, SafeModeGuard
 from producers.scenarios import OUTAGE_END_S, OUTAGE_TOOL, SimClock, run_scenario

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from agentledger.settings import Settings
+from core.settings import Settings
 from producers.emitter import AgentIdentity, Ledger
 from producers.guard import ControlFollower
 from producers.scenarios import OUTAGE_TOOL, SimClock, run_scenario

@@ -9,8 +9,8 @@ import threading
 
 import pytest
 
-from agentledger.kafka import client_config
-from agentledger.settings import Settings
+from core.kafka import client_config
+from core.settings import Settings
 from producers.emitter import Ledger
 from producers.simulator import Simulator
 from tests.conftest import CLI

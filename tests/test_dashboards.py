@@ -16,10 +16,10 @@ from typing import Any
 import pytest
 from confluent_kafka import Producer
 
-from agentledger import discovery
-from agentledger.kafka import client_config
 from agentledger.services import open_store, start_api
-from agentledger.settings import Settings
+from core import discovery
+from core.kafka import client_config
+from core.settings import Settings
 from dashboards.alerts import RULES, evaluate
 from dashboards.build import ALERTING_FILE, dashboard, generated
 from dashboards.check import run_panels, shape_problem
@@ -111,7 +111,7 @@ def filled(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
     import os
 
     from agentledger.broker import EmbeddedBroker
-    from agentledger.kafka import default_topics, ensure_topics
+    from core.kafka import default_topics, ensure_topics
 
     data = tmp_path_factory.mktemp("dash")
     with EmbeddedBroker() as broker:

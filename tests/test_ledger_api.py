@@ -27,13 +27,13 @@ import schemathesis
 from hypothesis import HealthCheck
 from hypothesis import settings as hypothesis_settings
 
-from agentledger import discovery
 from agentledger.auth import append_entry, entry_for, new_key
 from agentledger.broker import EmbeddedBroker
-from agentledger.clickhouse import client_for
-from agentledger.kafka import client_config, default_topics, ensure_topics
 from agentledger.services import ApiServer, open_store, start_api
-from agentledger.settings import Settings
+from core import discovery
+from core.kafka import client_config, default_topics, ensure_topics
+from core.settings import Settings
+from core.store import client_for
 from producers.emitter import AgentIdentity, Ledger
 from producers.simulator import Simulator
 from schemas import topics

@@ -27,15 +27,15 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 
-from agentledger import discovery
 from agentledger.auth import append_entry, entry_for, new_key
 from agentledger.broker import EmbeddedBroker
-from agentledger.clickhouse import client_for
 from agentledger.intake import KafkaIntake
-from agentledger.kafka import TopicSpec, client_config, default_topics, ensure_topics
 from agentledger.otlp_publish import Publisher
 from agentledger.services import ApiServer, start_api
-from agentledger.settings import Settings
+from core import discovery
+from core.kafka import TopicSpec, client_config, default_topics, ensure_topics
+from core.settings import Settings
+from core.store import client_for
 from producers.otlp.decode import decode_protobuf
 from producers.otlp.runs import Assembler
 from schemas import topics

@@ -9,7 +9,7 @@ import subprocess
 import pytest
 from confluent_kafka import Producer
 
-from agentledger.kafka import client_config
+from core.kafka import client_config
 from producers.emitter import Ledger
 from producers.simulator import Simulator
 from schemas import topics

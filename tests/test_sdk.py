@@ -8,7 +8,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from agentledger.kafka import client_config
+from core.kafka import client_config
 from producers.emitter import BufferFull, DeliveryFailed, InvalidEvent, Ledger
 from schemas import topics
 from schemas.events import parse_event_json

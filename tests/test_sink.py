@@ -10,8 +10,8 @@ import orjson
 import pytest
 from confluent_kafka import Producer
 
-from agentledger.clickhouse import client_for
-from agentledger.kafka import client_config
+from core.kafka import client_config
+from core.store import client_for
 from producers.emitter import Ledger
 from producers.simulator import Simulator
 from schemas import topics

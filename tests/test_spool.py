@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from agentledger.broker import EmbeddedBroker, free_port
-from agentledger.kafka import client_config, default_topics, ensure_topics
-from agentledger.settings import Settings
+from core.kafka import client_config, default_topics, ensure_topics
+from core.settings import Settings
 from producers.spool import Spool, SpoolFull
 from tests.sinkutil import query, run_sink
 

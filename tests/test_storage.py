@@ -10,11 +10,11 @@ from typing import Any
 import orjson
 import pytest
 
-from agentledger.clickhouse import client_for
 from agentledger.queries import economics, operations
 from agentledger.queries.common import ALL
 from agentledger.services import open_store
-from agentledger.settings import Settings
+from core.settings import Settings
+from core.store import client_for
 from producers.memory import MemoryLedger
 from producers.simulator import Simulator
 from sinks.migrate import migrate, table_ttl_days

@@ -20,11 +20,11 @@ from typing import Any
 
 import pytest
 
-from agentledger import discovery
 from agentledger.auth import KeyRing, entry_for, new_key
-from agentledger.clickhouse import client_for
 from agentledger.services import start_api
-from agentledger.settings import Settings
+from core import discovery
+from core.settings import Settings
+from core.store import client_for
 from producers.approvals import ApprovalFollower
 from producers.emitter import AgentIdentity, Ledger
 from producers.enforce import ApprovalExpired, ToolDenied, ToolGuard

@@ -23,11 +23,11 @@ from typing import Any
 import httpx
 from confluent_kafka import Producer
 
-from agentledger import discovery
 from agentledger.broker import EmbeddedBroker
-from agentledger.kafka import client_config, default_topics, ensure_topics
-from agentledger.settings import Settings
 from agentledger.supervisor import die_with_parent
+from core import discovery
+from core.kafka import client_config, default_topics, ensure_topics
+from core.settings import Settings
 from producers.emitter import Ledger
 from producers.simulator import Simulator
 from schemas import topics

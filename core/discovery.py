@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from agentledger.settings import Settings
+from core.settings import Settings
 
 BROKER_FILE = "broker.json"
 STORE_FILE = "store.json"
