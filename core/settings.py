@@ -15,6 +15,12 @@ from urllib.parse import urlsplit, urlunsplit
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+# Argument keys whose values never leave the agent (the SDK's Ledger and AGENTLEDGER_REDACT_KEYS).
+DEFAULT_REDACT_KEYS: tuple[str, ...] = (
+    "password", "secret", "token", "api_key", "apikey", "authorization",
+    "access_token", "refresh_token", "private_key", "client_secret", "cookie",
+)
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="AGENTLEDGER_", frozen=True, extra="ignore")
@@ -104,12 +110,7 @@ class Settings(BaseSettings):
     api_max_rows: int = Field(default=10_000, ge=1, description="row cap of one SQL answer")
     api_query_seconds: float = Field(default=30.0, gt=0, description="time cap of one query")
 
-    redact_keys: list[str] = Field(
-        default_factory=lambda: [
-            "password", "secret", "token", "api_key", "apikey", "authorization",
-            "access_token", "refresh_token", "private_key", "client_secret", "cookie",
-        ]
-    )
+    redact_keys: list[str] = Field(default_factory=lambda: list(DEFAULT_REDACT_KEYS))
     log_level: str = "WARNING"
     log_json: bool = True
 

@@ -9,7 +9,8 @@
 """
 
 from producers.context import RunContext, ToolCallContext
-from producers.emitter import AgentIdentity, BufferFull, DeliveryFailed, Ledger
+from producers.emitter import BufferFull, DeliveryFailed, Ledger
+from producers.identity import AgentIdentity
 
 __all__ = [
     "AgentIdentity",

@@ -9,19 +9,36 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from typing import Any, Protocol
 
 import orjson
 from opentelemetry import trace
 from opentelemetry.trace import Span, Status, StatusCode
 
+from producers.identity import AgentIdentity
 from producers.ids import format_ts, uuid7
+from producers.pricing import PriceTable
+from producers.redaction import Redactor
 from producers.tracing import traceparent
 from schemas.integrity import GENESIS, event_hash, sign
 
-if TYPE_CHECKING:
-    from producers.emitter import Ledger
+
+class EventLedger(Protocol):
+    """What a run needs of its :class:`producers.emitter.Ledger`: who emits, the clock,
+    redaction, prices, the tracer, and a checked, signed send."""
+
+    identity: AgentIdentity
+    clock: Callable[[], datetime]
+    redactor: Redactor
+    prices: PriceTable
+    signing_key: bytes | None
+    tracer: trace.Tracer
+
+    def check(self, event_type: str, body: dict[str, Any]) -> None: ...
+
+    def send(self, event: dict[str, Any], traceparent: str) -> None: ...
 
 
 def sha256_json(value: Any) -> str:
@@ -41,7 +58,7 @@ class RunContext:
 
     def __init__(
         self,
-        ledger: Ledger,
+        ledger: EventLedger,
         *,
         workflow: str,
         inputs: Any = None,

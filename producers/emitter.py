@@ -22,17 +22,19 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 from confluent_kafka import KafkaError, Message, Producer
 from pydantic import ValidationError
 
 from core.kafka import client_config
+from core.settings import DEFAULT_REDACT_KEYS
+from producers.context import RunContext
+from producers.identity import AgentIdentity
 from producers.pricing import DEFAULT_PRICES, PriceTable
 from producers.redaction import Redactor
 from producers.spool import Spool, SpoolFull
@@ -40,28 +42,7 @@ from producers.tracing import get_tracer
 from schemas import topics
 from schemas.events import BODY_MODELS, Envelope, validation_reason
 
-if TYPE_CHECKING:
-    from producers.context import RunContext
-
 log = logging.getLogger(__name__)
-
-DEFAULT_REDACT_KEYS = (
-    "password", "secret", "token", "api_key", "apikey", "authorization",
-    "access_token", "refresh_token", "private_key", "client_secret", "cookie",
-)
-
-
-@dataclass(frozen=True, slots=True)
-class AgentIdentity:
-    """Who emits: copied into every event's envelope."""
-
-    tenant: str
-    agent: str
-    agent_version: str
-    principal: str
-    workspace: str = "default"
-    env: str = "prod"
-
 
 class DeliveryFailed(RuntimeError):
     """Some events were not acknowledged by Kafka; ``failures`` lists (event_id, error)."""
@@ -142,8 +123,6 @@ class Ledger:
 
     def run(self, workflow: str, **kwargs: Any) -> RunContext:
         """Open a run: ``with ledger.run("ticket_triage", inputs=...) as run: ...``."""
-        from producers.context import RunContext
-
         return RunContext(self, workflow=workflow, **kwargs)
 
     # -- the wire ------------------------------------------------------------------

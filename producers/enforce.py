@@ -26,7 +26,7 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from producers.gate import Decision, Gate, PolicyError
 from producers.ids import uuid7
@@ -37,10 +37,28 @@ if TYPE_CHECKING:
 
     from producers.approvals import ApprovalFollower
     from producers.context import RunContext, ToolCallContext
-    from producers.guard import SafeModeGuard
 
 RECORD_ALLOW_RISKS = frozenset({"high", "money"})
 POLICY_UNAVAILABLE = "policy_unavailable"
+
+
+class ControlVerdict(Protocol):
+    """The control loop's answer (a :class:`producers.guard.Verdict`)."""
+
+    @property
+    def allowed(self) -> bool: ...
+    @property
+    def rule(self) -> str: ...
+    @property
+    def reason(self) -> str: ...
+
+
+class ControlLoop(Protocol):
+    """What a :class:`ToolGuard` asks of the control loop: a
+    :class:`producers.guard.SafeModeGuard`, which builds its ToolGuard itself."""
+
+    def check(self, tool: str, mode: Literal["read", "write"], *,
+              run: RunContext | None = None, action: str = "") -> ControlVerdict: ...
 
 
 class ToolDenied(RuntimeError):
@@ -94,7 +112,7 @@ def load_gate(directory: Path | str | None = None) -> Gate | PolicyError:
 class ToolGuard:
     """Policy + control loop + approvals for one agent (tenant, agent)."""
 
-    def __init__(self, gate: Gate | PolicyError, *, control: SafeModeGuard | None = None,
+    def __init__(self, gate: Gate | PolicyError, *, control: ControlLoop | None = None,
                  approvals: ApprovalFollower | None = None):
         self.gate = gate
         self.control = control

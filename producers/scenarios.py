@@ -23,8 +23,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from producers.context import RunContext
-from producers.emitter import AgentIdentity, Ledger
+from producers.emitter import Ledger
 from producers.guard import ControlFollower, SafeModeGuard
+from producers.identity import AgentIdentity
 from producers.simulator import Simulator
 
 log = logging.getLogger(__name__)

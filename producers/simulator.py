@@ -29,10 +29,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from producers.context import RunContext
-from producers.emitter import AgentIdentity, Ledger
+from producers.emitter import Ledger
 from producers.enforce import RECORD_ALLOW_RISKS, ToolDenied, ToolGuard
 from producers.gate import Decision, Gate
 from producers.guard import SafeModeGuard
+from producers.identity import AgentIdentity
 from producers.ids import uuid7
 
 TENANTS = ("acme", "globex", "initech")

@@ -21,7 +21,7 @@ from typing import Any, Final
 import orjson
 from pydantic import ValidationError
 
-from producers.emitter import DEFAULT_REDACT_KEYS
+from core.settings import DEFAULT_REDACT_KEYS
 from producers.otlp.catalogue import DEFAULT_MODE, MODES, ToolCatalogue
 from producers.otlp.decode import STATUS_ERROR, SpanRecord
 from producers.pricing import DEFAULT_PRICES, PriceTable
