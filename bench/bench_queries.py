@@ -43,7 +43,7 @@ from agentledger.auth import KeyRing, entry_for, new_key
 from agentledger.services import open_store, start_api
 from core.settings import Settings
 from core.store import client_for
-from sinks.rows import EVENT_COLUMNS, event_row
+from schemas.event_row import EVENT_COLUMNS, event_row
 
 TENANTS = tuple(f"tenant-{i:02d}" for i in range(20))
 DAYS = 30

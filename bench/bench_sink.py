@@ -31,8 +31,8 @@ from core.settings import Settings
 from core.store import client_for
 from producers.emitter import Ledger
 from producers.simulator import Simulator
+from schemas.event_row import EVENT_COLUMNS, event_row
 from sinks.migrate import migrate
-from sinks.rows import EVENT_COLUMNS, event_row
 
 
 def make_payloads(n: int) -> list[tuple[bytes, bytes]]:

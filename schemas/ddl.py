@@ -16,12 +16,16 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import Final
+from typing import TYPE_CHECKING, Final
+
+if TYPE_CHECKING:
+    from clickhouse_connect.driver.client import Client
 
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _VIEW = re.compile(r"CREATE\s+MATERIALIZED\s+VIEW\s+.*?\s+TO\s+(\S+)\s+AS\s+(SELECT\b.*)\Z",
                    re.S | re.I)
 _COMMENT_LINE = re.compile(r"^\s*--.*$", re.M)
+_TTL_DAYS = re.compile(r"\bTTL\b.*?toIntervalDay\((\d+)\)", re.S)
 
 
 @dataclass(frozen=True)
@@ -89,3 +93,16 @@ def render(sql: str, *, db: str, ttl_days: dict[str, int]) -> str:
 def ttl_clause(table: str, days: int) -> str:
     """The TTL clause of ``table`` for ``days`` of retention, as the DDL writes it."""
     return f"{RETENTION[table].expression} + INTERVAL {int(days)} DAY"
+
+
+def table_ttl_days(client: Client, db: str) -> dict[str, int | None]:
+    """The retention (days) each ledger table has now, from ``system.tables``."""
+    rows = client.query(
+        "SELECT name, engine_full FROM system.tables WHERE database = {db:String}",
+        parameters={"db": db}).result_rows
+    found: dict[str, int | None] = {}
+    for name, engine_full in rows:
+        if name in RETENTION:
+            match = _TTL_DAYS.search(engine_full)
+            found[name] = int(match.group(1)) if match else None
+    return found

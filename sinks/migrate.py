@@ -10,15 +10,12 @@ and alters the tables whose retention changed.
 from __future__ import annotations
 
 import logging
-import re
 
 from clickhouse_connect.driver.client import Client
 
-from schemas.ddl import RETENTION, backfill_for, migrations, render, ttl_clause
+from schemas.ddl import RETENTION, backfill_for, migrations, render, table_ttl_days, ttl_clause
 
 log = logging.getLogger(__name__)
-
-_TTL_DAYS = re.compile(r"\bTTL\b.*?toIntervalDay\((\d+)\)", re.S)
 
 
 def migrate(client: Client, *, db: str, ttl_days: dict[str, int]) -> list[str]:
@@ -50,19 +47,6 @@ def migrate(client: Client, *, db: str, ttl_days: dict[str, int]) -> list[str]:
     altered = apply_retention(client, db=db, ttl_days=ttl_days)
     log.info("schema ready", extra={"db": db, "migrations": applied, "retention": altered})
     return applied
-
-
-def table_ttl_days(client: Client, db: str) -> dict[str, int | None]:
-    """The retention (days) each ledger table has now, from ``system.tables``."""
-    rows = client.query(
-        "SELECT name, engine_full FROM system.tables WHERE database = {db:String}",
-        parameters={"db": db}).result_rows
-    found: dict[str, int | None] = {}
-    for name, engine_full in rows:
-        if name in RETENTION:
-            match = _TTL_DAYS.search(engine_full)
-            found[name] = int(match.group(1)) if match else None
-    return found
 
 
 def apply_retention(client: Client, *, db: str, ttl_days: dict[str, int]) -> dict[str, int]:

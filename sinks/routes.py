@@ -12,8 +12,9 @@ from collections.abc import Callable
 from typing import Any, Final, Literal
 
 from schemas import topics
+from schemas.event_row import event_row
 from sinks.decode import Rejection, decode, decode_metric, decode_signal
-from sinks.rows import event_row, metric_row, signal_row, worker_heartbeat_row
+from sinks.rows import metric_row, signal_row, worker_heartbeat_row
 
 Table = Literal["events", "rejected", "signals", "metrics", "heartbeats"]
 """A :class:`~sinks.clickhouse.Batch` field, i.e. the ClickHouse table a row goes to."""

@@ -251,7 +251,7 @@ def _tamper(store: Store, how: str) -> tuple[str, int, str]:
         forged = {**run[3], "event_id": "01930000-0000-7000-8000-000000000001",
                   "ts": run[3]["ts"], "prev_hash": target["hash"]}
         forged["hash"] = event_hash(forged, target["hash"])
-        from sinks.rows import EVENT_COLUMNS, event_row
+        from schemas.event_row import EVENT_COLUMNS, event_row
 
         raw = orjson.dumps(forged)
         client.insert("events", [event_row(forged, raw, 0, 0)], column_names=EVENT_COLUMNS)

@@ -17,8 +17,9 @@ from core.settings import Settings
 from core.store import client_for
 from producers.memory import MemoryLedger
 from producers.simulator import Simulator
-from sinks.migrate import migrate, table_ttl_days
-from sinks.rows import EVENT_COLUMNS, event_row
+from schemas.ddl import table_ttl_days
+from schemas.event_row import EVENT_COLUMNS, event_row
+from sinks.migrate import migrate
 
 pytestmark = pytest.mark.integration
 
