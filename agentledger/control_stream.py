@@ -22,7 +22,7 @@ from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
-from agentledger.api import principal
+from agentledger.api.deps import bootstrap_of, principal
 from agentledger.auth import Principal
 from producers.guard import ControlFollower
 from schemas.signals import ControlSignal
@@ -87,8 +87,6 @@ def _frame(kind: str, signal: ControlSignal) -> str:
 
 
 def hub_of(app: FastAPI) -> ControlHub:
-    from agentledger.otlp_http import bootstrap_of
-
     with app.state.otlp_lock:
         hub = getattr(app.state, "control_hub", None)
         if hub is None:

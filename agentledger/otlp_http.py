@@ -35,11 +35,11 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 
-from agentledger.api import OrjsonResponse, principal
+from agentledger.api.deps import bootstrap_of, principal
+from agentledger.api.responses import OrjsonResponse
 from agentledger.auth import Principal
 from agentledger.otlp_publish import Publisher, PublishFailed
-from core import discovery
-from core.settings import Settings, load_settings
+from core.settings import Settings
 from producers.otlp.catalogue import CatalogueError, load_catalogue
 from producers.otlp.decode import PayloadError, decode_json, decode_protobuf
 from producers.otlp.runs import Assembler, Intake, Rejected
@@ -139,20 +139,6 @@ def install(app: FastAPI, client: Any, database: str) -> None:
         control_stream.stop(app)
 
     app.router.on_shutdown.append(_stop)
-
-
-def settings_of(app: FastAPI) -> Settings:
-    settings = getattr(app.state, "otlp_settings", None)
-    return settings if settings is not None else load_settings()
-
-
-def bootstrap_of(app: FastAPI) -> tuple[Settings, str]:
-    settings = settings_of(app)
-    bootstrap = discovery.bootstrap_servers(settings)
-    if not bootstrap:
-        raise HTTPException(503, "no Kafka broker configured for the intake "
-                                 "(AGENTLEDGER_KAFKA_BOOTSTRAP)", headers={"Retry-After": "5"})
-    return settings, bootstrap
 
 
 def intake_of(app: FastAPI) -> HttpIntake:

@@ -4,7 +4,7 @@ Order of start: broker → topics → store service (sink + API, a child process
 the chdb store) → stream worker (the control loop) → OTLP intake (spans from the
 OpenTelemetry Collector's Kafka exporter). While it starts, ``<run_dir>/
 supervisor.json`` says so, and readers (the CLI) wait for the store service instead of
-opening the store themselves (see :func:`agentledger.client.open_ledger`).
+opening the store themselves (see :func:`agentledger.api_client.open_ledger`).
 
 What the supervisor promises:
 

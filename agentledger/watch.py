@@ -125,7 +125,7 @@ def watch(
     """Live view of the fleet, refreshed every second: events/s in and landed, sink and
     control-loop lag, dead-letter rate, breakers and safe modes with reasons and ages, the
     most expensive recent runs, cost per successful task. `--once --json` for scripts."""
-    from agentledger.client import LedgerClient, LedgerError, open_ledger
+    from agentledger.api_client import LedgerClient, LedgerError, open_ledger
     from core.settings import load_settings
 
     if api_url:

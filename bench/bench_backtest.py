@@ -5,7 +5,7 @@
 A fresh chdb store gets ``--events`` events by one INSERT ... SELECT (a quarter of them
 ``tool.result``: 7 tenants x 53 agents x 11 tools, 2 % errors, one event per 20 ms over
 the last day); the real API serves it on loopback, and the command's own runner
-(:func:`agentledger.cli_control.run_backtest`, 100,000 results per page) replays every
+(:func:`agentledger.cli.control.run_backtest`, 100,000 results per page) replays every
 tool result through the default policy. Baseline in the same run: reading the first page
 alone, and deciding it alone (pure code, no I/O).
 """
@@ -21,9 +21,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from agentledger.api_client import LedgerClient
 from agentledger.auth import KeyRing, entry_for, new_key
-from agentledger.cli_control import run_backtest
-from agentledger.client import LedgerClient
+from agentledger.cli.control import run_backtest
 from agentledger.services import open_store, start_api
 from core.settings import Settings
 from streams.backtest import Backtest

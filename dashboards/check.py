@@ -10,9 +10,7 @@ from typing import Any
 
 from dashboards.macros import expand
 from dashboards.panels import DASHBOARDS, Dashboard
-from dashboards.results import PanelResult
-from dashboards.results import is_number as _is_number
-from dashboards.results import is_time as _is_time
+from dashboards.results import PanelResult, is_number, is_time
 
 # sql → (columns, types, rows); the caller decides how (ledger API, a client, ...)
 Query = Callable[[str], tuple[list[str], list[str], list[list[Any]]]]
@@ -45,10 +43,10 @@ def shape_problem(result: PanelResult) -> str | None:
     if not result.rows:
         return "no rows"
     types, kind = result.types, result.panel.kind
-    times = [t for t in types if _is_time(t)]
-    numbers = [t for t in types if _is_number(t)]
-    labels = [t for t in types if not _is_time(t) and not _is_number(t)]
-    if kind == "timeseries" and not (_is_time(types[0]) and numbers):
+    times = [t for t in types if is_time(t)]
+    numbers = [t for t in types if is_number(t)]
+    labels = [t for t in types if not is_time(t) and not is_number(t)]
+    if kind == "timeseries" and not (is_time(types[0]) and numbers):
         return f"a time series needs a time column first and a number: {types}"
     if kind in ("bar", "stat") and not numbers:
         return f"a {kind} panel needs a number: {types}"
@@ -57,6 +55,6 @@ def shape_problem(result: PanelResult) -> str | None:
     if kind == "state" and not (times and len(labels) >= 2):
         return f"a state timeline needs time, scope and state: {types}"
     if kind == "logs" and not ({"timestamp", "body", "level"} <= set(result.columns)
-                               and _is_time(types[result.columns.index("timestamp")])):
+                               and is_time(types[result.columns.index("timestamp")])):
         return f"a logs panel needs timestamp, body and level: {result.columns}"
     return None

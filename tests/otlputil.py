@@ -11,7 +11,11 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import Status, StatusCode
 
+from producers.otlp.catalogue import ToolCatalogue
 from producers.otlp.decode import SpanRecord
+from producers.otlp.mapping import map_span
+from producers.otlp.runs import Assembler
+from schemas.events import parse_event
 
 T0 = 1_790_000_000 * 10**9  # 2026-09-21, inside the envelope's range
 
@@ -89,3 +93,29 @@ def shape(events: list[dict[str, Any]]) -> list[tuple]:
             "mode", "outcome", "error_type")
     return [(e["event_type"], e["seq"], tuple((k, e["body"].get(k)) for k in keep
                                               if k in e["body"])) for e in events]
+
+
+# -- the mapping tests' shorthands ---------------------------------------------------------
+
+NONE = ToolCatalogue()
+
+
+def body(attrs: dict[str, Any], **kw: Any) -> list[tuple[str, dict[str, Any]]]:
+    return [(t, b) for t, _, b in map_span(record(attrs, **kw), "acme", NONE).events]
+
+
+def run_of(spans: list[SpanRecord], tenant: str = "acme") -> list[dict[str, Any]]:
+    assembler = Assembler(origin="otlp_http", grace_s=0)
+    result = assembler.add(spans, tenant)
+    assert not result.rejected, result.rejected
+    (run,) = assembler.due()
+    for event in run.events:
+        parse_event(event)
+    return run.events
+
+
+ROOT_SPAN = "1" * 16
+
+
+def agent(attrs: dict[str, Any], **kw: Any) -> SpanRecord:
+    return record(attrs, name="agent", parent=None, span_id=ROOT_SPAN, duration_ms=1000, **kw)

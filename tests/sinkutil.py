@@ -47,7 +47,7 @@ def query(settings: Settings, sql: str, **params: object) -> list[tuple]:
 
 def summary_rows(settings: Settings) -> dict[str, list[list]]:
     """The project's own summary queries, as the CLI runs them."""
-    from agentledger.query import SUMMARY_QUERIES, run_read_only
+    from agentledger.queries.sql import SUMMARY_QUERIES, run_read_only
 
     client = client_for(settings)
     try:

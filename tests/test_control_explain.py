@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from agentledger.api_client import LedgerClient
 from agentledger.auth import KeyRing, entry_for, new_key
-from agentledger.cli_control import run_backtest
-from agentledger.client import LedgerClient
+from agentledger.cli.control import run_backtest
 from agentledger.services import start_api
 from core.settings import Settings
 from producers.emitter import Ledger
@@ -76,7 +76,7 @@ def test_explain_names_the_trigger_and_backtest_reproduces_the_transitions(
 
             from agentledger import cli
 
-            monkeypatch.setattr(cli, "_ledger", lambda *a: LedgerClient(api.url, key))
+            monkeypatch.setattr(cli.connect, "ledger", lambda *a: LedgerClient(api.url, key))
             shown = CliRunner().invoke(cli.app, ["control", "explain", f"acme/*/{OUTAGE_TOOL}"])
             assert shown.exit_code == 0, shown.output
             assert "last tripped" in shown.output and trip["triggered_by"][-1] in shown.output

@@ -10,6 +10,7 @@ API, services, supervisor) sits on top and may import any of them, none of them 
 from __future__ import annotations
 
 import ast
+import functools
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,12 +30,16 @@ def module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
+@functools.cache
 def modules() -> dict[str, Path]:
     return {module_name(p): p for package in PACKAGES for p in (ROOT / package).rglob("*.py")}
 
 
 def imports(path: Path) -> set[str]:
-    """Every module ``path`` imports, at the top, in a function or under TYPE_CHECKING."""
+    """Every module ``path`` imports, at the top, in a function or under TYPE_CHECKING.
+
+    ``from package import module`` counts as importing the module, not the package."""
+    known = modules()
     found = set()
     package = module_name(path) if path.name == "__init__.py" else module_name(path.parent)
     for node in ast.walk(ast.parse(path.read_text())):
@@ -45,8 +50,10 @@ def imports(path: Path) -> set[str]:
             if node.level:
                 anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
                 base = ".".join([*anchor, base] if base else anchor)
-            found.add(base)
-            found |= {f"{base}.{a.name}" for a in node.names}
+            submodules = {f"{base}.{a.name}" for a in node.names} & known.keys()
+            found |= submodules
+            if len(submodules) < len(node.names):
+                found.add(base)
     return found
 
 

@@ -12,18 +12,16 @@ from typing import Annotated, Any
 
 import typer
 
+from agentledger.cli import connect
+from agentledger.cli.options import JsonFlag
+from agentledger.cli.render import UserError, out, print_json, table
+
 policy_app = typer.Typer(help="Tool-gating policies: check, test against cases, diff on "
                               "recorded calls.", no_args_is_help=True)
 
-JsonFlag = Annotated[bool, typer.Option("--json", help="print JSON instead of tables")]
 PolicyDir = Annotated[Path | None, typer.Option(
     "--policy", help="policy directory (catalog.yaml + *.cedar); default: the packaged one")]
 
-
-def _cli() -> Any:
-    from agentledger import cli
-
-    return cli
 
 
 def _gate(directory: Path | None) -> Any:
@@ -32,7 +30,7 @@ def _gate(directory: Path | None) -> Any:
     try:
         return Gate.load(directory)
     except PolicyError as exc:
-        raise _cli().UserError(f"policy refused: {exc}") from None
+        raise UserError(f"policy refused: {exc}") from None
 
 
 @policy_app.command("check")
@@ -46,9 +44,9 @@ def policy_check(
     done = {"policy_id": gate.policy_id, "version": gate.version, "source": str(gate.source),
             "actions": len(gate.catalog.actions), "agents": len(gate.catalog.agents)}
     if as_json:
-        _cli()._print_json(done)
+        print_json(done)
     else:
-        _cli().out.print(f"policy {gate.policy_id} {gate.version}: ok ({done['actions']} "
+        out.print(f"policy {gate.policy_id} {gate.version}: ok ({done['actions']} "
                          f"actions, {done['agents']} agents)", highlight=False)
 
 
@@ -64,23 +62,22 @@ def policy_test(
     from producers.gate import PolicyError
     from producers.policy_cases import load_cases, run_cases
 
-    cli = _cli()
     gate = _gate(policy)
     path = cases or gate.source / "cases.yaml"
     try:
         results = run_cases(gate, load_cases(path))
     except PolicyError as exc:
-        raise cli.UserError(str(exc)) from None
+        raise UserError(str(exc)) from None
     failed = [r for r in results if not r.ok]
     if as_json:
-        cli._print_json({"policy_version": gate.version, "cases": len(results),
+        print_json({"policy_version": gate.version, "cases": len(results),
                          "failed": len(failed), "results": [r.as_dict() for r in results]})
     else:
         shown = [{"case": r.name, "expect": r.expect, "got": r.got.decision,
                   "rule": r.got.rule, "ok": "ok" if r.ok else f"FAIL: {r.why}"}
                  for r in results]
-        cli._table(shown, list(shown[0]), title=f"policy {gate.version}: {path}")
-        cli.out.print(f"{len(results) - len(failed)}/{len(results)} cases pass",
+        table(shown, list(shown[0]), title=f"policy {gate.version}: {path}")
+        out.print(f"{len(results) - len(failed)}/{len(results)} cases pass",
                       highlight=False)
     if failed:
         raise typer.Exit(1)
@@ -100,10 +97,9 @@ def policy_diff(
     call whose decision (or deciding rule) would change."""
     from producers.policy_cases import call_of, diff
 
-    cli = _cli()
     a, b = _gate(old), _gate(new)
     calls: list[dict[str, Any]] = []
-    with cli._ledger() as ledger:
+    with connect.ledger() as ledger:
         cursor = None
         while len(calls) < limit:
             page = ledger.get("/v1/events", event_type="tool.call", include_body=True,
@@ -115,13 +111,13 @@ def policy_diff(
                 break
     changed = diff(a, b, calls[:limit])
     if as_json:
-        cli._print_json({"old": a.version, "new": b.version, "replayed": len(calls[:limit]),
+        print_json({"old": a.version, "new": b.version, "replayed": len(calls[:limit]),
                          "changed": changed})
         return
-    cli.out.print(f"replayed {len(calls[:limit])} recorded tool calls: {len(changed)} "
+    out.print(f"replayed {len(calls[:limit])} recorded tool calls: {len(changed)} "
                   f"decisions change from {a.version} to {b.version}", highlight=False)
     if changed:
         shown = [{"ts": str(c["ts"])[:19], "principal": c["principal"], "action": c["action"],
                   "args": str(c["args"])[:40], "old": f"{c['old']} ({c['old_rule']})",
                   "new": f"{c['new']} ({c['new_rule']})"} for c in changed[:200]]
-        cli._table(shown, list(shown[0]), title="decisions that would change")
+        table(shown, list(shown[0]), title="decisions that would change")

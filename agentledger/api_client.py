@@ -16,7 +16,7 @@ from typing import IO, Any
 import httpx
 
 from agentledger.auth import KeyRing, client_key, entry_for, new_key
-from agentledger.query import QueryResult
+from agentledger.queries.sql import QueryResult
 from core import discovery
 from core.settings import Settings
 from core.store import claim_store, client_for

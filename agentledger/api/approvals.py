@@ -11,17 +11,17 @@ Votes are serialised by a lock in this process; run one API that takes votes (ot
 replicas may serve reads).
 """
 
-# No ``from __future__ import annotations`` here: FastAPI must resolve the route
-# annotations, which use the ``principal`` dependency given to :func:`router`.
 import contextlib
 import datetime as dt
 import threading
 from typing import Annotated, Any, Literal
 
 from clickhouse_connect.driver.client import Client
-from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request
+from fastapi import APIRouter, HTTPException, Path, Query, Request
 from pydantic import BaseModel, Field
 
+from agentledger.api.deps import Store, Who
+from agentledger.api.responses import OrjsonResponse
 from agentledger.auth import Principal
 from agentledger.queries import approvals as q
 from agentledger.queries.common import Scope, parse_time
@@ -37,18 +37,7 @@ from schemas.approvals import (
 
 ID = r"^[A-Za-z0-9][A-Za-z0-9_.:@/+-]{0,127}$"
 
-
-class _Prefixed:
-    """``app.get``/``app.post`` under a path prefix and tag."""
-
-    def __init__(self, app: FastAPI, prefix: str):
-        self.app, self.prefix = app, prefix
-
-    def get(self, path: str, **kwargs: Any) -> Any:
-        return self.app.get(self.prefix + path, tags=["approvals"], **kwargs)
-
-    def post(self, path: str, **kwargs: Any) -> Any:
-        return self.app.post(self.prefix + path, tags=["approvals"], **kwargs)
+router = APIRouter(default_response_class=OrjsonResponse, tags=["approvals"])
 
 
 class VoteRequest(BaseModel):
@@ -178,56 +167,58 @@ def _vote(client: Client, request: Request, who: Principal, approval_id: str,
     return _view(row, new, now)
 
 
-def install(app: FastAPI, client: Client, principal: Any) -> None:
-    """Add the ``/v1/approvals`` routes to ``app``; ``principal`` is the API's key
-    dependency. (Routes are added to the app itself, not as an included router, so they
-    list in ``app.routes`` like every other route.)"""
-    api = _Prefixed(app, "/v1/approvals")
-    Who = Annotated[Principal, Depends(principal)]
+def _state_of(request: Request, approval_id: str) -> ApprovalState | None:
+    desk = getattr(request.app.state, "approvals", None)
+    return desk.follower.get(approval_id) if desk is not None else None
 
-    def state_of(request: Request, approval_id: str) -> ApprovalState | None:
-        desk = getattr(request.app.state, "approvals", None)
-        return desk.follower.get(approval_id) if desk is not None else None
 
-    @api.get("", summary="approval requests, newest first, with their status and votes")
-    def list_approvals(
-        request: Request, who: Who,
-        status: Literal["pending", "approved", "rejected", "expired"] | None = None,
-        tenant: Annotated[str | None, Query(pattern=ID)] = None,
-        queue: Annotated[str | None, Query(pattern=ID)] = None,
-        since: Annotated[str | None, Query(max_length=64)] = "7d",
-        limit: Annotated[int, Query(ge=1, le=1000)] = 200,
-    ) -> Any:
-        _warm_desk(request)
-        now = dt.datetime.now(dt.UTC)
-        found = q.requests(client, Scope(who.tenants), tenant=tenant, queue=queue,
-                           since=parse_time(since), limit=limit)
-        views = [_view(r, state_of(request, r["approval_id"]), now) for r in found]
-        return {"approvals": [v for v in views if status is None or v["status"] == status]}
+@router.get("/v1/approvals",
+            summary="approval requests, newest first, with their status and votes")
+def list_approvals(
+    request: Request, who: Who, client: Store,
+    status: Literal["pending", "approved", "rejected", "expired"] | None = None,
+    tenant: Annotated[str | None, Query(pattern=ID)] = None,
+    queue: Annotated[str | None, Query(pattern=ID)] = None,
+    since: Annotated[str | None, Query(max_length=64)] = "7d",
+    limit: Annotated[int, Query(ge=1, le=1000)] = 200,
+) -> Any:
+    _warm_desk(request)
+    now = dt.datetime.now(dt.UTC)
+    found = q.requests(client, Scope(who.tenants), tenant=tenant, queue=queue,
+                       since=parse_time(since), limit=limit)
+    views = [_view(r, _state_of(request, r["approval_id"]), now) for r in found]
+    return {"approvals": [v for v in views if status is None or v["status"] == status]}
 
-    @api.get("/stats", summary="block, escalation and override rates, approval latency, SLA")
-    def approval_stats(
-        who: Who, by: Literal["tenant", "agent", "tool"] = "tenant",
-        since: Annotated[str | None, Query(max_length=64)] = "7d",
-        until: Annotated[str | None, Query(max_length=64)] = None,
-        tenant: Annotated[str | None, Query(pattern=ID)] = None,
-    ) -> Any:
-        return q.stats(client, Scope(who.tenants), by, parse_time(since), parse_time(until),
-                       tenant=tenant)
 
-    @api.get("/{approval_id}", summary="one approval request")
-    def get_approval(request: Request, who: Who,
-                     approval_id: Annotated[str, Path(pattern=ID)]) -> Any:
-        _warm_desk(request)
-        row = q.request(client, Scope(who.tenants), approval_id)
-        return _view(row, state_of(request, approval_id), dt.datetime.now(dt.UTC))
+@router.get("/v1/approvals/stats",
+            summary="block, escalation and override rates, approval latency, SLA")
+def approval_stats(
+    who: Who, client: Store, by: Literal["tenant", "agent", "tool"] = "tenant",
+    since: Annotated[str | None, Query(max_length=64)] = "7d",
+    until: Annotated[str | None, Query(max_length=64)] = None,
+    tenant: Annotated[str | None, Query(pattern=ID)] = None,
+) -> Any:
+    return q.stats(client, Scope(who.tenants), by, parse_time(since), parse_time(until),
+                   tenant=tenant)
 
-    @api.post("/{approval_id}/approve", summary="approve (needs the queue's approver role)")
-    def approve(request: Request, who: Who, body: VoteRequest,
-                approval_id: Annotated[str, Path(pattern=ID)]) -> Any:
-        return _vote(client, request, who, approval_id, "approve", body.reason)
 
-    @api.post("/{approval_id}/deny", summary="deny (one denial rejects the request)")
-    def deny(request: Request, who: Who, body: VoteRequest,
-             approval_id: Annotated[str, Path(pattern=ID)]) -> Any:
-        return _vote(client, request, who, approval_id, "deny", body.reason)
+@router.get("/v1/approvals/{approval_id}", summary="one approval request")
+def get_approval(request: Request, who: Who, client: Store,
+                 approval_id: Annotated[str, Path(pattern=ID)]) -> Any:
+    _warm_desk(request)
+    row = q.request(client, Scope(who.tenants), approval_id)
+    return _view(row, _state_of(request, approval_id), dt.datetime.now(dt.UTC))
+
+
+@router.post("/v1/approvals/{approval_id}/approve",
+             summary="approve (needs the queue's approver role)")
+def approve(request: Request, who: Who, client: Store, body: VoteRequest,
+            approval_id: Annotated[str, Path(pattern=ID)]) -> Any:
+    return _vote(client, request, who, approval_id, "approve", body.reason)
+
+
+@router.post("/v1/approvals/{approval_id}/deny",
+             summary="deny (one denial rejects the request)")
+def deny(request: Request, who: Who, client: Store, body: VoteRequest,
+         approval_id: Annotated[str, Path(pattern=ID)]) -> Any:
+    return _vote(client, request, who, approval_id, "deny", body.reason)

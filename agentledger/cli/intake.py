@@ -1,4 +1,4 @@
-"""The ``agentledger intake`` command (registered in :mod:`agentledger.cli`)."""
+"""``agentledger intake``: OTLP spans from Kafka into ledger events."""
 
 from __future__ import annotations
 
@@ -6,6 +6,9 @@ import re
 from typing import Annotated
 
 import typer
+
+from agentledger.cli import connect
+from agentledger.cli.render import UserError
 
 _TENANT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@/+-]{0,127}$")
 
@@ -23,7 +26,6 @@ def intake(
         help="seconds without a span before a rootless trace is closed")] = 30.0,
 ) -> None:
     """Run the OpenTelemetry intake: Collector Kafka exporter (otlp_spans) → agent.events."""
-    from agentledger import cli
     from agentledger.intake import KafkaIntake
     from agentledger.otlp_publish import Publisher
     from agentledger.services import stop_on_signals
@@ -32,15 +34,15 @@ def intake(
     from producers.otlp.runs import Assembler
 
     if encoding not in ("otlp_proto", "otlp_json", "auto"):
-        raise cli.UserError(f"--encoding {encoding!r}: use otlp_proto, otlp_json or auto")
+        raise UserError(f"--encoding {encoding!r}: use otlp_proto, otlp_json or auto")
     if not _TENANT.match(tenant):
-        raise cli.UserError(f"--tenant {tenant!r} is not a tenant name")
-    settings = cli._settings()
-    bootstrap = cli._bootstrap(settings)
+        raise UserError(f"--tenant {tenant!r} is not a tenant name")
+    settings = connect.settings()
+    bootstrap = connect.bootstrap(settings)
     try:
         catalogue = load_catalogue(settings.policy_file)
     except CatalogueError as exc:
-        raise cli.UserError(str(exc)) from None
+        raise UserError(str(exc)) from None
     admin = client_config(bootstrap, "admin", extra=settings.kafka_security)
     ensure_topics(admin, [*default_topics(settings.events_partitions),
                           TopicSpec(topic, settings.events_partitions)])

@@ -11,18 +11,16 @@ from typing import Annotated, Any
 
 import typer
 
+from agentledger.cli import connect
+from agentledger.cli.options import JsonFlag
+from agentledger.cli.render import UserError, out, print_json, table
+
 approvals_app = typer.Typer(
     help="The approval queue: requests escalated by the tool-gating policy.",
     no_args_is_help=True)
 
-JsonFlag = Annotated[bool, typer.Option("--json", help="print JSON instead of tables")]
 Reason = Annotated[str, typer.Option(help="why (kept with the vote, required)")]
 
-
-def _cli() -> Any:
-    from agentledger import cli
-
-    return cli
 
 
 def _when(value: Any) -> str:
@@ -40,18 +38,17 @@ def approvals_list(
     as_json: JsonFlag = False,
 ) -> None:
     """Approval requests (pending by default), newest first, with votes and SLA state."""
-    cli = _cli()
     if status not in (None, "pending", "approved", "rejected", "expired"):
-        raise cli.UserError(f"--status must be pending, approved, rejected or expired, "
+        raise UserError(f"--status must be pending, approved, rejected or expired, "
                             f"not {status!r}")
-    with cli._ledger() as ledger:
+    with connect.ledger() as ledger:
         found = ledger.get("/v1/approvals", status=None if all_ else status, tenant=tenant,
                            queue=queue, since=since)["approvals"]
     if as_json:
-        cli._print_json(found)
+        print_json(found)
         return
     if not found:
-        cli.out.print("no approval requests", highlight=False)
+        out.print("no approval requests", highlight=False)
         return
     shown = [{"approval id": a["approval_id"], "tenant": a["tenant"], "agent": a["agent"],
               "action": a["action"], "args": str(a["args"] or "")[:40],
@@ -59,19 +56,18 @@ def approvals_list(
               f"{a['approvals_required']}", "status": a["status"],
               "requested": _when(a["requested_at"]),
               "SLA": "breached" if a["sla_breached"] else "ok"} for a in found]
-    cli._table(shown, list(shown[0]), title="approvals")
+    table(shown, list(shown[0]), title="approvals")
 
 
 def _vote(approval_id: str, decision: str, reason: str, as_json: bool) -> None:
-    cli = _cli()
     if not reason.strip():
-        raise cli.UserError("--reason is required: say why, it is kept with the vote")
-    with cli._ledger() as ledger:
+        raise UserError("--reason is required: say why, it is kept with the vote")
+    with connect.ledger() as ledger:
         done = ledger.post(f"/v1/approvals/{approval_id}/{decision}", {"reason": reason})
     if as_json:
-        cli._print_json(done)
+        print_json(done)
         return
-    cli.out.print(f"approval {approval_id}: {decision} recorded; status {done['status']} "
+    out.print(f"approval {approval_id}: {decision} recorded; status {done['status']} "
                   f"({len(done['approved_by'])}/{done['approvals_required']} approvals)",
                   highlight=False)
 
@@ -107,15 +103,14 @@ def approvals_stats(
 ) -> None:
     """Tool gating from real decisions: policy-block rate, escalation rate, approval
     latency p50/p95, SLA breaches and override rate (approved / escalated)."""
-    cli = _cli()
-    with cli._ledger() as ledger:
+    with connect.ledger() as ledger:
         found = ledger.get("/v1/approvals/stats", by=by, since=since, until=until,
                            tenant=tenant)
     if as_json:
-        cli._print_json(found)
+        print_json(found)
         return
     if not found["groups"]:
-        cli.out.print("no gated tool calls in that range", highlight=False)
+        out.print("no gated tool calls in that range", highlight=False)
         return
 
     def pct(v: float | None) -> str:
@@ -130,4 +125,4 @@ def approvals_stats(
               "override %": pct(g["override_rate"]), "p50": secs(g["approval_p50_ms"]),
               "p95": secs(g["approval_p95_ms"]), "SLA breaches": g["sla_breaches"],
               "control refusals": g["control_refusals"]} for g in found["groups"]]
-    cli._table(shown, list(shown[0]), title=f"tool gating by {by}")
+    table(shown, list(shown[0]), title=f"tool gating by {by}")

@@ -1,5 +1,5 @@
-"""``agentledger control explain`` and ``agentledger control backtest`` (registered in
-:mod:`agentledger.cli`; ``backtest`` is also ``agentledger policy backtest``).
+"""``agentledger control``: the control loop's state, ``explain`` and ``backtest``
+(``backtest`` is also ``agentledger policy backtest``).
 
 ``explain`` reads the explanation each transition carries in ``control_signals``;
 ``backtest`` replays the stored tool results through a policy file with the worker's own
@@ -14,17 +14,21 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.table import Table
 
-JsonFlag = Annotated[bool, typer.Option("--json", help="print JSON instead of tables")]
+from agentledger.cli import connect
+from agentledger.cli.options import JsonFlag
+from agentledger.cli.render import err, out, print_json
+from core.settings import Settings
+
 _DECIDED = ("breaker", "safe_mode")
 
-
-def _cli() -> Any:
-    from agentledger import cli
-
-    return cli
+control_app = typer.Typer(help="Control-loop state (no subcommand), why a scope is in its "
+                          "state (explain), and policy backtests.")
 
 
+
+@control_app.command("explain")
 def explain(
     scope: Annotated[str, typer.Argument(help="TENANT/AGENT (safe mode) or TENANT/*/TOOL "
                                               "(breaker), as `agentledger control` shows")],
@@ -32,13 +36,11 @@ def explain(
 ) -> None:
     """Why a scope is in its state: rule, window, calls and errors counted, bound and
     threshold, when it changed and the events that triggered it."""
-    cli = _cli()
-    with cli._ledger() as ledger:
+    with connect.ledger() as ledger:
         found = ledger.get("/v1/control/explain", scope=scope)
     if as_json:
-        cli._print_json(found)
+        print_json(found)
         return
-    out = cli.out
     for st in found["states"]:
         name = f"{st['kind']}{':' + st['rule'] if st['rule'] else ''}"
         out.print(f"[bold]{found['scope']}[/bold] {name}: [bold]{st['state']}[/bold] since "
@@ -71,6 +73,7 @@ def _print_explanation(out: Any, details: dict[str, Any], indent: str) -> None:
         out.print(f"{indent}rule: {' '.join(shown)}", highlight=False)
 
 
+@control_app.command("backtest")
 def backtest(
     policy: Annotated[Path, typer.Argument(help="control policy YAML (current or candidate)")],
     since: Annotated[str, typer.Option(help="how far back: 7d, 24h, or an ISO time")] = "7d",
@@ -88,17 +91,16 @@ def backtest(
 
     from streams.policy import load_policy
 
-    cli = _cli()
     loaded = load_policy(policy)
-    with cli._ledger() as ledger, Progress(console=cli.err, transient=True,
+    with connect.ledger() as ledger, Progress(console=err, transient=True,
                                            disable=as_json) as progress:
         task = progress.add_task("replaying tool results", total=None)
         report = run_backtest(ledger, loaded, since=since, until=until, tenant=tenant,
                               page=page, progress=lambda n: progress.advance(task, n))
     if as_json:
-        cli._print_json(report)
+        print_json(report)
         return
-    _print_backtest(cli, report)
+    _print_backtest(report)
 
 
 def run_backtest(ledger: Any, policy: Any, *, since: str | None, until: str | None = None,
@@ -147,10 +149,9 @@ def run_backtest(ledger: Any, policy: Any, *, since: str | None, until: str | No
             "late_events": run.controller.clocks.late_events}
 
 
-def _print_backtest(cli: Any, report: dict[str, Any]) -> None:
+def _print_backtest(report: dict[str, Any]) -> None:
     from rich.table import Table
 
-    out = cli.out
     out.print(f"policy {report['policy_version']}: {report['results']} tool results replayed "
               f"in {report['seconds']}s; {report['same']} transitions as made, "
               f"{len(report['only_backtest'])} only in the backtest, "
@@ -168,4 +169,50 @@ def _print_backtest(cli: Any, report: dict[str, Any]) -> None:
         move = f"{previous} → {state}"
         table.add_row(kind, scope, rule, str(version), move if key in would_set else "",
                       move if key in made_set else "")
+    out.print(table)
+
+
+def _read_control(settings: Settings, timeout_s: float = 3.0) -> Any:
+    from producers.guard import ControlFollower
+
+    follower = ControlFollower(connect.bootstrap(settings),
+                               security=settings.kafka_security).start()
+    # the compacted topic is small: read until it has been quiet for a moment
+    follower.wait_for(lambda: follower.last_heard and follower.silent_for > 0.5, timeout_s)
+    follower.close()
+    return follower
+
+
+@control_app.callback(invoke_without_command=True)
+def control(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="a JSON array of scopes")] = False,
+    heartbeats: Annotated[bool, typer.Option(help="also list stream worker heartbeats")]
+    = False,
+) -> None:
+    """Current state of every scope on agent.control: breakers, safe modes, budgets,
+    overrides (and, with --heartbeats, the stream workers)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    settings = connect.settings()
+    follower = _read_control(settings)
+    signals = sorted(follower.state.values(), key=lambda s: (s.kind, s.scope, s.rule))
+    if heartbeats:
+        signals += sorted(follower.heartbeats.values(), key=lambda s: s.scope)
+    rows = [{"kind": s.kind, "scope": s.scope, "rule": s.rule, "state": s.state,
+             "version": s.version, "since": s.ts.isoformat(), "reason": s.reason,
+             "policy_version": s.policy_version, "fallback": s.fallback,
+             "triggered_by": s.triggered_by} for s in signals]
+    if as_json:
+        print_json(rows)
+        return
+    if not rows:
+        out.print("no control state yet (is `agentledger streams` running?)", highlight=False)
+        return
+    table = Table(title="control state", title_justify="left")
+    for column in ("kind", "scope", "rule", "state", "version", "since", "reason"):
+        table.add_column(column, justify="right" if column == "version" else "left")
+    for row in rows:
+        table.add_row(*(str(row[c]) for c in ("kind", "scope", "rule", "state", "version",
+                                               "since", "reason")))
     out.print(table)

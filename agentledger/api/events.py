@@ -1,0 +1,58 @@
+"""Events and runs: search, a run's timeline, its replay bundle, its hash-chain check."""
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Query
+
+from agentledger.api.deps import Caller, Store
+from agentledger.api.params import (
+    EventType,
+    NameFilter,
+    Outcome,
+    RunRef,
+    Status,
+    TimeParam,
+    time_param,
+)
+from agentledger.api.responses import OrjsonResponse
+from agentledger.queries import events, replay, timeline
+
+router = APIRouter(default_response_class=OrjsonResponse)
+
+
+@router.get("/v1/events", summary="search events: filters, time range, cursor pagination")
+def search_events(
+    caller: Caller, client: Store,
+    tenant: NameFilter = None, agent: NameFilter = None, tool: NameFilter = None,
+    event_type: EventType | None = None, status: Status | None = None,
+    outcome: Outcome | None = None,
+    trace_id: Annotated[str | None, Query(pattern=r"^[0-9a-f]{32}$")] = None,
+    run_id: NameFilter = None, workflow: NameFilter = None,
+    q: Annotated[str | None, Query(max_length=256, description="text in errors")] = None,
+    since: TimeParam = None, until: TimeParam = None,
+    limit: Annotated[int, Query(ge=1, le=events.MAX_PAGE)] = 100,
+    cursor: Annotated[str | None, Query(max_length=512)] = None,
+    order: Literal["asc", "desc"] = "desc",
+    include_body: bool = False,
+) -> Any:
+    filters = events.SearchFilters(
+        tenant=tenant, agent=agent, tool=tool, event_type=event_type, status=status,
+        outcome=outcome, trace_id=trace_id, run_id=run_id, workflow=workflow, text=q,
+        since=time_param(since, "since"), until=time_param(until, "until"))
+    return events.search(client, caller, filters, limit=limit, cursor=cursor, order=order,
+                         include_body=include_body)
+
+
+@router.get("/v1/timeline/{ref}", summary="run timeline by run id or trace id")
+def run_timeline(caller: Caller, client: Store, ref: RunRef) -> Any:
+    return timeline.timeline(client, caller, ref)
+
+
+@router.get("/v1/replay/{ref}", summary="replay bundle of a run or every run of a trace")
+def replay_bundle(caller: Caller, client: Store, ref: RunRef) -> Any:
+    return replay.replay_bundle(client, caller, ref)
+
+
+@router.get("/v1/verify/{ref}", summary="hash-chain and column verification of stored runs")
+def verify(caller: Caller, client: Store, ref: RunRef) -> Any:
+    return replay.verify(client, caller, ref)

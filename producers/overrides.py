@@ -1,0 +1,33 @@
+"""Manual overrides of an agent's mode (``agentledger safe-mode``), published on
+``agent.control`` beside the rules' own signals.
+
+An override is a :class:`~schemas.signals.ControlSignal` of kind ``override``, keyed like
+the rules' signals so the compacted topic keeps the newest; the
+:class:`~producers.guard.ControlFollower` in every agent reads it back like any other signal.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+
+from confluent_kafka import Producer
+
+from core.kafka import client_config
+from schemas import topics
+from schemas.signals import ControlSignal
+
+
+def publish_override(bootstrap: str, scope: str, state: str, reason: str, *, by: str,
+                     security: dict[str, str] | None = None,
+                     timeout_s: float = 15) -> ControlSignal:
+    """Publish an override of ``scope`` (TENANT/AGENT) to ``state`` and wait until Kafka
+    acknowledged it; :class:`TimeoutError` if it did not within ``timeout_s``."""
+    signal = ControlSignal(
+        kind="override", scope=scope, state=state, version=time.time_ns() // 1_000_000,
+        ts=datetime.now(UTC), reason=reason, policy_version="manual", details={"by": by})
+    producer = Producer(client_config(bootstrap, "producer", extra=security))
+    producer.produce(topics.CONTROL, signal.to_json(), signal.key.encode())
+    if producer.flush(timeout_s):
+        raise TimeoutError(f"Kafka did not acknowledge the override within {timeout_s:g}s")
+    return signal
