@@ -1,5 +1,6 @@
-# make demo: the embedded stack end to end.  make test: the whole suite.  make lint: ruff.
-# Both create .venv and install the project on a fresh machine; nothing else is needed.
+# make demo: the embedded stack end to end.  make test: the whole suite.
+# make lint: ruff, then mypy (configured in pyproject.toml).
+# Each creates .venv and installs the project on a fresh machine; nothing else is needed.
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
@@ -30,6 +31,7 @@ test: $(STAMP) chromium
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench_sdk.py

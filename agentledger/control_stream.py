@@ -36,7 +36,7 @@ class ControlHub:
 
     def __init__(self, bootstrap: str, security: dict[str, str] | None):
         self.follower = ControlFollower(bootstrap, security=security)
-        self._subs: dict[int, tuple[Principal, str | None, asyncio.Queue, Any]] = {}
+        self._subs: dict[int, tuple[Principal, str | None, asyncio.Queue[ControlSignal], Any]] = {}
         self._lock = threading.Lock()
         self.follower.on_signal(self._fanout)
         self.follower.start()
@@ -58,8 +58,9 @@ class ControlHub:
             if _visible(signal, who, tenant):
                 loop.call_soon_threadsafe(queue.put_nowait, signal)
 
-    def subscribe(self, who: Principal, tenant: str | None) -> tuple[int, asyncio.Queue]:
-        queue: asyncio.Queue = asyncio.Queue()
+    def subscribe(self, who: Principal,
+                  tenant: str | None) -> tuple[int, asyncio.Queue[ControlSignal]]:
+        queue: asyncio.Queue[ControlSignal] = asyncio.Queue()
         with self._lock:
             token = id(queue)
             self._subs[token] = (who, tenant, queue, asyncio.get_running_loop())

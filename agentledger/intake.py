@@ -127,11 +127,13 @@ class KafkaIntake:
         log.info("partitions revoked", extra={"partitions": sorted(gone), "dropped": dropped})
 
     def _take(self, msg: Message) -> None:
-        if msg.error() is not None:
-            if msg.error().code() != KafkaError._PARTITION_EOF:
-                log.warning("intake consume error", extra={"error": msg.error().str()})
+        error = msg.error()
+        if error is not None:
+            if error.code() != KafkaError._PARTITION_EOF:
+                log.warning("intake consume error", extra={"error": error.str()})
             return
         part, offset = msg.partition(), msg.offset()
+        assert part is not None and offset is not None  # a message, not an error
         state = self._parts.setdefault(part, _Partition())
         state.next_offset = max(state.next_offset, offset + 1)
         self.stats.messages += 1

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from confluent_kafka import KafkaError, Message, Producer
@@ -101,7 +101,8 @@ class Publisher:
     def reject(self, rejected: Iterable[Rejected], *, topic: str, partition: int = 0,
                offset: int | None = None) -> list[list[Any]]:
         """Dead-letter each refused span; returns their ``rejected_events`` rows."""
-        return [self.dead_letters.reject(SpanMessage(r, topic, partition, offset),
+        # A SpanMessage has what DeadLetters reads of a Kafka message (see its docstring).
+        return [self.dead_letters.reject(cast(Message, SpanMessage(r, topic, partition, offset)),
                                          Rejection(r.reason, r.message)) for r in rejected]
 
     def flush(self, timeout_s: float = 30) -> None:

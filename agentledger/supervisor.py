@@ -201,7 +201,7 @@ class Supervisor:
             if not child.wait_until(deadline):
                 child.kill()
 
-    def _wait_for_store(self, timeout_s: float) -> dict | None:
+    def _wait_for_store(self, timeout_s: float) -> dict[str, Any] | None:
         if not self.settings.embedded_store:
             return None
         deadline = time.monotonic() + timeout_s

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from confluent_kafka import KafkaError, KafkaException
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic
 
 from schemas import topics
 from schemas.approvals import APPROVALS_TOPIC
@@ -106,7 +107,8 @@ def default_topics(events_partitions: int) -> list[TopicSpec]:
     ]
 
 
-def ensure_topics(admin_conf: dict[str, Any], specs: Iterable[TopicSpec], timeout_s: float = 15):
+def ensure_topics(admin_conf: dict[str, Any], specs: Iterable[TopicSpec],
+                  timeout_s: float = 15) -> None:
     """Create missing topics; existing ones are left as they are (idempotent)."""
     admin = AdminClient(admin_conf)
     new = [NewTopic(s.name, num_partitions=s.partitions, replication_factor=1, config=s.config)

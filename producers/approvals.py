@@ -78,12 +78,14 @@ class ApprovalFollower:
     def _loop(self) -> None:
         while not self._stop.is_set():
             for msg in self._consumer.consume(num_messages=500, timeout=self._poll_s):
-                if msg.error() is not None:
-                    if msg.error().code() != KafkaError._PARTITION_EOF:
-                        log.warning("approvals topic error",
-                                    extra={"error": msg.error().str()})
+                error = msg.error()
+                if error is not None:
+                    if error.code() != KafkaError._PARTITION_EOF:
+                        log.warning("approvals topic error", extra={"error": error.str()})
                     continue
-                self._next[msg.partition()] = msg.offset() + 1
+                partition, offset = msg.partition(), msg.offset()
+                assert partition is not None and offset is not None  # a message, not an error
+                self._next[partition] = offset + 1
                 self.apply(msg.value())
 
     def apply(self, value: bytes | None) -> None:

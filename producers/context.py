@@ -90,8 +90,8 @@ class RunContext:
         self.prev_hash = GENESIS
         self.finished = False
         self.outcome: str | None = None
-        self.totals = {"cost_usd": 0.0, "tokens_in": 0, "tokens_out": 0, "model_calls": 0,
-                       "tool_calls": 0, "duration_ms": 0.0}
+        self.totals: dict[str, Any] = {"cost_usd": 0.0, "tokens_in": 0, "tokens_out": 0,
+                                       "model_calls": 0, "tool_calls": 0, "duration_ms": 0.0}
         self._cost_by_model: dict[str, float] = {}
         self._t0 = 0.0
         self._span: Span | None = None
@@ -133,8 +133,9 @@ class RunContext:
         self.ledger.send(event, traceparent(ctx))
         self.prev_hash = digest
         self.seq += 1
-        self.event_ids.append(event["event_id"])
-        return event["event_id"]
+        event_id: str = event["event_id"]
+        self.event_ids.append(event_id)
+        return event_id
 
     def _child_span(self, name: str, start_ns: int | None = None,
                     attributes: Mapping[str, Any] | None = None) -> Span:

@@ -63,9 +63,9 @@ class InvalidEvent(ValueError):
 def _validated(identity: AgentIdentity) -> AgentIdentity:
     """Check the identity against the envelope's field rules once, not per event."""
     for name in ("tenant", "agent", "agent_version", "principal", "workspace", "env"):
-        try:
+        try:  # on a blank envelope: only the one field is checked
             Envelope.__pydantic_validator__.validate_assignment(
-                Envelope.model_construct(), name, getattr(identity, name))
+                Envelope.model_construct(), name, getattr(identity, name))  # type: ignore[call-arg]
         except ValidationError as exc:
             raise InvalidEvent(f"identity.{name}: {exc.errors()[0]['msg']}") from None
     return identity
@@ -187,7 +187,7 @@ class Ledger:
         while self._waiting:
             segment, key, payload, headers = self._waiting[0]
             try:
-                self._producer.produce(self.topic, payload, key, headers=headers,
+                self._producer.produce(self.topic, payload, key, headers=list(headers),
                                        on_delivery=partial(self._on_spooled, segment))
             except BufferError:
                 break  # the rest stays on disk and in order; the next emit or flush goes on
@@ -199,7 +199,9 @@ class Ledger:
         if err is not None and err.retriable():
             # Without a delivery timeout this is rare; send it again rather than lose it.
             log.warning("spooled event not delivered; re-queued", extra={"error": err.str()})
-            headers = [(k, (v or b"").decode()) for k, v in msg.headers() or []]
+            received = msg.headers() or []
+            pairs = received.items() if isinstance(received, dict) else received
+            headers = [(k, v.decode() if isinstance(v, bytes) else v or "") for k, v in pairs]
             self._waiting.append((segment, msg.key() or b"", msg.value() or b"", headers))
             return
         self.spool.ack(segment)

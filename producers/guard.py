@@ -24,7 +24,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 from pydantic import ValidationError
@@ -87,10 +87,11 @@ class ControlFollower:
         self.invalid = 0
         self._poll_s = poll_s
         self._listeners: list[Callable[[ControlSignal], None]] = []
+        tuned: dict[str, Any] = {"fetch.wait.max.ms": 20, "fetch.error.backoff.ms": 50,
+                                 "enable.partition.eof": False, "error_cb": self._on_error}
         self._consumer = Consumer(client_config(
             bootstrap, "consumer", group_id=f"agentledger-guard-{uuid.uuid4().hex[:12]}",
-            extra=security, **{"fetch.wait.max.ms": 20, "fetch.error.backoff.ms": 50,
-                               "enable.partition.eof": False, "error_cb": self._on_error}))
+            extra=security, **tuned))
         self._lost_broker = False
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="control-follower",
@@ -149,9 +150,10 @@ class ControlFollower:
             if self._lost_broker:
                 self._rewind_after_outage()
             for msg in self._consumer.consume(num_messages=500, timeout=self._poll_s):
-                if msg.error() is not None:
-                    if msg.error().code() != KafkaError._PARTITION_EOF:
-                        log.warning("control topic error", extra={"error": msg.error().str()})
+                error = msg.error()
+                if error is not None:
+                    if error.code() != KafkaError._PARTITION_EOF:
+                        log.warning("control topic error", extra={"error": error.str()})
                     continue
                 self.last_heard = time.monotonic()
                 self._apply(msg.key(), msg.value())
@@ -229,9 +231,11 @@ class SafeModeGuard:
         """The verdict, without emitting anything."""
         f = self.follower
         writes = mode == "write"
-        override = f.get("override", self.scope)
-        overridden = override is not None and override.state != CLEARED
-        if overridden and (override.state == HALTED or (override.state == READ_ONLY and writes)):
+        found = f.get("override", self.scope)
+        override = found if found is not None and found.state != CLEARED else None
+        overridden = override is not None
+        if override is not None and (override.state == HALTED
+                                     or (override.state == READ_ONLY and writes)):
             return Verdict(False, f"override_{override.state}", override.reason,
                            policy_version=override.policy_version)
         if (writes or self.fail_closed_reads) and f.silent_for > self.stale_after_s:

@@ -20,6 +20,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 from producers.context import RunContext
@@ -107,6 +108,11 @@ class ScenarioResult:
         return {k: v for k, v in self.__dict__.items() if k != "ticks"}
 
 
+def _caught_up(follower: ControlFollower, target: float) -> bool:
+    """Has the control loop's event time reached ``target`` (lockstep)?"""
+    return follower.event_time >= target
+
+
 def run_scenario(
     name: str,
     make_ledger: Callable[[AgentIdentity, SimClock], Ledger],
@@ -158,7 +164,7 @@ def run_scenario(
             ledger.flush()
         if follower is not None:
             target = clock.timestamp()
-            if not follower.wait_for(lambda t=target: follower.event_time >= t,
+            if not follower.wait_for(partial(_caught_up, follower, target),
                                      lockstep_timeout_s):
                 result.lockstep_timeouts += 1
                 log.warning("stream workers behind", extra={"tick": k, "target": target})

@@ -25,7 +25,7 @@ from decimal import Decimal
 from typing import Any, Final
 
 _MAX_SAFE_INT: Final = 2**53 - 1
-_encode_str = json.encoder.encode_basestring  # type: ignore[attr-defined]
+_encode_str = json.encoder.encode_basestring
 
 
 class NotCanonicalizable(ValueError):

@@ -242,7 +242,7 @@ class Envelope(_Strict):
 def _typed(event_type: str, body_model: type[BaseModel]) -> type[Envelope]:
     """One event class per type: the envelope with a Literal tag and its body."""
     name = "".join(part.capitalize() for part in event_type.split(".")) + "Event"
-    annotations = {"event_type": Literal[event_type], "body": body_model}  # type: ignore[valid-type]
+    annotations = {"event_type": Literal[event_type], "body": body_model}
     namespace = {"__annotations__": annotations, "__module__": __name__}
     return type(name, (Envelope,), namespace)
 
@@ -265,8 +265,8 @@ EVENT_MODELS: Final[dict[str, type[Envelope]]] = {
     event_type: _typed(event_type, body) for event_type, body in BODY_MODELS.items()
 }
 
-AgentEvent: TypeAlias = Annotated[
-    Union[tuple(EVENT_MODELS.values())],  # type: ignore[valid-type]  # noqa: UP007
+AgentEvent: TypeAlias = Annotated[  # type: ignore[valid-type]
+    Union[tuple(EVENT_MODELS.values())],  # noqa: UP007
     Field(discriminator="event_type"),
 ]
 """Any event of schema_version 1, discriminated on ``event_type``."""
@@ -274,7 +274,7 @@ AgentEvent: TypeAlias = Annotated[
 Event = Envelope
 """The common base of every typed event, for annotations."""
 
-_ADAPTER: Final = TypeAdapter(AgentEvent)
+_ADAPTER: Final[TypeAdapter[Envelope]] = TypeAdapter(AgentEvent)
 
 
 def parse_event(data: dict[str, Any]) -> Envelope:

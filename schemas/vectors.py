@@ -60,7 +60,7 @@ def _events() -> list[dict[str, Any]]:
     events = []
     prev = GENESIS
     for seq, (event_type, body) in enumerate(bodies):
-        event = {**base, "event_id": f"0192f000-0000-7000-8000-00000000000{seq}",
+        event: dict[str, Any] = {**base, "event_id": f"0192f000-0000-7000-8000-00000000000{seq}",
                  "event_type": event_type, "ts": f"2026-11-24T12:00:0{seq}.000000Z",
                  "span_id": f"{seq + 1:016x}", "parent_span_id": None if seq == 0 else
                  f"{1:016x}", "seq": seq, "prev_hash": prev, "body": body}

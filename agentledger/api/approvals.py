@@ -86,7 +86,8 @@ def _desk(request: Request) -> ApprovalDesk:
     with _DESK_LOCK:
         if getattr(app.state, "approvals", None) is None:
             app.state.approvals = ApprovalDesk.from_settings()
-    return app.state.approvals
+    desk: ApprovalDesk = app.state.approvals
+    return desk
 
 
 _DESK_LOCK = threading.Lock()
@@ -133,7 +134,7 @@ def _view(row: dict[str, Any], state: ApprovalState | None, now: dt.datetime) ->
 
 
 def _vote(client: Client, request: Request, who: Principal, approval_id: str,
-          decision: str, reason: str) -> Any:
+          decision: Literal["approve", "deny"], reason: str) -> Any:
     """Check one vote, then publish the request's new state (see the module doc)."""
     row = q.request(client, Scope(who.tenants), approval_id)
     now = dt.datetime.now(dt.UTC)

@@ -178,7 +178,8 @@ def _read_control(settings: Settings, timeout_s: float = 3.0) -> Any:
     follower = ControlFollower(connect.bootstrap(settings),
                                security=settings.kafka_security).start()
     # the compacted topic is small: read until it has been quiet for a moment
-    follower.wait_for(lambda: follower.last_heard and follower.silent_for > 0.5, timeout_s)
+    follower.wait_for(lambda: bool(follower.last_heard) and follower.silent_for > 0.5,
+                      timeout_s)
     follower.close()
     return follower
 

@@ -105,7 +105,8 @@ class StoredEvent:
 
     @property
     def event(self) -> dict[str, Any]:
-        return orjson.loads(self.raw)
+        parsed: dict[str, Any] = orjson.loads(self.raw)
+        return parsed
 
 
 def run_events(client: Client, scope: Scope, ref: str,

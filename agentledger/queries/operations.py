@@ -122,7 +122,8 @@ def pipeline_health(client: Client, scope: Scope, *, now: dt.datetime | None = N
     return report
 
 
-def retention(client: Client, scope: Scope, db: str, configured: dict[str, int]) -> list[dict]:
+def retention(client: Client, scope: Scope, db: str,
+              configured: dict[str, int]) -> list[dict[str, Any]]:
     """Per table: configured and applied TTL, rows and bytes on disk."""
     if scope.tenants is not None:
         raise Forbidden("store metadata needs an operator key")

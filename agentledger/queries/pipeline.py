@@ -56,7 +56,8 @@ def dlq_per_minute(client: Client, now: dt.datetime) -> float:
     count = rows(client, (
         "SELECT count() AS n FROM rejected_events FINAL "
         "WHERE received_at >= {since:DateTime64(3, 'UTC')}"), {"since": now - DLQ_WINDOW})
-    return round(count[0]["n"] / (DLQ_WINDOW.total_seconds() / 60), 2)
+    per_minute: float = round(count[0]["n"] / (DLQ_WINDOW.total_seconds() / 60), 2)
+    return per_minute
 
 
 def problems(found: list[dict[str, Any]], dlq_rate: float, limits: HealthLimits) -> list[str]:

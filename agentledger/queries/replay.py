@@ -118,8 +118,8 @@ def _bundle(events: list[StoredEvent], verification: dict[str, Any]) -> dict[str
                  **{f: e["body"].get(f) for f in fields}}
                 for e in by_type.get(event_type, [])]
 
-    started = (by_type.get("run.started") or [None])[0]
-    finished = (by_type.get("run.finished") or [None])[0]
+    started = next(iter(by_type.get("run.started") or []), None)
+    finished = next(iter(by_type.get("run.finished") or []), None)
     first = parsed[0]
     inputs = None
     if started:
@@ -164,7 +164,9 @@ def _bundle(events: list[StoredEvent], verification: dict[str, Any]) -> dict[str
     }
 
 
-def _pair_tools(by_type: dict[str, list[dict[str, Any]]]) -> list[tuple[dict, dict | None]]:
+def _pair_tools(
+        by_type: dict[str, list[dict[str, Any]]],
+) -> list[tuple[dict[str, Any], dict[str, Any] | None]]:
     """Each tool call with its result (same span), in call order."""
     results = {e["span_id"]: e for e in by_type.get("tool.result", [])}
     paired = []

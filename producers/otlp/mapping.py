@@ -16,7 +16,7 @@ import contextlib
 import hashlib
 import re
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import orjson
 from pydantic import ValidationError
@@ -167,7 +167,7 @@ def _args(span: SpanRecord) -> dict[str, Any]:
         with contextlib.suppress(orjson.JSONDecodeError):
             raw = orjson.loads(raw)
     args = raw if isinstance(raw, dict) else ({} if raw is None else {"value": raw})
-    args = _REDACTOR.redact(args)
+    args = cast("dict[str, Any]", _REDACTOR.redact(args))
     encoded = orjson.dumps(args, option=orjson.OPT_SORT_KEYS)
     if len(encoded) > ARGS_MAX_BYTES:
         return {"truncated": True, "bytes": len(encoded),
