@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 import pytest
 
-from agentledger.queries import economics, operations
+from agentledger.queries import margins, operations
 from agentledger.queries.common import ALL
 from agentledger.services import open_store
 from core.settings import Settings
@@ -43,8 +43,8 @@ def figures(client: Any) -> dict[str, Any]:
         "uniqExactMerge(tool_errors) FROM run_summaries GROUP BY run_id ORDER BY run_id"
     ).result_rows
     return {
-        "margins": economics.margins(client, ALL, "workflow", None, None)["groups"],
-        "models": economics.margins(client, ALL, "model", None, None)["groups"],
+        "margins": margins.margins(client, ALL, "workflow", None, None)["groups"],
+        "models": margins.margins(client, ALL, "model", None, None)["groups"],
         "tools": operations.tool_health(client, ALL, None, None)["tools"],
         "summaries": summaries,
     }

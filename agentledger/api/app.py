@@ -1,6 +1,6 @@
 """``create_app``: the ledger API wired from its routers. Nothing is decided here.
 
-Each query family has its router (events, operations, economics, the audit export, SQL,
+Each query family has its router (events, operations, margins, the audit export, SQL,
 approvals, watch, control), each route takes the client and the caller's scope as
 dependencies (:mod:`agentledger.api.deps`), errors are mapped once
 (:mod:`agentledger.api.errors`).
@@ -17,8 +17,8 @@ from agentledger.api import (
     approvals,
     audit_export,
     control,
-    economics,
     events,
+    margins,
     operations,
     sql,
     watch,
@@ -60,7 +60,7 @@ def create_app(client: Client, keys: KeyRing, *, database: str = "agentledger",
     install_error_handlers(app)
     # Routes join the app's own list (not include_router, which this FastAPI keeps as one
     # opaque entry): every route stays visible to app.routes, OpenAPI and the route probes.
-    for family in (operations, events, economics, audit_export, sql, approvals, watch,
+    for family in (operations, events, margins, audit_export, sql, approvals, watch,
                    control):
         app.router.routes.extend(family.router.routes)
     install_otlp(app, client, database)  # POST /v1/traces, GET /v1/control/stream

@@ -8,7 +8,7 @@ from fastapi.responses import Response
 from agentledger.api.deps import Caller, Store
 from agentledger.api.params import NameFilter, TimeParam, time_param
 from agentledger.api.responses import OrjsonResponse
-from agentledger.queries import export
+from agentledger.queries import audit_export
 
 router = APIRouter(default_response_class=OrjsonResponse)
 
@@ -20,9 +20,9 @@ def export_events(
     caller: Caller, client: Store, since: TimeParam = None, until: TimeParam = None,
     tenant: NameFilter = None, format: Literal["jsonl", "parquet"] = "jsonl",
     cursor: Annotated[str | None, Query(max_length=512)] = None,
-    limit: Annotated[int, Query(ge=1, le=export.MAX_EXPORT_PAGE)] = 50_000,
+    limit: Annotated[int, Query(ge=1, le=audit_export.MAX_EXPORT_PAGE)] = 50_000,
 ) -> Response:
-    page = export.export_page(client, caller, since=time_param(since, "since"),
+    page = audit_export.export_page(client, caller, since=time_param(since, "since"),
                               until=time_param(until, "until"), fmt=format, tenant=tenant,
                               cursor=cursor, limit=limit)
     headers = {"X-Export-Rows": str(page.rows)}

@@ -9,7 +9,7 @@ from pydantic import BaseModel, Field
 from agentledger.api.deps import Caller, Operator, Store
 from agentledger.api.params import ID_PATTERN, NameFilter, TimeParam, time_param
 from agentledger.api.responses import OrjsonResponse
-from agentledger.queries import economics
+from agentledger.queries import margins as margin_queries
 from agentledger.queries.common import Scope
 
 router = APIRouter(default_response_class=OrjsonResponse)
@@ -30,18 +30,18 @@ def margins(
     since: TimeParam = "30d", until: TimeParam = None, tenant: NameFilter = None,
     workflow: NameFilter = None,
 ) -> Any:
-    return economics.margins(client, caller, by, time_param(since, "since"),
+    return margin_queries.margins(client, caller, by, time_param(since, "since"),
                              time_param(until, "until"), tenant=tenant, workflow=workflow)
 
 
 @router.get("/v1/revenue", summary="revenue per successful task, per tenant and workflow")
 def revenue(caller: Caller, client: Store) -> Any:
-    return {"rates": economics.revenue_rates(client, caller)}
+    return {"rates": margin_queries.revenue_rates(client, caller)}
 
 
 @router.post("/v1/revenue", status_code=201, summary="set a revenue rate (operator key)")
 def set_revenue(who: Operator, client: Store, rate: RevenueRequest) -> Any:
-    economics.set_revenue(client, Scope(who.tenants), tenant=rate.tenant,
+    margin_queries.set_revenue(client, Scope(who.tenants), tenant=rate.tenant,
                           workflow=rate.workflow,
                           revenue_per_success_usd=rate.revenue_per_success_usd,
                           valid_from=rate.valid_from, note=rate.note)
