@@ -14,6 +14,15 @@
    last progress heartbeat. Baseline in the same run: a bare confluent-kafka consumer
    reading the same topic.
 3. Worker RSS (psutil, the child process) once it has folded everything.
+4. The framework's ceiling: ``bench/faust_ceiling.py``, a faust worker with the same settings
+   and batching whose agent only counts, reads the same topic. The worker's rate is printed
+   beside it and beside raw consume: what is left above the ceiling is ours to make fast.
+5. Under load: a background fleet (``--load-rate`` events/s of healthy traffic from its
+   own tenant) runs for at least ``--load-seconds`` with the sink (``agentledger sink``)
+   and one worker on the same machine. Meanwhile ``--load-trials`` time-to-safe-mode
+   trials run as in 1., and the worker's lag in seconds (wall time minus the event time
+   of its newest heartbeat; background events are stamped when produced) is sampled
+   twice a second.
 """
 
 from __future__ import annotations
@@ -25,6 +34,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from datetime import UTC, datetime
@@ -105,11 +115,14 @@ def _crossing_failures(ok: int = 20) -> int:
         ok + k, when.tool_error_rate_gt, when.alpha))
 
 
-def time_to_safe_mode(bootstrap: str, follower: ControlFollower, trials: int) -> list[float]:
+def time_to_safe_mode(bootstrap: str, follower: ControlFollower, trials: int,
+                      timeout_s: float = 30, prefix: str = "agent") -> list[float]:
+    """Seconds from the crossing failure to the guard's refusal, per trial; a trial that
+    times out counts as ``timeout_s`` (the figure is then a lower bound)."""
     latencies = []
     crossing = _crossing_failures()
     for trial in range(trials):
-        ident = AgentIdentity(tenant="bench", agent=f"agent-{trial}", agent_version="1",
+        ident = AgentIdentity(tenant="bench", agent=f"{prefix}-{trial}", agent_version="1",
                               principal="svc")
         guard = SafeModeGuard(follower, "bench", ident.agent, stale_after_s=3600)
         with Ledger.connect(bootstrap, ident) as ledger, ledger.run("bench") as run:
@@ -123,17 +136,104 @@ def time_to_safe_mode(bootstrap: str, follower: ControlFollower, trials: int) ->
             for _ in range(crossing - 1):
                 result("error")
             ledger.flush()
-            follower.wait_for(lambda t=last: follower.event_time >= t, 30)
+            follower.wait_for(lambda t=last: follower.event_time >= t, timeout_s)
             assert guard.decide("x", "write").allowed
             start = time.perf_counter()
             result("error")
             ledger.flush()
             while guard.decide("x", "write").allowed:
                 time.sleep(0.0005)
-                if time.perf_counter() - start > 30:
-                    raise TimeoutError("safe mode never came")
-            latencies.append(time.perf_counter() - start)
+                if time.perf_counter() - start > timeout_s:
+                    break
+            latencies.append(min(time.perf_counter() - start, timeout_s))
     return latencies
+
+
+def framework_ceiling(bootstrap: str, total: int) -> float:
+    """Events/s of a do-nothing faust agent over the same topic (bench/faust_ceiling.py)."""
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "faust_ceiling.py")
+    out = subprocess.run([sys.executable, script, bootstrap, str(total)], capture_output=True,
+                         text=True, timeout=900, check=True).stdout
+    return float(out.split("rate")[-1].split()[0])
+
+
+class BackgroundFleet(threading.Thread):
+    """Healthy tool traffic from tenant ``load`` at ``rate`` events/s, stamped now."""
+
+    def __init__(self, bootstrap: str, rate: float):
+        super().__init__(daemon=True)
+        self.bootstrap, self.rate, self.sent = bootstrap, rate, 0
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        producer = Producer(client_config(self.bootstrap, "producer"))
+        start = time.perf_counter()
+        i = 0
+        while not self.stopping.is_set():
+            due = int((time.perf_counter() - start) * self.rate)
+            while self.sent < due:
+                run_id, tool = uuid7(), f"tool{i % 50}"
+                for seq, (etype, body) in enumerate((
+                        ("tool.call", {"tool": tool, "action": "get", "mode": "read"}),
+                        ("tool.result", {"tool": tool, "status": "ok", "latency_ms": 9.0}))):
+                    payload = _event(etype, "load", f"agent{i % 20}", run_id, seq, body)
+                    try:
+                        producer.produce(topics.EVENTS, payload, run_id.encode())
+                    except BufferError:
+                        producer.poll(0.05)
+                    self.sent += 1
+                i += 1
+            producer.poll(0)
+            time.sleep(0.005)
+        producer.flush(30)
+
+
+def start_sink(bootstrap: str, data_dir: str) -> subprocess.Popen:
+    env = dict(os.environ, AGENTLEDGER_KAFKA_BOOTSTRAP=bootstrap, AGENTLEDGER_DATA_DIR=data_dir)
+    return subprocess.Popen([sys.executable, "-m", "agentledger", "sink"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def under_load(bootstrap: str, data_dir: str, rate: float, seconds: float,
+               trials: int) -> tuple[list[float], list[float], float]:
+    """(safe-mode latencies, lag samples in s, achieved background rate) under load."""
+    sink = start_sink(bootstrap, os.path.join(data_dir, "sink"))
+    worker = start_worker(bootstrap, data_dir, "bench-load")
+    fleet = BackgroundFleet(bootstrap, rate)
+    lags: list[float] = []
+    try:
+        with ControlFollower(bootstrap) as follower:
+            assert follower.wait_for(lambda: any(
+                h.scope.endswith(f"-{worker.pid}") for h in follower.heartbeats.values()),
+                90), "no worker"
+            fleet.start()
+            started = time.perf_counter()
+            sampling = threading.Event()
+
+            def sample() -> None:
+                while not sampling.wait(0.5):
+                    beat = [h for h in follower.heartbeats.values()
+                            if h.scope.endswith(f"-{worker.pid}")]
+                    if beat and beat[0].details.get("event_time"):
+                        lags.append(max(0.0, time.time() - beat[0].details["event_time"]))
+
+            sampler = threading.Thread(target=sample, daemon=True)
+            sampler.start()
+            time.sleep(5)  # let the load settle before the first trial
+            latencies = time_to_safe_mode(bootstrap, follower, trials, timeout_s=60,
+                                          prefix="loaded")
+            while time.perf_counter() - started < seconds:
+                time.sleep(0.5)
+            elapsed = time.perf_counter() - started
+            fleet.stopping.set()
+            sampling.set()
+            sampler.join()
+    finally:
+        fleet.stopping.set()
+        for proc in (worker, sink):
+            proc.terminate()
+            proc.wait(30)
+    return latencies, lags, fleet.sent / elapsed
 
 
 def pct(values: list[float], q: float) -> float:
@@ -145,6 +245,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=60)
     parser.add_argument("--runs", type=int, default=100_000)
+    parser.add_argument("--load-rate", type=float, default=10_000)
+    parser.add_argument("--load-seconds", type=float, default=60)
+    parser.add_argument("--load-trials", type=int, default=10)
     parser.add_argument("--json", action="store_true", help="end with one JSON line")
     args = parser.parse_args()
     with EmbeddedBroker() as broker, tempfile.TemporaryDirectory() as tmp:
@@ -193,12 +296,29 @@ def main() -> None:
               f"tenant/tool breakers) at {rate:,.0f} events/s; raw consume {raw:,.0f} msg/s "
               f"({rate / raw:.1%}); goal >= 20,000 events/s per worker")
         print(f"stream worker peak RSS: {peak / 2**20:,.0f} MiB")
+        ceiling = framework_ceiling(bootstrap, total)
+        print(f"faust alone (agent that only counts): {ceiling:,.0f} events/s; the worker "
+              f"runs at {rate / ceiling:.1%} of it")
+
+    # 5. under load, with the sink beside it, on a broker of its own (an empty topic)
+    with EmbeddedBroker() as broker, tempfile.TemporaryDirectory() as tmp:
+        ensure_topics(client_config(broker.bootstrap, "admin"), default_topics(3))
+        loaded, lags, load_rate = under_load(broker.bootstrap, tmp, args.load_rate,
+                                             args.load_seconds, args.load_trials)
+        print(f"under load ({load_rate:,.0f} events/s background, sink running): time to safe "
+              f"mode p50 {pct(loaded, .5) * 1000:,.0f} ms, p99 {pct(loaded, .99) * 1000:,.0f} "
+              f"ms (goal <= 1,000); worker lag p99 {pct(lags, .99):.1f} s, max "
+              f"{max(lags):.1f} s (goal p99 <= 1 s)")
     if args.json:
         print(json.dumps({
             "safe_mode_p50_ms": round(pct(lat, .5) * 1000), "safe_mode_p99_ms": round(
                 pct(lat, .99) * 1000), "events_per_s_per_worker": round(rate),
             "raw_consume_per_s": round(raw), "ratio_to_raw_consume": round(rate / raw, 4),
-            "rss_mib": round(peak / 2**20), "runs_in_flight": args.runs}))
+            "rss_mib": round(peak / 2**20), "runs_in_flight": args.runs,
+            "faust_noop_per_s": round(ceiling), "ratio_to_faust_noop": round(rate / ceiling, 4),
+            "safe_mode_p99_ms_under_load": round(pct(loaded, .99) * 1000),
+            "lag_p99_s_under_load": round(pct(lags, .99), 2),
+            "background_events_per_s": round(load_rate)}))
 
 
 if __name__ == "__main__":

@@ -66,7 +66,8 @@ class ControlLoop:
         self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}"
         self.folder = RunFolder(policy)
         self.controller = Controller(policy)
-        self.stats = {"events": 0, "skipped": 0, "facts": 0, "signals": 0, "metrics": 0}
+        self.stats: dict[str, float] = {"events": 0, "skipped": 0, "facts": 0, "signals": 0,
+                                        "metrics": 0, "lag_s": 0.0}
         self._restored = {"runs": False, "decide": False}
         self._tenant_partition: dict[str, int] = {}
         self._heartbeats = 0
@@ -109,8 +110,13 @@ class ControlLoop:
                 self.folder.restore(self.runs.items())
                 self._restored["runs"] = True
             by_partition: dict[int, list[bytes]] = defaultdict(list)
+            appended = 0.0
             for event in batch:
                 by_partition[event.message.partition].append(event.value)
+                appended = max(appended, event.message.timestamp)
+            # seconds behind: how old (in broker time) the newest event just read is, so
+            # heartbeats and `agentledger health` show the lag in time, not only in events
+            self.stats["lag_s"] = round(max(0.0, time.time() - appended), 3)
             for partition, payloads in by_partition.items():
                 out = self.folder.fold(payloads)
                 self.stats["events"] += len(payloads)

@@ -59,14 +59,27 @@ def test_healthy_scenario_trips_nothing_and_prices_success_exactly(
                         and e["body"]["outcome"] == "success")
         by_hand = round(spend / successes, 2)
 
+        seen: dict[str, object] = {}
+
         def stream_figure() -> float | None:
             rows = sink.query(
                 "SELECT sum(values['spend_micros']), sum(values['successes']) FROM "
                 "agentledger.metrics FINAL WHERE kind = 'unit_economics'")
-            spent, won = rows[0]
+            spent, won = seen["totals"] = rows[0]
             return round(spent / 1e6 / won, 2) if won == successes else None
 
-        assert wait_for(stream_figure, 60, what="all unit-economics windows") == by_hand
+        try:
+            figure = wait_for(stream_figure, 60, what="all unit-economics windows")
+        except AssertionError:
+            windows = sink.query(
+                "SELECT tenant, agent, subject, window_start, revision, final, "
+                "values['successes'], values['runs'] FROM agentledger.metrics FINAL "
+                "WHERE kind = 'unit_economics' ORDER BY window_start, tenant, agent, subject")
+            raise AssertionError(
+                f"stream (spend_micros, successes) {seen.get('totals')} vs by hand "
+                f"{successes} successes; windows {windows}; worker log "
+                f"{worker.log_path.read_text()[-4000:]}") from None
+        assert figure == by_hand
         assert wait_for(lambda: sink.query("SELECT count() FROM agentledger.events FINAL")[0][0]
                         == result.events, 60, what="the sink to land every event")
         sql_rows = sink.query(

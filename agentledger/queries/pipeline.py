@@ -6,7 +6,8 @@ The rules, each one a line in the health report's ``problems`` (any problem = de
   ``sink_stall_seconds``), or has not reported for ``silent_s`` (down or stuck);
 - no stream worker heartbeat for ``silent_s`` although one was seen in the last
   ``LOOKBACK``; the stream workers' committed offsets more than ``streams_max_lag``
-  events behind the end of ``agent.events``;
+  events behind the end of ``agent.events``; the newest event a worker read older than
+  ``streams_max_lag_s`` (its heartbeat's ``lag_s``);
 - a supervised child ``crash_looping``, ``restarting`` or ``stopped``; the embedded broker
   down, or restarted within ``LOOKBACK`` (its in-memory topics started empty);
 - more than ``dlq_per_minute`` rejected messages per minute over the last 5 minutes.
@@ -36,6 +37,7 @@ class HealthLimits:
     silent_s: float = 30.0
     streams_max_lag: int = 10_000
     dlq_per_minute: float = 60.0
+    streams_max_lag_s: float = 30.0
 
 
 def components(client: Client, now: dt.datetime) -> list[dict[str, Any]]:
@@ -77,13 +79,21 @@ def problems(found: list[dict[str, Any]], dlq_rate: float, limits: HealthLimits)
                         f"{newest['lag_events']} behind, no progress for "
                         f"{d.get('seconds_since_progress', '?')}s")
     workers = by_kind.get("streams", [])
+    behind_s = ""
     if workers:
         newest = min(workers, key=lambda r: r["age_s"])
+        lag_s = newest["details"].get("lag_s")
         if newest["age_s"] > limits.silent_s:
             said.append(f"stream worker: no heartbeat for {newest['age_s']:.0f}s")
+        elif isinstance(lag_s, int | float):
+            behind_s = f", {lag_s:.1f}s behind at its last heartbeat"
+            if lag_s > limits.streams_max_lag_s:
+                said.append(f"stream worker: deciding on events {lag_s:.1f}s old "
+                            f"(limit {limits.streams_max_lag_s:.0f}s)")
     for row in by_kind.get("streams-lag", []):
         if row["age_s"] <= limits.silent_s and row["lag_events"] > limits.streams_max_lag:
-            said.append(f"stream worker: {row['lag_events']:,} events behind agent.events")
+            said.append(f"stream worker: {row['lag_events']:,} events behind agent.events"
+                        f"{behind_s}")
     for row in by_kind.get("child", []):
         if row["age_s"] <= limits.silent_s and row["status"] in _CHILD_PROBLEMS:
             d = row["details"]

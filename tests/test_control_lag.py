@@ -1,0 +1,78 @@
+"""A stream worker that falls behind is reported, by how much, and cleared once it catches up.
+
+Real broker, real `agentledger sink` (which measures the workers' committed offsets
+against the end of agent.events) and a real `agentledger streams` worker, paused with
+SIGSTOP while events keep arriving.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from core.settings import Settings
+from producers.emitter import Ledger
+from producers.guard import ControlFollower
+from producers.simulator import Simulator
+from tests.conftest import CLI
+from tests.helpers import wait_for
+from tests.streamutil import StreamWorker
+from tests.test_crash import start_sink
+
+pytestmark = pytest.mark.integration
+MAX_LAG = 50
+
+
+def _health(env: dict[str, str]) -> tuple[int, list[str]]:
+    done = subprocess.run([*CLI, "health", "--json"], env=env, capture_output=True, text=True,
+                          timeout=60)
+    return done.returncode, json.loads(done.stdout).get("problems", [])
+
+
+def _lag_lines(problems: list[str]) -> list[str]:
+    return [p for p in problems if p.startswith("stream worker:")]
+
+
+def test_paused_worker_is_reported_behind_then_caught_up(
+        settings: Settings, service_env: dict[str, str], tmp_path: Path) -> None:
+    env = {**service_env, "AGENTLEDGER_SINK_STATUS_SECONDS": "0.5",
+           "AGENTLEDGER_HEALTH_STREAMS_MAX_LAG": str(MAX_LAG)}
+    bootstrap = settings.kafka_bootstrap or ""
+    sim = Simulator(lambda ident: Ledger.connect(bootstrap, ident), seed=21, error_rate=0.0)
+    sink = start_sink(env)
+    try:
+        with StreamWorker(env, tmp_path / "worker.log") as worker, \
+                ControlFollower(bootstrap) as follower:
+            worker.wait_ready(follower)
+            sim.run(20, rate=0)
+            wait_for(lambda: _health(env) == (0, []), 90, what="a healthy, caught-up pipeline")
+
+            assert worker.proc is not None
+            os.kill(worker.proc.pid, signal.SIGSTOP)
+            try:
+                produced = sim.run(60, rate=0).events
+                assert produced > MAX_LAG
+                code, problems = wait_for(
+                    lambda: (lambda h: h if _lag_lines(h[1]) else None)(_health(env)), 60,
+                    what="health to say the stream worker is behind")
+                assert code == 2, problems
+                (line,) = [p for p in _lag_lines(problems) if "events behind" in p]
+                behind = int(re.search(r"([\d,]+) events behind", line).group(1)
+                             .replace(",", ""))
+                assert MAX_LAG < behind <= produced, line
+            finally:
+                os.kill(worker.proc.pid, signal.SIGCONT)
+
+            wait_for(lambda: _health(env) == (0, []), 90, what="health to clear after SIGCONT")
+            beat = follower.heartbeats[worker.worker_scope]
+            assert beat.details["events"] >= produced
+            assert isinstance(beat.details["lag_s"], float)
+    finally:
+        sink.terminate()
+        sink.wait(30)
