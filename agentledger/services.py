@@ -120,7 +120,8 @@ def start_api(settings: Settings, client: Client, sink: Sink | None = None, *,
                      max_rows=settings.api_max_rows, query_seconds=settings.api_query_seconds,
                      health_limits=HealthLimits(settings.health_silent_seconds,
                                                 settings.health_streams_max_lag,
-                                                settings.health_dlq_max_per_minute))
+                                                settings.health_dlq_max_per_minute,
+                                                settings.health_streams_max_lag_seconds))
     app.state.otlp_settings = settings  # the OTLP routes publish with these, not the env
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="api",

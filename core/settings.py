@@ -75,6 +75,9 @@ class Settings(BaseSettings):
     health_streams_max_lag: int = Field(
         default=10_000, ge=0, description="stream worker lag (events) above which health "
         "is degraded")
+    health_streams_max_lag_seconds: float = Field(
+        default=30.0, ge=0, description="seconds a stream worker may run behind the newest "
+        "event it has read before health is degraded")
     health_dlq_max_per_minute: float = Field(
         default=60.0, ge=0, description="rejected messages per minute (last 5 min) above "
         "which health is degraded")
@@ -85,8 +88,8 @@ class Settings(BaseSettings):
     policy_file: Path | None = Field(
         default=None, description="control policy YAML; unset = the packaged default policy"
     )
-    streams_batch_max: int = Field(default=2000, ge=1, description="events folded per batch")
-    streams_batch_seconds: float = Field(default=0.02, gt=0, description="max wait to fill one")
+    streams_batch_max: int = Field(default=2000, ge=1, description="records per fetch the "
+                                   "fold takes at most (faust broker_max_poll_records)")
     streams_heartbeat_seconds: float = Field(
         default=1.0, gt=0, description="how often a stream worker says it is alive"
     )

@@ -9,7 +9,8 @@ does not announce it twice. Money is counted in integer micro-dollars, so sums a
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
+from typing import Any
 
 
 def to_micros(usd: float) -> int:
@@ -27,8 +28,13 @@ class RunState:
     tool_calls: int = 0
     exceeded: bool = False
 
-    def snapshot(self) -> dict:
-        return asdict(self)
+    def snapshot(self) -> dict[str, Any]:
+        # by hand, not dataclasses.asdict: this runs per run per batch, and asdict
+        # deep-copies (a tenth of the worker's time, measured)
+        return {"tenant": self.tenant, "agent": self.agent, "workflow": self.workflow,
+                "max_cost_micros": self.max_cost_micros, "max_tool_calls": self.max_tool_calls,
+                "cost_micros": self.cost_micros, "tool_calls": self.tool_calls,
+                "exceeded": self.exceeded}
 
     @classmethod
     def restore(cls, snap: dict) -> RunState:

@@ -76,3 +76,13 @@ def test_paused_worker_is_reported_behind_then_caught_up(
     finally:
         sink.terminate()
         sink.wait(30)
+
+
+def test_offsets_the_consumer_skipped_are_counted(settings: Settings) -> None:
+    from streams.app import ControlLoop
+    from streams.policy import load_policy
+
+    loop = ControlLoop(settings, "127.0.0.1:9", load_policy(), worker_id="unit")
+    for partition, offset in ((0, 5), (0, 6), (1, 0), (0, 9), (0, 3), (1, 1)):
+        loop._check_contiguous(partition, offset)  # 7, 8 never seen; 3 is a re-delivery
+    assert loop.stats["offset_gaps"] == 2

@@ -328,7 +328,8 @@ def _raw(event: dict) -> bytes:
 
 
 def test_run_state_round_trip() -> None:
-    state = RunState("acme", "bot", "wf", 10, 2, cost_micros=5, tool_calls=1)
+    state = RunState("acme", "bot", "wf", 10, 2, cost_micros=5, tool_calls=1,
+                     exceeded=True)  # every field non-default: snapshot must carry each
     assert RunState.restore(state.snapshot()) == state
     assert time.time() > 0
 

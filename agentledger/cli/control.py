@@ -20,6 +20,7 @@ from agentledger.cli import connect
 from agentledger.cli.options import JsonFlag
 from agentledger.cli.render import err, out, print_json
 from core.settings import Settings
+from schemas.signals import ControlSignal
 
 _DECIDED = ("breaker", "safe_mode")
 
@@ -184,6 +185,20 @@ def _read_control(settings: Settings, timeout_s: float = 3.0) -> Any:
     return follower
 
 
+def _lag_fields(signal: ControlSignal) -> dict[str, Any]:
+    """A worker heartbeat's progress: events read and how old the newest of them was."""
+    if signal.kind != "heartbeat":
+        return {}
+    return {"events": signal.details.get("events"), "lag_s": signal.details.get("lag_s")}
+
+
+def _worker_lag(signal: ControlSignal) -> str:
+    fields = _lag_fields(signal)
+    if fields["lag_s"] is None:
+        return "no events read yet"
+    return f"{fields['events']:,} events read; newest {fields['lag_s']:.1f}s old when read"
+
+
 @control_app.callback(invoke_without_command=True)
 def control(
     ctx: typer.Context,
@@ -201,9 +216,10 @@ def control(
     if heartbeats:
         signals += sorted(follower.heartbeats.values(), key=lambda s: s.scope)
     rows = [{"kind": s.kind, "scope": s.scope, "rule": s.rule, "state": s.state,
-             "version": s.version, "since": s.ts.isoformat(), "reason": s.reason,
+             "version": s.version, "since": s.ts.isoformat(),
+             "reason": _worker_lag(s) if s.kind == "heartbeat" else s.reason,
              "policy_version": s.policy_version, "fallback": s.fallback,
-             "triggered_by": s.triggered_by} for s in signals]
+             "triggered_by": s.triggered_by, **_lag_fields(s)} for s in signals]
     if as_json:
         print_json(rows)
         return

@@ -7,7 +7,7 @@ The rules, each one a line in the health report's ``problems`` (any problem = de
 - no stream worker heartbeat for ``silent_s`` although one was seen in the last
   ``LOOKBACK``; the stream workers' committed offsets more than ``streams_max_lag``
   events behind the end of ``agent.events``; the newest event a worker read older than
-  ``streams_max_lag_s`` (its heartbeat's ``lag_s``);
+  ``streams_max_lag_s`` (its heartbeat's ``lag_s``); records its consumer skipped;
 - a supervised child ``crash_looping``, ``restarting`` or ``stopped``; the embedded broker
   down, or restarted within ``LOOKBACK`` (its in-memory topics started empty);
 - more than ``dlq_per_minute`` rejected messages per minute over the last 5 minutes.
@@ -82,7 +82,10 @@ def problems(found: list[dict[str, Any]], dlq_rate: float, limits: HealthLimits)
     behind_s = ""
     if workers:
         newest = min(workers, key=lambda r: r["age_s"])
-        lag_s = newest["details"].get("lag_s")
+        lag_s, gaps = newest["details"].get("lag_s"), newest["details"].get("offset_gaps")
+        if gaps:
+            said.append(f"stream worker: {gaps:,} records of agent.events skipped by its "
+                        "consumer (missing from its decisions)")
         if newest["age_s"] > limits.silent_s:
             said.append(f"stream worker: no heartbeat for {newest['age_s']:.0f}s")
         elif isinstance(lag_s, int | float):
