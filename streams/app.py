@@ -75,6 +75,11 @@ class ControlLoop:
                                         "metrics": 0, "lag_s": 0.0, "offset_gaps": 0}
         self._next_offset: dict[int, int] = {}
         self._restored = {"runs": False, "decide": False}
+        self._facts_owned: set[int] = set()
+        self._facts_to_restore: set[int] = set()
+        """Facts partitions assigned to this worker since the decide stage last restored:
+        their breakers and safe modes (from the tables, recovered by faust) are loaded
+        before the next decision, so state moves with its partition on a rebalance."""
         self._tenant_partition: dict[str, int] = {}
         self._heartbeats = 0
         self._beat_event_time = 0.0
@@ -141,8 +146,19 @@ class ControlLoop:
         self._last_input = time.monotonic()
 
     async def _on_assigned(self, _app: Any, assigned: Any, **_: Any) -> None:
-        # after a rebalance a partition resumes wherever its last owner committed
+        # after a rebalance a partition resumes wherever its last owner committed, with
+        # the state that owner persisted: reload it before the partition's next record
+        # (faust delivers none until its table recovery is done)
         self._next_offset.clear()
+        facts = {tp.partition for tp in assigned if tp.topic == self.facts.get_topic_name()}
+        gone = {t for t, p in self._tenant_partition.items() if p not in facts}
+        if gone:
+            self.controller.forget(gone)
+            for tenant in gone:
+                del self._tenant_partition[tenant]
+        self._facts_to_restore |= facts - self._facts_owned
+        self._facts_owned = facts
+        self._restored["runs"] = False
 
     def _check_contiguous(self, partition: int, offset: int) -> None:
         """agent.events is neither compacted nor transactional, so offsets a consumer hands
@@ -158,13 +174,16 @@ class ControlLoop:
     # -- stage two: decide per tenant ----------------------------------------------------
 
     def _restore_decisions(self) -> None:
-        if not self._restored["decide"]:
+        parts, self._facts_to_restore = self._facts_to_restore, set()
+        if parts:
             for name, table in ((BREAKERS, self.breakers), (SAFE_MODES, self.safe_modes)):
-                for _, snap in table.items():
+                items = [(k, s) for k, s in table.items() if s.get("partition") in parts]
+                for _, snap in items:
                     self._tenant_partition[snap["tenant"]] = snap["partition"]
-                n = self.controller.restore(name, table.items())
-                log.info("restored state", extra={"table": name, "keys": n})
-            self._restored["decide"] = True
+                n = self.controller.restore(name, items)
+                log.info("restored state", extra={"table": name, "keys": n,
+                                                  "partitions": sorted(parts)})
+        self._restored["decide"] = True
 
     async def _decide_agent(self, stream: faust.StreamT) -> None:
         async for event in stream.events():

@@ -105,6 +105,16 @@ class Controller:
             n += 1
         return n
 
+    def forget(self, tenants: set[str]) -> None:
+        """Drop every scope of ``tenants``: another worker decides them now (their facts
+        partition moved on a rebalance). Kept, an OPEN breaker here would half-open on
+        this worker's clock too, and its transition would be announced twice."""
+        for scopes in (self.breakers, self.safe_modes, self.agent_windows):
+            for key in [k for k in scopes if k[0] in tenants]:
+                del scopes[key]
+        self.open_breakers = {k for k in self.open_breakers if k[0] not in tenants}
+        self.degraded = {k for k in self.degraded if k[0] not in tenants}
+
     def _breaker(self, tenant: str, tool: str) -> Breaker:
         b = self.breakers.get((tenant, tool))
         if b is None:

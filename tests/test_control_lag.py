@@ -35,8 +35,10 @@ def _health(env: dict[str, str]) -> tuple[int, list[str]]:
     return done.returncode, json.loads(done.stdout).get("problems", [])
 
 
-def _lag_lines(problems: list[str]) -> list[str]:
-    return [p for p in problems if p.startswith("stream worker:")]
+def _behind(env: dict[str, str]) -> tuple[int, list[str]] | None:
+    """The health report once it says how many events the stream worker is behind."""
+    code, problems = _health(env)
+    return (code, problems) if any("events behind" in p for p in problems) else None
 
 
 def test_paused_worker_is_reported_behind_then_caught_up(
@@ -58,11 +60,10 @@ def test_paused_worker_is_reported_behind_then_caught_up(
             try:
                 produced = sim.run(60, rate=0).events
                 assert produced > MAX_LAG
-                code, problems = wait_for(
-                    lambda: (lambda h: h if _lag_lines(h[1]) else None)(_health(env)), 60,
-                    what="health to say the stream worker is behind")
+                code, problems = wait_for(lambda: _behind(env), 60,
+                                          what="health to say the stream worker is behind")
                 assert code == 2, problems
-                (line,) = [p for p in _lag_lines(problems) if "events behind" in p]
+                (line,) = [p for p in problems if "events behind" in p]
                 behind = int(re.search(r"([\d,]+) events behind", line).group(1)
                              .replace(",", ""))
                 assert MAX_LAG < behind <= produced, line

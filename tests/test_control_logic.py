@@ -249,6 +249,17 @@ def test_controller_routes_results_to_breaker_and_safe_mode() -> None:
     assert [(s.kind, s.state, s.version) for s in later.signals] == [("breaker", HALF_OPEN, 2)]
 
 
+def test_forgotten_tenants_are_no_longer_decided_here() -> None:
+    c = Controller(POLICY)
+    for tenant in ("acme", "globex"):
+        c.apply(tenant, [["r", 1000 + i * 0.1, "crm", "salesforce", "error", 10.0, f"e{i}",
+                          "HTTP500"] for i in range(25)])
+    c.forget({"acme"})  # its facts partition moved to another worker
+    later = c.advance(1000 + POLICY.breaker.wait_s + 5)
+    assert [s.scope for s in later.signals] == ["globex/*/salesforce"]
+    assert c.counts()["breakers_open"] == 0 and c.counts()["safe_modes_active"] == 1
+
+
 def test_p95_nearest_rank() -> None:
     assert p95([]) == 0.0
     assert p95(list(range(1, 101))) == 95
