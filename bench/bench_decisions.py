@@ -46,6 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from schemas.signals import CLOSED, HALF_OPEN, NORMAL, OPEN, READ_ONLY
 from streams.decide import Controller
+from streams.facts import ToolResult
 from streams.policy import Policy, load_policy
 
 
@@ -112,7 +113,7 @@ class LegacyController:
     def apply(self, tenant: str, facts: list, arrival: float = 0.0) -> Out:
         out = Out()
         touched = set()
-        for _, ts, agent, tool, status, *_ in facts:
+        for ts, agent, tool, status, *_ in facts:
             self.now = max(self.now, ts)
             failed = status == "error"
             self.agents.setdefault((tenant, agent), _Window()).add(ts, failed)
@@ -277,8 +278,9 @@ def generate(fleet: Fleet, seed: int):
                 failed = rng.random() < _error_rate(fleet, active, a.tenant, tool)
                 part = rng.randrange(PARTITIONS)
                 seq += 1
-                fact = ["r", true_ts + a.skew, a.name, tool, "error" if failed else "ok",
-                        0.0, f"e{seq}" if failed else "", ""]
+                fact = ToolResult(true_ts + a.skew, a.name, tool,
+                                  "error" if failed else "ok", 0.0, f"e{seq}" if failed else "",
+                                  "")
                 o = lagging.get(a.tenant)
                 if o is not None and part == 0 and o.start - 60 <= second < o.end + 300:
                     heapq.heappush(pending, (second + o.lag, seq, a.tenant, part, fact))

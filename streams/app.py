@@ -36,6 +36,7 @@ from core.settings import Settings
 from schemas import topics
 from schemas.signals import ALIVE, ControlSignal
 from streams.decide import BREAKERS, SAFE_MODES, Controller, Decisions
+from streams.facts import from_wire, to_wire
 from streams.fold import RunFolder
 from streams.policy import Policy
 from streams.transport import BatchDeliveryTransport
@@ -141,8 +142,8 @@ class ControlLoop:
                 await self._publish(signal)
             for tenant, facts in out.facts.items():
                 self.stats["facts"] += len(facts)
-                await self.facts.send(key=tenant, value={"wm": out.watermark,
-                                                         "facts": facts})
+                await self.facts.send(key=tenant, value={
+                    "wm": out.watermark, "facts": [to_wire(f) for f in facts]})
         self._last_input = time.monotonic()
 
     async def _on_assigned(self, _app: Any, assigned: Any, **_: Any) -> None:
@@ -191,7 +192,8 @@ class ControlLoop:
             tenant = event.key
             self._tenant_partition[tenant] = event.message.partition
             value = event.value
-            decisions = self.controller.apply(tenant, value["facts"], arrival=time.time())
+            facts = [from_wire(row) for row in value["facts"]]
+            decisions = self.controller.apply(tenant, facts, arrival=time.time())
             decisions.extend(self.controller.advance())
             await self._emit(decisions)
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from schemas.signals import ControlSignal
 from streams.decide import Controller
+from streams.facts import ToolResult
 from streams.policy import Policy
 
 
@@ -42,7 +43,7 @@ class Backtest:
             batch = batches.get(tenant)
             if batch is None:
                 batch = batches[tenant] = []
-            batch.append(["r", ts, agent, tool, status, latency, event_id, error_type])
+            batch.append(ToolResult(ts, agent, tool, status, latency, event_id, error_type))
             self.results += 1
 
     def _flush(self) -> None:

@@ -29,7 +29,18 @@ from schemas.signals import (
 from streams.breaker import Breaker, Transition
 from streams.clocks import SourceClocks
 from streams.economics import Economics
-from streams.fold import Fact
+from streams.facts import (
+    ApprovalResolved,
+    Fact,
+    Override,
+    PolicyDecision,
+    Rollback,
+    RunFact,
+    RunFinished,
+    Spend,
+    ToolCall,
+    ToolResult,
+)
 from streams.health import ToolHealth
 from streams.policy import Policy
 from streams.safemode import SafeMode
@@ -178,12 +189,12 @@ class Controller:
         self.clocks.next_record()
         touched: dict[str, list[float]] = {}
         for fact in facts:
-            tag, ts, agent = fact[0], float(fact[1]), fact[2]
+            ts, agent = float(fact.ts), fact.agent
             if ts > self.now:
                 self.now = ts
             if ts > self.recent_time:
                 self.recent_time = ts
-            if tag == "r":
+            if isinstance(fact, ToolResult):
                 late_failures = touched.get(agent)
                 if late_failures is None:
                     late_failures = touched[agent] = []
@@ -195,9 +206,9 @@ class Controller:
             self._agent_moved(out, tenant, agent, late_failures, agent in failing)
         return out
 
-    def _result(self, out: Decisions, tenant: str, agent: str, fact: Fact, ts: float,
+    def _result(self, out: Decisions, tenant: str, agent: str, fact: ToolResult, ts: float,
                 arrival: float, late_failures: list[float]) -> None:
-        _, _, _, tool, status, latency, event_id, _error_type = fact
+        tool, status, latency, event_id = fact.tool, fact.status, fact.latency_ms, fact.event_id
         if status == "rejected":  # refused before it ran: says nothing about the tool
             return
         failed = status in ("error", "timeout")
@@ -265,27 +276,26 @@ class Controller:
         if self.tool_health:
             out.metrics += self.health.close(tenant, agent, now, offset)
 
-    def _economics(self, tenant: str, agent: str, fact: Fact, ts: float) -> None:
-        tag, workflow = fact[0], fact[3]
-        w = self.economics.window(tenant, agent, workflow, ts)
-        if tag == "c":
-            w.add("spend_micros", int(fact[4]))
-        elif tag == "t":
+    def _economics(self, tenant: str, agent: str, fact: RunFact, ts: float) -> None:
+        w = self.economics.window(tenant, agent, fact.workflow, ts)
+        if isinstance(fact, Spend):
+            w.add("spend_micros", int(fact.micros))
+        elif isinstance(fact, ToolCall):
             w.add("tool_calls")
-        elif tag == "f":
-            w.finished(fact[4])
-        elif tag == "p":
+        elif isinstance(fact, RunFinished):
+            w.finished(fact.outcome)
+        elif isinstance(fact, PolicyDecision):
             w.add("policy_decisions")
-            if fact[4] == "deny":
+            if fact.decision == "deny":
                 w.add("policy_denies")
-            elif fact[4] == "escalate":
+            elif fact.decision == "escalate":
                 w.add("escalations")
-        elif tag == "a":
+        elif isinstance(fact, ApprovalResolved):
             w.add("approvals")
-            w.add("approval_latency_ms", round(float(fact[4])))
-        elif tag == "o":
+            w.add("approval_latency_ms", round(float(fact.latency_ms)))
+        elif isinstance(fact, Override):
             w.add("overrides")
-        elif tag == "b":
+        elif isinstance(fact, Rollback):
             w.add("rollbacks")
 
     # -- time ----------------------------------------------------------------------------

@@ -23,11 +23,18 @@ import orjson
 
 from schemas.signals import EXCEEDED, ControlSignal, run_scope
 from streams.budgets import RunState, to_micros
+from streams.facts import (
+    ApprovalResolved,
+    Fact,
+    Override,
+    PolicyDecision,
+    Rollback,
+    RunFinished,
+    Spend,
+    ToolCall,
+    ToolResult,
+)
 from streams.policy import Policy
-
-Fact = list[Any]
-"""``[tag, ts, agent, ...]``; tags: r tool result, t tool call, c cost, f run finished,
-p policy decision, a approval resolved, o human override, b rollback."""
 
 
 def parse_ts(text: str) -> float:
@@ -84,32 +91,33 @@ class RunFolder:
         workflow = run.workflow if run else "unknown"
         facts = out.facts[tenant]
         if etype == "tool.result":
-            facts.append(["r", ts, agent, body["tool"], body["status"],
-                          float(body.get("latency_ms") or 0.0), event["event_id"],
-                          body.get("error_type") or ""])
+            facts.append(ToolResult(ts, agent, body["tool"], body["status"],
+                                    float(body.get("latency_ms") or 0.0), event["event_id"],
+                                    body.get("error_type") or ""))
         elif etype == "tool.call":
-            facts.append(["t", ts, agent, workflow])
+            facts.append(ToolCall(ts, agent, workflow))
             if run:
                 run.tool_calls += 1
                 self._check_budget(run_id, run, event, ts, out)
         elif etype == "model.call":
             micros = to_micros(float(body.get("cost_usd") or 0.0))
-            facts.append(["c", ts, agent, workflow, micros])
+            facts.append(Spend(ts, agent, workflow, micros))
             if run:
                 run.cost_micros += micros
                 self._check_budget(run_id, run, event, ts, out)
         elif etype == "run.finished":
-            facts.append(["f", ts, agent, workflow, body["outcome"]])
+            facts.append(RunFinished(ts, agent, workflow, body["outcome"]))
             if self.runs.pop(run_id, None) is not None:
                 out.runs_changed[run_id] = None
         elif etype == "policy.decision":
-            facts.append(["p", ts, agent, workflow, body["decision"]])
+            facts.append(PolicyDecision(ts, agent, workflow, body["decision"]))
         elif etype == "approval.resolved":
-            facts.append(["a", ts, agent, workflow, float(body.get("latency_ms") or 0.0)])
+            facts.append(ApprovalResolved(ts, agent, workflow,
+                                          float(body.get("latency_ms") or 0.0)))
         elif etype == "human.override":
-            facts.append(["o", ts, agent, workflow])
+            facts.append(Override(ts, agent, workflow))
         elif etype == "rollback":
-            facts.append(["b", ts, agent, workflow])
+            facts.append(Rollback(ts, agent, workflow))
         if not facts:
             del out.facts[tenant]
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import orjson
 import pytest
 
 from schemas.signals import CLEARED, CLOSED, HALF_OPEN, NORMAL, OPEN, READ_ONLY, ControlSignal
@@ -12,6 +13,7 @@ from streams.breaker import Breaker
 from streams.budgets import RunState, to_micros
 from streams.decide import Controller
 from streams.economics import Economics
+from streams.facts import ToolResult
 from streams.fold import RunFolder
 from streams.policy import BreakerPolicy, PolicyError, load_policy, parse_policy
 from streams.safemode import SafeMode
@@ -238,7 +240,7 @@ def test_economics_cost_per_success_is_exact() -> None:
 
 def test_controller_routes_results_to_breaker_and_safe_mode() -> None:
     c = Controller(POLICY)
-    facts = [["r", 1000 + i * 0.1, "crm", "salesforce", "error", 10.0, f"e{i}", "HTTP500"]
+    facts = [ToolResult(1000 + i * 0.1, "crm", "salesforce", "error", 10.0, f"e{i}", "HTTP500")
              for i in range(25)]
     out = c.apply("acme", facts)
     kinds = sorted((s.kind, s.state) for s in out.signals)
@@ -252,8 +254,8 @@ def test_controller_routes_results_to_breaker_and_safe_mode() -> None:
 def test_forgotten_tenants_are_no_longer_decided_here() -> None:
     c = Controller(POLICY)
     for tenant in ("acme", "globex"):
-        c.apply(tenant, [["r", 1000 + i * 0.1, "crm", "salesforce", "error", 10.0, f"e{i}",
-                          "HTTP500"] for i in range(25)])
+        c.apply(tenant, [ToolResult(1000 + i * 0.1, "crm", "salesforce", "error", 10.0,
+                                    f"e{i}", "HTTP500") for i in range(25)])
     c.forget({"acme"})  # its facts partition moved to another worker
     later = c.advance(1000 + POLICY.breaker.wait_s + 5)
     assert [s.scope for s in later.signals] == ["globex/*/salesforce"]
@@ -356,3 +358,15 @@ def test_policy_accepts_and_ignores_a_tool_catalogue() -> None:
     with pytest.raises(PolicyError, match=r"p\.yaml:4: tool_catalogue\.acme\.salesforce"):
         parse_policy('version: "1"\ntool_catalogue:\n  acme:\n    salesforce: delete\n',
                      "p.yaml")
+
+
+def test_facts_round_trip_the_wire_compactly() -> None:
+    from streams.facts import RunFinished, Spend, from_wire, to_wire
+
+    facts = [ToolResult(1.5, "bot", "crm", "error", 12.0, "e1", "HTTP500"),
+             Spend(2.0, "bot", "wf", 1200), RunFinished(3.0, "bot", "wf", "success")]
+    wire = orjson.loads(orjson.dumps([to_wire(f) for f in facts]))
+    assert wire[1] == ["c", 2.0, "bot", "wf", 1200], "a tag, then the fields in order"
+    assert [from_wire(row) for row in wire] == facts
+    with pytest.raises(KeyError):
+        from_wire(["?", 1.0, "bot"])

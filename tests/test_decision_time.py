@@ -7,6 +7,7 @@ import random
 from schemas.signals import CLOSED, HALF_OPEN, NORMAL, OPEN, READ_ONLY
 from streams.clocks import SourceClocks
 from streams.decide import Controller, Decisions
+from streams.facts import ToolResult
 from streams.policy import load_policy
 
 POLICY = load_policy()
@@ -14,22 +15,22 @@ T0 = 1_800_000_000.0
 
 
 def traffic(agent: str, start: float, seconds: float, per_s: float, fail: float,
-            tool: str = "crm", seed: int = 0, skew: float = 0.0) -> list[list]:
+            tool: str = "crm", seed: int = 0, skew: float = 0.0) -> list[ToolResult]:
     rng = random.Random(seed)
     facts, n = [], int(seconds * per_s)
     for i in range(n):
         ts = start + i / per_s
         failed = rng.random() < fail
-        facts.append(["r", ts + skew, agent, tool, "error" if failed else "ok", 10.0,
-                      f"{agent}-{ts:.2f}", ""])
+        facts.append(ToolResult(ts + skew, agent, tool, "error" if failed else "ok", 10.0,
+                                f"{agent}-{ts:.2f}", ""))
     return facts
 
 
-def play(c: Controller, facts: list[list], record_s: float = 1.0,
+def play(c: Controller, facts: list[ToolResult], record_s: float = 1.0,
          tenant: str = "acme") -> Decisions:
     """Feed facts in the order given, one record per ``record_s`` of list position time."""
     out = Decisions()
-    batch: list[list] = []
+    batch: list[ToolResult] = []
     for fact in facts:
         batch.append(fact)
         if len(batch) >= 10:
@@ -42,8 +43,8 @@ def play(c: Controller, facts: list[list], record_s: float = 1.0,
     return out
 
 
-def merged(*streams: list[list]) -> list[list]:
-    return sorted((f for s in streams for f in s), key=lambda f: f[1])
+def merged(*streams: list[ToolResult]) -> list[ToolResult]:
+    return sorted((f for s in streams for f in s), key=lambda f: f.ts)
 
 
 def transitions(out: Decisions, kind: str, scope: str) -> list[tuple[str, str]]:
@@ -62,7 +63,7 @@ def test_skewed_agents_are_decided_on_their_own_clocks() -> None:
         streams.append(traffic(agent, T0 + 120, 180, 2, 0.01, seed=3, skew=skew))
     # arrival order is true time: sort on the unskewed time
     by_true = sorted((f for s in streams for f in s),
-                     key=lambda f: f[1] - {"ahead": 900, "behind": -600}.get(f[2], 0))
+                     key=lambda f: f.ts - {"ahead": 900, "behind": -600}.get(f.agent, 0))
     out = play(c, by_true)
     for agent in ("ahead", "behind", "ontime"):
         assert transitions(out, "safe_mode", f"acme/{agent}") == [
@@ -87,10 +88,10 @@ def test_late_events_within_allowance_land_in_their_own_window() -> None:
     outage = traffic("bot", T0 + 100, 60, 2, 0.9, seed=2)
     # the outage's results sit on a partition that lags 150 s (< allowed_lateness_s):
     # they arrive between the live results of 250-310 s
-    early = [f for f in live if not (T0 + 100 <= f[1] < T0 + 160)]
-    tail = [f for f in early if f[1] >= T0 + 250]
+    early = [f for f in live if not (T0 + 100 <= f.ts < T0 + 160)]
+    tail = [f for f in early if f.ts >= T0 + 250]
     mixed = [f for pair in zip(tail, outage, strict=False) for f in pair]
-    out = play(c, [f for f in early if f[1] < T0 + 250] + mixed)
+    out = play(c, [f for f in early if f.ts < T0 + 250] + mixed)
     assert transitions(out, "safe_mode", "acme/bot")[:1] == [(NORMAL, READ_ONLY)]
     signal = next(s for s in out.signals if s.kind == "safe_mode")
     assert signal.details["late_window"] is True
