@@ -7,6 +7,11 @@ bench does not wait on the SDK). The sink runs in a child process so its peak RS
 own. Baselines, same run: a bare confluent-kafka consumer reading the same topic, and
 clickhouse-connect inserting the sink's exact rows into an identical table in 50k batches,
 both row-oriented and column-oriented; the ratio is taken against the faster of the two.
+
+The sink's own ceiling, same run: the same sink (decode, batch, write thread, commit)
+with its consumer swapped for an in-memory one holding the same messages, in a child
+process of its own. Against the embedded broker the sink cannot go faster than raw
+consume; this figure says what the sink's code costs without the broker.
 """
 
 from __future__ import annotations
@@ -78,14 +83,116 @@ def sink_child(bootstrap: str, data_dir: str, expected: int) -> None:
                       "inserted": sink.stats.inserted}))
 
 
+class _Message:
+    """Just what the sink reads of a confluent-kafka message."""
+
+    __slots__ = ("_key", "_offset", "_partition", "_value")
+
+    def __init__(self, value: bytes, key: bytes, partition: int, offset: int):
+        self._value, self._key, self._partition, self._offset = value, key, partition, offset
+
+    def error(self) -> None:
+        return None
+
+    def topic(self) -> str:
+        return "agent.events"
+
+    def value(self) -> bytes:
+        return self._value
+
+    def key(self) -> bytes:
+        return self._key
+
+    def partition(self) -> int:
+        return self._partition
+
+    def offset(self) -> int:
+        return self._offset
+
+    def timestamp(self) -> tuple[int, int]:
+        return (1, int(time.time() * 1000))
+
+
+class _MemoryConsumer:
+    """The bench's messages, handed out like a consumer that is never waited on."""
+
+    def __init__(self, messages: list[_Message]):
+        self.messages, self.at = messages, 0
+
+    def subscribe(self, topics: list[str], on_revoke: object = None) -> None:
+        pass
+
+    def consume(self, num_messages: int = 5000, timeout: float = 0.2) -> list[_Message]:
+        out = self.messages[self.at:self.at + num_messages]
+        self.at += len(out)
+        if not out:
+            time.sleep(0.01)
+        return out
+
+    def commit(self, offsets: object = None, asynchronous: bool = False) -> None:
+        pass
+
+    def assignment(self) -> list:
+        return []
+
+    def position(self, partitions: list) -> list:
+        return []
+
+    def get_watermark_offsets(self, partition: object, timeout: float = 1,
+                              cached: bool = False) -> tuple[int, int]:
+        return (0, 0)
+
+    def close(self) -> None:
+        pass
+
+
+class _NoDeadLetters:
+    def send(self, *args: object, **kwargs: object) -> None:
+        raise AssertionError("the bench's events are all valid")
+
+    def flush(self, timeout_s: float = 30) -> None:
+        pass
+
+
+def steps_child(data_dir: str, n: int) -> None:
+    from agentledger.services import open_store
+    from sinks.clickhouse import ClickHouseWriter
+    from sinks.consumer import BatchPolicy, Sink
+
+    settings = Settings(data_dir=Path(data_dir))
+    client = open_store(settings)
+    messages = [_Message(v, k, i % 3, i // 3) for i, (v, k) in enumerate(make_payloads(n))]
+    sink = Sink(_MemoryConsumer(messages), ClickHouseWriter(client, settings.clickhouse_database),
+                _NoDeadLetters(),  # type: ignore[arg-type]
+                policy=BatchPolicy(settings.sink_batch_rows, settings.sink_batch_bytes,
+                                   settings.sink_batch_seconds))
+    marks: dict[str, float] = {}
+
+    def watch() -> None:
+        marks["first"] = time.perf_counter()
+        while sink.stats.inserted < n:
+            time.sleep(0.01)
+        marks["done"] = time.perf_counter()
+        sink.stop()
+
+    threading.Thread(target=watch, daemon=True).start()
+    sink.run()
+    rss_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"seconds": marks["done"] - marks["first"], "peak_rss_mib": rss_kib / 1024}))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--events", type=int, default=300_000)
     parser.add_argument("--json", action="store_true", help="end with one JSON line")
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
+    parser.add_argument("--steps-child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         sink_child(args.child[0], args.child[1], int(args.child[2]))
+        return
+    if args.steps_child:
+        steps_child(args.steps_child[0], int(args.steps_child[1]))
         return
     n = args.events
     payloads = make_payloads(n)
@@ -118,6 +225,10 @@ def main() -> None:
             [sys.executable, __file__, "--child", broker.bootstrap, f"{tmp}/sink", str(n)],
             capture_output=True, text=True, check=True)
         sink = json.loads(child.stdout.strip().splitlines()[-1])
+        child = subprocess.run(
+            [sys.executable, __file__, "--steps-child", f"{tmp}/steps", str(n)],
+            capture_output=True, text=True, check=True)
+        steps = json.loads(child.stdout.strip().splitlines()[-1])
 
         # raw chdb insert of the sink's exact rows
         settings = Settings(data_dir=Path(f"{tmp}/raw"))
@@ -147,6 +258,10 @@ def main() -> None:
     print(f"raw chdb insert, cols: {raw_cols:12,.0f} rows/s (same rows transposed, 50k batches)")
     print(f"raw kafka consume:     {n / consume_s:12,.0f} messages/s")
     print(f"ratio sink/raw insert: {sink_rate / raw:12.1%}  (goal >= 80%, against the faster)")
+    print(f"ratio sink/raw consume:{sink_rate / (n / consume_s):12.1%}  (the broker's fetch rate)")
+    steps_rate = n / steps["seconds"]
+    print(f"sink, in-memory input: {steps_rate:12,.0f} events/s  ({steps_rate / raw:.1%} of raw "
+          f"insert; peak RSS {steps['peak_rss_mib']:,.0f} MiB)")
     print(f"sink peak RSS:         {sink['peak_rss_mib']:12,.0f} MiB  (goal <= 512)")
     if args.json:
         print(json.dumps({
@@ -156,6 +271,10 @@ def main() -> None:
             "ratio_to_raw_insert": round(sink_rate / raw, 3),
             "ratio_to_raw_row_insert": round(sink_rate / raw_rows, 3),
             "peak_rss_mib": round(sink["peak_rss_mib"]),
+            "ratio_to_raw_consume": round(sink_rate / (n / consume_s), 3),
+            "steps_events_per_s": round(steps_rate),
+            "steps_ratio_to_raw_insert": round(steps_rate / raw, 3),
+            "steps_peak_rss_mib": round(steps["peak_rss_mib"]),
         }))
 
 
