@@ -72,7 +72,7 @@ class DeadLetters:
         value = msg.value() or b""
         key = msg.key() or b""
         digest = hashlib.sha256(value).hexdigest()
-        headers = [
+        headers: list[tuple[str, str | bytes | None]] = [
             (topics.H_REASON, rejection.reason),
             (topics.H_ERROR, rejection.error[:4096]),
             (topics.H_TOPIC, msg.topic() or ""),
@@ -103,7 +103,8 @@ class DeadLetters:
             value[:PAYLOAD_KEEP_BYTES].decode("utf-8", "replace"),
         ]
 
-    def _produce(self, value: bytes, key: bytes, headers: list[tuple[str, str]]) -> None:
+    def _produce(self, value: bytes, key: bytes,
+                 headers: list[tuple[str, str | bytes | None]]) -> None:
         deadline = time.monotonic() + 30
         while True:
             try:

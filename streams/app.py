@@ -29,7 +29,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import faust
-from faust.types import Message
+from faust.types import TP, Message, StreamT, TableT, TopicT
+from mode.types.signals import BaseSignalT
 
 from core.kafka import faust_config
 from core.settings import Settings
@@ -46,7 +47,8 @@ log = logging.getLogger(__name__)
 PROGRESS_SECONDS = 0.1
 
 
-def persist(table: faust.Table, key: str, value: dict[str, Any] | None, partition: int) -> None:
+def persist(table: TableT[str, Any], key: str, value: dict[str, Any] | None,
+            partition: int) -> None:
     """Write one table key with its changelog record on ``partition``.
 
     faust's ``table[key] = value`` needs "the current event" to pick the changelog
@@ -91,21 +93,24 @@ class ControlLoop:
             session_timeout_ms=settings.kafka_session_timeout_ms,
             security=settings.kafka_security), broker_max_poll_records=settings.streams_batch_max)
         transport = app.transport = BatchDeliveryTransport(app.conf.broker_consumer, app)
-        raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw",
-               "value_serializer": "raw"}
-        self.events = app.topic(topics.EVENTS, **raw)
-        self.control = app.topic(topics.CONTROL, **raw)
-        self.metrics = app.topic(topics.METRICS, **raw)
+        def raw_topic(name: str) -> TopicT:
+            return app.topic(name, key_type=bytes, value_type=bytes, key_serializer="raw",
+                             value_serializer="raw")
+
+        self.events = raw_topic(topics.EVENTS)
+        self.control = raw_topic(topics.CONTROL)
+        self.metrics = raw_topic(topics.METRICS)
         self.facts = app.topic(f"{settings.streams_group}-tenant-facts", key_type=str,
                                key_serializer="json", value_serializer="json",
                                partitions=settings.events_partitions, internal=True)
-        table_opts = {"default": None, "partitions": settings.events_partitions,
-                      "schema": faust.Schema(key_type=str, key_serializer="json",
-                                             value_serializer="json")}
-        self.runs = app.Table("runs", help="budget counters per open run", **table_opts)
-        self.breakers = app.Table(BREAKERS, help="breaker state per tenant/tool", **table_opts)
-        self.safe_modes = app.Table(SAFE_MODES, help="safe mode per agent and rule",
-                                    **table_opts)
+        def table(name: str, help_: str) -> TableT[str, Any]:
+            return app.Table(name, default=None, partitions=settings.events_partitions,
+                             help=help_, schema=faust.Schema(
+                                 key_type=str, key_serializer="json", value_serializer="json"))
+
+        self.runs = table("runs", "budget counters per open run")
+        self.breakers = table(BREAKERS, "breaker state per tenant/tool")
+        self.safe_modes = table(SAFE_MODES, "safe mode per agent and rule")
 
         app.on_partitions_assigned.connect(self._on_assigned)
         # stage one takes whole fetches (streams.transport), not faust's record-at-a-time
@@ -126,7 +131,7 @@ class ControlLoop:
         by_partition: dict[int, list[bytes]] = defaultdict(list)
         appended = 0.0
         for message in batch:
-            by_partition[message.partition].append(message.value)
+            by_partition[message.partition].append(message.value or b"")
             appended = max(appended, message.timestamp)
             self._check_contiguous(message.partition, message.offset)
         # seconds behind: how old (in broker time) the newest event just read is, so
@@ -146,10 +151,12 @@ class ControlLoop:
                     "wm": out.watermark, "facts": [to_wire(f) for f in facts]})
         self._last_input = time.monotonic()
 
-    async def _on_assigned(self, _app: Any, assigned: Any, **_: Any) -> None:
+    async def _on_assigned(self, _app: Any, /, *args: Any, signal: BaseSignalT[Any],
+                           **_: Any) -> None:
         # after a rebalance a partition resumes wherever its last owner committed, with
         # the state that owner persisted: reload it before the partition's next record
         # (faust delivers none until its table recovery is done)
+        assigned: set[TP] = args[0]
         self._next_offset.clear()
         facts = {tp.partition for tp in assigned if tp.topic == self.facts.get_topic_name()}
         gone = {t for t, p in self._tenant_partition.items() if p not in facts}
@@ -186,7 +193,7 @@ class ControlLoop:
                                                   "partitions": sorted(parts)})
         self._restored["decide"] = True
 
-    async def _decide_agent(self, stream: faust.StreamT) -> None:
+    async def _decide_agent(self, stream: StreamT[Any]) -> None:
         async for event in stream.events():
             self._restore_decisions()
             tenant = event.key

@@ -27,7 +27,7 @@ class Backtest:
     signals: list[ControlSignal] = field(default_factory=list)
     results: int = 0
     _start: float = 0.0
-    _batches: dict[str, list[list[Any]]] = field(default_factory=dict)
+    _batches: dict[str, list[ToolResult]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.controller = Controller(self.policy, tool_health=False)
@@ -59,15 +59,20 @@ class Backtest:
         return self.signals
 
 
+Transition = tuple[str, str, str, int, str, str]
+"""(kind, scope, rule, version, previous state, state): see :func:`transition_key`."""
+
+
 def transition_key(kind: str, scope: str, rule: str, version: int, previous: str,
-                   state: str) -> tuple[str, str, str, int, str, str]:
+                   state: str) -> Transition:
     return (kind, scope, rule, int(version), previous, state)
 
 
 RESTING = ("CLOSED", "normal")
 
 
-def compare(would: Iterable[tuple], made: Iterable[tuple]) -> dict[str, list[tuple]]:
+def compare(would: Iterable[Transition], made: Iterable[Transition]
+            ) -> dict[str, list[Transition]]:
     """Transitions both made, only the backtest would make, only the worker made."""
     w, m = list(dict.fromkeys(would)), list(dict.fromkeys(made))
     ws, ms = set(w), set(m)
@@ -75,7 +80,7 @@ def compare(would: Iterable[tuple], made: Iterable[tuple]) -> dict[str, list[tup
             "only_made": [t for t in m if t not in ws]}
 
 
-def episodes(transitions: Iterable[tuple]) -> dict[tuple[str, str, str], list[str]]:
+def episodes(transitions: Iterable[Transition]) -> dict[tuple[str, str, str], list[str]]:
     """Per (kind, scope, rule): the trips and recoveries in order ("tripped:<state>",
     "recovered"), without half-open probe cycles. Probe cycles depend on which results
     reach a half-open breaker first, i.e. on arrival order across partitions, which a

@@ -139,7 +139,10 @@ class Breaker:
             # breaker refuses every call to the tool now, on evidence of now
             return None
         own = clock or _own_clock(ts)
-        at = lambda a: ts if a == agent else own(a)  # noqa: E731
+
+        def at(a: str) -> float:
+            return ts if a == agent else own(a)
+
         calls, failures = self.totals(at)
         if calls < p.min_calls or failures < p.failure_rate_threshold * calls:
             return None

@@ -37,7 +37,7 @@ class RunState:
                 "exceeded": self.exceeded}
 
     @classmethod
-    def restore(cls, snap: dict) -> RunState:
+    def restore(cls, snap: dict[str, Any]) -> RunState:
         return cls(**snap)
 
     @property

@@ -120,9 +120,12 @@ class Controller:
         """Drop every scope of ``tenants``: another worker decides them now (their facts
         partition moved on a rebalance). Kept, an OPEN breaker here would half-open on
         this worker's clock too, and its transition would be announced twice."""
-        for scopes in (self.breakers, self.safe_modes, self.agent_windows):
-            for key in [k for k in scopes if k[0] in tenants]:
-                del scopes[key]
+        for key in [k for k in self.breakers if k[0] in tenants]:
+            del self.breakers[key]
+        for mode in [k for k in self.safe_modes if k[0] in tenants]:
+            del self.safe_modes[mode]
+        for agent in [k for k in self.agent_windows if k[0] in tenants]:
+            del self.agent_windows[agent]
         self.open_breakers = {k for k in self.open_breakers if k[0] not in tenants}
         self.degraded = {k for k in self.degraded if k[0] not in tenants}
 

@@ -46,7 +46,7 @@ class FoldOutput:
     facts: dict[str, list[Fact]] = field(default_factory=lambda: defaultdict(list))
     watermark: float = 0.0
     signals: list[ControlSignal] = field(default_factory=list)
-    runs_changed: dict[str, dict | None] = field(default_factory=dict)
+    runs_changed: dict[str, dict[str, Any] | None] = field(default_factory=dict)
     skipped: int = 0
 
 

@@ -32,7 +32,7 @@ other topics' agents) is faust's own driver, unchanged.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
 import aiokafka
 from faust.transport.drivers import aiokafka as driver
@@ -57,7 +57,7 @@ class _Consumer(driver.Consumer):
     async def getmany(self, timeout: float) -> AsyncIterator[tuple[TP, Message]]:
         """faust's fetch, minus the batch topics' records, which go to their handler
         once the fetch has been walked (see the module docstring for the semantics)."""
-        handlers: dict[str, BatchHandler] = self.transport.batch_handlers
+        handlers = cast(BatchDeliveryTransport, self.transport).batch_handlers
         batches: dict[str, list[Message]] = {}
         read_offset = self._read_offset
         async for tp, message in super().getmany(timeout):
