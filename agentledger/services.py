@@ -42,10 +42,8 @@ def open_store(settings: Settings) -> Client:
 
 def build_sink(settings: Settings, bootstrap: str, client: Client) -> Sink:
     extra = settings.kafka_security
-    # TODO(lead): sinks.consumer.KafkaConsumer's commit/subscribe do not match the
-    # confluent-kafka stubs' overloads (the real Consumer works); drop the ignore with them.
     return Sink(
-        Consumer(client_config(bootstrap, "consumer", group_id=settings.sink_group,  # type: ignore[arg-type]
+        Consumer(client_config(bootstrap, "consumer", group_id=settings.sink_group,
                                session_timeout_ms=settings.kafka_session_timeout_ms,
                                extra=extra)),
         ClickHouseWriter(client, settings.clickhouse_database),
