@@ -52,7 +52,7 @@ def persist(table: TableT[str, Any], key: str, value: dict[str, Any] | None,
     """Write one table key with its changelog record on ``partition``.
 
     faust's ``table[key] = value`` needs "the current event" to pick the changelog
-    partition, and there is none inside ``take_events`` batches or timers. We know the
+    partition, and there is none inside a fetch handed to the fold or in timers. We know the
     partition (the source partition of the run or tenant), so we say it: the changelog
     stays co-partitioned with the source and recovery after a rebalance is correct.
     """
@@ -93,6 +93,7 @@ class ControlLoop:
             session_timeout_ms=settings.kafka_session_timeout_ms,
             security=settings.kafka_security), broker_max_poll_records=settings.streams_batch_max)
         transport = app.transport = BatchDeliveryTransport(app.conf.broker_consumer, app)
+
         def raw_topic(name: str) -> TopicT:
             return app.topic(name, key_type=bytes, value_type=bytes, key_serializer="raw",
                              value_serializer="raw")
@@ -103,6 +104,7 @@ class ControlLoop:
         self.facts = app.topic(f"{settings.streams_group}-tenant-facts", key_type=str,
                                key_serializer="json", value_serializer="json",
                                partitions=settings.events_partitions, internal=True)
+
         def table(name: str, help_: str) -> TableT[str, Any]:
             return app.Table(name, default=None, partitions=settings.events_partitions,
                              help=help_, schema=faust.Schema(
