@@ -231,6 +231,10 @@ class ControlLoop:
         # over all time, so a scenario replayed "in the past" is followed in lockstep too
         self._heartbeats += 1
         now = self._beat_event_time
+        if time.monotonic() - self._last_input > max(1.0, self.settings.streams_heartbeat_seconds):
+            # nothing fetched for a while: the fetcher is waiting at the end of the topic,
+            # so nothing it knows of is waiting; the last fetch's age is history, not lag
+            self.stats["lag_s"] = 0.0
         await self._publish(ControlSignal(
             kind="heartbeat", scope=f"worker/{self.worker_id}", state=ALIVE,
             version=self._heartbeats,

@@ -6,9 +6,12 @@ import signal
 import socket
 import subprocess
 from collections.abc import Callable
+from datetime import datetime, timedelta
 from pathlib import Path
 
+from producers.emitter import Ledger
 from producers.guard import ControlFollower
+from producers.scenarios import OUTAGE_TOOL, SimClock
 from schemas.signals import ControlSignal
 from tests.conftest import CLI
 from tests.helpers import wait_for
@@ -85,3 +88,16 @@ def control_records(bootstrap: str,
         wait_for(lambda: fresh.heartbeats and fresh.silent_for < 1, 30,
                  what="a heartbeat on the fresh reader")
     return seen
+
+
+def outage_calls(ledger: Ledger, clock: SimClock, at: datetime, n: int,
+                 status: str = "error") -> None:
+    """``n`` runs of ``ledger``, each one call to the outage tool with ``status``, 200 ms
+    apart in event time from ``at``; flushed."""
+    for i in range(n):
+        clock.set(at + timedelta(milliseconds=200 * i))
+        with ledger.run("crm_update") as run, run.tool_call(
+                OUTAGE_TOOL, "get_account", mode="read", args={"id": i}) as call:
+            call.result(status, error_type="HTTP500" if status == "error" else None,
+                        latency_ms=30.0)
+    ledger.flush()

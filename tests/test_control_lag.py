@@ -29,10 +29,22 @@ pytestmark = pytest.mark.integration
 MAX_LAG = 50
 
 
-def _health(env: dict[str, str]) -> tuple[int, list[str]]:
+def _report(env: dict[str, str]) -> tuple[int, dict]:
     done = subprocess.run([*CLI, "health", "--json"], env=env, capture_output=True, text=True,
                           timeout=60)
-    return done.returncode, json.loads(done.stdout).get("problems", [])
+    return done.returncode, json.loads(done.stdout)
+
+
+def _health(env: dict[str, str]) -> tuple[int, list[str]]:
+    code, report = _report(env)
+    return code, report.get("problems", [])
+
+
+def _measured_and_healthy(env: dict[str, str]) -> bool:
+    """Healthy, with the worker's lag measured (it has committed offsets to measure)."""
+    code, report = _report(env)
+    return (code, report.get("problems")) == (0, []) and any(
+        c["component"] == "streams-lag" for c in report.get("components", []))
 
 
 def _behind(env: dict[str, str]) -> tuple[int, list[str]] | None:
@@ -53,7 +65,8 @@ def test_paused_worker_is_reported_behind_then_caught_up(
                 ControlFollower(bootstrap) as follower:
             worker.wait_ready(follower)
             sim.run(20, rate=0)
-            wait_for(lambda: _health(env) == (0, []), 90, what="a healthy, caught-up pipeline")
+            wait_for(lambda: _measured_and_healthy(env), 90,
+                     what="a healthy, caught-up pipeline whose lag is measured")
 
             assert worker.proc is not None
             os.kill(worker.proc.pid, signal.SIGSTOP)

@@ -21,7 +21,7 @@ from streams.policy import load_policy
 from tests.conftest import CLI, consume_all
 from tests.helpers import wait_for
 from tests.sinkutil import SinkThread
-from tests.streamutil import StreamWorker, control_records
+from tests.streamutil import StreamWorker, control_records, outage_calls
 
 pytestmark = pytest.mark.integration
 POLICY = load_policy()
@@ -160,16 +160,6 @@ def test_runaway_run_exceeds_budget_alone(
         assert 12 < result.runaway_tool_calls < 30
 
 
-def _fail(ledger: Ledger, clock: SimClock, at: datetime, n: int, status: str = "error") -> None:
-    for i in range(n):
-        clock.set(at + timedelta(milliseconds=200 * i))
-        with ledger.run("crm_update") as run, run.tool_call(
-                OUTAGE_TOOL, "get_account", mode="read", args={"id": i}) as call:
-            call.result(status, error_type="HTTP500" if status == "error" else None,
-                        latency_ms=30.0)
-    ledger.flush()
-
-
 def test_kill9_while_open_resumes_without_stale_transitions(
         settings: Settings, service_env: dict[str, str], tmp_path: Path) -> None:
     bootstrap = settings.kafka_bootstrap or ""
@@ -183,7 +173,7 @@ def test_kill9_while_open_resumes_without_stale_transitions(
         first = StreamWorker(service_env, tmp_path / "w1.log").start()
         try:
             first.wait_ready(follower)
-            _fail(ledger, clock, t0, 25)
+            outage_calls(ledger, clock, t0, 25)
             wait_for(lambda: (s := follower.state.get(key)) and s.state == OPEN, 60,
                      what="the breaker to open")
             wait_for(lambda: follower.heartbeats[first.worker_scope].details.get(
@@ -194,13 +184,13 @@ def test_kill9_while_open_resumes_without_stale_transitions(
         with StreamWorker(service_env, tmp_path / "w2.log") as second:
             second.wait_ready(follower)
             # more failures inside the OPEN wait: ignored, no new transition
-            _fail(ledger, clock, t0 + timedelta(seconds=10), 10)
+            outage_calls(ledger, clock, t0 + timedelta(seconds=10), 10)
             wait_for(lambda: follower.heartbeats[second.worker_scope].details.get(
                 "event_time", 0) >= clock.timestamp() - 0.01, 60, what="the restarted worker")
             assert follower.heartbeats[second.worker_scope].details["breakers_open"] == 1, \
                 "the restarted worker still reports OPEN"
             # past wait_s: the restored breaker moves on from where it was
-            _fail(ledger, clock, t0 + timedelta(seconds=POLICY.breaker.wait_s + 15), 1, "ok")
+            outage_calls(ledger, clock, t0 + timedelta(seconds=POLICY.breaker.wait_s + 15), 1, "ok")
             wait_for(lambda: follower.state[key].state == HALF_OPEN, 60,
                      what="HALF_OPEN after the wait")
             breaker = [s for s in _signals(bootstrap, follower) if s.key == key]

@@ -19,8 +19,7 @@ from producers.scenarios import OUTAGE_TOOL, SimClock
 from schemas.signals import HALF_OPEN, OPEN
 from streams.policy import load_policy
 from tests.helpers import wait_for
-from tests.streamutil import StreamWorker, control_records
-from tests.test_control_loop import _fail
+from tests.streamutil import StreamWorker, control_records, outage_calls
 
 pytestmark = pytest.mark.integration
 # two tenants on each of the 3 facts partitions (keyed by tenant, murmur2 as in Kafka), so
@@ -51,7 +50,7 @@ def test_killed_workers_open_breakers_stay_open_on_the_survivor(
             for worker in workers:
                 worker.wait_ready(follower)
             for ledger in ledgers:
-                _fail(ledger, clock, t0, 25)
+                outage_calls(ledger, clock, t0, 25)
             wait_for(lambda: all((s := follower.state.get(k)) and s.state == OPEN
                                  for k in keys), 90, what="every tenant's breaker to open")
             wait_for(lambda: sum(_open_on(follower, w) for w in workers) == len(TENANTS), 30,
@@ -66,12 +65,12 @@ def test_killed_workers_open_breakers_stay_open_on_the_survivor(
 
             # inside the OPEN wait: more failures change nothing, wherever they are decided
             for ledger in ledgers:
-                _fail(ledger, clock, t0 + timedelta(seconds=10), 5)
+                outage_calls(ledger, clock, t0 + timedelta(seconds=10), 5)
             wait_for(lambda: _open_on(follower, survivor) == len(TENANTS), 90,
                      what="the survivor to own every breaker, all still OPEN")
             # past wait_s: each restored breaker moves on from where it was
             for ledger in ledgers:
-                _fail(ledger, clock, t0 + timedelta(seconds=POLICY.breaker.wait_s + 15), 1,
+                outage_calls(ledger, clock, t0 + timedelta(seconds=POLICY.breaker.wait_s + 15), 1,
                       "ok")
             wait_for(lambda: all(follower.state[k].state == HALF_OPEN for k in keys), 60,
                      what="HALF_OPEN after the wait, for every tenant")
