@@ -26,6 +26,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import orjson
 from confluent_kafka import Consumer, Producer
@@ -64,7 +65,12 @@ def sink_child(bootstrap: str, data_dir: str, expected: int) -> None:
 
     settings = Settings(data_dir=Path(data_dir), kafka_bootstrap=bootstrap)
     client = open_store(settings)
-    sink = build_sink(settings, bootstrap, client)
+    _time_sink(build_sink(settings, bootstrap, client), expected)
+
+
+def _time_sink(sink: Any, expected: int) -> None:
+    """Run ``sink`` until it inserted ``expected`` events; print seconds from its first
+    message, and this process's peak RSS, as one JSON line."""
     marks: dict[str, float] = {}
 
     def watch() -> None:
@@ -166,19 +172,7 @@ def steps_child(data_dir: str, n: int) -> None:
                 _NoDeadLetters(),  # type: ignore[arg-type]
                 policy=BatchPolicy(settings.sink_batch_rows, settings.sink_batch_bytes,
                                    settings.sink_batch_seconds))
-    marks: dict[str, float] = {}
-
-    def watch() -> None:
-        marks["first"] = time.perf_counter()
-        while sink.stats.inserted < n:
-            time.sleep(0.01)
-        marks["done"] = time.perf_counter()
-        sink.stop()
-
-    threading.Thread(target=watch, daemon=True).start()
-    sink.run()
-    rss_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({"seconds": marks["done"] - marks["first"], "peak_rss_mib": rss_kib / 1024}))
+    _time_sink(sink, n)
 
 
 def main() -> None:
