@@ -45,6 +45,9 @@ from streams.transport import BatchDeliveryTransport
 log = logging.getLogger(__name__)
 
 PROGRESS_SECONDS = 0.1
+BURST_GAP_SECONDS = 0.5
+"""Input with no pause this long is one burst: progress beats report its newest event time.
+After a pause, a new burst starts from its own times (a replay "in the past" is followed)."""
 
 
 def persist(table: TableT[str, Any], key: str, value: dict[str, Any] | None,
@@ -86,6 +89,7 @@ class ControlLoop:
         self._tenant_partition: dict[str, int] = {}
         self._heartbeats = 0
         self._beat_event_time = 0.0
+        self._burst_beat_at = 0.0
         self._last_input = time.monotonic()
 
         app = self.app = faust.App(**faust_config(
@@ -227,8 +231,8 @@ class ControlLoop:
     # -- timers --------------------------------------------------------------------------
 
     async def _heartbeat(self) -> None:
-        # event_time: the newest event time decided in the latest input, not a maximum
-        # over all time, so a scenario replayed "in the past" is followed in lockstep too
+        # event_time: the newest event time decided in the latest burst of input, not a
+        # maximum over all time, so a scenario replayed "in the past" is followed too
         self._heartbeats += 1
         now = self._beat_event_time
         if time.monotonic() - self._last_input > max(1.0, self.settings.streams_heartbeat_seconds):
@@ -255,6 +259,13 @@ class ControlLoop:
         # the decisions are within ~100 ms, without a beat per record at high volume
         recent = self.controller.take_recent_time()
         if recent:
+            now = time.monotonic()
+            if now - self._burst_beat_at < BURST_GAP_SECONDS:
+                # same burst of input: its partitions arrive in separate fetches, so the
+                # newest time of the latest window alone could step back below what this
+                # burst already decided (and a lockstep reader would wait for it forever)
+                recent = max(recent, self._beat_event_time)
+            self._burst_beat_at = now
             self._beat_event_time = recent
             await self._heartbeat()
 
