@@ -37,6 +37,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_sdk.py
 	$(BIN)/python bench/bench_sink.py
 	$(BIN)/python bench/bench_control.py
+	$(BIN)/python bench/faust_ceiling.py
 	$(BIN)/python bench/bench_decisions.py
 	$(BIN)/python bench/bench_policy.py
 	$(BIN)/python bench/bench_otlp.py

@@ -42,6 +42,7 @@ from datetime import UTC, datetime
 import orjson
 import psutil
 from confluent_kafka import Consumer, Producer
+from faust_ceiling import ceiling as faust_ceiling
 
 from agentledger.broker import EmbeddedBroker
 from core.kafka import client_config, default_topics, ensure_topics
@@ -147,14 +148,6 @@ def time_to_safe_mode(bootstrap: str, follower: ControlFollower, trials: int,
                     break
             latencies.append(min(time.perf_counter() - start, timeout_s))
     return latencies
-
-
-def framework_ceiling(bootstrap: str, total: int) -> float:
-    """Events/s of a do-nothing faust agent over the same topic (bench/faust_ceiling.py)."""
-    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "faust_ceiling.py")
-    out = subprocess.run([sys.executable, script, bootstrap, str(total)], capture_output=True,
-                         text=True, timeout=900, check=True).stdout
-    return float(out.split("rate")[-1].split()[0])
 
 
 class BackgroundFleet(threading.Thread):
@@ -296,7 +289,7 @@ def main() -> None:
               f"tenant/tool breakers) at {rate:,.0f} events/s; raw consume {raw:,.0f} msg/s "
               f"({rate / raw:.1%}); goal >= 20,000 events/s per worker")
         print(f"stream worker peak RSS: {peak / 2**20:,.0f} MiB")
-        ceiling = framework_ceiling(bootstrap, total)
+        ceiling = faust_ceiling(bootstrap, total)
         print(f"faust alone (agent that only counts): {ceiling:,.0f} events/s; the worker "
               f"runs at {rate / ceiling:.1%} of it")
 
