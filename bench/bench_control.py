@@ -62,6 +62,16 @@ def _event(etype: str, tenant: str, agent: str, run_id: str, seq: int, body: dic
         "prev_hash": "0" * 64, "hash": "0" * 64, "sig": None, "body": body})
 
 
+def _produce(producer: Producer, payload: bytes, key: bytes) -> None:
+    """Produce to agent.events, waiting for room when the local queue is full."""
+    while True:
+        try:
+            producer.produce(topics.EVENTS, payload, key)
+            return
+        except BufferError:
+            producer.poll(0.05)
+
+
 def produce_fleet(bootstrap: str, runs: int) -> int:
     producer = Producer(client_config(bootstrap, "producer"))
     n = 0
@@ -74,12 +84,7 @@ def produce_fleet(bootstrap: str, runs: int) -> int:
                 ("tool.result", {"tool": tool, "status": "ok", "latency_ms": 12.5}),
                 ("model.call", {"model": "gpt-4o-mini", "cost_usd": 0.0012}))):
             payload = _event(etype, tenant, "agent", run_id, seq, body)
-            while True:
-                try:
-                    producer.produce(topics.EVENTS, payload, run_id.encode())
-                    break
-                except BufferError:
-                    producer.poll(0.05)
+            _produce(producer, payload, run_id.encode())
             n += 1
     producer.flush(60)
     return n
@@ -170,10 +175,7 @@ class BackgroundFleet(threading.Thread):
                         ("tool.call", {"tool": tool, "action": "get", "mode": "read"}),
                         ("tool.result", {"tool": tool, "status": "ok", "latency_ms": 9.0}))):
                     payload = _event(etype, "load", f"agent{i % 20}", run_id, seq, body)
-                    try:
-                        producer.produce(topics.EVENTS, payload, run_id.encode())
-                    except BufferError:
-                        producer.poll(0.05)
+                    _produce(producer, payload, run_id.encode())
                     self.sent += 1
                 i += 1
             producer.poll(0)
