@@ -17,7 +17,10 @@ Scoring (times are the bench's true time at which the deciding record arrived):
   scope an outage affects (the tool's breaker in an affected tenant, or an agent calling
   the tool there) between its start and its end + 2 min (+ the lag of a partition lagging
   in that tenant then: its results arrive that much later) belongs to that outage, any
-  other is a false trip (per 1,000 agent-hours);
+  other is a false trip (per 1,000 agent-hours); when the signal names the tool that
+  tripped it (``details.tool``) and that tool had one of those outages, it belongs to
+  that tool's outages only (an agent hit by two outages of two tools in a row is not
+  counted twice by the first);
 - recall: outages with at least one episode, by error rate; ``recall_ge20`` for >= 20 %
   lasting >= 60 s (skewed and lagging ones included);
 - detection: first episode - outage start; p50/p99 over outages >= 20 % lasting >= 60 s
@@ -44,7 +47,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from schemas.signals import CLOSED, HALF_OPEN, NORMAL, OPEN, READ_ONLY
+from schemas.signals import CLOSED, HALF_OPEN, NORMAL, OPEN, READ_ONLY, ControlSignal
 from streams.decide import Controller
 from streams.facts import ToolResult
 from streams.policy import Policy, load_policy
@@ -307,15 +310,18 @@ def _poisson(rng: random.Random, lam: float) -> int:
 
 @dataclass
 class Episodes:
-    """Transitions seen, as (scope, kind, start, end, probe_cycles)."""
+    """Transitions seen, as (scope, kind, start, end, probe_cycles, tool)."""
 
     open: dict[str, list] = field(default_factory=dict)
     done: list[list] = field(default_factory=list)
 
-    def signal(self, kind: str, scope: str, previous: str, state: str, at: float) -> None:
+    def signal(self, kind: str, scope: str, previous: str, state: str, at: float,
+               tool: str = "") -> None:
+        """``tool``: the tool whose results tripped it, when the signal says ("" or "*":
+        not one tool)."""
         resting = CLOSED if kind == "breaker" else NORMAL
         if previous == resting and state != resting:
-            self.open[scope] = [scope, kind, at, None, 0]
+            self.open[scope] = [scope, kind, at, None, 0, tool]
         elif state == resting and scope in self.open:
             ep = self.open.pop(scope)
             ep[3] = at
@@ -333,7 +339,8 @@ def run_rule(fleet: Fleet, seed: int, controller: Controller | LegacyController)
         out = controller.apply(tenant, facts, arrival=float(second))
         out.extend(controller.advance())
         for s in out.signals:
-            eps.signal(s.kind, s.scope, s.previous_state, s.state, float(second))
+            tool = str(s.details.get("tool", "")) if isinstance(s, ControlSignal) else ""
+            eps.signal(s.kind, s.scope, s.previous_state, s.state, float(second), tool)
     return eps
 
 
@@ -364,7 +371,7 @@ def attribute(fleet: Fleet, eps: Episodes, users: dict[tuple[str, str], list[Age
                   for o in fleet.outages}
     false_trips = probe_cycles = 0
     per_outage: dict[int, dict[str, list]] = defaultdict(lambda: defaultdict(list))
-    for scope, kind, start, end, cycles in eps.all():
+    for scope, kind, start, end, cycles, tool in eps.all():
         tenant = scope.split("/")[0]
         owners = [o for o in fleet.outages
                   if o.start <= start <= o.end + tenant_lag[o.oid] + GRACE_S
@@ -372,6 +379,10 @@ def attribute(fleet: Fleet, eps: Episodes, users: dict[tuple[str, str], list[Age
         if not owners:
             false_trips += 1
             continue
+        # an agent calling two tools can be hit by two outages in a row: an episode its
+        # signal says one tool tripped belongs to that tool's outage, not to the other
+        # one's grace period (which would count it as the other's second episode)
+        owners = [o for o in owners if o.tool == tool] or owners
         probe_cycles += cycles
         # the outage it recovers from: the last to end of those hitting this scope while
         # it was tripped (or, if a lagging partition's results tripped it after the end,

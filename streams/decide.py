@@ -87,6 +87,13 @@ class Controller:
         self.safe_modes: dict[tuple[str, str, str], SafeMode] = {}
         self.agent_windows: dict[tuple[str, str], dict[str, CountWindow]] = {}
         """(tenant, agent) -> {"": all its results, tool: that tool's results}."""
+        self.callers: dict[tuple[str, str], set[str]] = {}
+        """(tenant, tool) -> the agents with a window of it (for tenant-wide evidence)."""
+        self._tenant_sums: dict[tuple[str, str, int], tuple[int, int]] = {}
+        """Tenant-wide (calls, failures) per (tenant, tool, seconds), every agent at its
+        own clock: the same for every agent of a record, so summed once per record."""
+        self.arrived = 0.0
+        """Latest arrival (wall) time of an input record."""
         self.degraded: set[tuple[str, str, str]] = set()
         self._failing: set[str] = set()
         """Agents with an on-time failure in the record being applied."""
@@ -126,6 +133,8 @@ class Controller:
             del self.safe_modes[mode]
         for agent in [k for k in self.agent_windows if k[0] in tenants]:
             del self.agent_windows[agent]
+        for key in [k for k in self.callers if k[0] in tenants]:
+            del self.callers[key]
         self.open_breakers = {k for k in self.open_breakers if k[0] not in tenants}
         self.degraded = {k for k in self.degraded if k[0] not in tenants}
 
@@ -190,6 +199,8 @@ class Controller:
         idle advance of silent agents; 0 = unknown)."""
         out = Decisions()
         self.clocks.next_record()
+        self._tenant_sums.clear()
+        self.arrived = max(self.arrived, arrival)
         touched: dict[str, list[float]] = {}
         for fact in facts:
             ts, agent = float(fact.ts), fact.agent
@@ -225,6 +236,7 @@ class Controller:
         per_tool = windows.get(tool)
         if per_tool is None:
             per_tool = windows[tool] = CountWindow(self.hop_s, self.keep_s)
+            self.callers.setdefault((tenant, tool), set()).add(agent)
         per_tool.add(at, failed, event_id)
         late = at < source.clock - self.hop_s
         if failed:
@@ -258,10 +270,15 @@ class Controller:
         if source is None or window is None:
             return
         now, offset = source.clock, source.offset
+
+        def tenant_totals(tool: str, at: float, seconds: int) -> tuple[int, int]:
+            return self._tenant_totals(tenant, tool, agent, at, seconds)
+
         for rule in self.policy.safe_mode:
             mode = self._safe_mode(tenant, agent, rule.name)
-            t = (mode.enter_if(now, offset, window) if failing else None) or \
-                mode.exit_if(now, offset, window)
+            t = (mode.enter_if(now, offset, window, tenant=tenant_totals) if failing
+                 else None) or \
+                mode.exit_if(now, offset, window, tenant_totals)
             seen: set[int] = set()
             for at in late_failures:  # a late failure is judged on the window it belongs to
                 if t is not None:
@@ -269,7 +286,7 @@ class Controller:
                 bucket = int(at // self.hop_s)
                 if bucket not in seen:
                     seen.add(bucket)
-                    t = mode.enter_if(at, offset, window, now)
+                    t = mode.enter_if(at, offset, window, now, tenant_totals)
             if t is not None:
                 self._safe_mode_moved(out, tenant, agent, rule.name, t)
         for key in [k for k in self.open_breakers if k[0] == tenant]:
@@ -278,6 +295,32 @@ class Controller:
                 self._breaker_moved(out, tenant, key[1], t)
         if self.tool_health:
             out.metrics += self.health.close(tenant, agent, now, offset)
+
+    def _tenant_totals(self, tenant: str, tool: str, agent: str, at: float, seconds: int
+                       ) -> tuple[int, int]:
+        """(calls, failures) of ``tool`` over ``seconds`` for every agent of ``tenant``
+        calling it, each read at its own clock (``agent`` at ``at``): the breaker's way of
+        adding up agents whose clocks disagree, so skew cannot move anyone's window. An
+        agent silent (by arrival) for longer than the window is left out: its clock is
+        stale, its last window is not news."""
+        live = at == self.clocks.sources[(tenant, agent)].clock
+        key = (tenant, tool, seconds)
+        if live and (hit := self._tenant_sums.get(key)) is not None:
+            return hit
+        sources = self.clocks.sources
+        since = self.arrived - seconds
+        calls = failures = 0
+        for a in self.callers.get((tenant, tool), ()):
+            src = sources[(tenant, a)]
+            if src.arrived and src.arrived < since:
+                continue
+            c, f = self.agent_windows[(tenant, a)][tool].totals(
+                src.clock if a != agent else at, seconds)
+            calls += c
+            failures += f
+        if live:
+            self._tenant_sums[key] = (calls, failures)
+        return calls, failures
 
     def _economics(self, tenant: str, agent: str, fact: RunFact, ts: float) -> None:
         w = self.economics.window(tenant, agent, fact.workflow, ts)
@@ -309,6 +352,7 @@ class Controller:
         economics windows. ``now`` (raw) first moves every agent's clock to at least it
         (tests and backtests use this to play time forward)."""
         out = Decisions()
+        self._tenant_sums.clear()
         if now is not None:
             self.clocks.push_all(now)
             self.now = max(self.now, now)
@@ -327,6 +371,7 @@ class Controller:
         """Agents silent for more than ``idle_s`` of wall time: their clocks run on with
         the wall clock (so open breakers half-open and holds end), then decide."""
         self.clocks.idle(wall, idle_s)
+        self._tenant_sums.clear()
         out = Decisions()
         for tenant, agent in sorted(self.clocks.sources):
             self._agent_moved(out, tenant, agent, [])

@@ -72,12 +72,17 @@ class RuleCondition(_Policy):
     above ``tool_error_rate_gt``: an exact one-sided binomial test at ``confidence``
     (``P(this many failures | rate = threshold) <= 1 - confidence``). With
     ``long_window_s`` the same test also runs over that longer window, which then needs the
-    short window's observed rate over the threshold too (the agent is failing *now*)."""
+    short window failing too, at the rule's ``exit_confidence`` (the agent is failing
+    *now*). With ``tenant_window_s`` it also runs, per tool, over that window of every
+    agent of the tenant calling the tool, for an agent whose own results on it over that
+    window are failing at ``exit_confidence``; leaving then also needs the tenant's window
+    of each tool the agent called lately to be no evidence of a rate over ``exit_below``."""
 
     tool_error_rate_gt: float = Field(gt=0, lt=1)
     min_calls: int = Field(5, ge=1)
     confidence: float = Field(0.9999, ge=0.5, lt=1)
     long_window_s: int = Field(0, ge=0, le=86400)
+    tenant_window_s: int = Field(0, ge=0, le=3600)
 
     @property
     def alpha(self) -> float:
@@ -115,6 +120,10 @@ class SafeModeRule(_Policy):
                                         or self.when.long_window_s <= windows.window_s):
             raise ValueError(f"safe_mode rule {self.name}: when.long_window_s must be a "
                              "multiple of windows.hop_s and longer than windows.window_s")
+        if self.when.tenant_window_s and (self.when.tenant_window_s % windows.hop_s
+                                          or self.when.tenant_window_s > windows.window_s):
+            raise ValueError(f"safe_mode rule {self.name}: when.tenant_window_s must be a "
+                             "multiple of windows.hop_s and at most windows.window_s")
 
 
 class BudgetPolicy(_Policy):

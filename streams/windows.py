@@ -112,15 +112,19 @@ class CountWindow:
     so reading a window is a sum of a few integer pairs. Buckets are kept for
     ``keep_s`` (the longest window plus allowed lateness) behind the newest one."""
 
-    __slots__ = ("buckets", "hop_s", "ids", "keep")
+    __slots__ = ("buckets", "hop_s", "ids", "keep", "newest")
 
     def __init__(self, hop_s: int, keep_s: float):
         self.hop_s = hop_s
         self.keep = int(keep_s // hop_s) + 1
         self.buckets: dict[int, list[int]] = {}
         self.ids: dict[int, list[str]] = {}
+        self.newest = float("-inf")
+        """Time of the newest result added ("did it call lately?" without a sum)."""
 
     def add(self, ts: float, failed: bool, event_id: str = "") -> None:
+        if ts > self.newest:
+            self.newest = ts
         idx = int(ts // self.hop_s)
         b = self.buckets.get(idx)
         if b is None:
@@ -171,6 +175,7 @@ class CountWindow:
     def clear(self) -> None:
         self.buckets.clear()
         self.ids.clear()
+        self.newest = float("-inf")
 
     def __bool__(self) -> bool:
         return bool(self.buckets)

@@ -174,3 +174,24 @@ def test_a_catch_up_burst_is_not_a_clock_moving_back() -> None:
     clocks.next_record()
     clocks.place("t", "a", T0 + 200, arrival=103.0)
     assert clocks.rejoins == 1, "still behind after 3 s of arrivals: it moved back"
+
+
+def test_tenant_wide_evidence_adds_up_agents_on_their_own_clocks() -> None:
+    """Four agents, two with clocks 15 and 10 minutes off, each at 60 calls a minute: 30 s
+    of a 20 % outage of their tool are 99.99 % evidence only summed over the four (6
+    failures in one agent's 60 calls are not), each agent's window read at its own
+    clock; with a worker-wide clock the skewed agents' windows would be empty."""
+    c = Controller(POLICY)
+    skews = {"ahead": 900.0, "behind": -600.0, "a": 0.0, "b": 0.0}
+    facts = []
+    for k, (agent, skew) in enumerate(skews.items()):
+        for i in range(60 + 30):  # a healthy minute, then 30 s of outage
+            failed = i >= 60 and (i + k) % 5 == 0
+            facts.append(ToolResult(T0 + i + k / 4 + skew, agent, "crm",
+                                    "error" if failed else "ok", 10.0, f"{agent}-{i}", ""))
+    by_true = sorted(facts, key=lambda f: f.ts - skews[f.agent])
+    out = play(c, by_true)
+    degraded = [s for s in out.signals if s.kind == "safe_mode" and s.state == READ_ONLY]
+    assert degraded and {s.details["window"] for s in degraded} == {"tenant"}
+    assert {s.scope.split("/")[1] for s in degraded} & {"ahead", "behind"}
+    assert c.clocks.late_events == 0
