@@ -111,11 +111,18 @@ def simulate(bootstrap: str, events: int, rate: float = 0.0, seed: int = 1) -> i
     return sim.run(runs, rate=rate / EVENTS_PER_RUN if rate else 0.0).events
 
 
-def wait_landed(stack: Stack, n: int, timeout_s: float) -> float:
+def wait_landed(stack: Stack, n: int, timeout_s: float, stuck_s: float = 120) -> float:
+    """When ``n`` events are queryable; fails (rather than waiting out ``timeout_s``) once
+    the count has not moved for ``stuck_s``: events that never land are the finding."""
     deadline = time.monotonic() + timeout_s
-    while stack.landed() < n:
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"only {stack.landed()} of {n} events landed")
+    last, moved_at = -1, time.monotonic()
+    while (landed := stack.landed()) < n:
+        now = time.monotonic()
+        if landed != last:
+            last, moved_at = landed, now
+        if now > deadline or now - moved_at > stuck_s:
+            raise TimeoutError(f"only {landed:,} of {n:,} events landed "
+                               f"({now - moved_at:.0f}s without progress)")
         time.sleep(0.2)  # polling the store with a deadline
     return time.perf_counter()
 

@@ -144,6 +144,9 @@ class _MemoryConsumer:
             time.sleep(0.01)
         return out
 
+    def seek(self, partition: object) -> None:
+        raise AssertionError("the in-memory consumer never skips an offset")
+
     def commit(self, offsets: object = None, asynchronous: bool = False) -> None:
         pass
 

@@ -1,11 +1,12 @@
 """The sink loop: Kafka → decode → batch → write (on a thread) → commit.
 
-Each step is a module with its guarantee beside it: :mod:`sinks.routes` (decode: every
-message becomes a row or a rejection), :mod:`sinks.clickhouse` (batch and insert),
-:mod:`sinks.writer` (ordered writes on a thread, retries), :mod:`sinks.dlq` (dead letters)
-and, here, the commit rule. The Kafka consumer is injected (anything with
-``subscribe/consume/commit/assignment/position/get_watermark_offsets/close``), so the
-loop runs against an in-memory stand-in in unit tests and the real broker elsewhere.
+Each step is a module with its guarantee beside it: :mod:`sinks.offsets` (no offset is
+skipped), :mod:`sinks.routes` (decode: every message becomes a row or a rejection),
+:mod:`sinks.clickhouse` (batch and insert), :mod:`sinks.writer` (ordered writes on a
+thread, retries), :mod:`sinks.dlq` (dead letters) and, here, the commit rule. The Kafka
+consumer is injected (anything with ``subscribe/consume/seek/commit/assignment/position/
+get_watermark_offsets/close``), so the loop runs against an in-memory stand-in in unit
+tests and the real broker elsewhere.
 
 It lands the control loop's output the same way: ``agent.control`` into
 ``control_signals`` (tombstones are not landed; stream-worker heartbeats go to
@@ -43,6 +44,7 @@ from confluent_kafka import KafkaError, KafkaException, TopicPartition
 from schemas import topics
 from sinks.clickhouse import Batch, BatchPolicy
 from sinks.decode import Rejection
+from sinks.offsets import GapGuard
 from sinks.routes import DecodeStep
 from sinks.rows import heartbeat_row
 from sinks.writer import DeadLetterQueue, Writer, WriteStep
@@ -55,6 +57,7 @@ class KafkaConsumer(Protocol):
 
     def subscribe(self, topics: list[str], *, on_revoke: Any = ...) -> None: ...
     def consume(self, num_messages: int = ..., timeout: float = ...) -> list[Any]: ...
+    def seek(self, partition: TopicPartition) -> None: ...
     def commit(self, *, offsets: list[TopicPartition], asynchronous: Literal[False]
                ) -> Any: ...
     def assignment(self) -> list[TopicPartition]: ...
@@ -82,6 +85,10 @@ class SinkStats:
     """wall-clock time of the last commit, 0 before the first"""
     lag_events: int = -1
     """messages behind the end of the assigned partitions, at the last status report"""
+    gaps_refetched: int = 0
+    """times a partition skipped offsets and was read again from the missing one"""
+    gaps_accepted: int = 0
+    """offsets never delivered after waiting for them (``sinks/offsets.py``)"""
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -105,6 +112,7 @@ class Sink:
         self.topics = list(topics_)
         self.policy = policy or BatchPolicy()
         self.decode = DecodeStep(max_event_bytes)
+        self.gaps = GapGuard(consumer.seek, (topics.EVENTS, topics.METRICS))
         self.writes = WriteStep(writer, dead_letters)
         self.dead_letters = dead_letters
         self.stats = SinkStats()
@@ -137,6 +145,7 @@ class Sink:
         try:
             while not self._stop.is_set():
                 messages = self._consumer.consume(num_messages=5000, timeout=0.2)
+                self.gaps.next_poll()
                 if messages:
                     idle_since = time.monotonic()
                 for msg in messages:
@@ -154,6 +163,7 @@ class Sink:
         finally:
             self.writes.stop()
             self._consumer.close()
+            self._sync_counters()
         return self.stats
 
     # -- per message -----------------------------------------------------------------
@@ -164,6 +174,8 @@ class Sink:
             if err.code() != KafkaError._PARTITION_EOF:
                 log.warning("consume error", extra={"error": err.str()})
             return
+        if not self.gaps.admit(msg.topic(), msg.partition(), msg.offset()):
+            return  # fetched again from the offset this consumer skipped
         value = msg.value()
         self.stats.consumed += 1
         self.stats.uncommitted += 1
@@ -189,7 +201,7 @@ class Sink:
             return
         self._next_status = now + self.status_interval_s
         self.stats.lag_events = self._lag()
-        self.stats.write_retries = self.writes.retries
+        self._sync_counters()
         waiting = self.stats.uncommitted > 0 or self.stats.lag_events > 0
         stalled = waiting and now - self._progress_at > self.stall_after_s
         details = {**self.stats.as_dict(), "seconds_since_progress": round(
@@ -202,6 +214,11 @@ class Sink:
                 self._batch.heartbeats.extend(self.status_rows(self.stats))
             except Exception as exc:  # liveness reporting must never stop the sink
                 log.warning("status rows failed", extra={"error": str(exc)})
+
+    def _sync_counters(self) -> None:
+        self.stats.write_retries = self.writes.retries
+        self.stats.gaps_refetched = self.gaps.gaps_refetched
+        self.stats.gaps_accepted = self.gaps.gaps_accepted
 
     def _lag(self) -> int:
         """Messages between this sink's position and the end of its partitions."""
@@ -255,3 +272,4 @@ class Sink:
         # the new owner starts where this one stopped.
         self._flush_batch()
         self._commit_written(block=True)
+        self.gaps.forget(partitions)

@@ -18,6 +18,7 @@ from schemas.signals import ControlSignal
 from sinks.clickhouse import Batch, BatchPolicy
 from sinks.consumer import Sink
 from sinks.decode import Rejection
+from sinks.offsets import GapGuard
 from sinks.routes import DecodeStep
 from sinks.writer import WriteFailed, WriteStep
 
@@ -83,6 +84,9 @@ class MemoryConsumer:
         if not out and self.sink is not None and self.sink.writes.in_flight == 0:
             self.sink.stop()
         return out
+
+    def seek(self, partition):
+        raise AssertionError(f"no offset was skipped, yet the sink sought {partition}")
 
     def commit(self, offsets=None, asynchronous=False):
         self.commits.append(sorted((tp.topic, tp.partition, tp.offset) for tp in offsets))
@@ -234,3 +238,68 @@ def test_a_dead_writer_with_a_batch_queued_does_not_hang_the_stop():
     assert not stopper.is_alive(), "stop() must return when the writer is gone"
     with pytest.raises(WriteFailed):
         list(step.done(block=True, timeout_s=10))
+
+
+class SkippingConsumer(MemoryConsumer):
+    """A partition log read in order, except that the first pass jumps over ``hole``
+    (as a consumer did against the embedded broker while the producer was writing);
+    a seek re-reads the log from the offset asked for."""
+
+    def __init__(self, log: list[Message], hole: range):
+        super().__init__([m for m in log if m.offset_ not in hole], per_poll=2)
+        self.log = log
+        self.seeks: list[int] = []
+
+    def seek(self, partition):
+        self.seeks.append(partition.offset)
+        self.messages = [m for m in self.log if m.offset_ >= partition.offset]
+
+
+def test_gap_guard_refetches_a_skipped_range_and_accepts_only_a_lasting_gap():
+    now = [0.0]
+    seeks: list[tuple[str, int, int]] = []
+    guard = GapGuard(lambda tp: seeks.append((tp.topic, tp.partition, tp.offset)),
+                     {topics.EVENTS}, wait_s=5.0, clock=lambda: now[0])
+    assert all(guard.admit(topics.EVENTS, 0, n) for n in (0, 1, 2))
+    assert not guard.admit(topics.EVENTS, 0, 6), "3..5 never came"
+    assert not guard.admit(topics.EVENTS, 0, 7)
+    assert seeks == [(topics.EVENTS, 0, 3)], "one seek per partition per poll"
+    assert guard.admit(topics.EVENTS, 1, 0), "other partitions go on"
+    guard.next_poll()
+    assert guard.admit(topics.EVENTS, 0, 3) and guard.admit(topics.EVENTS, 0, 4)
+    assert guard.gaps_refetched == 1 and guard.gaps_accepted == 0
+
+    assert not guard.admit(topics.EVENTS, 0, 9)  # 5..8 missing, and they stay missing
+    now[0] = 4.9
+    guard.next_poll()
+    assert not guard.admit(topics.EVENTS, 0, 9)
+    assert seeks[-1] == (topics.EVENTS, 0, 5) and guard.gaps_refetched == 3
+    now[0] = 5.0
+    guard.next_poll()
+    assert guard.admit(topics.EVENTS, 0, 9), "after wait_s the gap is taken as real"
+    assert guard.gaps_accepted == 4 and guard.admit(topics.EVENTS, 0, 10)
+
+    assert guard.admit(topics.CONTROL, 0, 0) and guard.admit(topics.CONTROL, 0, 5), \
+        "a compacted topic has gaps by design"
+    guard.forget([TopicPartition(topics.EVENTS, 0)])
+    assert guard.admit(topics.EVENTS, 0, 100), "a re-assigned partition starts anew"
+
+
+def test_sink_reads_again_what_its_consumer_skipped_and_never_commits_past_it():
+    events = sdk_events(2)[:9]
+    log = [Message(topics.EVENTS, orjson.dumps(e), 0, i) for i, e in enumerate(events)]
+    consumer = SkippingConsumer(log, hole=range(3, 6))
+    writer = MemoryWriter()
+    sink = Sink(consumer, writer, MemoryDeadLetters(),
+                policy=BatchPolicy(max_rows=3, max_seconds=60), status_interval_s=3600)
+    consumer.sink = sink
+    thread = threading.Thread(target=sink.run, daemon=True)
+    thread.start()
+    thread.join(30)
+    assert not thread.is_alive()
+    assert consumer.seeks == [3]
+    landed = [row[0] for batch in writer.batches for row in batch.events]
+    assert landed == [e["event_id"] for e in events], "every event, in offset order"
+    committed = [offset for commit in consumer.commits for _t, _p, offset in commit]
+    assert committed == sorted(committed) and committed[-1] == 9
+    assert sink.stats.gaps_refetched == 1 and sink.stats.gaps_accepted == 0

@@ -71,6 +71,10 @@ def problems(found: list[dict[str, Any]], dlq_rate: float, limits: HealthLimits)
     sinks = by_kind.get("sink", [])
     if sinks:
         newest = min(sinks, key=lambda r: r["age_s"])
+        lost = newest["details"].get("gaps_accepted")
+        if lost:
+            said.append(f"sink: {lost:,} offsets never delivered by the broker after "
+                        "asking again (landed nothing for them; see the sink's log)")
         if newest["age_s"] > limits.silent_s:
             said.append(f"sink: no report for {newest['age_s']:.0f}s (down or stuck)")
         elif newest["status"] == "stalled":
