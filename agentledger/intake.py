@@ -10,7 +10,9 @@ At-least-once: offsets are committed only after Kafka acknowledged the events of
 run whose spans lie before the commit point. Per partition that point is the first
 offset of (a) any still-open trace and (b) any closed trace whose messages straddle it,
 so a restart re-reads every message of every run it has to rebuild, and a rebuilt run is
-byte-identical (ids derive from spans), so the sink's ``event_id`` dedup hides it.
+byte-identical (ids derive from spans), so the sink's ``event_id`` dedup hides it. A
+partition whose offsets jump is read again from the missing one (``sinks/offsets.py``),
+so the commit point never passes a message this consumer did not see.
 
 With several intake instances, keep one trace on one partition
 (``partition_traces_by_id: true`` in the Collector); one instance handles unkeyed input.
@@ -30,6 +32,7 @@ from agentledger.otlp_publish import Publisher
 from producers.otlp.decode import PayloadError, decode
 from producers.otlp.runs import Assembler
 from sinks.decode import Rejection
+from sinks.offsets import GapGuard
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +50,8 @@ class IntakeStats:
     rejected_messages: int = 0
     duplicates: int = 0
     commits: int = 0
+    gaps_refetched: int = 0
+    """times a partition skipped offsets and was read again from the missing one"""
 
     def as_dict(self) -> dict[str, int]:
         return dict(self.__dict__)
@@ -88,6 +93,9 @@ class KafkaIntake:
         self.encoding = encoding
         self.stats = IntakeStats()
         self._consumer = Consumer(consumer_config)
+        # the Collector's exporter is not transactional and the topic is not compacted,
+        # so a jump in offsets is records this consumer missed: read them again
+        self.gaps = GapGuard(self._consumer.seek, (topic,))
         self._parts: dict[int, _Partition] = {}
         self._stop = threading.Event()
 
@@ -101,6 +109,7 @@ class KafkaIntake:
         try:
             while not self._stop.is_set():
                 messages = self._consumer.consume(500, timeout=0.2)
+                self.gaps.next_poll()
                 for msg in messages:
                     self._take(msg)
                 if messages or self.assembler.open_traces:
@@ -117,6 +126,7 @@ class KafkaIntake:
         """Publish and commit what is complete, then drop the rest of those partitions: a
         half-seen run must not be closed here while its new owner rebuilds it whole."""
         gone = {tp.partition for tp in partitions}
+        self.gaps.forget(partitions)
         try:
             self._close_and_commit()
         except Exception as exc:  # the commit may fail once the partitions are gone
@@ -134,6 +144,9 @@ class KafkaIntake:
             return
         part, offset = msg.partition(), msg.offset()
         assert part is not None and offset is not None  # a message, not an error
+        if not self.gaps.admit(msg.topic() or self.topic, part, offset):
+            self.stats.gaps_refetched = self.gaps.gaps_refetched
+            return  # fetched again from the offset this consumer skipped
         state = self._parts.setdefault(part, _Partition())
         state.next_offset = max(state.next_offset, offset + 1)
         self.stats.messages += 1

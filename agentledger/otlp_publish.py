@@ -76,6 +76,10 @@ class Publisher:
             self._errors.append(err.str())
 
     def publish(self, events: Iterable[dict[str, Any]]) -> int:
+        """Queue ``events`` for Kafka; :meth:`flush` waits for them and serves the delivery
+        reports. No poll per call: the intakes publish run by run, and in the store
+        process each poll gave the GIL up to the sink and waited to get it back (29 % of
+        the OTLP/HTTP thread's samples, py-spy)."""
         count = 0
         for event in events:
             headers = [(topics.H_TRACEPARENT, f"00-{event['trace_id']}-{event['span_id']}-01"),
@@ -94,7 +98,6 @@ class Publisher:
                             from None
                     self._producer.poll(0.05)
             count += 1
-        self._producer.poll(0)
         self.published += count
         return count
 

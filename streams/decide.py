@@ -27,6 +27,7 @@ from schemas.signals import (
     control_key,
 )
 from streams.breaker import Breaker, Transition
+from streams.callers import ToolCallers
 from streams.clocks import SourceClocks
 from streams.economics import Economics
 from streams.facts import (
@@ -87,13 +88,7 @@ class Controller:
         self.safe_modes: dict[tuple[str, str, str], SafeMode] = {}
         self.agent_windows: dict[tuple[str, str], dict[str, CountWindow]] = {}
         """(tenant, agent) -> {"": all its results, tool: that tool's results}."""
-        self.callers: dict[tuple[str, str], set[str]] = {}
-        """(tenant, tool) -> the agents with a window of it (for tenant-wide evidence)."""
-        self._tenant_sums: dict[tuple[str, str, int], tuple[int, int]] = {}
-        """Tenant-wide (calls, failures) per (tenant, tool, seconds), every agent at its
-        own clock: the same for every agent of a record, so summed once per record."""
-        self.arrived = 0.0
-        """Latest arrival (wall) time of an input record."""
+        self.callers = ToolCallers(self.clocks, self.agent_windows)
         self.degraded: set[tuple[str, str, str]] = set()
         self._failing: set[str] = set()
         """Agents with an on-time failure in the record being applied."""
@@ -133,8 +128,7 @@ class Controller:
             del self.safe_modes[mode]
         for agent in [k for k in self.agent_windows if k[0] in tenants]:
             del self.agent_windows[agent]
-        for key in [k for k in self.callers if k[0] in tenants]:
-            del self.callers[key]
+        self.callers.forget(tenants)
         self.open_breakers = {k for k in self.open_breakers if k[0] not in tenants}
         self.degraded = {k for k in self.degraded if k[0] not in tenants}
 
@@ -199,8 +193,7 @@ class Controller:
         idle advance of silent agents; 0 = unknown)."""
         out = Decisions()
         self.clocks.next_record()
-        self._tenant_sums.clear()
-        self.arrived = max(self.arrived, arrival)
+        self.callers.next_record(arrival)
         touched: dict[str, list[float]] = {}
         for fact in facts:
             ts, agent = float(fact.ts), fact.agent
@@ -236,7 +229,7 @@ class Controller:
         per_tool = windows.get(tool)
         if per_tool is None:
             per_tool = windows[tool] = CountWindow(self.hop_s, self.keep_s)
-            self.callers.setdefault((tenant, tool), set()).add(agent)
+            self.callers.add(tenant, tool, agent)
         per_tool.add(at, failed, event_id)
         late = at < source.clock - self.hop_s
         if failed:
@@ -272,7 +265,7 @@ class Controller:
         now, offset = source.clock, source.offset
 
         def tenant_totals(tool: str, at: float, seconds: int) -> tuple[int, int]:
-            return self._tenant_totals(tenant, tool, agent, at, seconds)
+            return self.callers.totals(tenant, tool, agent, at, seconds)
 
         for rule in self.policy.safe_mode:
             mode = self._safe_mode(tenant, agent, rule.name)
@@ -295,32 +288,6 @@ class Controller:
                 self._breaker_moved(out, tenant, key[1], t)
         if self.tool_health:
             out.metrics += self.health.close(tenant, agent, now, offset)
-
-    def _tenant_totals(self, tenant: str, tool: str, agent: str, at: float, seconds: int
-                       ) -> tuple[int, int]:
-        """(calls, failures) of ``tool`` over ``seconds`` for every agent of ``tenant``
-        calling it, each read at its own clock (``agent`` at ``at``): the breaker's way of
-        adding up agents whose clocks disagree, so skew cannot move anyone's window. An
-        agent silent (by arrival) for longer than the window is left out: its clock is
-        stale, its last window is not news."""
-        live = at == self.clocks.sources[(tenant, agent)].clock
-        key = (tenant, tool, seconds)
-        if live and (hit := self._tenant_sums.get(key)) is not None:
-            return hit
-        sources = self.clocks.sources
-        since = self.arrived - seconds
-        calls = failures = 0
-        for a in self.callers.get((tenant, tool), ()):
-            src = sources[(tenant, a)]
-            if src.arrived and src.arrived < since:
-                continue
-            c, f = self.agent_windows[(tenant, a)][tool].totals(
-                src.clock if a != agent else at, seconds)
-            calls += c
-            failures += f
-        if live:
-            self._tenant_sums[key] = (calls, failures)
-        return calls, failures
 
     def _economics(self, tenant: str, agent: str, fact: RunFact, ts: float) -> None:
         w = self.economics.window(tenant, agent, fact.workflow, ts)
@@ -352,7 +319,7 @@ class Controller:
         economics windows. ``now`` (raw) first moves every agent's clock to at least it
         (tests and backtests use this to play time forward)."""
         out = Decisions()
-        self._tenant_sums.clear()
+        self.callers.next_record()
         if now is not None:
             self.clocks.push_all(now)
             self.now = max(self.now, now)
@@ -371,7 +338,7 @@ class Controller:
         """Agents silent for more than ``idle_s`` of wall time: their clocks run on with
         the wall clock (so open breakers half-open and holds end), then decide."""
         self.clocks.idle(wall, idle_s)
-        self._tenant_sums.clear()
+        self.callers.next_record()
         out = Decisions()
         for tenant, agent in sorted(self.clocks.sources):
             self._agent_moved(out, tenant, agent, [])
