@@ -10,8 +10,9 @@ and a consumer that asked for them later got them.
 
 Guarantee: on a topic in ``contiguous_topics``, a message past the expected offset is not
 admitted; the partition is sought back to the expected offset (once per poll) and every
-message of it is skipped until that offset arrives. Only when the same gap is still
-there after ``wait_s`` is it taken as real: admitted, counted in ``gaps_accepted`` and
+message of it is skipped until that offset arrives. A message is skipped only when a
+seek will bring it again. When the same gap is still there after ``wait_s``, or the seek
+itself is refused, the gap is taken as real: admitted, counted in ``gaps_accepted`` and
 logged with its range. Compacted topics (``agent.control``) have gaps by design and are
 not checked. What the guard expects is forgotten when a partition is revoked, so a
 partition that comes back starts from whatever offset it is handed.
@@ -61,26 +62,29 @@ class GapGuard:
             return True
         now = self.clock()
         since = self._gap_since.setdefault(key, now)
-        if now - since >= self.wait_s:
-            self.gaps_accepted += offset - expected
-            log.warning("offsets never delivered; taken as a gap", extra={
-                "topic": topic, "partition": partition, "from": expected,
-                "to": offset - 1, "waited_s": round(now - since, 1)})
-            self._expected[key] = offset + 1
-            del self._gap_since[key]
-            return True
-        if key not in self._sought:
-            self._sought.add(key)
+        if key in self._sought:
+            return False  # this poll's seek covers it
+        if now - since < self.wait_s:
             try:
                 self.seek(TopicPartition(topic, partition, expected))
-            except KafkaException as exc:  # revoked meanwhile: the new owner reads it
-                log.info("gap refetch not possible", extra={"error": str(exc)})
-                self.forget([TopicPartition(topic, partition)])
+            except KafkaException as exc:
+                # Messages are skipped only while a seek will bring them again; with no
+                # seek (the partition is moving, or not fetching yet), skip nothing more.
+                log.warning("gap refetch not possible", extra={"error": str(exc)})
+            else:
+                self._sought.add(key)
+                self.gaps_refetched += 1
+                log.info("offset gap; fetching again", extra={
+                    "topic": topic, "partition": partition, "expected": expected,
+                    "got": offset})
                 return False
-            self.gaps_refetched += 1
-            log.info("offset gap; fetching again", extra={
-                "topic": topic, "partition": partition, "expected": expected, "got": offset})
-        return False
+        self.gaps_accepted += offset - expected
+        log.warning("offsets never delivered; taken as a gap", extra={
+            "topic": topic, "partition": partition, "from": expected, "to": offset - 1,
+            "waited_s": round(now - since, 1)})
+        self._expected[key] = offset + 1
+        del self._gap_since[key]
+        return True
 
     def forget(self, partitions: Iterable[TopicPartition]) -> None:
         for tp in partitions:

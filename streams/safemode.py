@@ -144,7 +144,7 @@ class SafeMode:
         if tool:
             reason = f"{reason} on {tool}"
         if which == "tenant":
-            reason = f"{reason}, all the tenant's agents calling it (this one failing too)"
+            reason = f"{reason}, tenant-wide"  # details.window says so too; kept short for tables
         details = self._details(which, seconds, calls, failures, at + offset)
         details["tool"] = tool or "*"
         details["lower_bound"] = round(bound, 5)

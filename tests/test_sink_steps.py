@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 import pytest
-from confluent_kafka import TopicPartition
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from producers.emitter import Ledger
 from producers.simulator import Simulator
@@ -283,6 +283,19 @@ def test_gap_guard_refetches_a_skipped_range_and_accepts_only_a_lasting_gap():
         "a compacted topic has gaps by design"
     guard.forget([TopicPartition(topics.EVENTS, 0)])
     assert guard.admit(topics.EVENTS, 0, 100), "a re-assigned partition starts anew"
+
+
+def test_gap_guard_skips_nothing_when_the_seek_is_refused():
+    """A message is skipped only if a seek will bring it again: a refused seek (the
+    partition is moving, or not fetching yet) admits it, and the gap is counted."""
+
+    def refused(tp):
+        raise KafkaException(KafkaError(KafkaError._STATE))
+
+    guard = GapGuard(refused, {topics.EVENTS})
+    assert guard.admit(topics.EVENTS, 0, 0)
+    assert guard.admit(topics.EVENTS, 0, 4) and guard.admit(topics.EVENTS, 0, 5)
+    assert guard.gaps_accepted == 3 and guard.gaps_refetched == 0
 
 
 def test_sink_reads_again_what_its_consumer_skipped_and_never_commits_past_it():
