@@ -76,10 +76,8 @@ class Publisher:
             self._errors.append(err.str())
 
     def publish(self, events: Iterable[dict[str, Any]]) -> int:
-        """Queue ``events`` for Kafka; :meth:`flush` waits for them and serves the delivery
-        reports. No poll per call: the intakes publish run by run, and in the store
-        process each poll gave the GIL up to the sink and waited to get it back (29 % of
-        the OTLP/HTTP thread's samples, py-spy)."""
+        """Queue ``events`` for Kafka; :meth:`flush`, which both intakes call after every
+        round, waits for them and serves the delivery reports (so no poll per run)."""
         count = 0
         for event in events:
             headers = [(topics.H_TRACEPARENT, f"00-{event['trace_id']}-{event['span_id']}-01"),
