@@ -52,6 +52,8 @@ class IntakeStats:
     commits: int = 0
     gaps_refetched: int = 0
     """times a partition skipped offsets and was read again from the missing one"""
+    gaps_accepted: int = 0
+    """offsets never delivered after asking again (``sinks/offsets.py``)"""
 
     def as_dict(self) -> dict[str, int]:
         return dict(self.__dict__)
@@ -145,7 +147,6 @@ class KafkaIntake:
         part, offset = msg.partition(), msg.offset()
         assert part is not None and offset is not None  # a message, not an error
         if not self.gaps.admit(msg.topic() or self.topic, part, offset):
-            self.stats.gaps_refetched = self.gaps.gaps_refetched
             return  # fetched again from the offset this consumer skipped
         state = self._parts.setdefault(part, _Partition())
         state.next_offset = max(state.next_offset, offset + 1)
@@ -172,6 +173,8 @@ class KafkaIntake:
                 self._parts.setdefault(part, _Partition()).closed.append(interval)
         self.publisher.flush(30)  # raises before any commit if Kafka refused something
         self._commit()
+        self.stats.gaps_refetched = self.gaps.gaps_refetched
+        self.stats.gaps_accepted = self.gaps.gaps_accepted
 
     def _commit(self) -> None:
         opens = self.assembler.open_first_offsets()

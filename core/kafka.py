@@ -87,10 +87,10 @@ def client_config(
                 "queued.max.messages.kbytes": 16 * 1024,
                 "queued.min.messages": 20_000,
                 # When that queue is full librdkafka pauses fetching for this long (1 s by
-                # default since 2.4): a consumer that drains its queue in 50 ms then sat
-                # idle, and lz4 batches, which overfill the queue by one fetch, hit it on
-                # nearly every fetch. Measured against Tansu with 300k SDK events: raw
-                # consume 29k msg/s at the default, 670k at 10 ms (docs/reliability.md).
+                # default since 2.4), however fast the queue drains; lz4 batches overfill
+                # it by one fetch, so the pause came on nearly every fetch. Against Tansu
+                # with 300k SDK events: raw consume 29k msg/s at the default, 670k at
+                # 10 ms (docs/reliability.md).
                 "fetch.queue.backoff.ms": 10,
             }
         )
