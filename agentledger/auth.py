@@ -15,8 +15,10 @@ metadata. A service that owns the store also mints an operator key for its own m
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import secrets
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -168,3 +170,49 @@ def client_key(settings: Settings) -> str | None:
         return (settings.run_dir / OPERATOR_KEY_FILE).read_text().strip() or None
     except OSError:
         return None
+
+
+class ReloadingKeyRing:
+    """The configured keys and this machine's operator key, read again when their files
+    change (checked at most once a second): a process that is not the ledger API, such as
+    the OTel intake, accepts a key added with ``agentledger keys`` and the operator key a
+    restarted store minted, without a restart of its own."""
+
+    def __init__(self, settings: Settings, min_interval_s: float = 1.0):
+        self.settings = settings
+        self.min_interval_s = min_interval_s
+        self._ring = KeyRing()
+        self._stamp: tuple[float, ...] | None = None
+        self._checked = 0.0
+
+    def _files(self) -> tuple[Path, Path]:
+        return keys_file(self.settings), self.settings.run_dir / OPERATOR_KEY_FILE
+
+    def _refresh(self) -> None:
+        now = time.monotonic()
+        if self._stamp is not None and now - self._checked < self.min_interval_s:
+            return
+        self._checked = now
+        stamp = tuple(p.stat().st_mtime if p.exists() else -1.0 for p in self._files())
+        if stamp == self._stamp:
+            return
+        try:
+            entries = load_entries(self.settings)
+        except KeyConfigError as exc:  # mid-edit: keep serving the keys read last
+            logging.getLogger(__name__).warning("keys not reloaded", extra={"error": str(exc)})
+            return
+        try:
+            operator = self._files()[1].read_text().strip()
+        except OSError:
+            operator = ""
+        if operator:
+            entries.append(entry_for("operator@local", operator, [ALL_TENANTS]))
+        self._ring, self._stamp = KeyRing(entries), stamp
+
+    def authenticate(self, presented: str) -> Principal | None:
+        self._refresh()
+        return self._ring.authenticate(presented)
+
+    def __len__(self) -> int:
+        self._refresh()
+        return len(self._ring)

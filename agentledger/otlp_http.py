@@ -43,7 +43,6 @@ from core.settings import Settings
 from producers.otlp.catalogue import CatalogueError, load_catalogue
 from producers.otlp.decode import PayloadError, decode_json, decode_protobuf
 from producers.otlp.runs import Assembler, Intake, Rejected
-from sinks.clickhouse import Batch, ClickHouseWriter
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +55,8 @@ GRACE_ENV = "AGENTLEDGER_OTLP_GRACE_S"
 """Seconds after a trace's root span before its run is closed (default 2)."""
 _TENANT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@/+-]{0,127}$")
 PROTOBUF, JSON = "application/x-protobuf", "application/json"
+HTTP_TOPIC = "otlp.http"
+"""``rejected_events.topic`` (and the DLQ's original-topic header) of a span refused here."""
 router = APIRouter(tags=["otlp"])
 
 
@@ -122,23 +123,48 @@ class HttpIntake:
         self.close_due(force=True)
 
 
-def install(app: FastAPI, client: Any, database: str) -> None:
+def install(app: FastAPI) -> None:
     """Mount the OTLP and control-stream routes on the ledger API."""
     from agentledger import control_stream
 
-    app.state.otlp_store = (client, database)
     app.state.otlp_lock = threading.Lock()
     # The routes themselves, not include_router: this FastAPI lists an included router as
     # one opaque entry of app.routes, and route listings (isolation tests) need each path.
     app.router.routes.extend([*router.routes, *control_stream.router.routes])
 
     def _stop() -> None:
-        intake = getattr(app.state, "otlp", None)
-        if intake is not None:
-            intake.stop()
+        _stop_intake(app)
         control_stream.stop(app)
 
     app.router.on_shutdown.append(_stop)
+
+
+def create_intake_app(settings: Settings) -> FastAPI:
+    """``POST /v1/traces`` alone, for the ``agentledger intake`` process.
+
+    The same routes as the ledger API's, in a process of their own: decoding, run
+    assembly and publishing then do not share the store process's interpreter lock with
+    the sink (on two cores that is what bounds the API's intake). Keys are the configured
+    ones and this machine's operator key, read again when they change.
+    """
+    from agentledger.api.errors import install_error_handlers
+    from agentledger.auth import ReloadingKeyRing
+
+    app = FastAPI(title="agentledger OTLP intake", default_response_class=OrjsonResponse)
+    app.state.keys = ReloadingKeyRing(settings)
+    app.state.otlp_settings = settings
+    app.state.otlp_lock = threading.Lock()
+    install_error_handlers(app)
+    app.router.routes.extend(router.routes)
+    app.router.on_shutdown.append(lambda: _stop_intake(app))
+    return app
+
+
+def _stop_intake(app: FastAPI) -> None:
+    """Close every run still open and publish it: a stop loses no accepted span."""
+    intake = getattr(app.state, "otlp", None)
+    if intake is not None:
+        intake.stop()
 
 
 def intake_of(app: FastAPI) -> HttpIntake:
@@ -225,10 +251,9 @@ def _ingest(app: FastAPI, body: bytes, media: str, tenant: str) -> Intake:
                              "published; retry later")
     result = intake.assembler.add(spans, tenant)
     if result.rejected:
-        rows = intake.publisher.reject(result.rejected, topic="otlp.http")
+        # the DLQ acknowledged before the answer; the sink lands it in rejected_events
+        intake.publisher.reject(result.rejected, topic=HTTP_TOPIC)
         intake.publisher.dead_letters.flush(30)
-        client, database = app.state.otlp_store
-        ClickHouseWriter(client, database).write(Batch(rejected=rows))
     return result
 
 

@@ -15,6 +15,7 @@ from typing import IO
 import uvicorn
 from clickhouse_connect.driver.client import Client
 from confluent_kafka import Consumer
+from fastapi import FastAPI
 
 from agentledger.api import create_app
 from agentledger.auth import KeyEntry, KeyRing, load_entries, mint_operator_key
@@ -94,6 +95,29 @@ def key_ring(settings: Settings, *extra: KeyEntry) -> KeyRing:
     return KeyRing([*load_entries(settings), *extra])
 
 
+def serve_app(app: FastAPI, host: str, port: int, *, name: str
+              ) -> tuple[uvicorn.Server, threading.Thread, str]:
+    """Serve ``app`` on a thread; binds first, so the URL is known and the port is ours."""
+    # proto=IPPROTO_TCP matters: asyncio only sets TCP_NODELAY on sockets that say so, and
+    # without it every response waits ~40 ms for the client's delayed ACK (Nagle).
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.bind((host, port))
+    host, port = sock.getsockname()[:2]
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name=name,
+                              daemon=True)
+    thread.start()
+    # The socket only listens once uvicorn has started: callers may connect right away.
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError(f"the {name} server did not start")
+        time.sleep(0.005)
+    return server, thread, f"http://{host}:{port}"
+
+
 def start_api(settings: Settings, client: Client, sink: Sink | None = None, *,
               keys: KeyRing | None = None, host: str | None = None,
               port: int | None = None) -> ApiServer:
@@ -105,13 +129,6 @@ def start_api(settings: Settings, client: Client, sink: Sink | None = None, *,
     if keys is None:
         _, operator = mint_operator_key(settings)
         keys = key_ring(settings, operator)
-    # proto=IPPROTO_TCP matters: asyncio only sets TCP_NODELAY on sockets that say so, and
-    # without it every response waits ~40 ms for the client's delayed ACK (Nagle).
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    sock.bind((host or settings.api_host, settings.api_port if port is None else port))
-    host, port = sock.getsockname()[:2]
     app = create_app(client, keys, database=settings.clickhouse_database,
                      retention_days=settings.ttl_days(),
                      stats=(lambda: sink.stats.as_dict()) if sink else None,
@@ -121,17 +138,9 @@ def start_api(settings: Settings, client: Client, sink: Sink | None = None, *,
                                                 settings.health_dlq_max_per_minute,
                                                 settings.health_streams_max_lag_seconds))
     app.state.otlp_settings = settings  # the OTLP routes publish with these, not the env
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="api",
-                              daemon=True)
-    thread.start()
-    # The socket only listens once uvicorn has started: callers may connect right away.
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("the ledger API did not start")
-        time.sleep(0.005)
-    return ApiServer(server, thread, f"http://{host}:{port}", client)
+    server, thread, url = serve_app(app, host or settings.api_host,
+                                    settings.api_port if port is None else port, name="api")
+    return ApiServer(server, thread, url, client)
 
 
 @contextlib.contextmanager

@@ -19,6 +19,8 @@ BROKER_FILE = "broker.json"
 STORE_FILE = "store.json"
 SUPERVISOR_FILE = "supervisor.json"
 """Written by ``agentledger up`` from its first moment: the stack's state and children."""
+INTAKE_FILE = "intake.json"
+"""The OTel intake's OTLP/HTTP endpoint (``otlp_http_url``), for exporters and benches."""
 
 
 def _alive(pid: int) -> bool:

@@ -112,6 +112,12 @@ class Settings(BaseSettings):
         default_factory=list, description='more accepted keys, JSON: [{"name","sha256","tenants"}]')
     api_max_rows: int = Field(default=10_000, ge=1, description="row cap of one SQL answer")
     api_query_seconds: float = Field(default=30.0, gt=0, description="time cap of one query")
+    otlp_http_host: str = Field(default="127.0.0.1",
+                                description="where `agentledger intake` serves OTLP/HTTP")
+    otlp_http_port: int = Field(
+        default=4318, ge=0, le=65535,
+        description="OTLP/HTTP port of `agentledger intake` (4318, the OTLP default; 0 = a "
+                    "free port; if taken, a free one is used and published in the run dir)")
 
     redact_keys: list[str] = Field(default_factory=lambda: list(DEFAULT_REDACT_KEYS))
     log_level: str = "WARNING"

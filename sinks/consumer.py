@@ -10,7 +10,8 @@ tests and the real broker elsewhere.
 
 It lands the control loop's output the same way: ``agent.control`` into
 ``control_signals`` (tombstones are not landed; stream-worker heartbeats go to
-``heartbeats``) and ``agent.metrics`` into ``metrics``.
+``heartbeats``) and ``agent.metrics`` into ``metrics``. From ``agent.events.dlq`` it lands
+what the OTel intakes refused (they hold no store) into ``rejected_events``.
 
 Delivery guarantee: at-least-once. A batch's offsets are committed only after
 ClickHouse acknowledged its rows *and* Kafka acknowledged its dead letters, in
@@ -44,6 +45,7 @@ from confluent_kafka import KafkaError, KafkaException, TopicPartition
 from schemas import topics
 from sinks.clickhouse import Batch, BatchPolicy
 from sinks.decode import Rejection
+from sinks.dlq import refusal_row
 from sinks.offsets import GapGuard
 from sinks.routes import DecodeStep
 from sinks.rows import heartbeat_row
@@ -89,6 +91,8 @@ class SinkStats:
     """times a partition skipped offsets and was read again from the missing one"""
     gaps_accepted: int = 0
     """offsets never delivered after waiting for them (``sinks/offsets.py``)"""
+    refusals_landed: int = 0
+    """dead letters of the OTel intakes landed in ``rejected_events``"""
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -103,13 +107,16 @@ class Sink:
         *,
         policy: BatchPolicy | None = None,
         max_event_bytes: int = 256 * 1024,
-        topics_: tuple[str, ...] = (topics.EVENTS, topics.CONTROL, topics.METRICS),
+        topics_: tuple[str, ...] = (topics.EVENTS, topics.CONTROL, topics.METRICS,
+                                    topics.DLQ),
         on_batch: Callable[[SinkStats], None] | None = None,
         status_interval_s: float = 5.0,
         stall_after_s: float = 30.0,
         status_rows: Callable[[SinkStats], list[list[Any]]] | None = None,
     ):
         self.topics = list(topics_)
+        self.landed_topics = tuple(t for t in topics_ if t != topics.DLQ)
+        """Input topics whose refusals this sink lands itself as it dead-letters them."""
         self.policy = policy or BatchPolicy()
         self.decode = DecodeStep(max_event_bytes)
         self.gaps = GapGuard(consumer.seek, (topics.EVENTS, topics.METRICS))
@@ -177,9 +184,16 @@ class Sink:
         if not self.gaps.admit(msg.topic(), msg.partition(), msg.offset()):
             return  # fetched again from the offset this consumer skipped
         value = msg.value()
-        self.stats.consumed += 1
         self.stats.uncommitted += 1
         batch = self._batch
+        if msg.topic() == topics.DLQ:  # not input: what an intake refused, for the store
+            row = refusal_row(msg, self.landed_topics)
+            if row is not None:
+                batch.rejected.append(row)
+                self.stats.refusals_landed += 1
+            batch.track(msg.topic(), msg.partition(), msg.offset(), len(value or b""))
+            return
+        self.stats.consumed += 1
         routed = self.decode(msg.topic(), value, msg.partition(), msg.offset())
         if isinstance(routed, Rejection):
             batch.rejected.append(self.dead_letters.reject(msg, routed))

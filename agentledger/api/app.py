@@ -63,5 +63,5 @@ def create_app(client: Client, keys: KeyRing, *, database: str = "agentledger",
     for family in (operations, events, margins, audit_export, sql, approvals, watch,
                    control):
         app.router.routes.extend(family.router.routes)
-    install_otlp(app, client, database)  # POST /v1/traces, GET /v1/control/stream
+    install_otlp(app)  # POST /v1/traces, GET /v1/control/stream
     return app

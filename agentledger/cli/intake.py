@@ -24,9 +24,13 @@ def intake(
         help="seconds after a trace's root span before its run is closed")] = 2.0,
     idle_s: Annotated[float, typer.Option(
         help="seconds without a span before a rootless trace is closed")] = 30.0,
+    http: Annotated[bool, typer.Option(
+        help="also serve OTLP/HTTP POST /v1/traces (AGENTLEDGER_OTLP_HTTP_HOST/_PORT, "
+             "default 127.0.0.1:4318; API keys as for the ledger API)")] = True,
 ) -> None:
-    """Run the OpenTelemetry intake: Collector Kafka exporter (otlp_spans) → agent.events."""
-    from agentledger.intake import KafkaIntake
+    """Run the OpenTelemetry intake: OTLP/HTTP exports (port 4318) and the Collector's
+    Kafka exporter (otlp_spans) → agent.events."""
+    from agentledger.intake import KafkaIntake, serve_otlp_http
     from agentledger.otlp_publish import Publisher
     from agentledger.services import stop_on_signals
     from core.kafka import TopicSpec, client_config, default_topics, ensure_topics
@@ -54,6 +58,11 @@ def intake(
         Assembler(origin="otlp_kafka", catalogue=catalogue, grace_s=grace_s, idle_s=idle_s),
         tenant=tenant, topic=topic, encoding=encoding)
     typer.echo(f"intake: {topic} → agent.events (tenant {tenant})", err=True)
-    with stop_on_signals(runner.stop):
-        stats = runner.run()
+    server = serve_otlp_http(settings) if http else None
+    try:
+        with stop_on_signals(runner.stop):
+            stats = runner.run()
+    finally:
+        if server is not None:
+            server.stop()
     typer.echo(f"intake stopped: {stats.as_dict()}", err=True)
