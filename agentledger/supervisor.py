@@ -167,6 +167,10 @@ class Supervisor:
             if store:
                 self.say(f"ledger api:      {store['api_url']} "
                          f"(operator key in {settings.run_dir / 'api.key'})")
+            intake = self._wait_for(discovery.INTAKE_FILE, 10)
+            if intake:
+                self.say(f"otlp/http:       {intake['otlp_http_url']}/v1/traces "
+                         "(OTLP exporters; API keys as for the ledger API)")
             self.say("agentledger is up; Ctrl-C stops it")
             self.state = "up"
             self._publish()
@@ -204,16 +208,21 @@ class Supervisor:
     def _wait_for_store(self, timeout_s: float) -> dict[str, Any] | None:
         if not self.settings.embedded_store:
             return None
+        info = self._wait_for(discovery.STORE_FILE, timeout_s)
+        if info is None and not self._stop.is_set():
+            raise TimeoutError(f"the store service did not come up within {timeout_s}s")
+        return info
+
+    def _wait_for(self, name: str, timeout_s: float) -> dict[str, Any] | None:
+        """What a child published under ``name``, once it did; None after ``timeout_s``."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline and not self._stop.is_set():
-            info = discovery.lookup(self.settings, discovery.STORE_FILE)
+            info = discovery.lookup(self.settings, name)
             if info:
                 return info
             self._restart_exited()
-            time.sleep(0.1)  # polling the store file; a child's exit is handled above
-        if self._stop.is_set():
-            return None
-        raise TimeoutError(f"the store service did not come up within {timeout_s}s")
+            time.sleep(0.1)  # polling the file; a child's exit is handled above
+        return None
 
     def _watch(self) -> int:
         published = time.monotonic()

@@ -7,10 +7,13 @@ with the OpenTelemetry Python SDK. Then, each timed from the first byte sent to 
 event queryable in the store (``SELECT count() FROM events`` through the ledger API):
 
 - ``http``: the SDK's OTLP/HTTP protobuf exporter posts 512-span batches (the
-  BatchSpanProcessor's size) from two threads to ``POST /v1/traces`` of a store service
-  (``agentledger sink``: sink + API in one process, as under ``agentledger up``);
+  BatchSpanProcessor's size) from two threads to ``POST /v1/traces`` of an
+  ``agentledger intake`` process (its OTLP/HTTP port, as under ``agentledger up``), with a
+  store service (``agentledger sink``: sink + API in one process) landing the events;
 - ``kafka``: the same ``ExportTraceServiceRequest`` bytes, produced to ``otlp_spans`` as
-  the Collector's Kafka exporter writes them, read by an ``agentledger intake`` process.
+  the Collector's Kafka exporter writes them, read by the same intake process;
+- ``http_api`` (with ``--api``): the exporter posting to the ledger API's own
+  ``/v1/traces``, in the store process, beside the sink.
 
 CPU seconds of every process involved (exporter/producer, API + sink, intake, broker) are
 reported too: unlike wall time they are not inflated by other load on the machine, and
@@ -123,14 +126,14 @@ class CpuMeter:
         return sum(now[pid] - self.start.get(pid, 0.0) for pid in now)
 
 
-def http_phase(store: Store, key: str, tenant: str, spans: list, warm: list,
-               broker_pid: int) -> tuple[float, float, float]:
-    exporter = OTLPSpanExporter(endpoint=f"{store.url}/v1/traces",
+def http_phase(store: Store, url: str, key: str, tenant: str, spans: list, warm: list,
+               *pids: int) -> tuple[float, float, float]:
+    exporter = OTLPSpanExporter(endpoint=f"{url}/v1/traces",
                                 headers={"Authorization": f"Bearer {key}"}, timeout=60)
     assert exporter.export(warm) == SpanExportResult.SUCCESS
     warm_events = len(warm) // SPANS_PER_RUN * EVENTS_PER_RUN
     store.wait(tenant, warm_events)
-    cpu = CpuMeter(store.proc.pid, broker_pid)
+    cpu = CpuMeter(store.proc.pid, *pids)
     start = time.monotonic()
     with ThreadPoolExecutor(2) as pool:
         results = list(pool.map(exporter.export, batches(spans)))
@@ -140,30 +143,43 @@ def http_phase(store: Store, key: str, tenant: str, spans: list, warm: list,
     return len(spans) / (end - start), len(spans) / (accepted - start), cpu.used()
 
 
-def kafka_phase(store: Store, bootstrap: str, env: dict[str, str], tenant: str,
+class Intake:
+    """An ``agentledger intake`` child process: Kafka loop and OTLP/HTTP port."""
+
+    def __init__(self, settings: Settings, env: dict[str, str], tenant: str):
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "agentledger", "intake", "--tenant", tenant,
+             "--grace-s", "0.5"], env={**env, "AGENTLEDGER_OTLP_HTTP_PORT": "0"},
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 60
+        while not (info := discovery.lookup(settings, discovery.INTAKE_FILE)):
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                raise RuntimeError("the intake did not start")
+            time.sleep(0.1)
+        self.url = info["otlp_http_url"]
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(60)
+
+
+def kafka_phase(store: Store, intake: Intake, bootstrap: str, tenant: str,
                 payloads: list[bytes], warm: bytes, warm_spans: int,
                 broker_pid: int) -> tuple[float, float]:
-    intake = subprocess.Popen([sys.executable, "-m", "agentledger", "intake", "--tenant", tenant,
-                               "--grace-s", "0.5"], env=env, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)
-    try:
-        producer = Producer(client_config(bootstrap, "producer"))
-        producer.produce("otlp_spans", warm)
-        producer.flush(30)
-        warm_events = warm_spans // SPANS_PER_RUN * EVENTS_PER_RUN
-        store.wait(tenant, warm_events)
-        cpu = CpuMeter(store.proc.pid, broker_pid, intake.pid)
-        start = time.monotonic()
-        for value in payloads:
-            producer.produce("otlp_spans", value)
-            producer.poll(0)
-        producer.flush(60)
-        spans = len(payloads) * BATCH
-        end = store.wait(tenant, warm_events + spans // SPANS_PER_RUN * EVENTS_PER_RUN)
-        return spans / (end - start), cpu.used()
-    finally:
-        intake.terminate()
-        intake.wait(60)
+    producer = Producer(client_config(bootstrap, "producer"))
+    producer.produce("otlp_spans", warm)
+    producer.flush(30)
+    warm_events = warm_spans // SPANS_PER_RUN * EVENTS_PER_RUN
+    store.wait(tenant, warm_events)
+    cpu = CpuMeter(store.proc.pid, broker_pid, intake.proc.pid)
+    start = time.monotonic()
+    for value in payloads:
+        producer.produce("otlp_spans", value)
+        producer.poll(0)
+    producer.flush(60)
+    spans = len(payloads) * BATCH
+    end = store.wait(tenant, warm_events + spans // SPANS_PER_RUN * EVENTS_PER_RUN)
+    return spans / (end - start), cpu.used()
 
 
 def raw_produce(bootstrap: str, payloads: list[bytes]) -> float:
@@ -181,6 +197,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5000, help="agent runs (4 spans each)")
     parser.add_argument("--json", action="store_true", help="print only the JSON line")
+    parser.add_argument("--api", action="store_true",
+                        help="also post to the ledger API's /v1/traces (the store process)")
     args = parser.parse_args()
     say = (lambda *_: None) if args.json else (lambda m: print(m, file=sys.stderr))
     runs = args.runs - args.runs % (BATCH // SPANS_PER_RUN) or BATCH // SPANS_PER_RUN
@@ -196,21 +214,29 @@ def main() -> int:
         settings = Settings(data_dir=Path(tmp) / "data", kafka_bootstrap=broker.bootstrap)
         key = new_key()
         append_entry(settings, entry_for("bench", key, ["bench-http"]))
+        append_entry(settings, entry_for("bench-api", api_key := new_key(), ["bench-api"]))
         env = {**os.environ, "AGENTLEDGER_DATA_DIR": str(settings.data_dir),
                "AGENTLEDGER_KAFKA_BOOTSTRAP": broker.bootstrap,
                "AGENTLEDGER_OTLP_GRACE_S": "0.5", "PYTHONPATH": str(ROOT)}
         raw = raw_produce(broker.bootstrap, payloads)
         store = Store(settings, env)
+        intake = Intake(settings, env, "bench-kafka")
+        broker_pid = broker.process.pid if broker.process else os.getpid()
         try:
-            say(f"http: {len(spans)} spans via OTLPSpanExporter → POST /v1/traces ...")
-            broker_pid = broker.process.pid if broker.process else os.getpid()
-            http, accept, http_cpu = http_phase(store, key, "bench-http", spans, warm,
-                                                broker_pid)
+            say(f"http: {len(spans)} spans via OTLPSpanExporter → intake /v1/traces ...")
+            http, accept, http_cpu = http_phase(store, intake.url, key, "bench-http", spans,
+                                                warm, broker_pid, intake.proc.pid)
             say(f"kafka: {len(payloads)} messages → otlp_spans → agentledger intake ...")
-            kafka, kafka_cpu = kafka_phase(store, broker.bootstrap, env, "bench-kafka",
+            kafka, kafka_cpu = kafka_phase(store, intake, broker.bootstrap, "bench-kafka",
                                            payloads, encode_spans(warm).SerializeToString(),
                                            len(warm), broker_pid)
+            api = None
+            if args.api:
+                say(f"http_api: {len(spans)} spans → the ledger API's /v1/traces ...")
+                api = http_phase(store, store.url, api_key, "bench-api", spans, warm,
+                                 broker_pid)
         finally:
+            intake.stop()
             store.stop()
     result: dict[str, Any] = {
         "spans": len(spans), "events": len(spans) // SPANS_PER_RUN * EVENTS_PER_RUN,
@@ -219,6 +245,7 @@ def main() -> int:
         "raw_kafka_produce_spans_per_s": round(raw),
         "raw_sdk_encode_spans_per_s": round(encode_rate),
         "http_cpu_s": round(http_cpu, 2), "kafka_cpu_s": round(kafka_cpu, 2),
+        "http_api_spans_per_s": round(api[0]) if api else None,
         # CPU-bound capacity of 2 idle cores: 2 / (CPU seconds per span, every process)
         "cpu_bound_2core_spans_per_s": round(2 * len(spans) / max(http_cpu, kafka_cpu)),
         "cpus": os.cpu_count(),

@@ -147,3 +147,13 @@ def test_collector_routes_otlp_to_the_intake_topic_and_compose_runs_the_intake()
     assert intake["command"][:2] == ["agentledger", "intake"] and intake["build"] == "."
     assert intake["depends_on"]["kafka"]["condition"] == "service_healthy"
     assert intake["environment"]["AGENTLEDGER_KAFKA_BOOTSTRAP"] == "kafka:9092"
+    # the Collector holds the OTLP ports here, so the intake's own HTTP endpoint is off,
+    # with a flag the command really has
+    assert "--no-http" in intake["command"]
+    from typer.main import get_command
+
+    from agentledger.cli.app import app
+
+    options = {opt for param in get_command(app).commands["intake"].params  # type: ignore[attr-defined]
+               for opt in param.opts + param.secondary_opts}
+    assert "--no-http" in options
