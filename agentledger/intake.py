@@ -230,5 +230,5 @@ def serve_otlp_http(settings: Settings) -> OtlpHttpServer:
                     extra={"port": port, "error": str(exc)})
         server, thread, url = serve_app(app, host, 0, name="otlp-http")
     discovery.publish(settings, discovery.INTAKE_FILE, {"otlp_http_url": url})
-    log.warning("OTLP/HTTP intake listening", extra={"url": f"{url}/v1/traces"})
+    log.info("OTLP/HTTP intake listening", extra={"url": f"{url}/v1/traces"})
     return OtlpHttpServer(server, thread, url, settings)

@@ -20,7 +20,9 @@ for _ in $(seq 1 600); do
   sleep 0.1
 done
 grep -q "agentledger is up" "$LOG" || { cat "$LOG"; echo "the stack did not start"; exit 1; }
-head -n 4 "$LOG"
+# the stack's own lines (its children log to the same file)
+sed 's/\x1b\[[0-9;?]*[a-zA-Z]//g' "$LOG" |
+  grep -E "^(kafka bootstrap|clickhouse dsn|control policy|ledger api|otlp/http):" || true
 echo
 
 delivered=$("$BIN/agentledger" simulate --runs "$RUNS" --seed 42 --json \
