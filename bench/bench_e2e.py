@@ -4,16 +4,20 @@
     .venv/bin/python bench/bench_e2e.py [--events 1000000] [--fresh-rate 5000]
                                         [--fresh-seconds 60] [--warmup-seconds 5] [--json]
 
-Two phases against one ``agentledger up`` (embedded broker, sink + store API, stream
+Three phases against one ``agentledger up`` (embedded broker, sink + store API, stream
 worker), its processes' RSS sampled every half second:
 
-1. **Throughput**: the simulator produces ``--events`` as fast as the SDK can; events/s is
+1. **Freshness** (as in 3), on the new stack;
+2. **Throughput**: the simulator produces ``--events`` as fast as the SDK can; events/s is
    events over the time from the first produce until all are queryable (``count() FINAL``);
    the backlog is what was not yet queryable when the producer finished.
-2. **Freshness**: ``--fresh-rate`` events/s sustained for ``--fresh-seconds``, after
+3. **Freshness**: ``--fresh-rate`` events/s sustained for ``--fresh-seconds``, after
    ``--warmup-seconds`` at that rate (a new agent's producer needs about 0.5 s to its
    first delivery, and the simulator starts its agents one by one); per event,
-   ``ingested_at - ts`` (the SDK stamps ``ts`` when it emits), p50 and p99.
+   ``ingested_at - ts`` (the SDK stamps ``ts`` when it emits), p50 and p99. Run on the
+   new stack (phase 1) and after the throughput phase (``freshness_after_load_*``): the
+   embedded broker keeps every record in memory and its fetches slow as topics grow,
+   which a Kafka broker's do not.
 
 Raw baselines, same run, same broker: a bare confluent-kafka producer sending the same
 number of pre-serialized SDK events, and a bare consumer reading them back.
@@ -139,6 +143,20 @@ def lag_quantiles(stack: Stack, since: str, skip_s: float) -> tuple[float, float
     return float(rows[0][0]), float(rows[0][1])
 
 
+def freshness(stack: Stack, landed_before: int, args: argparse.Namespace, seed: int
+              ) -> tuple[int, float, float, float]:
+    """``--fresh-rate`` sustained for warm-up plus ``--fresh-seconds``: (events, p50, p99
+    after the warm-up, p99 with it)."""
+    since = stack.sql("SELECT now64(3)")[0][0]
+    seconds = args.warmup_seconds + args.fresh_seconds
+    events = simulate(stack.bootstrap, int(args.fresh_rate * seconds), rate=args.fresh_rate,
+                      seed=seed)
+    wait_landed(stack, landed_before + events, 600)
+    p50, p99 = lag_quantiles(stack, since, args.warmup_seconds)
+    _, p99_all = lag_quantiles(stack, since, 0.0)
+    return events, round(p50, 3), round(p99, 3), round(p99_all, 3)
+
+
 def raw_baselines(bootstrap: str, n: int) -> tuple[float, float]:
     """Bare produce and consume of ``n`` SDK-sized messages on a topic of their own."""
     captured: list[bytes] = []
@@ -184,30 +202,25 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         stack = Stack(Path(tmp) / "data")
         try:
+            fresh = freshness(stack, 0, args, seed=2)
             t0 = time.perf_counter()
             produced = simulate(stack.bootstrap, args.events)
             produced_at = time.perf_counter()
             backlog = produced - max(0, stack.landed())
-            done = wait_landed(stack, produced, max(600.0, produced / 500))
+            done = wait_landed(stack, fresh[0] + produced, max(600.0, produced / 500))
             rate = produced / (done - t0)
-
-            fresh_from = stack.sql("SELECT now64(3)")[0][0]
-            seconds = args.warmup_seconds + args.fresh_seconds
-            fresh = simulate(stack.bootstrap, int(args.fresh_rate * seconds),
-                             rate=args.fresh_rate, seed=2)
-            wait_landed(stack, produced + fresh, 600)
-            p50, p99 = lag_quantiles(stack, fresh_from, args.warmup_seconds)
-            _, p99_all = lag_quantiles(stack, fresh_from, 0.0)
+            again = freshness(stack, fresh[0] + produced, args, seed=4)
             raw_produce, raw_consume = raw_baselines(stack.bootstrap, min(produced, 500_000))
         finally:
             stack.stop()
     report = {
         "events": produced, "events_per_s": round(rate),
         "producer_seconds": round(produced_at - t0, 1), "backlog_at_producer_end": backlog,
-        "freshness_rate": args.fresh_rate, "freshness_events": fresh,
-        "freshness_p50_s": round(float(p50), 3), "freshness_p99_s": round(float(p99), 3),
+        "freshness_rate": args.fresh_rate, "freshness_events": fresh[0],
+        "freshness_p50_s": fresh[1], "freshness_p99_s": fresh[2],
         "freshness_warmup_s": args.warmup_seconds,
-        "freshness_p99_with_warmup_s": round(float(p99_all), 3),
+        "freshness_p99_with_warmup_s": fresh[3],
+        "freshness_after_load_p50_s": again[1], "freshness_after_load_p99_s": again[2],
         "peak_rss_mib": {k: round(v) for k, v in sorted(stack.peaks.items())},
         "raw_produce_per_s": round(raw_produce), "raw_consume_per_s": round(raw_consume),
     }
@@ -217,6 +230,9 @@ def main() -> None:
     print(f"freshness at {args.fresh_rate:,.0f}/s: p50 {report['freshness_p50_s']}s, "
           f"p99 {report['freshness_p99_s']}s (goal p99 <= 2); p99 with the first "
           f"{args.warmup_seconds:g}s: {report['freshness_p99_with_warmup_s']}s")
+    print(f"  again after the {produced:,} events: p50 {report['freshness_after_load_p50_s']}s, "
+          f"p99 {report['freshness_after_load_p99_s']}s (the embedded broker keeps every "
+          "record in memory and slows as topics grow)")
     print(f"peak RSS (MiB):        {report['peak_rss_mib']}")
     print(f"raw produce / consume: {raw_produce:,.0f} / {raw_consume:,.0f} messages/s")
     if args.json:
