@@ -316,3 +316,39 @@ def test_sink_reads_again_what_its_consumer_skipped_and_never_commits_past_it():
     committed = [offset for commit in consumer.commits for _t, _p, offset in commit]
     assert committed == sorted(committed) and committed[-1] == 9
     assert sink.stats.gaps_refetched == 1 and sink.stats.gaps_accepted == 0
+
+
+@dataclass
+class DeadLetter(Message):
+    """A record on the DLQ topic, headers as :class:`sinks.dlq.DeadLetters` writes them."""
+
+    headers_: list[tuple[str, bytes]] = field(default_factory=list)
+
+    def headers(self) -> list[tuple[str, bytes]]:
+        return self.headers_
+
+
+def _dead_letter(origin: str, offset: int, reason: str, at: int) -> DeadLetter:
+    return DeadLetter(topics.DLQ, b'{"span": 1}', 0, at, b"trace", [
+        (topics.H_REASON, reason.encode()), (topics.H_ERROR, b"bad ids"),
+        (topics.H_TOPIC, origin.encode()), (topics.H_PARTITION, b"0"),
+        (topics.H_OFFSET, str(offset).encode()), (topics.H_SIZE, b"11"),
+        (topics.H_SHA256, b"ab" * 32)])
+
+
+def test_sink_lands_what_the_intakes_dead_lettered_and_not_its_own_dead_letters_again():
+    messages = [
+        _dead_letter("otlp.http", 77, "invalid_span_id", 0),
+        _dead_letter(topics.EVENTS, 5, "invalid_json", 1),  # the sink's own: landed already
+        _dead_letter("otlp_spans", 3, "otlp_invalid", 2),
+        DeadLetter(topics.DLQ, b"x", 0, 3, b"k", [(topics.H_TOPIC, b"otlp.http")]),  # torn
+    ]
+    writer = MemoryWriter()
+    consumer, dead, stats = _loop(messages, writer)
+    rows = [row for batch in writer.batches for row in batch.rejected]
+    assert [(r[1], r[2], r[3], r[5]) for r in rows] == [
+        ("otlp.http", 0, 77, "invalid_span_id"), ("otlp_spans", 0, 3, "otlp_invalid")]
+    assert rows[0][4] == "trace" and rows[0][7] == 11 and rows[0][9] == '{"span": 1}'
+    assert dead.rejected == [], "a dead letter is never dead-lettered again"
+    assert stats.refusals_landed == 2 and stats.consumed == 0 and stats.uncommitted == 0
+    assert consumer.commits[-1] == [(topics.DLQ, 0, 4)]
