@@ -142,7 +142,8 @@ def refusal_row(dead_letter: Message, landed_topics: tuple[str, ...]) -> list[An
     returned, rebuilt from the headers, keyed by the original (topic, partition, offset),
     so a redelivered dead letter is one row to ``FINAL``.
     """
-    headers = {k: (v or b"").decode("utf-8", "replace") for k, v in dead_letter.headers() or []}
+    headers = {k: v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v or "")
+               for k, v in list(dead_letter.headers() or [])}
     origin = headers.get(topics.H_TOPIC, "")
     if origin in landed_topics:
         return None
