@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import struct
 import subprocess
 import sys
 import tempfile
@@ -129,17 +130,23 @@ class _Message:
 
 
 class _MemoryConsumer:
-    """The bench's messages, handed out like a consumer that is never waited on."""
+    """The bench's messages, handed out like a consumer that is never waited on. They are
+    read from a file as they are consumed, as a broker would send them: held in memory,
+    the input itself (and generating it) was most of this process's peak RSS."""
 
-    def __init__(self, messages: list[_Message]):
-        self.messages, self.at = messages, 0
+    def __init__(self, path: str):
+        self.file, self.at = open(path, "rb"), 0  # noqa: SIM115 - read until the run ends
 
     def subscribe(self, topics: list[str], on_revoke: object = None) -> None:
         pass
 
     def consume(self, num_messages: int = 5000, timeout: float = 0.2) -> list[_Message]:
-        out = self.messages[self.at:self.at + num_messages]
-        self.at += len(out)
+        out = []
+        while len(out) < num_messages and (head := self.file.read(6)):
+            value_len, key_len = struct.unpack("<IH", head)
+            value, key = self.file.read(value_len), self.file.read(key_len)
+            out.append(_Message(value, key, self.at % 3, self.at // 3))
+            self.at += 1
         if not out:
             time.sleep(0.01)
         return out
@@ -161,7 +168,13 @@ class _MemoryConsumer:
         return (0, 0)
 
     def close(self) -> None:
-        pass
+        self.file.close()
+
+
+def _write_messages(path: str, payloads: list[tuple[bytes, bytes]]) -> None:
+    with open(path, "wb") as out:
+        for value, key in payloads:
+            out.write(struct.pack("<IH", len(value), len(key)) + value + key)
 
 
 class _NoDeadLetters:
@@ -172,15 +185,15 @@ class _NoDeadLetters:
         pass
 
 
-def steps_child(data_dir: str, n: int) -> None:
+def steps_child(data_dir: str, n: int, messages: str) -> None:
     from agentledger.services import open_store
     from sinks.clickhouse import ClickHouseWriter
     from sinks.consumer import BatchPolicy, Sink
 
     settings = Settings(data_dir=Path(data_dir))
     client = open_store(settings)
-    messages = [_Message(v, k, i % 3, i // 3) for i, (v, k) in enumerate(make_payloads(n))]
-    sink = Sink(_MemoryConsumer(messages), ClickHouseWriter(client, settings.clickhouse_database),
+    sink = Sink(_MemoryConsumer(messages),
+                ClickHouseWriter(client, settings.clickhouse_database),
                 _NoDeadLetters(),  # type: ignore[arg-type]
                 policy=BatchPolicy(settings.sink_batch_rows, settings.sink_batch_bytes,
                                    settings.sink_batch_seconds))
@@ -192,13 +205,13 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=300_000)
     parser.add_argument("--json", action="store_true", help="end with one JSON line")
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
-    parser.add_argument("--steps-child", nargs=2, help=argparse.SUPPRESS)
+    parser.add_argument("--steps-child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         sink_child(args.child[0], args.child[1], int(args.child[2]))
         return
     if args.steps_child:
-        steps_child(args.steps_child[0], int(args.steps_child[1]))
+        steps_child(args.steps_child[0], int(args.steps_child[1]), args.steps_child[2])
         return
     n = args.events
     payloads = make_payloads(n)
@@ -231,8 +244,10 @@ def main() -> None:
             [sys.executable, __file__, "--child", broker.bootstrap, f"{tmp}/sink", str(n)],
             capture_output=True, text=True, check=True)
         sink = json.loads(child.stdout.strip().splitlines()[-1])
+        _write_messages(f"{tmp}/steps-input", payloads)
         child = subprocess.run(
-            [sys.executable, __file__, "--steps-child", f"{tmp}/steps", str(n)],
+            [sys.executable, __file__, "--steps-child", f"{tmp}/steps", str(n),
+             f"{tmp}/steps-input"],
             capture_output=True, text=True, check=True)
         steps = json.loads(child.stdout.strip().splitlines()[-1])
 

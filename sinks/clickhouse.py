@@ -39,6 +39,8 @@ class Batch:
     messages: int = 0
     """Kafka messages behind this batch's rows (status rows are not messages)."""
     opened: float = field(default_factory=time.monotonic)
+    released_events: int = 0
+    """events rows written and then freed by :meth:`release_rows` (they count as inserted)"""
 
     def __len__(self) -> int:
         return len(self.events) + len(self.rejected) + len(self.signals) + len(self.metrics)
@@ -47,6 +49,18 @@ class Batch:
         self.offsets[(topic, partition)] = offset + 1
         self.nbytes += size
         self.messages += 1
+
+    @property
+    def inserted_events(self) -> int:
+        return len(self.events) + self.released_events
+
+    def release_rows(self) -> None:
+        """Drop the rows once written; offsets and counts stay for the commit. Until the
+        loop commits, a written batch would otherwise still be resident while the next
+        one is inserted (docs/memory.md)."""
+        self.released_events += len(self.events)
+        self.events, self.rejected, self.signals = [], [], []
+        self.metrics, self.heartbeats = [], []
 
     def full(self, policy: BatchPolicy) -> bool:
         return (
@@ -81,3 +95,4 @@ class ClickHouseWriter:
             rows = getattr(batch, field_name)
             if rows:
                 self.client.insert(table, rows, column_names=columns)
+        batch.release_rows()

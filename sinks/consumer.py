@@ -275,7 +275,7 @@ class Sink:
             return
         offsets = [TopicPartition(t, p, o) for (t, p), o in batch.offsets.items()]
         self.stats.batches += 1
-        self.stats.inserted += len(batch.events)
+        self.stats.inserted += batch.inserted_events
         try:
             self._consumer.commit(offsets=offsets, asynchronous=False)
             self.committed.update(batch.offsets)
