@@ -26,6 +26,7 @@ number of pre-serialized SDK events, and a bare consumer reading them back.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -82,6 +83,16 @@ class Stack:
             except psutil.Error:
                 pass
             time.sleep(0.5)  # the sampling period
+
+    def cpu_seconds(self) -> dict[str, float]:
+        """CPU seconds (user + system) so far of every stack process, and of this one (the
+        SDK producing): where a 2-core budget goes, whatever else loads the machine."""
+        root = psutil.Process(self.process.pid)
+        used = {"sdk": sum(psutil.Process().cpu_times()[:2])}
+        for proc in [root, *root.children(recursive=True)]:
+            with contextlib.suppress(psutil.Error):  # a child that just exited
+                used[_role(proc)] = used.get(_role(proc), 0.0) + sum(proc.cpu_times()[:2])
+        return used
 
     def sql(self, sql: str) -> list[list[Any]]:
         info = discovery.lookup(self.settings, discovery.STORE_FILE)
@@ -203,12 +214,15 @@ def main() -> None:
         stack = Stack(Path(tmp) / "data")
         try:
             fresh = freshness(stack, 0, args, seed=2)
+            cpu_before = stack.cpu_seconds()
             t0 = time.perf_counter()
             produced = simulate(stack.bootstrap, args.events)
             produced_at = time.perf_counter()
             backlog = produced - max(0, stack.landed())
             done = wait_landed(stack, fresh[0] + produced, max(600.0, produced / 500))
             rate = produced / (done - t0)
+            cpu = {role: round((used - cpu_before.get(role, 0.0)) / produced * 1e6, 1)
+                   for role, used in stack.cpu_seconds().items()}
             again = freshness(stack, fresh[0] + produced, args, seed=4)
             raw_produce, raw_consume = raw_baselines(stack.bootstrap, min(produced, 500_000))
         finally:
@@ -221,6 +235,9 @@ def main() -> None:
         "freshness_warmup_s": args.warmup_seconds,
         "freshness_p99_with_warmup_s": fresh[3],
         "freshness_after_load_p50_s": again[1], "freshness_after_load_p99_s": again[2],
+        "cpu_us_per_event": cpu,
+        # what two idle cores could reach if CPU were the only limit
+        "cpu_bound_2core_events_per_s": round(2e6 / sum(cpu.values())),
         "peak_rss_mib": {k: round(v) for k, v in sorted(stack.peaks.items())},
         "raw_produce_per_s": round(raw_produce), "raw_consume_per_s": round(raw_consume),
     }
@@ -233,6 +250,8 @@ def main() -> None:
     print(f"  again after the {produced:,} events: p50 {report['freshness_after_load_p50_s']}s, "
           f"p99 {report['freshness_after_load_p99_s']}s (the embedded broker keeps every "
           "record in memory and slows as topics grow)")
+    print(f"CPU µs per event:      {cpu} → 2 idle cores could reach "
+          f"{report['cpu_bound_2core_events_per_s']:,} events/s")
     print(f"peak RSS (MiB):        {report['peak_rss_mib']}")
     print(f"raw produce / consume: {raw_produce:,.0f} / {raw_consume:,.0f} messages/s")
     if args.json:
