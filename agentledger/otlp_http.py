@@ -10,10 +10,12 @@ The tenant comes from the API key, never from span attributes: a key of one tena
 writes that tenant; a key of several tenants (or an operator key) must name one in
 ``X-AgentLedger-Tenant``, and naming a tenant outside the key's scope is a 403.
 
-Spans are grouped into runs in this process (:class:`producers.otlp.runs.Assembler`) and a
-closer thread publishes each run once complete. A refused request changes nothing; in an
-accepted one, refused spans go to the DLQ and ``rejected_events`` and the rest land.
-Behind a load balancer, keep one trace on one API process (or use the Kafka intake).
+The routes are served by ``agentledger intake`` (:func:`create_intake_app`, port 4318)
+and by the ledger API. Spans are grouped into runs in the serving process
+(:class:`producers.otlp.runs.Assembler`) and a closer thread publishes each run once
+complete. A refused request changes nothing; in an accepted one, refused spans go to the
+DLQ (acknowledged before the answer; the sink lands them in ``rejected_events``) and the
+rest land. Behind a load balancer, keep one trace on one process (or use the Kafka intake).
 """
 
 from __future__ import annotations
