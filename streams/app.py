@@ -224,8 +224,10 @@ class ControlLoop:
     async def _publish(self, signal: ControlSignal) -> None:
         self.stats["signals"] += signal.kind != "heartbeat"
         if signal.kind != "heartbeat":
-            log.warning("control signal", extra={"key": signal.key, "state": signal.state,
-                                                 "reason": signal.reason})
+            # the key and state in the text too: faust's plain log format drops ``extra``
+            log.warning("control signal %s → %s", signal.key, signal.state,
+                        extra={"key": signal.key, "state": signal.state,
+                               "reason": signal.reason})
         await self.control.send(key=signal.key.encode(), value=signal.to_json())
 
     # -- timers --------------------------------------------------------------------------

@@ -174,8 +174,13 @@ def test_kill9_while_open_resumes_without_stale_transitions(
         try:
             first.wait_ready(follower)
             outage_calls(ledger, clock, t0, 25)
-            wait_for(lambda: (s := follower.state.get(key)) and s.state == OPEN, 60,
-                     what="the breaker to open")
+            try:
+                wait_for(lambda: (s := follower.state.get(key)) and s.state == OPEN, 60,
+                         what="the breaker to open")
+            except AssertionError as exc:  # once in CI: say what the worker had counted
+                beat = follower.heartbeats.get(first.worker_scope)
+                raise AssertionError(f"{exc}; signals {follower.state}; worker heartbeat "
+                                     f"{beat.details if beat else None}") from None
             wait_for(lambda: follower.heartbeats[first.worker_scope].details.get(
                 "breakers_open") == 1, 30, what="the worker to report it")
         finally:
