@@ -29,6 +29,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
 from agentledger.otlp_publish import Publisher
+from core import discovery
 from core.settings import Settings
 from producers.otlp.decode import PayloadError, decode
 from producers.otlp.runs import Assembler
@@ -204,8 +205,6 @@ class OtlpHttpServer:
 
     def stop(self) -> None:
         """Shut the server down; its shutdown publishes every run still open."""
-        from core import discovery
-
         self.server.should_exit = True
         self.thread.join(timeout=30)
         discovery.withdraw(self.settings, discovery.INTAKE_FILE)
@@ -219,7 +218,6 @@ def serve_otlp_http(settings: Settings) -> OtlpHttpServer:
     """
     from agentledger.otlp_http import create_intake_app
     from agentledger.services import serve_app
-    from core import discovery
 
     app = create_intake_app(settings)
     host, port = settings.otlp_http_host, settings.otlp_http_port

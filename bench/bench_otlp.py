@@ -75,6 +75,16 @@ def batches(spans: list) -> list[list]:
     return [spans[i:i + BATCH] for i in range(0, len(spans), BATCH)]
 
 
+def published(settings: Settings, name: str, proc: subprocess.Popen) -> dict[str, Any]:
+    """What child ``proc`` published in the run dir under ``name``, once it did (60 s)."""
+    deadline = time.monotonic() + 60
+    while not (info := discovery.lookup(settings, name)):
+        if time.monotonic() > deadline or proc.poll() is not None:
+            raise RuntimeError(f"{proc.args} did not publish {name}")
+        time.sleep(0.1)  # polling the file, with a deadline
+    return info
+
+
 class Store:
     """A store service child process and a way to count its events."""
 
@@ -82,12 +92,7 @@ class Store:
         self.settings = settings
         self.proc = subprocess.Popen([sys.executable, "-m", "agentledger", "sink"], env=env,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 60
-        while not (info := discovery.lookup(settings, discovery.STORE_FILE)):
-            if time.monotonic() > deadline or self.proc.poll() is not None:
-                raise RuntimeError("the store service did not start")
-            time.sleep(0.1)
-        self.url = info["api_url"]
+        self.url = published(settings, discovery.STORE_FILE, self.proc)["api_url"]
         self.key = (settings.run_dir / "api.key").read_text().strip()
 
     def count(self, tenant: str) -> int:
@@ -151,12 +156,7 @@ class Intake:
             [sys.executable, "-m", "agentledger", "intake", "--tenant", tenant,
              "--grace-s", "0.5"], env={**env, "AGENTLEDGER_OTLP_HTTP_PORT": "0"},
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 60
-        while not (info := discovery.lookup(settings, discovery.INTAKE_FILE)):
-            if time.monotonic() > deadline or self.proc.poll() is not None:
-                raise RuntimeError("the intake did not start")
-            time.sleep(0.1)
-        self.url = info["otlp_http_url"]
+        self.url = published(settings, discovery.INTAKE_FILE, self.proc)["otlp_http_url"]
 
     def stop(self) -> None:
         self.proc.terminate()

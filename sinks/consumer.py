@@ -181,31 +181,30 @@ class Sink:
             if err.code() != KafkaError._PARTITION_EOF:
                 log.warning("consume error", extra={"error": err.str()})
             return
-        if not self.gaps.admit(msg.topic(), msg.partition(), msg.offset()):
+        topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
+        if not self.gaps.admit(topic, partition, offset):
             return  # fetched again from the offset this consumer skipped
         value = msg.value()
         self.stats.uncommitted += 1
         batch = self._batch
-        if msg.topic() == topics.DLQ:  # not input: what an intake refused, for the store
+        batch.track(topic, partition, offset, len(value or b""))
+        if topic == topics.DLQ:  # not input: what an intake refused, for the store
             row = refusal_row(msg, self.landed_topics)
             if row is not None:
                 batch.rejected.append(row)
                 self.stats.refusals_landed += 1
-            batch.track(msg.topic(), msg.partition(), msg.offset(), len(value or b""))
             return
         self.stats.consumed += 1
-        routed = self.decode(msg.topic(), value, msg.partition(), msg.offset())
+        routed = self.decode(topic, value, partition, offset)
         if isinstance(routed, Rejection):
             batch.rejected.append(self.dead_letters.reject(msg, routed))
             self.stats.rejected += 1
             log.info("event rejected", extra={"reason": routed.reason,
                                               "error": routed.error[:200],
-                                              "partition": msg.partition(),
-                                              "offset": msg.offset()})
+                                              "partition": partition, "offset": offset})
         elif routed is not None:
             table, row = routed
             getattr(batch, table).append(row)
-        batch.track(msg.topic(), msg.partition(), msg.offset(), len(value or b""))
 
     # -- liveness --------------------------------------------------------------------
 
