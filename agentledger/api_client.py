@@ -16,10 +16,10 @@ from typing import IO, Any
 import httpx
 
 from agentledger.auth import KeyRing, client_key, entry_for, new_key
+from agentledger.core import discovery
+from agentledger.core.settings import Settings
+from agentledger.core.store import claim_store, client_for
 from agentledger.queries.sql import QueryResult
-from core import discovery
-from core.settings import Settings
-from core.store import claim_store, client_for
 
 
 class LedgerError(RuntimeError):

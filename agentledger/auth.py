@@ -27,7 +27,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, Field, ValidationError
 
-from core.settings import Settings
+from agentledger.core.settings import Settings
 
 ALL_TENANTS = "*"
 KEY_PREFIX = "al_"

@@ -15,7 +15,7 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
-from core.kafka import wait_for_broker
+from agentledger.core.kafka import wait_for_broker
 
 log = logging.getLogger(__name__)
 

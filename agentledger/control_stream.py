@@ -6,7 +6,7 @@ safe mode, budgets and overrides here: first one ``state`` event per current sco
 JSON and each ``id`` ``<key>@<version>`` (so a client can drop a repeat). Only scopes of
 the key's tenants are sent. A ``: keepalive`` comment every 15 s keeps proxies open.
 
-One :class:`producers.guard.ControlFollower` per API process reads ``agent.control`` and
+One :class:`agentledger.producers.guard.ControlFollower` per API process reads ``agent.control`` and
 fans out to every connected stream.
 """
 
@@ -24,8 +24,8 @@ from fastapi.responses import StreamingResponse
 
 from agentledger.api.deps import bootstrap_of, principal
 from agentledger.auth import Principal
-from producers.guard import ControlFollower
-from schemas.signals import ControlSignal
+from agentledger.producers.guard import ControlFollower
+from agentledger.schemas.signals import ControlSignal
 
 router = APIRouter(tags=["control"])
 KEEPALIVE_S = 15.0

@@ -1,7 +1,7 @@
 """Liveness rows the store-owning process lands beside its own: the supervisor's children,
 the embedded broker, and how far the stream workers are behind.
 
-They go to ``heartbeats`` through the sink's batches (see :class:`sinks.consumer.Sink`), so
+They go to ``heartbeats`` through the sink's batches (see :class:`agentledger.sinks.consumer.Sink`), so
 ``/v1/health`` and the dashboards read one table whatever runs where. The stream workers'
 lag is measured from the outside: their consumer group's committed offsets on
 ``agent.events`` against the end of each partition, where the end is the larger of the
@@ -17,12 +17,12 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
-from core import discovery
-from core.kafka import client_config
-from core.settings import Settings
-from schemas import topics
-from sinks.consumer import Sink, SinkStats
-from sinks.rows import heartbeat_row
+from agentledger.core import discovery
+from agentledger.core.kafka import client_config
+from agentledger.core.settings import Settings
+from agentledger.schemas import topics
+from agentledger.sinks.consumer import Sink, SinkStats
+from agentledger.sinks.rows import heartbeat_row
 
 log = logging.getLogger(__name__)
 

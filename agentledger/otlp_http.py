@@ -12,7 +12,7 @@ writes that tenant; a key of several tenants (or an operator key) must name one 
 
 The routes are served by ``agentledger intake`` (:func:`create_intake_app`, port 4318)
 and by the ledger API. Spans are grouped into runs in the serving process
-(:class:`producers.otlp.runs.Assembler`) and a closer thread publishes each run once
+(:class:`agentledger.intake.runs.Assembler`) and a closer thread publishes each run once
 complete. A refused request changes nothing; in an accepted one, refused spans go to the
 DLQ (acknowledged before the answer; the sink lands them in ``rejected_events``) and the
 rest land. Behind a load balancer, keep one trace on one process (or use the Kafka intake).
@@ -40,11 +40,11 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from agentledger.api.deps import bootstrap_of, principal
 from agentledger.api.responses import OrjsonResponse
 from agentledger.auth import Principal
-from agentledger.otlp_publish import Publisher, PublishFailed
-from core.settings import Settings
-from producers.otlp.catalogue import CatalogueError, load_catalogue
-from producers.otlp.decode import PayloadError, decode_json, decode_protobuf
-from producers.otlp.runs import Assembler, Intake, Rejected
+from agentledger.core.settings import Settings
+from agentledger.intake.catalogue import CatalogueError, load_catalogue
+from agentledger.intake.publisher import Publisher, PublishFailed
+from agentledger.intake.runs import Assembler, Intake, Rejected
+from agentledger.intake.spans import PayloadError, decode_json, decode_protobuf
 
 log = logging.getLogger(__name__)
 

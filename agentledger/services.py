@@ -19,16 +19,16 @@ from fastapi import FastAPI
 
 from agentledger.api import create_app
 from agentledger.auth import KeyEntry, KeyRing, load_entries, mint_operator_key
+from agentledger.core import discovery
+from agentledger.core.kafka import client_config, default_topics, ensure_topics
+from agentledger.core.settings import Settings
+from agentledger.core.store import StoreBusy, claim_store, client_for
 from agentledger.monitor import PipelineReporter
 from agentledger.queries.pipeline import HealthLimits
-from core import discovery
-from core.kafka import client_config, default_topics, ensure_topics
-from core.settings import Settings
-from core.store import StoreBusy, claim_store, client_for
-from sinks.clickhouse import BatchPolicy, ClickHouseWriter
-from sinks.consumer import Sink, SinkStats
-from sinks.dlq import DeadLetters
-from sinks.migrate import migrate
+from agentledger.sinks.clickhouse import BatchPolicy, ClickHouseWriter
+from agentledger.sinks.consumer import Sink, SinkStats
+from agentledger.sinks.dlq import DeadLetters
+from agentledger.sinks.migrate import migrate
 
 log = logging.getLogger(__name__)
 

@@ -38,9 +38,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agentledger.broker import EmbeddedBroker
-from core import discovery
-from core.kafka import client_config, default_topics, ensure_topics
-from core.settings import Settings
+from agentledger.core import discovery
+from agentledger.core.kafka import client_config, default_topics, ensure_topics
+from agentledger.core.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +138,7 @@ class Supervisor:
         return Child(name, [sys.executable, "-m", "agentledger", name, *args], env)
 
     def run(self, ready_timeout_s: float = 60) -> int:
-        from streams.policy import load_policy
+        from agentledger.streams.policy import load_policy
 
         settings = self.settings
         policy = load_policy(settings.policy_file)  # refuse a broken policy up front

@@ -126,7 +126,7 @@ def watch(
     control-loop lag, dead-letter rate, breakers and safe modes with reasons and ages, the
     most expensive recent runs, cost per successful task. `--once --json` for scripts."""
     from agentledger.api_client import LedgerClient, LedgerError, open_ledger
-    from core.settings import load_settings
+    from agentledger.core.settings import load_settings
 
     if api_url:
         ledger = LedgerClient(api_url, api_key, timeout_s=10)

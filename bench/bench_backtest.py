@@ -24,10 +24,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from agentledger.api_client import LedgerClient
 from agentledger.auth import KeyRing, entry_for, new_key
 from agentledger.cli.control import run_backtest
+from agentledger.core.settings import Settings
 from agentledger.services import open_store, start_api
-from core.settings import Settings
-from streams.backtest import Backtest
-from streams.policy import load_policy
+from agentledger.streams.backtest import Backtest
+from agentledger.streams.policy import load_policy
 
 PAGE = 100_000
 

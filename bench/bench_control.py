@@ -45,11 +45,11 @@ from confluent_kafka import Consumer, Producer
 from faust_ceiling import ceiling as faust_ceiling
 
 from agentledger.broker import EmbeddedBroker
-from core.kafka import client_config, default_topics, ensure_topics
-from producers.emitter import AgentIdentity, Ledger
-from producers.guard import ControlFollower, SafeModeGuard
-from producers.ids import format_ts, uuid7
-from schemas import topics
+from agentledger.core.kafka import client_config, default_topics, ensure_topics
+from agentledger.producers.emitter import AgentIdentity, Ledger
+from agentledger.producers.guard import ControlFollower, SafeModeGuard
+from agentledger.producers.ids import format_ts, uuid7
+from agentledger.schemas import topics
 
 
 def _event(etype: str, tenant: str, agent: str, run_id: str, seq: int, body: dict) -> bytes:
@@ -113,8 +113,8 @@ def start_worker(bootstrap: str, data_dir: str, group: str) -> subprocess.Popen:
 
 def _crossing_failures(ok: int = 20) -> int:
     """Fewest failures after ``ok`` passes that the default safe-mode rule acts on."""
-    from streams.policy import load_policy
-    from streams.stats import critical_failures
+    from agentledger.streams.policy import load_policy
+    from agentledger.streams.stats import critical_failures
 
     when = load_policy().safe_mode[0].when
     return next(k for k in range(1, 1000) if k >= critical_failures(

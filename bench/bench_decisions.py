@@ -47,10 +47,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from schemas.signals import CLOSED, HALF_OPEN, NORMAL, OPEN, READ_ONLY, ControlSignal
-from streams.decide import Controller
-from streams.facts import ToolResult
-from streams.policy import Policy, load_policy
+from agentledger.schemas.signals import CLOSED, HALF_OPEN, NORMAL, OPEN, READ_ONLY, ControlSignal
+from agentledger.streams.decide import Controller
+from agentledger.streams.facts import ToolResult
+from agentledger.streams.policy import Policy, load_policy
 
 
 # -- the previous rule, re-implemented for comparison --

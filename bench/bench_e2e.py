@@ -42,11 +42,11 @@ import httpx
 import psutil
 from confluent_kafka import Consumer, Producer
 
-from core import discovery
-from core.kafka import client_config
-from core.settings import Settings
-from producers.emitter import Ledger
-from producers.simulator import Simulator
+from agentledger.core import discovery
+from agentledger.core.kafka import client_config
+from agentledger.core.settings import Settings
+from agentledger.producers.emitter import Ledger
+from agentledger.producers.simulator import Simulator
 
 EVENTS_PER_RUN = 9.25
 

@@ -52,9 +52,9 @@ sys.path.insert(0, str(ROOT))
 
 from agentledger.auth import append_entry, entry_for, new_key  # noqa: E402
 from agentledger.broker import EmbeddedBroker  # noqa: E402
-from core import discovery  # noqa: E402
-from core.kafka import TopicSpec, client_config, default_topics, ensure_topics  # noqa: E402
-from core.settings import Settings  # noqa: E402
+from agentledger.core import discovery  # noqa: E402
+from agentledger.core.kafka import TopicSpec, client_config, default_topics, ensure_topics  # noqa: E402
+from agentledger.core.settings import Settings  # noqa: E402
 from tests.otlputil import agent_run  # noqa: E402
 
 BATCH = 512

@@ -1,6 +1,6 @@
 """Tool-policy decision latency, in process: ``python bench/bench_policy.py [--json]``.
 
-Times :meth:`producers.gate.Gate.decide` on the packaged default policy over a mix of calls
+Times :meth:`agentledger.producers.gate.Gate.decide` on the packaged default policy over a mix of calls
 (allow, deny, escalate, tenant isolation, unknown actions), one decision at a time, and
 reports p50/p99 against the issue's goal (p99 <= 1 ms). Raw baselines measured in the same
 run: a dict lookup (the control-loop guard's cost), and Cedar's own ``is_authorized`` on
@@ -20,7 +20,7 @@ from typing import Any
 
 import cedarpy
 
-from producers.gate import Gate
+from agentledger.producers.gate import Gate
 
 CALLS: list[dict[str, Any]] = [
     {"tenant": "acme", "agent": "mail-assistant", "tool": "gmail", "action": "read_message"},

@@ -40,10 +40,10 @@ import httpx
 import orjson
 
 from agentledger.auth import KeyRing, entry_for, new_key
+from agentledger.core.settings import Settings
+from agentledger.core.store import client_for
+from agentledger.schemas.event_row import EVENT_COLUMNS, event_row
 from agentledger.services import open_store, start_api
-from core.settings import Settings
-from core.store import client_for
-from schemas.event_row import EVENT_COLUMNS, event_row
 
 TENANTS = tuple(f"tenant-{i:02d}" for i in range(20))
 DAYS = 30
@@ -65,8 +65,8 @@ def generate(worker: int, workers: int, events: int, out_dir: str, start: float)
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from producers.memory import MemoryLedger
-    from producers.simulator import Simulator
+    from agentledger.producers.memory import MemoryLedger
+    from agentledger.producers.simulator import Simulator
 
     schema = _arrow_schema()
     ledgers: list[MemoryLedger] = []

@@ -16,8 +16,8 @@ import time
 from confluent_kafka import Producer
 
 from agentledger.broker import EmbeddedBroker
-from core.kafka import client_config, default_topics, ensure_topics
-from producers.emitter import AgentIdentity, Ledger
+from agentledger.core.kafka import client_config, default_topics, ensure_topics
+from agentledger.producers.emitter import AgentIdentity, Ledger
 
 
 class Recording(Ledger):

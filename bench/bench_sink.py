@@ -33,13 +33,13 @@ import orjson
 from confluent_kafka import Consumer, Producer
 
 from agentledger.broker import EmbeddedBroker
-from core.kafka import client_config, default_topics, ensure_topics
-from core.settings import Settings
-from core.store import client_for
-from producers.emitter import Ledger
-from producers.simulator import Simulator
-from schemas.event_row import EVENT_COLUMNS, event_row
-from sinks.migrate import migrate
+from agentledger.core.kafka import client_config, default_topics, ensure_topics
+from agentledger.core.settings import Settings
+from agentledger.core.store import client_for
+from agentledger.producers.emitter import Ledger
+from agentledger.producers.simulator import Simulator
+from agentledger.schemas.event_row import EVENT_COLUMNS, event_row
+from agentledger.sinks.migrate import migrate
 
 
 def make_payloads(n: int) -> list[tuple[bytes, bytes]]:
@@ -187,8 +187,8 @@ class _NoDeadLetters:
 
 def steps_child(data_dir: str, n: int, messages: str) -> None:
     from agentledger.services import open_store
-    from sinks.clickhouse import ClickHouseWriter
-    from sinks.consumer import BatchPolicy, Sink
+    from agentledger.sinks.clickhouse import ClickHouseWriter
+    from agentledger.sinks.consumer import BatchPolicy, Sink
 
     settings = Settings(data_dir=Path(data_dir))
     client = open_store(settings)

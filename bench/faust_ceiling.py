@@ -26,9 +26,9 @@ from typing import Any
 import faust
 from faust.worker import Worker
 
-from core.kafka import faust_config
-from schemas import topics
-from streams.transport import BatchDeliveryTransport
+from agentledger.core.kafka import faust_config
+from agentledger.schemas import topics
+from agentledger.streams.transport import BatchDeliveryTransport
 
 
 def ceiling(bootstrap: str, total: int, mode: str = "agent") -> float:
@@ -81,7 +81,7 @@ def main() -> None:
     from bench_control import produce_fleet, raw_consume
 
     from agentledger.broker import EmbeddedBroker
-    from core.kafka import client_config, default_topics, ensure_topics
+    from agentledger.core.kafka import client_config, default_topics, ensure_topics
 
     with EmbeddedBroker() as broker:
         ensure_topics(client_config(broker.bootstrap, "admin"), default_topics(3))

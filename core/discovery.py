@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from core.settings import Settings
+from agentledger.core.settings import Settings
 
 BROKER_FILE = "broker.json"
 STORE_FILE = "store.json"

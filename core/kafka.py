@@ -16,8 +16,8 @@ from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
-from schemas import topics
-from schemas.approvals import APPROVALS_TOPIC
+from agentledger.schemas import topics
+from agentledger.schemas.approvals import APPROVALS_TOPIC
 
 log = logging.getLogger(__name__)
 

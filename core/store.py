@@ -15,7 +15,7 @@ from typing import IO, Any
 import clickhouse_connect
 from clickhouse_connect.driver.client import Client
 
-from core.settings import Settings
+from agentledger.core.settings import Settings
 
 
 class StoreBusy(RuntimeError):

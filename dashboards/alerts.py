@@ -23,9 +23,9 @@ from typing import Any, Final
 
 import yaml
 
-from dashboards.macros import expand
-from dashboards.panels import DATASOURCE_UID, ECONOMICS, OPERATIONS, Dashboard
-from dashboards.results import is_number
+from agentledger.dashboards.macros import expand
+from agentledger.dashboards.panels import DATASOURCE_UID, ECONOMICS, OPERATIONS, Dashboard
+from agentledger.dashboards.results import is_number
 
 # sql → (columns, types, rows), as for the panels
 Query = Callable[[str], tuple[list[str], list[str], list[list[Any]]]]

@@ -17,8 +17,8 @@ import attr
 from grafanalib import core
 from grafanalib._gen import DashboardEncoder
 
-from dashboards.alerts import alerting_yaml
-from dashboards.panels import (
+from agentledger.dashboards.alerts import alerting_yaml
+from agentledger.dashboards.panels import (
     DASHBOARDS,
     DATASOURCE_TYPE,
     DATASOURCE_UID,

@@ -8,9 +8,9 @@ import datetime as dt
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from dashboards.macros import expand
-from dashboards.panels import DASHBOARDS, Dashboard
-from dashboards.results import PanelResult, is_number, is_time
+from agentledger.dashboards.macros import expand
+from agentledger.dashboards.panels import DASHBOARDS, Dashboard
+from agentledger.dashboards.results import PanelResult, is_number, is_time
 
 # sql → (columns, types, rows); the caller decides how (ledger API, a client, ...)
 Query = Callable[[str], tuple[list[str], list[str], list[list[Any]]]]

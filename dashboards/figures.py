@@ -16,7 +16,7 @@ from typing import Any
 
 import plotly.graph_objects as go
 
-from dashboards.results import PanelResult, is_number, is_time, utc, utc_text
+from agentledger.dashboards.results import PanelResult, is_number, is_time, utc, utc_text
 
 PALETTE = ("#3274d9", "#e0752d", "#56a64b", "#a352cc", "#f2cc0c", "#e02f44", "#8ab8ff",
            "#ff9830", "#73bf69", "#ca95e5")

@@ -17,10 +17,10 @@ from collections.abc import Sequence
 
 from plotly.offline import get_plotlyjs
 
-from dashboards.figures import figure_json, has_time_axis, shared_frame
-from dashboards.macros import interval_seconds
-from dashboards.panels import Dashboard
-from dashboards.results import PanelResult
+from agentledger.dashboards.figures import figure_json, has_time_axis, shared_frame
+from agentledger.dashboards.macros import interval_seconds
+from agentledger.dashboards.panels import Dashboard
+from agentledger.dashboards.results import PanelResult
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 24px; color: #222; background: #fafafa; }

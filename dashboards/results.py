@@ -12,7 +12,7 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
-from dashboards.panels import Panel
+from agentledger.dashboards.panels import Panel
 
 
 @dataclass(frozen=True)

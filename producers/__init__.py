@@ -8,9 +8,9 @@
     ledger.flush()
 """
 
-from producers.context import RunContext, ToolCallContext
-from producers.emitter import BufferFull, DeliveryFailed, Ledger
-from producers.identity import AgentIdentity
+from agentledger.producers.context import RunContext, ToolCallContext
+from agentledger.producers.emitter import BufferFull, DeliveryFailed, Ledger
+from agentledger.producers.identity import AgentIdentity
 
 __all__ = [
     "AgentIdentity",

@@ -1,4 +1,4 @@
-"""Following ``agent.approvals`` from the agent side (see :mod:`schemas.approvals`).
+"""Following ``agent.approvals`` from the agent side (see :mod:`agentledger.schemas.approvals`).
 
 An :class:`ApprovalFollower` reads the compacted topic from the beginning on a background
 thread and keeps the newest state per approval id, so an agent waiting for approval does a
@@ -17,8 +17,8 @@ from collections.abc import Callable
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 from pydantic import ValidationError
 
-from core.kafka import TopicSpec, client_config, ensure_topics
-from schemas.approvals import APPROVALS_TOPIC, ApprovalState
+from agentledger.core.kafka import TopicSpec, client_config, ensure_topics
+from agentledger.schemas.approvals import APPROVALS_TOPIC, ApprovalState
 
 log = logging.getLogger(__name__)
 

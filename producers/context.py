@@ -17,16 +17,16 @@ import orjson
 from opentelemetry import trace
 from opentelemetry.trace import Span, Status, StatusCode
 
-from producers.identity import AgentIdentity
-from producers.ids import format_ts, uuid7
-from producers.pricing import PriceTable
-from producers.redaction import Redactor
-from producers.tracing import traceparent
-from schemas.integrity import GENESIS, event_hash, sign
+from agentledger.producers.identity import AgentIdentity
+from agentledger.producers.ids import format_ts, uuid7
+from agentledger.producers.pricing import PriceTable
+from agentledger.producers.redaction import Redactor
+from agentledger.producers.tracing import traceparent
+from agentledger.schemas.integrity import GENESIS, event_hash, sign
 
 
 class EventLedger(Protocol):
-    """What a run needs of its :class:`producers.emitter.Ledger`: who emits, the clock,
+    """What a run needs of its :class:`agentledger.producers.emitter.Ledger`: who emits, the clock,
     redaction, prices, the tracer, and a checked, signed send."""
 
     identity: AgentIdentity

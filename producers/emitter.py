@@ -9,7 +9,7 @@ dropped silently. The local buffer is bounded; when it is full for longer than
 instead of growing without limit.
 
 With ``spool_dir`` set, events are first written to an on-disk spool
-(:mod:`producers.spool`) and survive a broker outage of any length (up to the spool's
+(:mod:`agentledger.producers.spool`) and survive a broker outage of any length (up to the spool's
 size) and a restart of the agent process: a new ``Ledger`` on the same directory re-sends
 what was not acknowledged. Delivery then never times out; :meth:`Ledger.flush` raising
 ``DeliveryFailed`` means "not yet", the events stay spooled.
@@ -31,16 +31,16 @@ import orjson
 from confluent_kafka import KafkaError, Message, Producer
 from pydantic import ValidationError
 
-from core.kafka import client_config
-from core.settings import DEFAULT_REDACT_KEYS
-from producers.context import RunContext
-from producers.identity import AgentIdentity
-from producers.pricing import DEFAULT_PRICES, PriceTable
-from producers.redaction import Redactor
-from producers.spool import Spool, SpoolFull
-from producers.tracing import get_tracer
-from schemas import topics
-from schemas.events import BODY_MODELS, Envelope, validation_reason
+from agentledger.core.kafka import client_config
+from agentledger.core.settings import DEFAULT_REDACT_KEYS
+from agentledger.producers.context import RunContext
+from agentledger.producers.identity import AgentIdentity
+from agentledger.producers.pricing import DEFAULT_PRICES, PriceTable
+from agentledger.producers.redaction import Redactor
+from agentledger.producers.spool import Spool, SpoolFull
+from agentledger.producers.tracing import get_tracer
+from agentledger.schemas import topics
+from agentledger.schemas.events import BODY_MODELS, Envelope, validation_reason
 
 log = logging.getLogger(__name__)
 

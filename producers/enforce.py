@@ -2,12 +2,12 @@
 
 ``ToolGuard.call(run, tool, action, ...)`` is ``run.tool_call(...)`` with a gate in front:
 
-1. the control loop (:class:`~producers.guard.SafeModeGuard`, if given): breakers, safe
+1. the control loop (:class:`~agentledger.producers.guard.SafeModeGuard`, if given): breakers, safe
    mode, overrides, budgets — a refusal is recorded by the guard and raised;
-2. the policy (:class:`~producers.gate.Gate`, in process) on the redacted arguments:
+2. the policy (:class:`~agentledger.producers.gate.Gate`, in process) on the redacted arguments:
    *deny* is recorded as ``policy.decision`` and raised as :class:`ToolDenied` before the
    tool is touched; *escalate* is recorded, followed by ``approval.requested``, and the
-   call waits for the approvers (see :mod:`schemas.approvals`); *allow* returns the
+   call waits for the approvers (see :mod:`agentledger.schemas.approvals`); *allow* returns the
    tool-call context (allows of high-risk and money actions are recorded too, so an
    auditor sees which rule let a refund through).
 
@@ -28,22 +28,22 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-from producers.gate import Decision, Gate, PolicyError
-from producers.ids import uuid7
-from schemas.approvals import APPROVED, REJECTED
+from agentledger.producers.gate import Decision, Gate, PolicyError
+from agentledger.producers.ids import uuid7
+from agentledger.schemas.approvals import APPROVED, REJECTED
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-    from producers.approvals import ApprovalFollower
-    from producers.context import RunContext, ToolCallContext
+    from agentledger.producers.approvals import ApprovalFollower
+    from agentledger.producers.context import RunContext, ToolCallContext
 
 RECORD_ALLOW_RISKS = frozenset({"high", "money"})
 POLICY_UNAVAILABLE = "policy_unavailable"
 
 
 class ControlVerdict(Protocol):
-    """The control loop's answer (a :class:`producers.guard.Verdict`)."""
+    """The control loop's answer (a :class:`agentledger.producers.guard.Verdict`)."""
 
     @property
     def allowed(self) -> bool: ...
@@ -55,7 +55,7 @@ class ControlVerdict(Protocol):
 
 class ControlLoop(Protocol):
     """What a :class:`ToolGuard` asks of the control loop: a
-    :class:`producers.guard.SafeModeGuard`, which builds its ToolGuard itself."""
+    :class:`agentledger.producers.guard.SafeModeGuard`, which builds its ToolGuard itself."""
 
     def check(self, tool: str, mode: Literal["read", "write"], *,
               run: RunContext | None = None, action: str = "") -> ControlVerdict: ...

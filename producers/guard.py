@@ -13,7 +13,7 @@ Every refusal made for a run is emitted as a ``policy.decision`` event on that r
 
 The control loop answers "is this tool healthy and may this agent write now"; the tool
 policy answers "may this agent do this at all". :meth:`SafeModeGuard.with_policy` puts both
-in front of every tool call (see :mod:`producers.enforce`).
+in front of every tool call (see :mod:`agentledger.producers.enforce`).
 """
 
 from __future__ import annotations
@@ -29,9 +29,9 @@ from typing import TYPE_CHECKING, Any, Literal
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 from pydantic import ValidationError
 
-from core.kafka import client_config
-from schemas import topics
-from schemas.signals import (
+from agentledger.core.kafka import client_config
+from agentledger.schemas import topics
+from agentledger.schemas.signals import (
     CLEARED,
     EXCEEDED,
     HALTED,
@@ -46,10 +46,10 @@ from schemas.signals import (
 )
 
 if TYPE_CHECKING:
-    from producers.approvals import ApprovalFollower
-    from producers.context import RunContext
-    from producers.enforce import ToolGuard
-    from producers.gate import Gate, PolicyError
+    from agentledger.producers.approvals import ApprovalFollower
+    from agentledger.producers.context import RunContext
+    from agentledger.producers.enforce import ToolGuard
+    from agentledger.producers.gate import Gate, PolicyError
 
 log = logging.getLogger(__name__)
 
@@ -280,9 +280,9 @@ class SafeModeGuard:
 
     def with_policy(self, gate: Gate | PolicyError,
                     approvals: ApprovalFollower | None = None) -> ToolGuard:
-        """A :class:`~producers.enforce.ToolGuard`: this control-loop state, then the tool
+        """A :class:`~agentledger.producers.enforce.ToolGuard`: this control-loop state, then the tool
         policy (in process), then approvals, before every tool call."""
-        from producers.enforce import ToolGuard
+        from agentledger.producers.enforce import ToolGuard
 
         return ToolGuard(gate, control=self, approvals=approvals)
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from producers.emitter import Ledger
+from agentledger.producers.emitter import Ledger
 
 
 class MemoryLedger(Ledger):

@@ -1,9 +1,9 @@
 """Manual overrides of an agent's mode (``agentledger safe-mode``), published on
 ``agent.control`` beside the rules' own signals.
 
-An override is a :class:`~schemas.signals.ControlSignal` of kind ``override``, keyed like
+An override is a :class:`~agentledger.schemas.signals.ControlSignal` of kind ``override``, keyed like
 the rules' signals so the compacted topic keeps the newest; the
-:class:`~producers.guard.ControlFollower` in every agent reads it back like any other signal.
+:class:`~agentledger.producers.guard.ControlFollower` in every agent reads it back like any other signal.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from datetime import UTC, datetime
 
 from confluent_kafka import Producer
 
-from core.kafka import client_config
-from schemas import topics
-from schemas.signals import ControlSignal
+from agentledger.core.kafka import client_config
+from agentledger.schemas import topics
+from agentledger.schemas.signals import ControlSignal
 
 
 def publish_override(bootstrap: str, scope: str, state: str, reason: str, *, by: str,

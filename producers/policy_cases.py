@@ -27,7 +27,7 @@ from typing import Any
 
 import yaml
 
-from producers.gate import Decision, Gate, PolicyError
+from agentledger.producers.gate import Decision, Gate, PolicyError
 
 OUTCOMES = ("allow", "deny", "escalate")
 

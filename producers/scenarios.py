@@ -1,7 +1,7 @@
 """Scripted simulations in event time: ``healthy``, ``tool-outage``, ``runaway``.
 
 Minutes of agent traffic run in seconds: a :class:`SimClock` stamps events, and time
-moves in ticks. With a :class:`~producers.guard.ControlFollower` the run is *lockstep*:
+moves in ticks. With a :class:`~agentledger.producers.guard.ControlFollower` the run is *lockstep*:
 after each tick the driver waits (bounded) until the stream workers' heartbeats say they
 have decided up to that tick's event time, so agents see the control loop's verdicts at
 the same event time they would in real life, however slow or loaded the machine is.
@@ -23,11 +23,11 @@ from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
 
-from producers.context import RunContext
-from producers.emitter import Ledger
-from producers.guard import ControlFollower, SafeModeGuard
-from producers.identity import AgentIdentity
-from producers.simulator import Simulator
+from agentledger.producers.context import RunContext
+from agentledger.producers.emitter import Ledger
+from agentledger.producers.guard import ControlFollower, SafeModeGuard
+from agentledger.producers.identity import AgentIdentity
+from agentledger.producers.simulator import Simulator
 
 log = logging.getLogger(__name__)
 

@@ -11,11 +11,11 @@ Three workflows, each a plausible shape of production agent work:
 
 Tool failures happen at ``error_rate`` (or at ``failure_rate(tool, ts)``, for scripted
 scenarios); a run whose write fails ends in ``failure``, sometimes with a rollback. With
-guards, every tool call asks the agent's :class:`~producers.guard.SafeModeGuard` first
+guards, every tool call asks the agent's :class:`~agentledger.producers.guard.SafeModeGuard` first
 and a refused call ends the run ``aborted`` — simulated agents obey the control loop.
-Every tool call is also decided by the real tool-gating policy (:mod:`producers.gate`,
+Every tool call is also decided by the real tool-gating policy (:mod:`agentledger.producers.gate`,
 the packaged default unless another gate is given): denies and escalations are recorded
-as ``policy.decision`` exactly as the SDK's :class:`~producers.enforce.ToolGuard` does.
+as ``policy.decision`` exactly as the SDK's :class:`~agentledger.producers.enforce.ToolGuard` does.
 Everything is driven by one seeded RNG, so a seed reproduces the same runs (ids and times
 aside).
 """
@@ -28,13 +28,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from producers.context import RunContext
-from producers.emitter import Ledger
-from producers.enforce import RECORD_ALLOW_RISKS, ToolDenied, ToolGuard
-from producers.gate import Decision, Gate
-from producers.guard import SafeModeGuard
-from producers.identity import AgentIdentity
-from producers.ids import uuid7
+from agentledger.producers.context import RunContext
+from agentledger.producers.emitter import Ledger
+from agentledger.producers.enforce import RECORD_ALLOW_RISKS, ToolDenied, ToolGuard
+from agentledger.producers.gate import Decision, Gate
+from agentledger.producers.guard import SafeModeGuard
+from agentledger.producers.identity import AgentIdentity
+from agentledger.producers.ids import uuid7
 
 TENANTS = ("acme", "globex", "initech")
 MODELS = (

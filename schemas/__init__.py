@@ -3,7 +3,7 @@
 Everything else imports from here; this package imports nothing of the project.
 """
 
-from schemas.events import (
+from agentledger.schemas.events import (
     EVENT_MODELS,
     EVENT_TYPES,
     SCHEMA_VERSION,

@@ -59,7 +59,7 @@ class Migration:
 
 def migrations() -> list[Migration]:
     found = []
-    for entry in resources.files("schemas").joinpath("clickhouse").iterdir():
+    for entry in resources.files("agentledger.schemas").joinpath("clickhouse").iterdir():
         if entry.name.endswith(".sql"):
             version, _, name = entry.name.removesuffix(".sql").partition("_")
             sql = entry.read_text()

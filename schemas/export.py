@@ -1,4 +1,4 @@
-"""Export JSON Schema files to ``schemas/json/``: ``python -m schemas.export``.
+"""Export JSON Schema files to ``schemas/json/``: ``python -m agentledger.schemas.export``.
 
 One file per event type plus ``agent_event.json`` for the union. The files are committed
 so non-Python producers can validate against them; a test checks they match the models.
@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from schemas.events import EVENT_MODELS, json_schema
+from agentledger.schemas.events import EVENT_MODELS, json_schema
 
 JSON_DIR = Path(__file__).parent / "json"
 

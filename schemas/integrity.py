@@ -9,7 +9,7 @@ Canonical forms are versioned by the event's own ``canon`` field, which is insid
 hashed bytes (so it cannot be swapped without breaking the hash):
 
 - absent (legacy, every ledger written before ``canon`` existed): orjson with sorted keys;
-- ``"jcs"``: RFC 8785 (:mod:`schemas.canonical`), reproducible in any language; test
+- ``"jcs"``: RFC 8785 (:mod:`agentledger.schemas.canonical`), reproducible in any language; test
   vectors in ``schemas/test_vectors/canonical.json``.
 """
 
@@ -23,7 +23,7 @@ from typing import Any, Final
 
 import orjson
 
-from schemas.canonical import canonicalize
+from agentledger.schemas.canonical import canonicalize
 
 GENESIS: Final = "0" * 64
 _UNHASHED: Final = frozenset({"hash", "sig"})

@@ -1,4 +1,4 @@
-"""Test vectors of the ``jcs`` canonical form: ``python -m schemas.vectors`` writes
+"""Test vectors of the ``jcs`` canonical form: ``python -m agentledger.schemas.vectors`` writes
 ``schemas/test_vectors/canonical.json``.
 
 A producer in any language checks itself against the file: for each ``values`` entry its
@@ -16,8 +16,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from schemas.canonical import canonicalize
-from schemas.integrity import CANON_JCS, GENESIS, canonical_json, event_hash
+from agentledger.schemas.canonical import canonicalize
+from agentledger.schemas.integrity import CANON_JCS, GENESIS, canonical_json, event_hash
 
 VECTORS = Path(__file__).parent / "test_vectors" / "canonical.json"
 

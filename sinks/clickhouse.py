@@ -8,8 +8,8 @@ from typing import Any
 
 from clickhouse_connect.driver.client import Client
 
-from schemas.event_row import EVENT_COLUMNS
-from sinks.rows import (
+from agentledger.schemas.event_row import EVENT_COLUMNS
+from agentledger.sinks.rows import (
     HEARTBEAT_COLUMNS,
     METRIC_COLUMNS,
     REJECTED_COLUMNS,

@@ -1,9 +1,9 @@
 """The sink loop: Kafka → decode → batch → write (on a thread) → commit.
 
-Each step is a module with its guarantee beside it: :mod:`sinks.offsets` (no offset is
-skipped), :mod:`sinks.routes` (decode: every message becomes a row or a rejection),
-:mod:`sinks.clickhouse` (batch and insert), :mod:`sinks.writer` (ordered writes on a
-thread, retries), :mod:`sinks.dlq` (dead letters) and, here, the commit rule. The Kafka
+Each step is a module with its guarantee beside it: :mod:`agentledger.core.offsets` (no offset is
+skipped), :mod:`agentledger.sinks.routes` (decode: every message becomes a row or a rejection),
+:mod:`agentledger.sinks.clickhouse` (batch and insert), :mod:`agentledger.sinks.writer` (ordered writes on a
+thread, retries), :mod:`agentledger.sinks.dlq` (dead letters) and, here, the commit rule. The Kafka
 consumer is injected (anything with ``subscribe/consume/seek/commit/assignment/position/
 get_watermark_offsets/close``), so the loop runs against an in-memory stand-in in unit
 tests and the real broker elsewhere.
@@ -42,14 +42,14 @@ from typing import Any, Literal, Protocol
 
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
-from schemas import topics
-from sinks.clickhouse import Batch, BatchPolicy
-from sinks.decode import Rejection
-from sinks.dlq import refusal_row
-from sinks.offsets import GapGuard
-from sinks.routes import DecodeStep
-from sinks.rows import heartbeat_row
-from sinks.writer import DeadLetterQueue, Writer, WriteStep
+from agentledger.core.offsets import GapGuard
+from agentledger.schemas import topics
+from agentledger.sinks.clickhouse import Batch, BatchPolicy
+from agentledger.sinks.decode import Rejection
+from agentledger.sinks.dlq import refusal_row
+from agentledger.sinks.routes import DecodeStep
+from agentledger.sinks.rows import heartbeat_row
+from agentledger.sinks.writer import DeadLetterQueue, Writer, WriteStep
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +90,7 @@ class SinkStats:
     gaps_refetched: int = 0
     """times a partition skipped offsets and was read again from the missing one"""
     gaps_accepted: int = 0
-    """offsets never delivered after waiting for them (``sinks/offsets.py``)"""
+    """offsets never delivered after waiting for them (``core/offsets.py``)"""
     refusals_landed: int = 0
     """dead letters of the OTel intakes landed in ``rejected_events``"""
 

@@ -8,8 +8,8 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
-from schemas.events import parse_event, validation_reason
-from schemas.signals import ControlSignal, MetricWindow
+from agentledger.schemas.events import parse_event, validation_reason
+from agentledger.schemas.signals import ControlSignal, MetricWindow
 
 
 @dataclass(frozen=True, slots=True)

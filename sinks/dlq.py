@@ -26,8 +26,8 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
-from schemas import topics
-from sinks.decode import Rejection
+from agentledger.schemas import topics
+from agentledger.sinks.decode import Rejection
 
 PAYLOAD_KEEP_BYTES = 64 * 1024
 """What ``rejected_events.payload`` keeps of a rejected message (the DLQ keeps more)."""

@@ -13,7 +13,14 @@ import logging
 
 from clickhouse_connect.driver.client import Client
 
-from schemas.ddl import RETENTION, backfill_for, migrations, render, table_ttl_days, ttl_clause
+from agentledger.schemas.ddl import (
+    RETENTION,
+    backfill_for,
+    migrations,
+    render,
+    table_ttl_days,
+    ttl_clause,
+)
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ from typing import Any, Final
 
 import orjson
 
-from schemas.signals import ControlSignal, MetricWindow
+from agentledger.schemas.signals import ControlSignal, MetricWindow
 
 SIGNAL_COLUMNS: Final = (
     "ts", "emitted_at", "tenant", "kind", "scope", "rule", "state", "previous_state", "version",

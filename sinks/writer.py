@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
-from sinks.clickhouse import Batch
+from agentledger.sinks.clickhouse import Batch
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@
         a faust agent)──▶ agent.control (breaker / safe-mode / budget signals, heartbeats)
                           agent.metrics (tool health, unit economics)
 
-The fold takes agent.events a fetch at a time through :mod:`streams.transport` (faust's
+The fold takes agent.events a fetch at a time through :mod:`agentledger.streams.transport` (faust's
 record-at-a-time delivery cost more per event than the fold); its semantics are the same
 as a faust agent's and are written there.
 
@@ -32,15 +32,15 @@ import faust
 from faust.types import TP, Message, StreamT, TableT, TopicT
 from mode.types.signals import BaseSignalT
 
-from core.kafka import faust_config
-from core.settings import Settings
-from schemas import topics
-from schemas.signals import ALIVE, ControlSignal
-from streams.decide import BREAKERS, SAFE_MODES, Controller, Decisions
-from streams.facts import from_wire, to_wire
-from streams.fold import RunFolder
-from streams.policy import Policy
-from streams.transport import BatchDeliveryTransport
+from agentledger.core.kafka import faust_config
+from agentledger.core.settings import Settings
+from agentledger.schemas import topics
+from agentledger.schemas.signals import ALIVE, ControlSignal
+from agentledger.streams.decide import BREAKERS, SAFE_MODES, Controller, Decisions
+from agentledger.streams.facts import from_wire, to_wire
+from agentledger.streams.fold import RunFolder
+from agentledger.streams.policy import Policy
+from agentledger.streams.transport import BatchDeliveryTransport
 
 log = logging.getLogger(__name__)
 

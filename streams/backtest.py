@@ -13,10 +13,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from schemas.signals import ControlSignal
-from streams.decide import Controller
-from streams.facts import ToolResult
-from streams.policy import Policy
+from agentledger.schemas.signals import ControlSignal
+from agentledger.streams.decide import Controller
+from agentledger.streams.facts import ToolResult
+from agentledger.streams.policy import Policy
 
 
 @dataclass

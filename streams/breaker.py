@@ -28,9 +28,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from schemas.signals import CLOSED, HALF_OPEN, MAX_TRIGGER_IDS, OPEN
-from streams.policy import BreakerPolicy
-from streams.windows import CountWindow
+from agentledger.schemas.signals import CLOSED, HALF_OPEN, MAX_TRIGGER_IDS, OPEN
+from agentledger.streams.policy import BreakerPolicy
+from agentledger.streams.windows import CountWindow
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from streams.clocks import SourceClocks
-from streams.windows import CountWindow
+from agentledger.streams.clocks import SourceClocks
+from agentledger.streams.windows import CountWindow
 
 
 class ToolCallers:

@@ -5,7 +5,7 @@ tool, safe mode per (agent, rule), tool health and unit-economics windows. It re
 to publish; the faust layer publishes it and persists the state this returns in
 ``state`` — only when a breaker or safe mode actually changed, never per event.
 
-Time: every agent is its own event-time clock (:mod:`streams.clocks`). Its windows, its
+Time: every agent is its own event-time clock (:mod:`agentledger.streams.clocks`). Its windows, its
 safe-mode hold and its share of a breaker are read on that clock, so one producer's clock
 (skewed, replaying, lagging) never moves anyone else's decisions. The pure code here is
 shared by the worker, ``bench/bench_decisions.py`` and ``agentledger control backtest``.
@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from schemas.signals import (
+from agentledger.schemas.signals import (
     OPEN,
     ControlSignal,
     MetricWindow,
@@ -26,11 +26,11 @@ from schemas.signals import (
     breaker_scope,
     control_key,
 )
-from streams.breaker import Breaker, Transition
-from streams.callers import ToolCallers
-from streams.clocks import SourceClocks
-from streams.economics import Economics
-from streams.facts import (
+from agentledger.streams.breaker import Breaker, Transition
+from agentledger.streams.callers import ToolCallers
+from agentledger.streams.clocks import SourceClocks
+from agentledger.streams.economics import Economics
+from agentledger.streams.facts import (
     ApprovalResolved,
     Fact,
     Override,
@@ -42,10 +42,10 @@ from streams.facts import (
     ToolCall,
     ToolResult,
 )
-from streams.health import ToolHealth
-from streams.policy import Policy
-from streams.safemode import SafeMode
-from streams.windows import CountWindow
+from agentledger.streams.health import ToolHealth
+from agentledger.streams.policy import Policy
+from agentledger.streams.safemode import SafeMode
+from agentledger.streams.windows import CountWindow
 
 BREAKERS = "breakers"
 SAFE_MODES = "safe_modes"

@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from schemas.signals import MetricWindow
+from agentledger.schemas.signals import MetricWindow
 
 COUNTERS = ("runs", "successes", "failures", "aborted", "rolled_back", "spend_micros",
             "tool_calls", "policy_decisions", "policy_denies", "escalations", "approvals",

@@ -21,9 +21,9 @@ from typing import Any
 
 import orjson
 
-from schemas.signals import EXCEEDED, ControlSignal, run_scope
-from streams.budgets import RunState, to_micros
-from streams.facts import (
+from agentledger.schemas.signals import EXCEEDED, ControlSignal, run_scope
+from agentledger.streams.budgets import RunState, to_micros
+from agentledger.streams.facts import (
     ApprovalResolved,
     Fact,
     Override,
@@ -34,7 +34,7 @@ from streams.facts import (
     ToolCall,
     ToolResult,
 )
-from streams.policy import Policy
+from agentledger.streams.policy import Policy
 
 
 def parse_ts(text: str) -> float:

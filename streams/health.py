@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from schemas.signals import MetricWindow
-from streams.windows import HopWindow
+from agentledger.schemas.signals import MetricWindow
+from agentledger.streams.windows import HopWindow
 
 
 class ToolHealth:

@@ -209,7 +209,7 @@ def parse_policy(text: str, source: str = "<policy>") -> Policy:
 def load_policy(path: str | Path | None = None) -> Policy:
     """The policy at ``path``, or the packaged default policy when ``path`` is None."""
     if path is None:
-        text = resources.files("streams").joinpath("default_policy.yaml").read_text()
+        text = resources.files("agentledger.streams").joinpath("default_policy.yaml").read_text()
         return parse_policy(text, "default_policy.yaml")
     p = Path(path)
     try:

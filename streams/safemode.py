@@ -24,7 +24,7 @@ in at most 10,000, by construction, whatever its volume. See docs/control-loop.m
 
 Times here are the agent's own *mapped* event time (``streams/clocks.py``); transitions
 carry raw time (``mapped + offset``). Manual overrides are not decided here: they are their
-own control records, and :class:`producers.guard.SafeModeGuard` gives them precedence.
+own control records, and :class:`agentledger.producers.guard.SafeModeGuard` gives them precedence.
 """
 
 from __future__ import annotations
@@ -32,11 +32,11 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from schemas.signals import HALTED, NORMAL, READ_ONLY
-from streams.breaker import Transition
-from streams.policy import SafeModeRule
-from streams.stats import critical_failures, lower_bound
-from streams.windows import CountWindow
+from agentledger.schemas.signals import HALTED, NORMAL, READ_ONLY
+from agentledger.streams.breaker import Transition
+from agentledger.streams.policy import SafeModeRule
+from agentledger.streams.stats import critical_failures, lower_bound
+from agentledger.streams.windows import CountWindow
 
 DEGRADED_STATE = {"degrade_to_read_only": READ_ONLY, "halt": HALTED}
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from schemas.signals import MAX_TRIGGER_IDS
+from agentledger.schemas.signals import MAX_TRIGGER_IDS
 
 _IDS_PER_BUCKET = 5
 

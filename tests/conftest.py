@@ -11,9 +11,9 @@ import pytest
 from confluent_kafka import Consumer
 
 from agentledger.broker import EmbeddedBroker
-from core.kafka import client_config, default_topics, ensure_topics
-from core.settings import Settings
-from producers.emitter import AgentIdentity, Ledger
+from agentledger.core.kafka import client_config, default_topics, ensure_topics
+from agentledger.core.settings import Settings
+from agentledger.producers.emitter import AgentIdentity, Ledger
 
 
 @pytest.fixture

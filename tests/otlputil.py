@@ -11,11 +11,11 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import Status, StatusCode
 
-from producers.otlp.catalogue import ToolCatalogue
-from producers.otlp.decode import SpanRecord
-from producers.otlp.mapping import map_span
-from producers.otlp.runs import Assembler
-from schemas.events import parse_event
+from agentledger.intake.catalogue import ToolCatalogue
+from agentledger.intake.mapping import map_span
+from agentledger.intake.runs import Assembler
+from agentledger.intake.spans import SpanRecord
+from agentledger.schemas.events import parse_event
 
 T0 = 1_790_000_000 * 10**9  # 2026-09-21, inside the envelope's range
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import threading
 
+from agentledger.core.settings import Settings
+from agentledger.core.store import client_for
 from agentledger.services import build_sink, open_store
-from core.settings import Settings
-from core.store import client_for
-from sinks.consumer import SinkStats
+from agentledger.sinks.consumer import SinkStats
 from tests.helpers import wait_for
 
 
@@ -91,7 +91,7 @@ def api_scalar(settings: Settings, sql: str) -> int:
     """One number from the store API of the process owning the store, -1 if none answers."""
     import httpx
 
-    from core import discovery
+    from agentledger.core import discovery
 
     info = discovery.lookup(settings, discovery.STORE_FILE)
     if not info:

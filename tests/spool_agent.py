@@ -6,7 +6,7 @@ from __future__ import annotations
 import sys
 import time
 
-from producers.emitter import AgentIdentity, Ledger
+from agentledger.producers.emitter import AgentIdentity, Ledger
 
 IDENTITY = AgentIdentity(tenant="acme", agent="spool-bot", agent_version="1.0.0",
                          principal="svc-spool")

@@ -9,10 +9,10 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from producers.emitter import Ledger
-from producers.guard import ControlFollower
-from producers.scenarios import OUTAGE_TOOL, SimClock
-from schemas.signals import ControlSignal
+from agentledger.producers.emitter import Ledger
+from agentledger.producers.guard import ControlFollower
+from agentledger.producers.scenarios import OUTAGE_TOOL, SimClock
+from agentledger.schemas.signals import ControlSignal
 from tests.conftest import CLI
 from tests.helpers import wait_for
 

@@ -9,10 +9,10 @@ import pytest
 from confluent_kafka import Producer
 
 from agentledger.broker import EmbeddedBroker, free_port
-from core.kafka import client_config, default_topics, ensure_topics
-from producers.guard import ControlFollower
-from schemas import topics
-from schemas.signals import ControlSignal
+from agentledger.core.kafka import client_config, default_topics, ensure_topics
+from agentledger.producers.guard import ControlFollower
+from agentledger.schemas import topics
+from agentledger.schemas.signals import ControlSignal
 from tests.helpers import wait_for
 
 pytestmark = pytest.mark.integration

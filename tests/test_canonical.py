@@ -10,16 +10,16 @@ from pathlib import Path
 import orjson
 import pytest
 
-from schemas.canonical import NotCanonicalizable, canonicalize, canonicalize_slow
-from schemas.integrity import GENESIS, canonical_json, event_hash, verify_chain
-from schemas.vectors import VECTORS, generated
+from agentledger.schemas.canonical import NotCanonicalizable, canonicalize, canonicalize_slow
+from agentledger.schemas.integrity import GENESIS, canonical_json, event_hash, verify_chain
+from agentledger.schemas.vectors import VECTORS, generated
 from tests.test_otlp_intake import npm_install
 
 DOCUMENT = json.loads(VECTORS.read_text())
 
 
 def test_committed_vectors_match_the_generator():
-    assert VECTORS.read_text() == generated(), "run: python -m schemas.vectors"
+    assert VECTORS.read_text() == generated(), "run: python -m agentledger.schemas.vectors"
 
 
 @pytest.mark.parametrize("case", DOCUMENT["values"], ids=lambda c: c["canonical"][:30])

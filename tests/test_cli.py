@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from core import discovery
+from agentledger.core import discovery
 from tests.conftest import CLI
 from tests.helpers import wait_for
 

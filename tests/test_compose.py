@@ -6,7 +6,7 @@ from pathlib import Path
 
 import yaml
 
-from core.settings import Settings
+from agentledger.core.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
@@ -133,7 +133,7 @@ def test_grafana_provisions_the_generated_alert_rules():
 
 
 def test_collector_routes_otlp_to_the_intake_topic_and_compose_runs_the_intake():
-    from agentledger.intake import OTLP_TOPIC
+    from agentledger.intake.kafka_loop import OTLP_TOPIC
 
     config = yaml.safe_load((ROOT / "deploy/otel-collector.yaml").read_text())
     kafka = config["exporters"]["kafka"]

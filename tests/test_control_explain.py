@@ -11,12 +11,12 @@ import pytest
 from agentledger.api_client import LedgerClient
 from agentledger.auth import KeyRing, entry_for, new_key
 from agentledger.cli.control import run_backtest
+from agentledger.core.settings import Settings
+from agentledger.producers.emitter import Ledger
+from agentledger.producers.guard import ControlFollower
+from agentledger.producers.scenarios import OUTAGE_TOOL, run_scenario
 from agentledger.services import start_api
-from core.settings import Settings
-from producers.emitter import Ledger
-from producers.guard import ControlFollower
-from producers.scenarios import OUTAGE_TOOL, run_scenario
-from streams.policy import load_policy
+from agentledger.streams.policy import load_policy
 from tests.helpers import wait_for
 from tests.sinkutil import SinkThread
 from tests.streamutil import StreamWorker
@@ -81,7 +81,7 @@ def test_explain_names_the_trigger_and_backtest_reproduces_the_transitions(
             assert shown.exit_code == 0, shown.output
             assert "last tripped" in shown.output and trip["triggered_by"][-1] in shown.output
             policy = tmp_path / "policy.yaml"
-            policy.write_text(resources.files("streams").joinpath(
+            policy.write_text(resources.files("agentledger.streams").joinpath(
                 "default_policy.yaml").read_text())
             done = CliRunner().invoke(cli.app, ["policy", "backtest", str(policy),
                                                 "--since", "1d"])

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from core.settings import Settings
-from producers.emitter import Ledger
-from producers.guard import ControlFollower
-from producers.simulator import Simulator
+from agentledger.core.settings import Settings
+from agentledger.producers.emitter import Ledger
+from agentledger.producers.guard import ControlFollower
+from agentledger.producers.simulator import Simulator
 from tests.conftest import CLI
 from tests.helpers import wait_for
 from tests.streamutil import StreamWorker
@@ -93,8 +93,8 @@ def test_paused_worker_is_reported_behind_then_caught_up(
 
 
 def test_offsets_the_consumer_skipped_are_counted(settings: Settings) -> None:
-    from streams.app import ControlLoop
-    from streams.policy import load_policy
+    from agentledger.streams.app import ControlLoop
+    from agentledger.streams.policy import load_policy
 
     loop = ControlLoop(settings, "127.0.0.1:9", load_policy(), worker_id="unit")
     for partition, offset in ((0, 5), (0, 6), (1, 0), (0, 9), (0, 3), (1, 1)):

@@ -8,17 +8,25 @@ from pathlib import Path
 import orjson
 import pytest
 
-from schemas.signals import CLEARED, CLOSED, HALF_OPEN, NORMAL, OPEN, READ_ONLY, ControlSignal
-from streams.breaker import Breaker
-from streams.budgets import RunState, to_micros
-from streams.decide import Controller
-from streams.economics import Economics
-from streams.facts import ToolResult
-from streams.fold import RunFolder
-from streams.policy import BreakerPolicy, PolicyError, load_policy, parse_policy
-from streams.safemode import SafeMode
-from streams.stats import critical_failures, lower_bound, upper_tail
-from streams.windows import CountWindow, p95
+from agentledger.schemas.signals import (
+    CLEARED,
+    CLOSED,
+    HALF_OPEN,
+    NORMAL,
+    OPEN,
+    READ_ONLY,
+    ControlSignal,
+)
+from agentledger.streams.breaker import Breaker
+from agentledger.streams.budgets import RunState, to_micros
+from agentledger.streams.decide import Controller
+from agentledger.streams.economics import Economics
+from agentledger.streams.facts import ToolResult
+from agentledger.streams.fold import RunFolder
+from agentledger.streams.policy import BreakerPolicy, PolicyError, load_policy, parse_policy
+from agentledger.streams.safemode import SafeMode
+from agentledger.streams.stats import critical_failures, lower_bound, upper_tail
+from agentledger.streams.windows import CountWindow, p95
 
 POLICY = load_policy()
 
@@ -296,7 +304,7 @@ class _Follower:
         self.silent_for = 0.0
 
     def get(self, kind: str, scope: str, rule: str = "") -> ControlSignal | None:
-        from schemas.signals import control_key
+        from agentledger.schemas.signals import control_key
 
         return self.state.get(control_key(kind, scope, rule))
 
@@ -308,7 +316,7 @@ class _Follower:
 
 
 def test_guard_precedence() -> None:
-    from producers.guard import SafeModeGuard
+    from agentledger.producers.guard import SafeModeGuard
 
     f = _Follower()
     g = SafeModeGuard(f, "acme", "crm", stale_after_s=5)  # type: ignore[arg-type]
@@ -364,7 +372,7 @@ def test_policy_accepts_and_ignores_a_tool_catalogue() -> None:
 
 
 def test_facts_round_trip_the_wire_compactly() -> None:
-    from streams.facts import Override, RunFinished, Spend, ToolCall, from_wire, to_wire
+    from agentledger.streams.facts import Override, RunFinished, Spend, ToolCall, from_wire, to_wire
 
     facts = [ToolResult(1.5, "bot", "crm", "error", 12.0, "e1", "HTTP500"),
              Spend(2.0, "bot", "wf", 1200), RunFinished(3.0, "bot", "wf", "success"),

@@ -11,13 +11,13 @@ from pathlib import Path
 import orjson
 import pytest
 
-from core.settings import Settings
-from producers.emitter import AgentIdentity, Ledger
-from producers.guard import ControlFollower, SafeModeGuard
-from producers.scenarios import OUTAGE_END_S, OUTAGE_TOOL, SimClock, run_scenario
-from schemas import topics
-from schemas.signals import CLOSED, HALF_OPEN, NORMAL, OPEN, READ_ONLY, ControlSignal
-from streams.policy import load_policy
+from agentledger.core.settings import Settings
+from agentledger.producers.emitter import AgentIdentity, Ledger
+from agentledger.producers.guard import ControlFollower, SafeModeGuard
+from agentledger.producers.scenarios import OUTAGE_END_S, OUTAGE_TOOL, SimClock, run_scenario
+from agentledger.schemas import topics
+from agentledger.schemas.signals import CLOSED, HALF_OPEN, NORMAL, OPEN, READ_ONLY, ControlSignal
+from agentledger.streams.policy import load_policy
 from tests.conftest import CLI, consume_all
 from tests.helpers import wait_for
 from tests.sinkutil import SinkThread

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from core.settings import Settings
-from producers.emitter import AgentIdentity, Ledger
-from producers.guard import ControlFollower
-from producers.scenarios import OUTAGE_TOOL, SimClock
-from schemas.signals import HALF_OPEN, OPEN
-from streams.policy import load_policy
+from agentledger.core.settings import Settings
+from agentledger.producers.emitter import AgentIdentity, Ledger
+from agentledger.producers.guard import ControlFollower
+from agentledger.producers.scenarios import OUTAGE_TOOL, SimClock
+from agentledger.schemas.signals import HALF_OPEN, OPEN
+from agentledger.streams.policy import load_policy
 from tests.helpers import wait_for
 from tests.streamutil import StreamWorker, control_records, outage_calls
 

@@ -4,12 +4,12 @@ Pure decision code, no Kafka."""
 
 from __future__ import annotations
 
-from schemas.signals import NORMAL, READ_ONLY, ControlSignal
-from streams.decide import Controller
-from streams.facts import ToolResult
-from streams.policy import load_policy, parse_policy
-from streams.safemode import SafeMode
-from streams.windows import CountWindow
+from agentledger.schemas.signals import NORMAL, READ_ONLY, ControlSignal
+from agentledger.streams.decide import Controller
+from agentledger.streams.facts import ToolResult
+from agentledger.streams.policy import load_policy, parse_policy
+from agentledger.streams.safemode import SafeMode
+from agentledger.streams.windows import CountWindow
 
 POLICY = load_policy()
 

@@ -13,13 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from core.settings import Settings
-from producers.emitter import AgentIdentity, Ledger
-from producers.guard import ControlFollower
-from producers.scenarios import OUTAGE_TOOL, SimClock, run_scenario
-from producers.simulator import Simulator
-from schemas.signals import CLOSED, HALF_OPEN, NORMAL, OPEN, READ_ONLY, ControlSignal
-from streams.policy import load_policy
+from agentledger.core.settings import Settings
+from agentledger.producers.emitter import AgentIdentity, Ledger
+from agentledger.producers.guard import ControlFollower
+from agentledger.producers.scenarios import OUTAGE_TOOL, SimClock, run_scenario
+from agentledger.producers.simulator import Simulator
+from agentledger.schemas.signals import CLOSED, HALF_OPEN, NORMAL, OPEN, READ_ONLY, ControlSignal
+from agentledger.streams.policy import load_policy
 from tests.helpers import wait_for
 from tests.streamutil import StreamWorker, control_records
 

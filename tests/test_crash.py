@@ -9,10 +9,10 @@ import threading
 
 import pytest
 
-from core.kafka import client_config
-from core.settings import Settings
-from producers.emitter import Ledger
-from producers.simulator import Simulator
+from agentledger.core.kafka import client_config
+from agentledger.core.settings import Settings
+from agentledger.producers.emitter import Ledger
+from agentledger.producers.simulator import Simulator
 from tests.conftest import CLI
 from tests.helpers import wait_for
 from tests.sinkutil import api_scalar, query, summary_rows

@@ -16,20 +16,20 @@ from typing import Any
 import pytest
 from confluent_kafka import Producer
 
+from agentledger.core import discovery
+from agentledger.core.kafka import client_config
+from agentledger.core.settings import Settings
+from agentledger.dashboards.alerts import RULES, evaluate
+from agentledger.dashboards.build import ALERTING_FILE, dashboard, generated
+from agentledger.dashboards.check import run_panels, shape_problem
+from agentledger.dashboards.macros import expand, sqlstring
+from agentledger.dashboards.panels import DASHBOARDS, DATASOURCE_TYPE, DATASOURCE_UID
+from agentledger.producers.emitter import Ledger
+from agentledger.producers.guard import ControlFollower
+from agentledger.producers.scenarios import run_scenario
+from agentledger.producers.simulator import Simulator
+from agentledger.schemas import topics
 from agentledger.services import open_store, start_api
-from core import discovery
-from core.kafka import client_config
-from core.settings import Settings
-from dashboards.alerts import RULES, evaluate
-from dashboards.build import ALERTING_FILE, dashboard, generated
-from dashboards.check import run_panels, shape_problem
-from dashboards.macros import expand, sqlstring
-from dashboards.panels import DASHBOARDS, DATASOURCE_TYPE, DATASOURCE_UID
-from producers.emitter import Ledger
-from producers.guard import ControlFollower
-from producers.scenarios import run_scenario
-from producers.simulator import Simulator
-from schemas import topics
 from tests.cdp import Browser
 from tests.conftest import CLI
 from tests.helpers import wait_for
@@ -111,7 +111,7 @@ def filled(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
     import os
 
     from agentledger.broker import EmbeddedBroker
-    from core.kafka import default_topics, ensure_topics
+    from agentledger.core.kafka import default_topics, ensure_topics
 
     data = tmp_path_factory.mktemp("dash")
     with EmbeddedBroker() as broker:

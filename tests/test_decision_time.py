@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import random
 
-from schemas.signals import CLOSED, HALF_OPEN, NORMAL, OPEN, READ_ONLY
-from streams.clocks import SourceClocks
-from streams.decide import Controller, Decisions
-from streams.facts import ToolResult
-from streams.policy import load_policy
+from agentledger.schemas.signals import CLOSED, HALF_OPEN, NORMAL, OPEN, READ_ONLY
+from agentledger.streams.clocks import SourceClocks
+from agentledger.streams.decide import Controller, Decisions
+from agentledger.streams.facts import ToolResult
+from agentledger.streams.policy import load_policy
 
 POLICY = load_policy()
 T0 = 1_800_000_000.0

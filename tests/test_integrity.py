@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 
-from schemas.integrity import GENESIS, event_hash, sign, verify_chain
+from agentledger.schemas.integrity import GENESIS, event_hash, sign, verify_chain
 
 
 def chain(n: int = 5, key: bytes | None = None) -> list[dict]:

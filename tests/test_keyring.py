@@ -13,7 +13,7 @@ from agentledger.auth import (
     mint_operator_key,
     new_key,
 )
-from core.settings import Settings
+from agentledger.core.settings import Settings
 
 
 def test_reloading_key_ring_takes_new_keys_and_a_new_operator_key(tmp_path: Path) -> None:

@@ -29,21 +29,21 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 
 from agentledger.auth import append_entry, entry_for, new_key
 from agentledger.broker import EmbeddedBroker
-from agentledger.intake import KafkaIntake
-from agentledger.otlp_publish import Publisher
+from agentledger.core import discovery
+from agentledger.core.kafka import TopicSpec, client_config, default_topics, ensure_topics
+from agentledger.core.settings import Settings
+from agentledger.core.store import client_for
+from agentledger.intake.kafka_loop import KafkaIntake
+from agentledger.intake.publisher import Publisher
+from agentledger.intake.runs import Assembler
+from agentledger.intake.spans import decode_protobuf
+from agentledger.schemas import topics
+from agentledger.schemas.integrity import verify_chain
+from agentledger.schemas.signals import ControlSignal
 from agentledger.services import ApiServer, start_api
-from core import discovery
-from core.kafka import TopicSpec, client_config, default_topics, ensure_topics
-from core.settings import Settings
-from core.store import client_for
-from producers.otlp.decode import decode_protobuf
-from producers.otlp.runs import Assembler
-from schemas import topics
-from schemas.integrity import verify_chain
-from schemas.signals import ControlSignal
-from streams.decide import Controller
-from streams.fold import RunFolder
-from streams.policy import parse_policy
+from agentledger.streams.decide import Controller
+from agentledger.streams.fold import RunFolder
+from agentledger.streams.policy import parse_policy
 from tests.conftest import CLI, consume_all
 from tests.helpers import wait_for
 from tests.otlputil import agent_run, request_bytes, request_json, run_spans

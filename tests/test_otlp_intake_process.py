@@ -22,9 +22,9 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 
 from agentledger.auth import append_entry, entry_for, new_key
-from core import discovery
-from core.kafka import TopicSpec, client_config, ensure_topics
-from core.settings import Settings
+from agentledger.core import discovery
+from agentledger.core.kafka import TopicSpec, client_config, ensure_topics
+from agentledger.core.settings import Settings
 from tests.conftest import CLI
 from tests.helpers import wait_for
 from tests.otlputil import request_bytes, run_spans

@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from producers.otlp.catalogue import CatalogueError, load_catalogue
-from producers.otlp.mapping import map_span
+from agentledger.intake.catalogue import CatalogueError, load_catalogue
+from agentledger.intake.mapping import map_span
 from tests.otlputil import (
     ROOT_SPAN,
     T0,

@@ -8,10 +8,10 @@ from typing import Any
 import orjson
 import pytest
 
-from producers.otlp.decode import PayloadError, SpanRecord, decode_json, decode_protobuf
-from producers.otlp.mapping import MappingError, map_span
-from producers.otlp.runs import Assembler, build_run, event_id
-from schemas.integrity import verify_chain
+from agentledger.intake.mapping import MappingError, map_span
+from agentledger.intake.runs import Assembler, build_run, event_id
+from agentledger.intake.spans import PayloadError, SpanRecord, decode_json, decode_protobuf
+from agentledger.schemas.integrity import verify_chain
 from tests.otlputil import (
     NONE,
     T0,
@@ -110,7 +110,7 @@ def test_bad_spans_are_refused_with_a_reason(change: dict[str, Any], reason: str
     span = record({"gen_ai.operation.name": "chat"})
     for key, value in change.items():
         setattr(span, key, value)
-    from producers.otlp.decode import check
+    from agentledger.intake.spans import check
 
     span.problem = check(span)
     with pytest.raises(MappingError) as caught:
@@ -176,7 +176,7 @@ def test_bad_otlp_json_is_refused_whole_with_a_reason(body: bytes, words: str):
 
 
 def test_kafka_commit_point_never_splits_a_run_and_revoked_partitions_forget_open_traces():
-    from agentledger.intake import commit_point
+    from agentledger.intake.kafka_loop import commit_point
 
     assert commit_point(10, None, []) == (10, [])
     assert commit_point(10, 4, []) == (4, [])  # an open trace began at offset 4
@@ -195,8 +195,8 @@ def test_kafka_commit_point_never_splits_a_run_and_revoked_partitions_forget_ope
 
 
 def test_http_intake_sends_unacknowledged_events_again_and_counts_them_as_backlog():
+    from agentledger.intake.publisher import PublishFailed
     from agentledger.otlp_http import HttpIntake
-    from agentledger.otlp_publish import PublishFailed
 
     class FlakyKafka:
         def __init__(self) -> None:

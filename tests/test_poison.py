@@ -9,10 +9,10 @@ import subprocess
 import pytest
 from confluent_kafka import Producer
 
-from core.kafka import client_config
-from producers.emitter import Ledger
-from producers.simulator import Simulator
-from schemas import topics
+from agentledger.core.kafka import client_config
+from agentledger.producers.emitter import Ledger
+from agentledger.producers.simulator import Simulator
+from agentledger.schemas import topics
 from tests.conftest import CLI, consume_all
 from tests.helpers import wait_for
 from tests.sinkutil import api_scalar, query

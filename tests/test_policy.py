@@ -12,13 +12,13 @@ from typing import Any
 
 import pytest
 
-from producers.emitter import AgentIdentity, Ledger
-from producers.enforce import POLICY_UNAVAILABLE, ToolDenied, ToolGuard, load_gate
-from producers.gate import DEFAULT_DIR, Gate, PolicyError
-from producers.policy_cases import diff, load_cases, run_cases
-from producers.simulator import Simulator
-from schemas.events import parse_event
-from schemas.integrity import verify_chain
+from agentledger.producers.emitter import AgentIdentity, Ledger
+from agentledger.producers.enforce import POLICY_UNAVAILABLE, ToolDenied, ToolGuard, load_gate
+from agentledger.producers.gate import DEFAULT_DIR, Gate, PolicyError
+from agentledger.producers.policy_cases import diff, load_cases, run_cases
+from agentledger.producers.simulator import Simulator
+from agentledger.schemas.events import parse_event
+from agentledger.schemas.integrity import verify_chain
 from tests.conftest import CLI
 
 
@@ -210,8 +210,8 @@ class Follower:
 def test_an_agent_resumes_a_pending_approval_later_by_its_id(gate: Gate):
     from datetime import UTC, datetime
 
-    from producers.enforce import ApprovalPending
-    from schemas.approvals import ApprovalState, Vote
+    from agentledger.producers.enforce import ApprovalPending
+    from agentledger.schemas.approvals import ApprovalState, Vote
 
     follower = Follower()
     ledger = _ledger("refund-agent")

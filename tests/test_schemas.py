@@ -8,8 +8,8 @@ import orjson
 import pytest
 from pydantic import ValidationError
 
-from schemas.events import EVENT_TYPES, parse_event, parse_event_json, validation_reason
-from schemas.export import JSON_DIR, generated
+from agentledger.schemas.events import EVENT_TYPES, parse_event, parse_event_json, validation_reason
+from agentledger.schemas.export import JSON_DIR, generated
 
 ENVELOPE = {
     "schema_version": 1,
@@ -124,4 +124,4 @@ def test_bad_bodies_are_rejected_naming_the_field(event_type, body_change, field
 def test_committed_json_schema_files_match_the_models():
     expected = generated()
     on_disk = {p.name: p.read_text() for p in JSON_DIR.glob("*.json")}
-    assert on_disk == expected, "run `python -m schemas.export` and commit schemas/json"
+    assert on_disk == expected, "run `python -m agentledger.schemas.export` and commit schemas/json"

@@ -8,11 +8,11 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from core.kafka import client_config
-from producers.emitter import BufferFull, DeliveryFailed, InvalidEvent, Ledger
-from schemas import topics
-from schemas.events import parse_event_json
-from schemas.integrity import verify_chain
+from agentledger.core.kafka import client_config
+from agentledger.producers.emitter import BufferFull, DeliveryFailed, InvalidEvent, Ledger
+from agentledger.schemas import topics
+from agentledger.schemas.events import parse_event_json
+from agentledger.schemas.integrity import verify_chain
 from tests.conftest import consume_all
 
 pytestmark = pytest.mark.integration

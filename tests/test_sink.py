@@ -10,12 +10,12 @@ import orjson
 import pytest
 from confluent_kafka import Producer
 
-from core.kafka import client_config
-from core.store import client_for
-from producers.emitter import Ledger
-from producers.simulator import Simulator
-from schemas import topics
-from schemas.integrity import verify_chain
+from agentledger.core.kafka import client_config
+from agentledger.core.store import client_for
+from agentledger.producers.emitter import Ledger
+from agentledger.producers.simulator import Simulator
+from agentledger.schemas import topics
+from agentledger.schemas.integrity import verify_chain
 from tests.conftest import consume_all
 from tests.sinkutil import query, run_sink, summary_rows
 

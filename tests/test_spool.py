@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from agentledger.broker import EmbeddedBroker, free_port
-from core.kafka import client_config, default_topics, ensure_topics
-from core.settings import Settings
-from producers.spool import Spool, SpoolFull
+from agentledger.core.kafka import client_config, default_topics, ensure_topics
+from agentledger.core.settings import Settings
+from agentledger.producers.spool import Spool, SpoolFull
 from tests.sinkutil import query, run_sink
 
 

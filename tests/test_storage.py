@@ -10,16 +10,16 @@ from typing import Any
 import orjson
 import pytest
 
+from agentledger.core.settings import Settings
+from agentledger.core.store import client_for
+from agentledger.producers.memory import MemoryLedger
+from agentledger.producers.simulator import Simulator
 from agentledger.queries import margins, operations
 from agentledger.queries.common import ALL
+from agentledger.schemas.ddl import table_ttl_days
+from agentledger.schemas.event_row import EVENT_COLUMNS, event_row
 from agentledger.services import open_store
-from core.settings import Settings
-from core.store import client_for
-from producers.memory import MemoryLedger
-from producers.simulator import Simulator
-from schemas.ddl import table_ttl_days
-from schemas.event_row import EVENT_COLUMNS, event_row
-from sinks.migrate import migrate
+from agentledger.sinks.migrate import migrate
 
 pytestmark = pytest.mark.integration
 

@@ -15,8 +15,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from core import discovery
-from core.settings import Settings
+from agentledger.core import discovery
+from agentledger.core.settings import Settings
 from tests.conftest import CLI
 from tests.helpers import wait_for
 

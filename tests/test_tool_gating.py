@@ -21,14 +21,14 @@ from typing import Any
 import pytest
 
 from agentledger.auth import KeyRing, entry_for, new_key
+from agentledger.core import discovery
+from agentledger.core.settings import Settings
+from agentledger.core.store import client_for
+from agentledger.producers.approvals import ApprovalFollower
+from agentledger.producers.emitter import AgentIdentity, Ledger
+from agentledger.producers.enforce import ApprovalExpired, ToolDenied, ToolGuard
+from agentledger.producers.gate import DEFAULT_DIR, Gate
 from agentledger.services import start_api
-from core import discovery
-from core.settings import Settings
-from core.store import client_for
-from producers.approvals import ApprovalFollower
-from producers.emitter import AgentIdentity, Ledger
-from producers.enforce import ApprovalExpired, ToolDenied, ToolGuard
-from producers.gate import DEFAULT_DIR, Gate
 from tests.conftest import CLI
 from tests.helpers import wait_for
 from tests.sinkutil import SinkThread

@@ -25,7 +25,7 @@ from agentledger.api.responses import OrjsonResponse
 from agentledger.auth import Principal
 from agentledger.queries import approvals as q
 from agentledger.queries.common import Scope, parse_time
-from schemas.approvals import (
+from agentledger.schemas.approvals import (
     APPROVALS_TOPIC,
     APPROVED,
     EXPIRED,
@@ -50,8 +50,8 @@ class ApprovalDesk:
     def __init__(self, bootstrap: str, security: dict[str, str] | None = None):
         from confluent_kafka import Producer
 
-        from core.kafka import client_config
-        from producers.approvals import ApprovalFollower
+        from agentledger.core.kafka import client_config
+        from agentledger.producers.approvals import ApprovalFollower
 
         self.follower = ApprovalFollower(bootstrap, security=security).start()
         # Votes cast before this process started must be known before it takes new ones.
@@ -62,8 +62,8 @@ class ApprovalDesk:
 
     @classmethod
     def from_settings(cls) -> "ApprovalDesk":
-        from core import discovery
-        from core.settings import load_settings
+        from agentledger.core import discovery
+        from agentledger.core.settings import load_settings
 
         settings = load_settings()
         bootstrap = discovery.bootstrap_servers(settings)

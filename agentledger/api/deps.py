@@ -14,10 +14,10 @@ from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from agentledger.auth import Principal
+from agentledger.core import discovery
+from agentledger.core.settings import Settings, load_settings
 from agentledger.queries.common import Scope
 from agentledger.queries.pipeline import HealthLimits
-from core import discovery
-from core.settings import Settings, load_settings
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from typing import Annotated, Literal
 from fastapi import Path, Query
 
 from agentledger.queries.common import QueryError, parse_time
-from schemas.events import EVENT_TYPES
+from agentledger.schemas.events import EVENT_TYPES
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:@/+-]{0,127}$"
 NameFilter = Annotated[str | None, Query(min_length=1, max_length=128)]

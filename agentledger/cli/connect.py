@@ -9,8 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 from agentledger.cli.render import UserError
-from core import discovery, logs
-from core.settings import Settings, load_settings
+from agentledger.core import discovery, logs
+from agentledger.core.settings import Settings, load_settings
 
 
 def settings(**overrides: Any) -> Settings:

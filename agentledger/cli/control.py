@@ -3,7 +3,7 @@
 
 ``explain`` reads the explanation each transition carries in ``control_signals``;
 ``backtest`` replays the stored tool results through a policy file with the worker's own
-decision code (:mod:`streams.backtest`) and sets what it would do beside what was done.
+decision code (:mod:`agentledger.streams.backtest`) and sets what it would do beside what was done.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from rich.table import Table
 from agentledger.cli import connect
 from agentledger.cli.options import JsonFlag
 from agentledger.cli.render import err, out, print_json
-from core.settings import Settings
-from schemas.signals import ControlSignal
+from agentledger.core.settings import Settings
+from agentledger.schemas.signals import ControlSignal
 
 _DECIDED = ("breaker", "safe_mode")
 
@@ -90,7 +90,7 @@ def backtest(
     ones that were made."""
     from rich.progress import Progress
 
-    from streams.policy import load_policy
+    from agentledger.streams.policy import load_policy
 
     loaded = load_policy(policy)
     with connect.ledger() as ledger, Progress(console=err, transient=True,
@@ -107,9 +107,9 @@ def backtest(
 def run_backtest(ledger: Any, policy: Any, *, since: str | None, until: str | None = None,
                  tenant: str | None = None, page: int = 50_000,
                  progress: Callable[[int], None] | None = None) -> dict[str, Any]:
-    """Page the tool results through a :class:`streams.backtest.Backtest` and compare its
+    """Page the tool results through a :class:`agentledger.streams.backtest.Backtest` and compare its
     transitions with the stored ones. ``ledger`` is a :class:`LedgerClient`."""
-    from streams.backtest import Backtest, compare, episodes, transition_key
+    from agentledger.streams.backtest import Backtest, compare, episodes, transition_key
 
     run = Backtest(policy)
     started = time.perf_counter()
@@ -174,7 +174,7 @@ def _print_backtest(report: dict[str, Any]) -> None:
 
 
 def _read_control(settings: Settings, timeout_s: float = 3.0) -> Any:
-    from producers.guard import ControlFollower
+    from agentledger.producers.guard import ControlFollower
 
     follower = ControlFollower(connect.bootstrap(settings),
                                security=settings.kafka_security).start()

@@ -24,7 +24,7 @@ def dashboards_build(
     the alert rules (dashboards/alerts.py)."""
     from pathlib import Path
 
-    from dashboards.build import build
+    from agentledger.dashboards.build import build
 
     for path in build(Path(out)):
         out_path = str(path)
@@ -43,9 +43,9 @@ def report(
     incident section shows the latest run that did not succeed."""
     import datetime as dt
 
+    from agentledger.dashboards.check import run_panels
+    from agentledger.dashboards.report import render
     from agentledger.queries.common import QueryError, parse_time
-    from dashboards.check import run_panels
-    from dashboards.report import render
 
     try:
         time_from, time_to = parse_time(since), parse_time(until)

@@ -30,12 +30,12 @@ def intake(
 ) -> None:
     """Run the OpenTelemetry intake: OTLP/HTTP exports (port 4318) and the Collector's
     Kafka exporter (otlp_spans) → agent.events."""
-    from agentledger.intake import KafkaIntake, serve_otlp_http
-    from agentledger.otlp_publish import Publisher
+    from agentledger.core.kafka import TopicSpec, client_config, default_topics, ensure_topics
+    from agentledger.intake.catalogue import CatalogueError, load_catalogue
+    from agentledger.intake.kafka_loop import KafkaIntake, serve_otlp_http
+    from agentledger.intake.publisher import Publisher
+    from agentledger.intake.runs import Assembler
     from agentledger.services import stop_on_signals
-    from core.kafka import TopicSpec, client_config, default_topics, ensure_topics
-    from producers.otlp.catalogue import CatalogueError, load_catalogue
-    from producers.otlp.runs import Assembler
 
     if encoding not in ("otlp_proto", "otlp_json", "auto"):
         raise UserError(f"--encoding {encoding!r}: use otlp_proto, otlp_json or auto")

@@ -25,7 +25,7 @@ PolicyDir = Annotated[Path | None, typer.Option(
 
 
 def _gate(directory: Path | None) -> Any:
-    from producers.gate import Gate, PolicyError
+    from agentledger.producers.gate import Gate, PolicyError
 
     try:
         return Gate.load(directory)
@@ -59,8 +59,8 @@ def policy_test(
 ) -> None:
     """Run the policy against a table of cases (principal, action, args → expected
     decision and rule); exits 1 if any case fails."""
-    from producers.gate import PolicyError
-    from producers.policy_cases import load_cases, run_cases
+    from agentledger.producers.gate import PolicyError
+    from agentledger.producers.policy_cases import load_cases, run_cases
 
     gate = _gate(policy)
     path = cases or gate.source / "cases.yaml"
@@ -95,7 +95,7 @@ def policy_diff(
 ) -> None:
     """Replay the tool calls recorded in the ledger through OLD and NEW and list every
     call whose decision (or deciding rule) would change."""
-    from producers.policy_cases import call_of, diff
+    from agentledger.producers.policy_cases import call_of, diff
 
     a, b = _gate(old), _gate(new)
     calls: list[dict[str, Any]] = []

@@ -90,11 +90,11 @@ def known_errors() -> tuple[type[BaseException], ...]:
     from agentledger.api_client import LedgerError
     from agentledger.auth import KeyConfigError
     from agentledger.broker import BrokerNotFound
+    from agentledger.core.store import StoreBusy
+    from agentledger.producers.emitter import BufferFull, DeliveryFailed
     from agentledger.queries.sql import QueryRefused
-    from core.store import StoreBusy
-    from producers.emitter import BufferFull, DeliveryFailed
-    from sinks.dlq import DeadLetterFailed
-    from streams.policy import PolicyError
+    from agentledger.sinks.dlq import DeadLetterFailed
+    from agentledger.streams.policy import PolicyError
 
     return (UserError, PolicyError, BrokerNotFound, StoreBusy, QueryRefused, LedgerError,
             KeyConfigError, BufferFull,

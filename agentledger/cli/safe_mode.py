@@ -1,5 +1,5 @@
 """``agentledger safe-mode set|clear``: manual overrides of an agent's mode, published
-on ``agent.control`` by :func:`producers.overrides.publish_override`."""
+on ``agent.control`` by :func:`agentledger.producers.overrides.publish_override`."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ safe_mode_app = typer.Typer(help="Manual safe-mode overrides for an agent (tenan
 
 
 def _publish_override(scope: str, state: str, reason: str) -> dict[str, Any]:
-    from producers.overrides import publish_override
+    from agentledger.producers.overrides import publish_override
 
     parts = scope.split("/")
     if len(parts) != 2 or not all(parts) or "*" in scope:

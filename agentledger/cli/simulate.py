@@ -8,7 +8,7 @@ import typer
 
 from agentledger.cli import connect
 from agentledger.cli.render import UserError, err, out, print_json
-from core.settings import Settings
+from agentledger.core.settings import Settings
 
 
 def simulate(
@@ -28,9 +28,9 @@ def simulate(
     approval) and wait until Kafka acknowledged every event."""
     from rich.progress import Progress
 
-    from core.kafka import client_config, default_topics, ensure_topics
-    from producers.emitter import Ledger
-    from producers.simulator import Simulator
+    from agentledger.core.kafka import client_config, default_topics, ensure_topics
+    from agentledger.producers.emitter import Ledger
+    from agentledger.producers.simulator import Simulator
 
     settings = connect.settings()
     bootstrap = connect.bootstrap(settings)
@@ -57,9 +57,9 @@ def _simulate_scenario(settings: Settings, bootstrap: str, name: str, seed: int,
                        as_json: bool) -> None:
     from rich.progress import Progress
 
-    from producers.emitter import Ledger
-    from producers.guard import ControlFollower
-    from producers.scenarios import SCENARIOS, run_scenario
+    from agentledger.producers.emitter import Ledger
+    from agentledger.producers.guard import ControlFollower
+    from agentledger.producers.scenarios import SCENARIOS, run_scenario
 
     if name not in SCENARIOS:
         raise UserError(f"unknown scenario {name!r}; choose one of {', '.join(SCENARIOS)}")

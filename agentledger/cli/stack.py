@@ -9,7 +9,7 @@ import typer
 
 from agentledger.cli import connect
 from agentledger.cli.render import err, out
-from core import discovery
+from agentledger.core import discovery
 
 
 def up(
@@ -37,8 +37,8 @@ def broker(
     import threading
 
     from agentledger.broker import EmbeddedBroker
+    from agentledger.core.kafka import client_config, default_topics, ensure_topics
     from agentledger.services import stop_on_signals
-    from core.kafka import client_config, default_topics, ensure_topics
 
     settings = connect.settings()
     stop = threading.Event()
@@ -86,8 +86,8 @@ def streams(
     Run more workers with the same AGENTLEDGER_STREAMS_GROUP to share the partitions.
     A policy file that does not validate is refused with its line and reason.
     """
-    from streams.app import run_worker
-    from streams.policy import load_policy
+    from agentledger.streams.app import run_worker
+    from agentledger.streams.policy import load_policy
 
     settings = connect.settings()
     loaded = load_policy(policy or settings.policy_file)

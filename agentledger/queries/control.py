@@ -15,7 +15,7 @@ from typing import Any, Final
 from clickhouse_connect.driver.client import Client
 
 from agentledger.queries.common import NotFound, QueryError, Scope, Where, rows
-from schemas.signals import CLEARED, CLOSED, NORMAL
+from agentledger.schemas.signals import CLEARED, CLOSED, NORMAL
 
 _SCOPE: Final = re.compile(r"^[A-Za-z0-9_.:@-]{1,128}/(\*/)?[A-Za-z0-9_.:@-]{1,128}$")
 AT_REST: Final = (CLOSED, NORMAL, CLEARED)

@@ -10,8 +10,8 @@ from clickhouse_connect.driver.client import Client
 
 from agentledger.queries import pipeline
 from agentledger.queries.common import Forbidden, Scope, Where, rows
-from schemas.ddl import RETENTION, table_ttl_days
-from schemas.signals import CLEARED, CLOSED, NORMAL
+from agentledger.schemas.ddl import RETENTION, table_ttl_days
+from agentledger.schemas.signals import CLEARED, CLOSED, NORMAL
 
 CONTROL_KINDS: Final = ("breaker", "safe_mode", "budget", "override")
 # States that mean "nothing is restricted": everything else is an active restriction.

@@ -20,8 +20,8 @@ from clickhouse_connect.driver.client import Client
 from agentledger import __version__
 from agentledger.queries.common import Scope, Where, rows
 from agentledger.queries.events import StoredEvent, run_events
-from schemas.event_row import EVENT_COLUMNS, event_row
-from schemas.integrity import verify_chain
+from agentledger.schemas.event_row import EVENT_COLUMNS, event_row
+from agentledger.schemas.integrity import verify_chain
 
 BUNDLE_VERSION: Final = 1
 # Columns the verifier re-derives from raw; kafka coordinates say where, not what.

@@ -24,13 +24,13 @@ import httpx
 from confluent_kafka import Producer
 
 from agentledger.broker import EmbeddedBroker
+from agentledger.core import discovery
+from agentledger.core.kafka import client_config, default_topics, ensure_topics
+from agentledger.core.settings import Settings
+from agentledger.producers.emitter import Ledger
+from agentledger.producers.simulator import Simulator
+from agentledger.schemas import topics
 from agentledger.supervisor import die_with_parent
-from core import discovery
-from core.kafka import client_config, default_topics, ensure_topics
-from core.settings import Settings
-from producers.emitter import Ledger
-from producers.simulator import Simulator
-from schemas import topics
 from tests.chaos.badinput import bad_messages
 
 EVENTS_PER_RUN = 9.25  # what the simulator's workflows average; only sizes the plan

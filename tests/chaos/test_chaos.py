@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sinks.decode import Rejection, decode, decode_metric, decode_signal
+from agentledger.sinks.decode import Rejection, decode, decode_metric, decode_signal
 from tests.chaos.badinput import KINDS, bad_messages
 from tests.chaos.driver import Chaos, ChaosPlan
 

@@ -9,14 +9,14 @@ import pytest
 
 from agentledger.auth import append_entry, entry_for, new_key
 from agentledger.broker import EmbeddedBroker
+from agentledger.core import discovery
+from agentledger.core.kafka import client_config, default_topics, ensure_topics
+from agentledger.core.settings import Settings
+from agentledger.core.store import client_for
+from agentledger.producers.emitter import AgentIdentity, Ledger
+from agentledger.producers.simulator import Simulator
+from agentledger.schemas import topics
 from agentledger.services import open_store, start_api
-from core import discovery
-from core.kafka import client_config, default_topics, ensure_topics
-from core.settings import Settings
-from core.store import client_for
-from producers.emitter import AgentIdentity, Ledger
-from producers.simulator import Simulator
-from schemas import topics
 from tests.conftest import consume_all
 from tests.ledger_api.ledger_store import TENANTS, Store, control_signals, full_run
 from tests.sinkutil import run_sink

@@ -14,12 +14,12 @@ from typing import Any
 
 import httpx
 
+from agentledger.core.kafka import client_config
+from agentledger.core.settings import Settings
+from agentledger.producers.emitter import AgentIdentity, Ledger
+from agentledger.schemas import topics
+from agentledger.schemas.signals import ControlSignal
 from agentledger.services import ApiServer
-from core.kafka import client_config
-from core.settings import Settings
-from producers.emitter import AgentIdentity, Ledger
-from schemas import topics
-from schemas.signals import ControlSignal
 from tests.conftest import CLI
 
 TENANTS = ("acme", "globex")

@@ -9,7 +9,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from schemas.integrity import event_hash, verify_chain
+from agentledger.schemas.integrity import event_hash, verify_chain
 from tests.ledger_api.ledger_store import Store
 
 pytestmark = pytest.mark.integration
@@ -105,7 +105,7 @@ def _tamper(store: Store, how: str) -> tuple[str, int, str]:
         forged = {**run[3], "event_id": "01930000-0000-7000-8000-000000000001",
                   "ts": run[3]["ts"], "prev_hash": target["hash"]}
         forged["hash"] = event_hash(forged, target["hash"])
-        from schemas.event_row import EVENT_COLUMNS, event_row
+        from agentledger.schemas.event_row import EVENT_COLUMNS, event_row
 
         raw = orjson.dumps(forged)
         client.insert("events", [event_row(forged, raw, 0, 0)], column_names=EVENT_COLUMNS)

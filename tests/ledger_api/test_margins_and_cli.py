@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 import pytest
 
-from schemas.integrity import verify_chain
+from agentledger.schemas.integrity import verify_chain
 from tests.ledger_api.ledger_store import RATES, Store
 
 pytestmark = pytest.mark.integration

@@ -2,7 +2,7 @@
 
 Events go out exactly as the SDK sends them (JSON, keyed by ``run_id``, the same headers),
 so the sink, the control loop and every query treat an OTel-fed run like any other.
-A refused span goes through the sink's own dead-letter writer (:class:`sinks.dlq.
+A refused span goes through the sink's own dead-letter writer (:class:`agentledger.sinks.dlq.
 DeadLetters`): same topic, same headers (reason, error, origin), the span as OTLP/JSON for
 evidence; the returned ``rejected_events`` row is written by whoever holds the store.
 """
@@ -17,11 +17,11 @@ from typing import Any, cast
 import orjson
 from confluent_kafka import KafkaError, Message, Producer
 
-from core.kafka import client_config
-from producers.otlp.runs import Rejected
-from schemas import topics
-from sinks.decode import Rejection
-from sinks.dlq import DeadLetters
+from agentledger.core.kafka import client_config
+from agentledger.intake.runs import Rejected
+from agentledger.schemas import topics
+from agentledger.sinks.decode import Rejection
+from agentledger.sinks.dlq import DeadLetters
 
 
 class PublishFailed(RuntimeError):

@@ -4,7 +4,7 @@ Three conventions are read, old and new attribute names alike: the OpenTelemetry
 semantic conventions (``gen_ai.*``), OpenInference (``openinference.span.kind``,
 ``llm.*``, ``tool.*``, ``retrieval.*``) and OpenLLMetry (``traceloop.*``). Each span is
 classified once, when it arrives, into a :class:`Mapped` with its event bodies; which span
-is *the run* is decided later, when the trace is complete (:mod:`producers.otlp.runs`).
+is *the run* is decided later, when the trace is complete (:mod:`agentledger.intake.runs`).
 
 Pure code: no I/O, no clock. Every body is validated against its schema model here, so a
 span that cannot be a valid event is refused (with the reason) when it arrives.
@@ -21,12 +21,12 @@ from typing import Any, Final, cast
 import orjson
 from pydantic import ValidationError
 
-from core.settings import DEFAULT_REDACT_KEYS
-from producers.otlp.catalogue import DEFAULT_MODE, MODES, ToolCatalogue
-from producers.otlp.decode import STATUS_ERROR, SpanRecord
-from producers.pricing import DEFAULT_PRICES, PriceTable
-from producers.redaction import Redactor
-from schemas.events import BODY_MODELS, validation_reason
+from agentledger.core.settings import DEFAULT_REDACT_KEYS
+from agentledger.intake.catalogue import DEFAULT_MODE, MODES, ToolCatalogue
+from agentledger.intake.spans import STATUS_ERROR, SpanRecord
+from agentledger.producers.pricing import DEFAULT_PRICES, PriceTable
+from agentledger.producers.redaction import Redactor
+from agentledger.schemas.events import BODY_MODELS, validation_reason
 
 MODE_ATTRIBUTE: Final = "agentledger.tool.mode"
 """A span attribute (``read`` | ``write``) that states a tool's mode outright."""

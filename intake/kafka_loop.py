@@ -3,7 +3,7 @@
 Reads ``otlp_spans`` (the exporter's default topic), ``otlp_proto`` or ``otlp_json``
 encoded (``auto`` tells them apart by the first byte), keyed by trace id
 (``partition_traces_by_id``) or not, 1..N spans per message, one trace over many
-messages. Runs are assembled as in :mod:`producers.otlp.runs` and published to
+messages. Runs are assembled as in :mod:`agentledger.intake.runs` and published to
 ``agent.events``; refused spans, and messages that are not OTLP at all, go to the DLQ.
 
 At-least-once: offsets are committed only after Kafka acknowledged the events of every
@@ -11,7 +11,7 @@ run whose spans lie before the commit point. Per partition that point is the fir
 offset of (a) any still-open trace and (b) any closed trace whose messages straddle it,
 so a restart re-reads every message of every run it has to rebuild, and a rebuilt run is
 byte-identical (ids derive from spans), so the sink's ``event_id`` dedup hides it. A
-partition whose offsets jump is read again from the missing one (``sinks/offsets.py``),
+partition whose offsets jump is read again from the missing one (``core/offsets.py``),
 so the commit point never passes a message this consumer did not see.
 
 With several intake instances, keep one trace on one partition
@@ -28,13 +28,13 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
-from agentledger.otlp_publish import Publisher
-from core import discovery
-from core.settings import Settings
-from producers.otlp.decode import PayloadError, decode
-from producers.otlp.runs import Assembler
-from sinks.decode import Rejection
-from sinks.offsets import GapGuard
+from agentledger.core import discovery
+from agentledger.core.offsets import GapGuard
+from agentledger.core.settings import Settings
+from agentledger.intake.publisher import Publisher
+from agentledger.intake.runs import Assembler
+from agentledger.intake.spans import PayloadError, decode
+from agentledger.sinks.decode import Rejection
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ class IntakeStats:
     gaps_refetched: int = 0
     """times a partition skipped offsets and was read again from the missing one"""
     gaps_accepted: int = 0
-    """offsets never delivered after asking again (``sinks/offsets.py``)"""
+    """offsets never delivered after asking again (``core/offsets.py``)"""
 
     def as_dict(self) -> dict[str, int]:
         return dict(self.__dict__)
