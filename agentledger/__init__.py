@@ -28,7 +28,10 @@ _SDK = {
     "ControlFollower": "agentledger.producers.guard",
     "ToolGuard": "agentledger.producers.enforce",
 }
-__all__ = sorted(_SDK)
+__all__ = [
+    "AgentIdentity", "BufferFull", "ControlFollower", "DeliveryFailed", "Ledger", "RunContext",
+    "SafeModeGuard", "ToolCallContext", "ToolGuard",
+]
 
 if TYPE_CHECKING:
     from agentledger.producers.context import RunContext, ToolCallContext

@@ -138,7 +138,7 @@ class Supervisor:
         return Child(name, [sys.executable, "-m", "agentledger", name, *args], env)
 
     def run(self, ready_timeout_s: float = 60) -> int:
-        from agentledger.streams.policy import load_policy
+        from agentledger.streams.control_policy import load_policy
 
         settings = self.settings
         policy = load_policy(settings.policy_file)  # refuse a broken policy up front

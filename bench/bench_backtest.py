@@ -27,7 +27,7 @@ from agentledger.cli.control import run_backtest
 from agentledger.core.settings import Settings
 from agentledger.services import open_store, start_api
 from agentledger.streams.backtest import Backtest
-from agentledger.streams.policy import load_policy
+from agentledger.streams.control_policy import load_policy
 
 PAGE = 100_000
 

@@ -45,10 +45,10 @@ from confluent_kafka import Consumer, Producer
 from faust_ceiling import ceiling as faust_ceiling
 
 from agentledger.broker import EmbeddedBroker
+from agentledger.core.ids import format_ts, uuid7
 from agentledger.core.kafka import client_config, default_topics, ensure_topics
 from agentledger.producers.emitter import AgentIdentity, Ledger
 from agentledger.producers.guard import ControlFollower, SafeModeGuard
-from agentledger.producers.ids import format_ts, uuid7
 from agentledger.schemas import topics
 
 
@@ -113,7 +113,7 @@ def start_worker(bootstrap: str, data_dir: str, group: str) -> subprocess.Popen:
 
 def _crossing_failures(ok: int = 20) -> int:
     """Fewest failures after ``ok`` passes that the default safe-mode rule acts on."""
-    from agentledger.streams.policy import load_policy
+    from agentledger.streams.control_policy import load_policy
     from agentledger.streams.stats import critical_failures
 
     when = load_policy().safe_mode[0].when

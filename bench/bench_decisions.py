@@ -48,9 +48,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from agentledger.schemas.signals import CLOSED, HALF_OPEN, NORMAL, OPEN, READ_ONLY, ControlSignal
+from agentledger.streams.control_policy import Policy, load_policy
 from agentledger.streams.decide import Controller
 from agentledger.streams.facts import ToolResult
-from agentledger.streams.policy import Policy, load_policy
 
 
 # -- the previous rule, re-implemented for comparison --

@@ -119,8 +119,13 @@ class Settings(BaseSettings):
         description="OTLP/HTTP port of `agentledger intake` (4318, the OTLP default; 0 = a "
                     "free port; if taken, a free one is used and published in the run dir)")
 
+    otlp_grace_s: float = Field(
+        default=2.0, gt=0, description="OTLP/HTTP: seconds after a trace's root span before "
+                                       "its run is closed and published")
+
     redact_keys: list[str] = Field(default_factory=lambda: list(DEFAULT_REDACT_KEYS))
     log_level: str = "WARNING"
+    debug: bool = Field(default=False, description="CLI errors show their traceback too")
     log_json: bool = True
 
     @field_validator("clickhouse_dsn")

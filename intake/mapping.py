@@ -21,11 +21,11 @@ from typing import Any, Final, cast
 import orjson
 from pydantic import ValidationError
 
+from agentledger.core.pricing import DEFAULT_PRICES, PriceTable
+from agentledger.core.redaction import Redactor
 from agentledger.core.settings import DEFAULT_REDACT_KEYS
 from agentledger.intake.catalogue import DEFAULT_MODE, MODES, ToolCatalogue
 from agentledger.intake.spans import STATUS_ERROR, SpanRecord
-from agentledger.producers.pricing import DEFAULT_PRICES, PriceTable
-from agentledger.producers.redaction import Redactor
 from agentledger.schemas.events import BODY_MODELS, validation_reason
 
 MODE_ATTRIBUTE: Final = "agentledger.tool.mode"

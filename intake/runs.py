@@ -34,11 +34,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
 
+from agentledger.core.ids import format_ts
+from agentledger.core.pricing import DEFAULT_PRICES, PriceTable
 from agentledger.intake.catalogue import ToolCatalogue
 from agentledger.intake.mapping import Mapped, MappingError, identity, map_span, name, run_started
 from agentledger.intake.spans import OWN_SCOPE, STATUS_ERROR, SpanRecord
-from agentledger.producers.ids import format_ts
-from agentledger.producers.pricing import DEFAULT_PRICES, PriceTable
 from agentledger.schemas.integrity import CANON_JCS, GENESIS, event_hash
 
 CLOSED_MEMORY: Final = 100_000

@@ -17,10 +17,10 @@ import orjson
 from opentelemetry import trace
 from opentelemetry.trace import Span, Status, StatusCode
 
+from agentledger.core.ids import format_ts, uuid7
+from agentledger.core.pricing import PriceTable
+from agentledger.core.redaction import Redactor
 from agentledger.producers.identity import AgentIdentity
-from agentledger.producers.ids import format_ts, uuid7
-from agentledger.producers.pricing import PriceTable
-from agentledger.producers.redaction import Redactor
 from agentledger.producers.tracing import traceparent
 from agentledger.schemas.integrity import GENESIS, event_hash, sign
 

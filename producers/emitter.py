@@ -32,11 +32,11 @@ from confluent_kafka import KafkaError, Message, Producer
 from pydantic import ValidationError
 
 from agentledger.core.kafka import client_config
+from agentledger.core.pricing import DEFAULT_PRICES, PriceTable
+from agentledger.core.redaction import Redactor
 from agentledger.core.settings import DEFAULT_REDACT_KEYS
 from agentledger.producers.context import RunContext
 from agentledger.producers.identity import AgentIdentity
-from agentledger.producers.pricing import DEFAULT_PRICES, PriceTable
-from agentledger.producers.redaction import Redactor
 from agentledger.producers.spool import Spool, SpoolFull
 from agentledger.producers.tracing import get_tracer
 from agentledger.schemas import topics

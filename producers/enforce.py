@@ -28,14 +28,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
+from agentledger.core.ids import uuid7
 from agentledger.producers.gate import Decision, Gate, PolicyError
-from agentledger.producers.ids import uuid7
 from agentledger.schemas.approvals import APPROVED, REJECTED
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-    from agentledger.producers.approvals import ApprovalFollower
+    from agentledger.producers.approval_follower import ApprovalFollower
     from agentledger.producers.context import RunContext, ToolCallContext
 
 RECORD_ALLOW_RISKS = frozenset({"high", "money"})

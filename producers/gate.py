@@ -26,7 +26,7 @@ from typing import Any, Literal
 
 import cedarpy
 
-from agentledger.producers.policy_files import (
+from agentledger.producers.tool_policy_files import (
     ANY_TENANT,
     DEFAULT_DIR,
     Catalog,

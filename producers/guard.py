@@ -46,7 +46,7 @@ from agentledger.schemas.signals import (
 )
 
 if TYPE_CHECKING:
-    from agentledger.producers.approvals import ApprovalFollower
+    from agentledger.producers.approval_follower import ApprovalFollower
     from agentledger.producers.context import RunContext
     from agentledger.producers.enforce import ToolGuard
     from agentledger.producers.gate import Gate, PolicyError

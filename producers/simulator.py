@@ -28,13 +28,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from agentledger.core.ids import uuid7
 from agentledger.producers.context import RunContext
 from agentledger.producers.emitter import Ledger
 from agentledger.producers.enforce import RECORD_ALLOW_RISKS, ToolDenied, ToolGuard
 from agentledger.producers.gate import Decision, Gate
 from agentledger.producers.guard import SafeModeGuard
 from agentledger.producers.identity import AgentIdentity
-from agentledger.producers.ids import uuid7
 
 TENANTS = ("acme", "globex", "initech")
 MODELS = (

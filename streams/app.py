@@ -36,10 +36,10 @@ from agentledger.core.kafka import faust_config
 from agentledger.core.settings import Settings
 from agentledger.schemas import topics
 from agentledger.schemas.signals import ALIVE, ControlSignal
+from agentledger.streams.control_policy import Policy
 from agentledger.streams.decide import BREAKERS, SAFE_MODES, Controller, Decisions
 from agentledger.streams.facts import from_wire, to_wire
 from agentledger.streams.fold import RunFolder
-from agentledger.streams.policy import Policy
 from agentledger.streams.transport import BatchDeliveryTransport
 
 log = logging.getLogger(__name__)

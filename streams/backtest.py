@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agentledger.schemas.signals import ControlSignal
+from agentledger.streams.control_policy import Policy
 from agentledger.streams.decide import Controller
 from agentledger.streams.facts import ToolResult
-from agentledger.streams.policy import Policy
 
 
 @dataclass

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from agentledger.schemas.signals import CLOSED, HALF_OPEN, MAX_TRIGGER_IDS, OPEN
-from agentledger.streams.policy import BreakerPolicy
+from agentledger.streams.control_policy import BreakerPolicy
 from agentledger.streams.windows import CountWindow
 
 

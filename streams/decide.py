@@ -29,6 +29,7 @@ from agentledger.schemas.signals import (
 from agentledger.streams.breaker import Breaker, Transition
 from agentledger.streams.callers import ToolCallers
 from agentledger.streams.clocks import SourceClocks
+from agentledger.streams.control_policy import Policy
 from agentledger.streams.economics import Economics
 from agentledger.streams.facts import (
     ApprovalResolved,
@@ -43,7 +44,6 @@ from agentledger.streams.facts import (
     ToolResult,
 )
 from agentledger.streams.health import ToolHealth
-from agentledger.streams.policy import Policy
 from agentledger.streams.safemode import SafeMode
 from agentledger.streams.windows import CountWindow
 

@@ -23,6 +23,7 @@ import orjson
 
 from agentledger.schemas.signals import EXCEEDED, ControlSignal, run_scope
 from agentledger.streams.budgets import RunState, to_micros
+from agentledger.streams.control_policy import Policy
 from agentledger.streams.facts import (
     ApprovalResolved,
     Fact,
@@ -34,7 +35,6 @@ from agentledger.streams.facts import (
     ToolCall,
     ToolResult,
 )
-from agentledger.streams.policy import Policy
 
 
 def parse_ts(text: str) -> float:

@@ -34,7 +34,7 @@ from typing import Any
 
 from agentledger.schemas.signals import HALTED, NORMAL, READ_ONLY
 from agentledger.streams.breaker import Transition
-from agentledger.streams.policy import SafeModeRule
+from agentledger.streams.control_policy import SafeModeRule
 from agentledger.streams.stats import critical_failures, lower_bound
 from agentledger.streams.windows import CountWindow
 

@@ -8,8 +8,9 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("schemas", "core", "producers", "streams", "sinks", "dashboards", "agentledger")
-OURS = (*PACKAGES, "tests", "scripts", "deploy")
+PACKAGES = ("schemas", "core", "producers", "intake", "streams", "sinks", "dashboards",
+            "agentledger")
+OURS = (*PACKAGES, "tests", "scripts", "deploy", "examples")
 MAX_FILE_LINES = 400
 MAX_FUNCTION_LINES = 80
 

@@ -51,7 +51,7 @@ class ApprovalDesk:
         from confluent_kafka import Producer
 
         from agentledger.core.kafka import client_config
-        from agentledger.producers.approvals import ApprovalFollower
+        from agentledger.producers.approval_follower import ApprovalFollower
 
         self.follower = ApprovalFollower(bootstrap, security=security).start()
         # Votes cast before this process started must be known before it takes new ones.

@@ -7,7 +7,6 @@ them.
 
 from __future__ import annotations
 
-import os
 import sys
 
 import typer
@@ -21,15 +20,16 @@ from agentledger.cli import (
     intake,
     keys,
     margins,
-    policy,
     runs,
     safe_mode,
     simulate,
     sql,
     stack,
+    tool_policy,
 )
+from agentledger.cli.connect import debug_requested
 from agentledger.cli.render import known_errors, print_error
-from agentledger.watch import watch
+from agentledger.cli.watch import watch
 
 app = typer.Typer(
     name="agentledger",
@@ -45,7 +45,7 @@ app = typer.Typer(
 for command in (stack.up, stack.broker, stack.sink, simulate.simulate, stack.streams,
                 intake.intake, sql.sql, sql.summary, runs.search, runs.trace, runs.replay,
                 runs.verify, margins.margins, audit_export.export, health.health, stack.api,
-                dashboards.report, watch):  # watch: agentledger/watch.py, the live view
+                dashboards.report, watch):  # watch: agentledger/cli/watch.py, the live view
     app.command()(command)
 
 app.add_typer(control.control_app, name="control")
@@ -54,8 +54,10 @@ app.add_typer(margins.revenue_app, name="revenue")
 app.add_typer(health.retention_app, name="retention")
 app.add_typer(keys.keys_app, name="keys")
 app.add_typer(approvals.approvals_app, name="approvals")
-app.add_typer(policy.policy_app, name="policy")
-policy.policy_app.command("backtest")(control.backtest)
+app.add_typer(tool_policy.tool_policy_app, name="tool-policy")
+# The old name, kept working: `policy check|test|diff` (the tool policy) and `policy
+# backtest` (which always meant the control policy's `control backtest`).
+app.add_typer(tool_policy.legacy_policy_app(control.backtest), name="policy", hidden=True)
 app.add_typer(dashboards.dashboards_app, name="dashboards")
 
 
@@ -66,6 +68,6 @@ def main() -> None:
         app()
     except known as exc:
         print_error(exc)
-        if os.environ.get("AGENTLEDGER_DEBUG"):
+        if debug_requested():
             raise
         sys.exit(1)

@@ -13,6 +13,14 @@ from agentledger.core import discovery, logs
 from agentledger.core.settings import Settings, load_settings
 
 
+def debug_requested() -> bool:
+    """``AGENTLEDGER_DEBUG`` set: show the traceback behind a one-line error."""
+    try:
+        return load_settings().debug
+    except ValueError:  # the settings themselves are the error being reported
+        return False
+
+
 def settings(**overrides: Any) -> Settings:
     """The settings, with the CLI's flags on top; configures logging to match."""
     loaded = load_settings(**overrides)

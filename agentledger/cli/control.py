@@ -90,7 +90,7 @@ def backtest(
     ones that were made."""
     from rich.progress import Progress
 
-    from agentledger.streams.policy import load_policy
+    from agentledger.streams.control_policy import load_policy
 
     loaded = load_policy(policy)
     with connect.ledger() as ledger, Progress(console=err, transient=True,

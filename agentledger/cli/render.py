@@ -94,7 +94,7 @@ def known_errors() -> tuple[type[BaseException], ...]:
     from agentledger.producers.emitter import BufferFull, DeliveryFailed
     from agentledger.queries.sql import QueryRefused
     from agentledger.sinks.dlq import DeadLetterFailed
-    from agentledger.streams.policy import PolicyError
+    from agentledger.streams.control_policy import PolicyError
 
     return (UserError, PolicyError, BrokerNotFound, StoreBusy, QueryRefused, LedgerError,
             KeyConfigError, BufferFull,

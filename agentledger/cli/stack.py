@@ -87,7 +87,7 @@ def streams(
     A policy file that does not validate is refused with its line and reason.
     """
     from agentledger.streams.app import run_worker
-    from agentledger.streams.policy import load_policy
+    from agentledger.streams.control_policy import load_policy
 
     settings = connect.settings()
     loaded = load_policy(policy or settings.policy_file)

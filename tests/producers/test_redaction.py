@@ -1,4 +1,4 @@
-from agentledger.producers.redaction import REDACTED, Redactor
+from agentledger.core.redaction import REDACTED, Redactor
 
 
 def test_secret_keys_are_redacted_at_any_depth():

@@ -15,8 +15,8 @@ from agentledger.producers.simulator import Simulator
 from agentledger.schemas import topics
 from tests.conftest import CLI, consume_all
 from tests.helpers import wait_for
+from tests.sinks.test_crash import api_count, start_sink
 from tests.sinkutil import api_scalar, query
-from tests.test_crash import api_count, start_sink
 
 pytestmark = pytest.mark.integration
 

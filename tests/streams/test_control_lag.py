@@ -22,8 +22,8 @@ from agentledger.producers.guard import ControlFollower
 from agentledger.producers.simulator import Simulator
 from tests.conftest import CLI
 from tests.helpers import wait_for
+from tests.sinks.test_crash import start_sink
 from tests.streamutil import StreamWorker
-from tests.test_crash import start_sink
 
 pytestmark = pytest.mark.integration
 MAX_LAG = 50
@@ -94,7 +94,7 @@ def test_paused_worker_is_reported_behind_then_caught_up(
 
 def test_offsets_the_consumer_skipped_are_counted(settings: Settings) -> None:
     from agentledger.streams.app import ControlLoop
-    from agentledger.streams.policy import load_policy
+    from agentledger.streams.control_policy import load_policy
 
     loop = ControlLoop(settings, "127.0.0.1:9", load_policy(), worker_id="unit")
     for partition, offset in ((0, 5), (0, 6), (1, 0), (0, 9), (0, 3), (1, 1)):

@@ -17,7 +17,7 @@ from agentledger.producers.guard import ControlFollower, SafeModeGuard
 from agentledger.producers.scenarios import OUTAGE_END_S, OUTAGE_TOOL, SimClock, run_scenario
 from agentledger.schemas import topics
 from agentledger.schemas.signals import CLOSED, HALF_OPEN, NORMAL, OPEN, READ_ONLY, ControlSignal
-from agentledger.streams.policy import load_policy
+from agentledger.streams.control_policy import load_policy
 from tests.conftest import CLI, consume_all
 from tests.helpers import wait_for
 from tests.sinkutil import SinkThread

@@ -17,7 +17,7 @@ from agentledger.producers.emitter import AgentIdentity, Ledger
 from agentledger.producers.guard import ControlFollower
 from agentledger.producers.scenarios import OUTAGE_TOOL, SimClock
 from agentledger.schemas.signals import HALF_OPEN, OPEN
-from agentledger.streams.policy import load_policy
+from agentledger.streams.control_policy import load_policy
 from tests.helpers import wait_for
 from tests.streamutil import StreamWorker, control_records, outage_calls
 

@@ -15,8 +15,8 @@ import pytest
 from agentledger.producers.emitter import AgentIdentity, Ledger
 from agentledger.producers.enforce import POLICY_UNAVAILABLE, ToolDenied, ToolGuard, load_gate
 from agentledger.producers.gate import DEFAULT_DIR, Gate, PolicyError
-from agentledger.producers.policy_cases import diff, load_cases, run_cases
 from agentledger.producers.simulator import Simulator
+from agentledger.producers.tool_policy_cases import diff, load_cases, run_cases
 from agentledger.schemas.events import parse_event
 from agentledger.schemas.integrity import verify_chain
 from tests.conftest import CLI

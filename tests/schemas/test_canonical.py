@@ -13,7 +13,7 @@ import pytest
 from agentledger.schemas.canonical import NotCanonicalizable, canonicalize, canonicalize_slow
 from agentledger.schemas.integrity import GENESIS, canonical_json, event_hash, verify_chain
 from agentledger.schemas.vectors import VECTORS, generated
-from tests.test_otlp_intake import npm_install
+from tests.intake.test_otlp_intake import npm_install
 
 DOCUMENT = json.loads(VECTORS.read_text())
 

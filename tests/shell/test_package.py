@@ -25,7 +25,7 @@ from tests.helpers import wait_for
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SERVER_ONLY = ("faust", "aiokafka", "pyarrow", "plotly", "fastapi", "chdb", "clickhouse_connect",
                "typer", "uvicorn", "grafanalib")
 INSTALLED_TOP_LEVEL = """

@@ -19,7 +19,7 @@ from agentledger.producers.guard import ControlFollower
 from agentledger.producers.scenarios import OUTAGE_TOOL, SimClock, run_scenario
 from agentledger.producers.simulator import Simulator
 from agentledger.schemas.signals import CLOSED, HALF_OPEN, NORMAL, OPEN, READ_ONLY, ControlSignal
-from agentledger.streams.policy import load_policy
+from agentledger.streams.control_policy import load_policy
 from tests.helpers import wait_for
 from tests.streamutil import StreamWorker, control_records
 

@@ -7,6 +7,7 @@ lists the decisions that would change, before a new policy ships.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -16,8 +17,9 @@ from agentledger.cli import connect
 from agentledger.cli.options import JsonFlag
 from agentledger.cli.render import UserError, out, print_json, table
 
-policy_app = typer.Typer(help="Tool-gating policies: check, test against cases, diff on "
-                              "recorded calls.", no_args_is_help=True)
+tool_policy_app = typer.Typer(help="Tool policy (Cedar gating of tool calls): check, test "
+                                   "against cases, diff on recorded calls.",
+                              no_args_is_help=True)
 
 PolicyDir = Annotated[Path | None, typer.Option(
     "--policy", help="policy directory (catalog.yaml + *.cedar); default: the packaged one")]
@@ -33,7 +35,7 @@ def _gate(directory: Path | None) -> Any:
         raise UserError(f"policy refused: {exc}") from None
 
 
-@policy_app.command("check")
+@tool_policy_app.command("check")
 def policy_check(
     directory: Annotated[Path | None, typer.Argument(help="policy directory")] = None,
     as_json: JsonFlag = False,
@@ -50,7 +52,7 @@ def policy_check(
                          f"actions, {done['agents']} agents)", highlight=False)
 
 
-@policy_app.command("test")
+@tool_policy_app.command("test")
 def policy_test(
     cases: Annotated[Path | None, typer.Argument(
         help="cases YAML; default: cases.yaml of the policy directory")] = None,
@@ -60,7 +62,7 @@ def policy_test(
     """Run the policy against a table of cases (principal, action, args → expected
     decision and rule); exits 1 if any case fails."""
     from agentledger.producers.gate import PolicyError
-    from agentledger.producers.policy_cases import load_cases, run_cases
+    from agentledger.producers.tool_policy_cases import load_cases, run_cases
 
     gate = _gate(policy)
     path = cases or gate.source / "cases.yaml"
@@ -83,7 +85,7 @@ def policy_test(
         raise typer.Exit(1)
 
 
-@policy_app.command("diff")
+@tool_policy_app.command("diff")
 def policy_diff(
     old: Annotated[Path, typer.Argument(help="the current policy directory")],
     new: Annotated[Path, typer.Argument(help="the proposed policy directory")],
@@ -95,7 +97,7 @@ def policy_diff(
 ) -> None:
     """Replay the tool calls recorded in the ledger through OLD and NEW and list every
     call whose decision (or deciding rule) would change."""
-    from agentledger.producers.policy_cases import call_of, diff
+    from agentledger.producers.tool_policy_cases import call_of, diff
 
     a, b = _gate(old), _gate(new)
     calls: list[dict[str, Any]] = []
@@ -121,3 +123,17 @@ def policy_diff(
                   "args": str(c["args"])[:40], "old": f"{c['old']} ({c['old_rule']})",
                   "new": f"{c['new']} ({c['new_rule']})"} for c in changed[:200]]
         table(shown, list(shown[0]), title="decisions that would change")
+
+
+def legacy_policy_app(backtest: Callable[..., None]) -> typer.Typer:
+    """``agentledger policy``: the old name of ``tool-policy``, hidden from ``--help``.
+
+    It also keeps ``policy backtest``, which always ran the control policy's backtest
+    (now ``control backtest``), for the scripts that call it."""
+    legacy = typer.Typer(help="Old name of `tool-policy` (and of `control backtest`).",
+                         no_args_is_help=True)
+    legacy.command("check")(policy_check)
+    legacy.command("test")(policy_test)
+    legacy.command("diff")(policy_diff)
+    legacy.command("backtest")(backtest)
+    return legacy

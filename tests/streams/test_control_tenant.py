@@ -5,9 +5,9 @@ Pure decision code, no Kafka."""
 from __future__ import annotations
 
 from agentledger.schemas.signals import NORMAL, READ_ONLY, ControlSignal
+from agentledger.streams.control_policy import load_policy, parse_policy
 from agentledger.streams.decide import Controller
 from agentledger.streams.facts import ToolResult
-from agentledger.streams.policy import load_policy, parse_policy
 from agentledger.streams.safemode import SafeMode
 from agentledger.streams.windows import CountWindow
 

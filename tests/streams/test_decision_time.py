@@ -6,9 +6,9 @@ import random
 
 from agentledger.schemas.signals import CLOSED, HALF_OPEN, NORMAL, OPEN, READ_ONLY
 from agentledger.streams.clocks import SourceClocks
+from agentledger.streams.control_policy import load_policy
 from agentledger.streams.decide import Controller, Decisions
 from agentledger.streams.facts import ToolResult
-from agentledger.streams.policy import load_policy
 
 POLICY = load_policy()
 T0 = 1_800_000_000.0

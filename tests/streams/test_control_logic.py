@@ -19,11 +19,11 @@ from agentledger.schemas.signals import (
 )
 from agentledger.streams.breaker import Breaker
 from agentledger.streams.budgets import RunState, to_micros
+from agentledger.streams.control_policy import BreakerPolicy, PolicyError, load_policy, parse_policy
 from agentledger.streams.decide import Controller
 from agentledger.streams.economics import Economics
 from agentledger.streams.facts import ToolResult
 from agentledger.streams.fold import RunFolder
-from agentledger.streams.policy import BreakerPolicy, PolicyError, load_policy, parse_policy
 from agentledger.streams.safemode import SafeMode
 from agentledger.streams.stats import critical_failures, lower_bound, upper_tail
 from agentledger.streams.windows import CountWindow, p95

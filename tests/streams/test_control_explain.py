@@ -16,7 +16,7 @@ from agentledger.producers.emitter import Ledger
 from agentledger.producers.guard import ControlFollower
 from agentledger.producers.scenarios import OUTAGE_TOOL, run_scenario
 from agentledger.services import start_api
-from agentledger.streams.policy import load_policy
+from agentledger.streams.control_policy import load_policy
 from tests.helpers import wait_for
 from tests.sinkutil import SinkThread
 from tests.streamutil import StreamWorker

@@ -1,5 +1,5 @@
 """`agentledger health`'s lines from heartbeat rows (plain rows; the end-to-end health
-tests with a real stack are in tests/test_supervisor.py)."""
+tests with a real stack are in tests/shell/test_supervisor.py)."""
 
 from __future__ import annotations
 

@@ -41,16 +41,16 @@ from agentledger.schemas import topics
 from agentledger.schemas.integrity import verify_chain
 from agentledger.schemas.signals import ControlSignal
 from agentledger.services import ApiServer, start_api
+from agentledger.streams.control_policy import parse_policy
 from agentledger.streams.decide import Controller
 from agentledger.streams.fold import RunFolder
-from agentledger.streams.policy import parse_policy
 from tests.conftest import CLI, consume_all
 from tests.helpers import wait_for
 from tests.otlputil import agent_run, request_bytes, request_json, run_spans
 from tests.sinkutil import SinkThread
 
 pytestmark = pytest.mark.integration
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @dataclass

@@ -38,7 +38,7 @@ from tests.sinkutil import SinkThread
 from tests.streamutil import StreamWorker
 
 pytestmark = pytest.mark.integration
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 # -- the JSON ------------------------------------------------------------------------------
@@ -346,7 +346,7 @@ def test_watch_once_json_lists_the_breaker_and_the_degraded_agent_with_reasons(
     from rich.console import Console
 
     from agentledger.auth import KeyRing, entry_for, new_key
-    from agentledger.watch import view
+    from agentledger.cli.watch import view
 
     settings: Settings = filled["settings"]
     stored = {(scope, state): reason for scope, state, reason in filled["client"].query(

@@ -24,7 +24,7 @@ from agentledger.auth import KeyRing, entry_for, new_key
 from agentledger.core import discovery
 from agentledger.core.settings import Settings
 from agentledger.core.store import client_for
-from agentledger.producers.approvals import ApprovalFollower
+from agentledger.producers.approval_follower import ApprovalFollower
 from agentledger.producers.emitter import AgentIdentity, Ledger
 from agentledger.producers.enforce import ApprovalExpired, ToolDenied, ToolGuard
 from agentledger.producers.gate import DEFAULT_DIR, Gate
