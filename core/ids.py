@@ -20,10 +20,5 @@ def uuid7() -> str:
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
-def utc_now_iso() -> str:
-    """Event time as the ledger writes it: UTC, microseconds, 'Z'."""
-    return format_ts(datetime.now(UTC))
-
-
 def format_ts(ts: datetime) -> str:
     return ts.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")

@@ -17,8 +17,10 @@ Delivery guarantee: at-least-once. A batch's offsets are committed only after
 ClickHouse acknowledged its rows *and* Kafka acknowledged its dead letters, in
 submission order; a crash before that (``kill -9`` included) means the batch is consumed
 again. Redelivered events carry the same ``event_id``/``ts``/``tenant`` and so the same
-ReplacingMergeTree key: ``SELECT … FINAL`` (which every project query uses) shows each
-event once. On SIGTERM, or a partition revocation, the loop flushes and commits first.
+ReplacingMergeTree key, so a query shows each event once: aggregate queries read through
+``FINAL``, and event pages dedup by ``LIMIT 1 BY event_id``
+(``agentledger/queries/events.py``). On SIGTERM, or a partition revocation, the loop
+flushes and commits first.
 
 Input never stops the sink: every message the broker accepted becomes a row or a dead
 letter, whatever its size or bytes. A failing insert is retried with backoff; if it keeps

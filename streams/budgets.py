@@ -40,10 +40,6 @@ class RunState:
     def restore(cls, snap: dict[str, Any]) -> RunState:
         return cls(**snap)
 
-    @property
-    def has_budget(self) -> bool:
-        return self.max_cost_micros is not None or self.max_tool_calls is not None
-
     def check(self) -> str | None:
         """The reason this run is over budget, once; None if within (or already told)."""
         if self.exceeded:

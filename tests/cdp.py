@@ -16,9 +16,10 @@ import os
 import queue
 import subprocess
 import threading
-import time
 from pathlib import Path
 from typing import Any
+
+from tests.helpers import wait_for
 
 
 class Browser:
@@ -98,13 +99,9 @@ class Browser:
         return result["result"].get("value")
 
     def wait_for(self, expression: str, timeout_s: float = 60) -> Any:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            value = self.evaluate(expression)
-            if value:
-                return value
-            time.sleep(0.1)
-        raise TimeoutError(f"the page never made true: {expression}")
+        """The first truthy value of a page expression (tests.helpers.wait_for polls it)."""
+        return wait_for(lambda: self.evaluate(expression), timeout_s=timeout_s,
+                        what=f"the page to make true: {expression}")
 
     def screenshot(self, x: float, y: float, width: float, height: float) -> bytes:
         """A PNG of a region of the whole page (CSS pixels, not just the viewport)."""

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -118,6 +117,3 @@ def _utc(value: Any) -> Any:
         return value.replace(tzinfo=dt.UTC)
     return value
 
-
-def in_list(values: Iterable[str]) -> list[str]:
-    return sorted(set(values))

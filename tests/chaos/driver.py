@@ -32,6 +32,7 @@ from agentledger.producers.simulator import Simulator
 from agentledger.schemas import topics
 from agentledger.supervisor import die_with_parent
 from tests.chaos.badinput import bad_messages
+from tests.helpers import wait_for
 
 EVENTS_PER_RUN = 9.25  # what the simulator's workflows average; only sizes the plan
 
@@ -223,8 +224,4 @@ class Chaos:
 
     @staticmethod
     def _wait(condition: Any, timeout_s: float, what: str) -> None:
-        deadline = time.monotonic() + timeout_s
-        while not condition():
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"timed out after {timeout_s:.0f}s waiting for {what}")
-            time.sleep(0.5)  # polling the store API with a deadline
+        wait_for(condition, timeout_s=timeout_s, interval_s=0.5, what=what)  # polls the store API
