@@ -44,6 +44,10 @@ class Settings(BaseSettings):
     clickhouse_dsn: SecretStr | None = Field(
         default=None, description="chdb:///dir or http(s)://user:pass@host:8123/db"
     )
+    clickhouse_readonly_dsn: SecretStr | None = Field(
+        default=None, description="server only: the read-only user POST /v1/sql runs as "
+                                  "(deploy/clickhouse/users.d); unset, SQL uses the main DSN"
+    )
     clickhouse_database: str = Field(default="agentledger", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
     retention_days: int = Field(default=365, ge=1, description="TTL of events (days)")
     rejected_retention_days: int = Field(default=30, ge=1, description="TTL of rejected input")
@@ -123,7 +127,7 @@ class Settings(BaseSettings):
     log_level: str = "WARNING"
     log_json: bool = True
 
-    @field_validator("clickhouse_dsn")
+    @field_validator("clickhouse_dsn", "clickhouse_readonly_dsn")
     @classmethod
     def _dsn_scheme(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None:
