@@ -17,6 +17,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
+from agentledger.otlp_publish import closer_rows
 from core import discovery
 from core.kafka import client_config
 from core.settings import Settings
@@ -41,6 +42,7 @@ class PipelineReporter:
     def __call__(self, _stats: SinkStats) -> list[list[Any]]:
         now = datetime.now(UTC)
         rows = self._supervised(now)
+        rows += [heartbeat_row(*closer) for closer in closer_rows(self.settings, now)]
         lag = self._streams_lag()
         if lag is not None:
             behind, per_partition = lag

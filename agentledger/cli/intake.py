@@ -36,6 +36,7 @@ def intake(
     from core.kafka import TopicSpec, client_config, default_topics, ensure_topics
     from producers.otlp.catalogue import CatalogueError, load_catalogue
     from producers.otlp.runs import Assembler
+    from producers.redaction import Redactor
 
     if encoding not in ("otlp_proto", "otlp_json", "auto"):
         raise UserError(f"--encoding {encoding!r}: use otlp_proto, otlp_json or auto")
@@ -55,8 +56,10 @@ def intake(
                       session_timeout_ms=settings.kafka_session_timeout_ms,
                       extra=settings.kafka_security),
         Publisher(bootstrap, security=settings.kafka_security),
-        Assembler(origin="otlp_kafka", catalogue=catalogue, grace_s=grace_s, idle_s=idle_s),
-        tenant=tenant, topic=topic, encoding=encoding)
+        # the SDK's redaction settings (AGENTLEDGER_REDACT_KEYS) apply to spans too
+        Assembler(origin="otlp_kafka", catalogue=catalogue, grace_s=grace_s, idle_s=idle_s,
+                  redactor=Redactor(settings.redact_keys)),
+        tenant=tenant, topic=topic, encoding=encoding, settings=settings)
     typer.echo(f"intake: {topic} → agent.events (tenant {tenant})", err=True)
     server = serve_otlp_http(settings) if http else None
     try:
