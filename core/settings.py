@@ -7,6 +7,7 @@ store under the data directory. Point ``AGENTLEDGER_KAFKA_BOOTSTRAP`` and
 
 from __future__ import annotations
 
+import json
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -123,9 +124,22 @@ class Settings(BaseSettings):
         description="OTLP/HTTP port of `agentledger intake` (4318, the OTLP default; 0 = a "
                     "free port; if taken, a free one is used and published in the run dir)")
 
+    ledger_key_dir: Path | None = Field(
+        default=None, description="where the ledger's ed25519 signing key lives (0600); "
+        "unset = <data_dir>/keys")
+    ledger_public_key: str = Field(
+        default="", description="trusted ledger public keys for followers: base64 keys or "
+        ".pub file paths, comma-separated (several during a rotation); unset = the local "
+        "stack's key if this is its broker, else messages are not verified")
     redact_keys: list[str] = Field(default_factory=lambda: list(DEFAULT_REDACT_KEYS))
     log_level: str = "WARNING"
     log_json: bool = True
+
+    @field_validator("kafka_security", mode="before")
+    @classmethod
+    def _security_json(cls, value: Any) -> Any:
+        """JSON text, as in the environment, also when passed directly (compose checks)."""
+        return json.loads(value) if isinstance(value, str) else value
 
     @field_validator("clickhouse_dsn", "clickhouse_readonly_dsn")
     @classmethod
