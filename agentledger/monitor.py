@@ -20,6 +20,7 @@ from confluent_kafka import Consumer, KafkaException, TopicPartition
 from agentledger.core import discovery
 from agentledger.core.kafka import client_config
 from agentledger.core.settings import Settings
+from agentledger.intake.publisher import closer_rows
 from agentledger.schemas import topics
 from agentledger.sinks.consumer import Sink, SinkStats
 from agentledger.sinks.rows import heartbeat_row
@@ -41,6 +42,7 @@ class PipelineReporter:
     def __call__(self, _stats: SinkStats) -> list[list[Any]]:
         now = datetime.now(UTC)
         rows = self._supervised(now)
+        rows += [heartbeat_row(*closer) for closer in closer_rows(self.settings, now)]
         lag = self._streams_lag()
         if lag is not None:
             behind, per_partition = lag

@@ -16,6 +16,14 @@ and by the ledger API. Spans are grouped into runs in the serving process
 complete. A refused request changes nothing; in an accepted one, refused spans go to the
 DLQ (acknowledged before the answer; the sink lands them in ``rejected_events``) and the
 rest land. Behind a load balancer, keep one trace on one process (or use the Kafka intake).
+
+No span stops the intake: values the canonical form cannot hold are made holdable or
+refused when decoded (:func:`agentledger.intake.spans.holdable`), so the answer's
+``partial_success`` counts them; a run that still fails to build when closed has its spans
+dead-lettered (``run_unbuildable``) and the closer goes on to the next run; a closing
+round that raises is logged and counted, and the loop goes on. The closer's beat is in
+``health`` (:class:`agentledger.intake.publisher.CloserBeat`). Tool arguments and run errors
+are redacted with ``Settings.redact_keys`` (``AGENTLEDGER_REDACT_KEYS``), as the SDK does.
 """
 
 from __future__ import annotations
@@ -40,9 +48,10 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from agentledger.api.deps import bootstrap_of, principal
 from agentledger.api.responses import OrjsonResponse
 from agentledger.auth import Principal
+from agentledger.core.redaction import Redactor
 from agentledger.core.settings import Settings
 from agentledger.intake.catalogue import CatalogueError, load_catalogue
-from agentledger.intake.publisher import Publisher, PublishFailed
+from agentledger.intake.publisher import CloserBeat, Publisher, PublishFailed
 from agentledger.intake.runs import Assembler, Intake, Rejected
 from agentledger.intake.spans import PayloadError, decode_json, decode_protobuf
 
@@ -72,16 +81,21 @@ class OtlpError(Exception):
 class HttpIntake:
     """The assembler, the publisher and the closer thread of one API process."""
 
+    beat: CloserBeat | None = None
+    """The closer's liveness file (None when built without its thread)."""
+
     def __init__(self, settings: Settings, bootstrap: str, *, grace_s: float = 2.0,
-                 idle_s: float = 30.0):
+                 idle_s: float = 30.0, role: str = "api"):
         try:
             catalogue = load_catalogue(settings.policy_file)
         except CatalogueError as exc:  # every tool then counts as a write: the safe side
             log.error("tool catalogue not loaded", extra={"error": str(exc)})
             catalogue = None
         self.assembler = Assembler(origin="otlp_http", grace_s=grace_s, idle_s=idle_s,
-                                   catalogue=catalogue)
+                                   catalogue=catalogue,
+                                   redactor=Redactor(settings.redact_keys))
         self.publisher = Publisher(bootstrap, security=settings.kafka_security)
+        self.beat = CloserBeat(settings, role, self.assembler)
         self._pending: list[dict[str, Any]] = []
         """Events of closed runs Kafka has not acknowledged yet (retried; ids dedup)."""
         self._stop = threading.Event()
@@ -89,24 +103,43 @@ class HttpIntake:
         self._thread.start()
 
     def _loop(self) -> None:
+        """Close due runs every 50 ms until stopped; nothing raised in a round ends it."""
+        beat = self.beat
+        assert beat is not None
+        beat.beat(force=True)
         while not self._stop.wait(0.05):
-            self.close_due()
+            try:
+                self.close_due()
+            except Exception as exc:  # counted and reported in health; the next round runs
+                beat.errors += 1
+                beat.last_error = f"{type(exc).__name__}: {str(exc)[:500]}"
+                log.exception("OTLP closing round failed", extra={"error": str(exc)})
+            beat.beat()
 
     def close_due(self, force: bool = False) -> int:
         events = list(self._pending)
         runs = self.assembler.iter_due(force=force)
+        refused = 0
         try:
             if events:
                 self.publisher.publish(events)
             for run in runs:  # each run goes out as soon as it is built
                 events += run.events
                 self.publisher.publish(run.events)
-            if not events:
+                if run.rejected:  # its build failed: its spans go to the DLQ, with why
+                    refused += len(run.rejected)
+                    self.publisher.reject(run.rejected, topic=HTTP_TOPIC)
+            if self.beat is not None:
+                self.beat.spans_refused += refused
+                self.beat.closed(len(events))
+            if not events and not refused:
                 return 0
             self.publisher.flush(30)
         except (PublishFailed, KafkaException) as exc:
             for run in runs:  # the closed runs not built yet must not be lost
                 events += run.events
+                if run.rejected:
+                    self.publisher.reject(run.rejected, topic=HTTP_TOPIC)
             self._pending = events  # sent again next round; the sink dedups by event_id
             log.error("OTLP events not published yet", extra={"events": len(events),
                                                                "error": str(exc)})
@@ -123,6 +156,8 @@ class HttpIntake:
         self._stop.set()
         self._thread.join(timeout=5)
         self.close_due(force=True)
+        if self.beat is not None:
+            self.beat.withdraw()
 
 
 def install(app: FastAPI) -> None:
@@ -155,6 +190,7 @@ def create_intake_app(settings: Settings) -> FastAPI:
     app = FastAPI(title="agentledger OTLP intake", default_response_class=OrjsonResponse)
     app.state.keys = ReloadingKeyRing(settings)
     app.state.otlp_settings = settings
+    app.state.otlp_role = "intake-http"
     app.state.otlp_lock = threading.Lock()
     install_error_handlers(app)
     app.router.routes.extend(router.routes)
@@ -177,7 +213,7 @@ def intake_of(app: FastAPI) -> HttpIntake:
             grace = getattr(app.state, "otlp_grace_s", None)
             intake = app.state.otlp = HttpIntake(
                 settings, bootstrap, grace_s=float(os.environ.get(GRACE_ENV, 2.0))
-                if grace is None else grace)
+                if grace is None else grace, role=getattr(app.state, "otlp_role", "api"))
         return intake
 
 
@@ -246,7 +282,14 @@ def _summary(rejected: list[Rejected]) -> str:
 
 
 def _ingest(app: FastAPI, body: bytes, media: str, tenant: str) -> Intake:
-    spans = decode_protobuf(body) if media == PROTOBUF else decode_json(body)
+    try:
+        spans = decode_protobuf(body) if media == PROTOBUF else decode_json(body)
+    except PayloadError:
+        raise
+    except Exception as exc:  # an unforeseen decoder failure is this request's, answered 400
+        log.exception("OTLP request not decodable", extra={"error": str(exc)})
+        raise PayloadError(f"OTLP request not decodable: {type(exc).__name__}: "
+                           f"{str(exc)[:300]}") from None
     intake = intake_of(app)
     if intake.backlog >= getattr(app.state, "otlp_max_open_spans", MAX_OPEN_SPANS):
         raise OtlpError(503, f"the intake holds {intake.backlog} spans and events not yet "

@@ -7,6 +7,7 @@ store under the data directory. Point ``AGENTLEDGER_KAFKA_BOOTSTRAP`` and
 
 from __future__ import annotations
 
+import json
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,10 @@ class Settings(BaseSettings):
 
     clickhouse_dsn: SecretStr | None = Field(
         default=None, description="chdb:///dir or http(s)://user:pass@host:8123/db"
+    )
+    clickhouse_readonly_dsn: SecretStr | None = Field(
+        default=None, description="server only: the read-only user POST /v1/sql runs as "
+                                  "(deploy/clickhouse/users.d); unset, SQL uses the main DSN"
     )
     clickhouse_database: str = Field(default="agentledger", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
     retention_days: int = Field(default=365, ge=1, description="TTL of events (days)")
@@ -123,12 +128,25 @@ class Settings(BaseSettings):
         default=2.0, gt=0, description="OTLP/HTTP: seconds after a trace's root span before "
                                        "its run is closed and published")
 
+    ledger_key_dir: Path | None = Field(
+        default=None, description="where the ledger's ed25519 signing key lives (0600); "
+        "unset = <data_dir>/keys")
+    ledger_public_key: str = Field(
+        default="", description="trusted ledger public keys for followers: base64 keys or "
+        ".pub file paths, comma-separated (several during a rotation); unset = the local "
+        "stack's key if this is its broker, else messages are not verified")
     redact_keys: list[str] = Field(default_factory=lambda: list(DEFAULT_REDACT_KEYS))
     log_level: str = "WARNING"
     debug: bool = Field(default=False, description="CLI errors show their traceback too")
     log_json: bool = True
 
-    @field_validator("clickhouse_dsn")
+    @field_validator("kafka_security", mode="before")
+    @classmethod
+    def _security_json(cls, value: Any) -> Any:
+        """JSON text, as in the environment, also when passed directly (compose checks)."""
+        return json.loads(value) if isinstance(value, str) else value
+
+    @field_validator("clickhouse_dsn", "clickhouse_readonly_dsn")
     @classmethod
     def _dsn_scheme(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None:

@@ -22,12 +22,17 @@ class StoreBusy(RuntimeError):
     """Another process owns the embedded store; ask it (via the API) instead."""
 
 
-def client_for(settings: Settings, *, database: bool = True, **kwargs: Any) -> Client:
+def client_for(settings: Settings, *, database: bool = True, readonly: bool = False,
+               **kwargs: Any) -> Client:
     """A clickhouse-connect client for the configured store.
 
     With ``database=False`` no database is selected, for the migration that creates it.
+    With ``readonly=True`` and a server, it connects as the read-only user of
+    ``clickhouse_readonly_dsn`` (the SQL endpoint's), so a query meets that user's grants.
     """
     dsn = settings.dsn
+    if readonly and settings.clickhouse_readonly_dsn is not None and not settings.embedded_store:
+        dsn = settings.clickhouse_readonly_dsn.get_secret_value()
     db = settings.clickhouse_database if database else None
     if settings.embedded_store:
         path = settings.chdb_path

@@ -16,6 +16,14 @@ so the commit point never passes a message this consumer did not see.
 
 With several intake instances, keep one trace on one partition
 (``partition_traces_by_id: true`` in the Collector); one instance handles unkeyed input.
+
+Poison never crash-loops the intake: a message that is not OTLP, or whose decoding or
+mapping raises anything at all, is dead-lettered whole with its reason and its offset
+counts as read (so the commit point moves past it); a span that cannot be an event is
+dead-lettered alone, each span its own ``rejected_events`` row (its message's topic,
+partition and offset are in the evidence); a run that fails to build has its spans
+dead-lettered (``run_unbuildable``) and the loop goes on. Only Kafka failing to take our
+output stops the loop (nothing is committed then, so a restart re-reads it).
 """
 
 from __future__ import annotations
@@ -31,7 +39,7 @@ from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 from agentledger.core import discovery
 from agentledger.core.offsets import GapGuard
 from agentledger.core.settings import Settings
-from agentledger.intake.publisher import Publisher
+from agentledger.intake.publisher import CloserBeat, Publisher
 from agentledger.intake.runs import Assembler
 from agentledger.intake.spans import PayloadError, decode
 from agentledger.sinks.decode import Rejection
@@ -50,6 +58,10 @@ class IntakeStats:
     events: int = 0
     rejected_spans: int = 0
     rejected_messages: int = 0
+    unprocessable_messages: int = 0
+    """messages whose processing raised: dead-lettered whole, the offset moved on"""
+    failed_runs: int = 0
+    """runs that could not be built: their spans dead-lettered"""
     duplicates: int = 0
     commits: int = 0
     gaps_refetched: int = 0
@@ -89,7 +101,7 @@ def commit_point(next_offset: int, first_open: int | None,
 class KafkaIntake:
     def __init__(self, consumer_config: dict[str, Any], publisher: Publisher,
                  assembler: Assembler, *, tenant: str, topic: str = OTLP_TOPIC,
-                 encoding: str = "auto"):
+                 encoding: str = "auto", settings: Settings | None = None):
         self.publisher = publisher
         self.assembler = assembler
         self.tenant = tenant
@@ -102,6 +114,8 @@ class KafkaIntake:
         self.gaps = GapGuard(self._consumer.seek, (topic,))
         self._parts: dict[int, _Partition] = {}
         self._stop = threading.Event()
+        self.beat = CloserBeat(settings, "kafka", assembler) if settings is not None else None
+        """This loop closes the runs too: its beat is the Kafka closer's liveness."""
 
     def stop(self) -> None:
         self._stop.set()
@@ -119,11 +133,15 @@ class KafkaIntake:
                 if messages or self.assembler.open_traces:
                     idle_since = time.monotonic()
                 self._close_and_commit()
+                if self.beat is not None:
+                    self.beat.beat()
                 if max_idle_s is not None and time.monotonic() - idle_since > max_idle_s:
                     break
             self._close_and_commit()
         finally:
             self._consumer.close()
+            if self.beat is not None:
+                self.beat.withdraw()
         return self.stats
 
     def _revoked(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -155,24 +173,46 @@ class KafkaIntake:
         self.stats.messages += 1
         try:
             spans = decode(msg.value() or b"", self.encoding)
+            result = self.assembler.add(spans, self.tenant, (part, offset))
         except PayloadError as exc:
             self.stats.rejected_messages += 1
             self.publisher.dead_letters.reject(msg, Rejection("otlp_invalid", str(exc)))
             return
+        except Exception as exc:  # poison, not an outage: dead-letter it, read on
+            self.stats.rejected_messages += 1
+            self.stats.unprocessable_messages += 1
+            log.exception("OTLP message not processable", extra={
+                "partition": part, "offset": offset, "error": str(exc)})
+            self.publisher.dead_letters.reject(msg, Rejection(
+                "otlp_unprocessable", f"{type(exc).__name__}: {str(exc)[:1000]}"))
+            return
         self.stats.spans += len(spans)
-        result = self.assembler.add(spans, self.tenant, (part, offset))
         self.stats.duplicates += result.duplicates
         if result.rejected:
             self.stats.rejected_spans += len(result.rejected)
-            self.publisher.reject(result.rejected, topic=msg.topic() or self.topic,
-                                  partition=part, offset=offset)
+            topic = msg.topic() or self.topic
+            self.publisher.reject(result.rejected, topic=topic, partition=part, source={
+                "topic": topic, "partition": part, "offset": offset})
 
     def _close_and_commit(self) -> None:
+        closed = 0
         for run in self.assembler.iter_due():
             self.stats.runs += bool(run.events)
             self.stats.events += self.publisher.publish(run.events)
+            closed += len(run.events)
+            if run.rejected:  # the run could not be built: its spans to the DLQ, with why
+                self.stats.failed_runs += 1
+                self.stats.rejected_spans += len(run.rejected)
+                part, (first, last) = min(run.positions.items(), default=(0, (-1, -1)))
+                self.publisher.reject(run.rejected, topic=self.topic, partition=part,
+                                      source={"topic": self.topic, "partition": part,
+                                              "offsets": [first, last]})
+                if self.beat is not None:
+                    self.beat.spans_refused += len(run.rejected)
             for part, interval in run.positions.items():
                 self._parts.setdefault(part, _Partition()).closed.append(interval)
+        if self.beat is not None:
+            self.beat.closed(closed)
         self.publisher.flush(30)  # raises before any commit if Kafka refused something
         self._commit()
         self.stats.gaps_refetched = self.gaps.gaps_refetched

@@ -25,7 +25,7 @@ from agentledger.core.pricing import DEFAULT_PRICES, PriceTable
 from agentledger.core.redaction import Redactor
 from agentledger.core.settings import DEFAULT_REDACT_KEYS
 from agentledger.intake.catalogue import DEFAULT_MODE, MODES, ToolCatalogue
-from agentledger.intake.spans import STATUS_ERROR, SpanRecord
+from agentledger.intake.spans import MAX_SAFE_INT, STATUS_ERROR, BadValue, SpanRecord, holdable
 from agentledger.schemas.events import BODY_MODELS, validation_reason
 
 MODE_ATTRIBUTE: Final = "agentledger.tool.mode"
@@ -39,7 +39,8 @@ TRACELOOP_KINDS: Final = {"workflow": "agent", "agent": "agent", "task": "other"
 ARGS_MAX_BYTES: Final = 16 * 1024
 UNVERSIONED: Final = "unversioned"
 _NAME_BAD = re.compile(r"[^A-Za-z0-9_.:@/+-]")
-_REDACTOR = Redactor(DEFAULT_REDACT_KEYS)
+DEFAULT_REDACTOR: Final = Redactor(DEFAULT_REDACT_KEYS)
+"""The SDK's default redaction; the intakes pass one built from ``Settings.redact_keys``."""
 
 
 class MappingError(ValueError):
@@ -99,10 +100,14 @@ def classify(span: SpanRecord) -> str:
 def _int(span: SpanRecord, *names: str) -> int:
     value = span.attr(*names)
     try:
-        return max(int(value), 0) if value is not None else 0
-    except (TypeError, ValueError):
-        raise MappingError("invalid_attribute", f"{names[0]}: {value!r} is not an integer") \
-            from None
+        number = max(int(value), 0) if value is not None else 0
+    except (TypeError, ValueError, OverflowError):
+        raise MappingError("invalid_attribute", f"{names[0]}: {value!r:.100} is not an "
+                                                "integer") from None
+    if number > MAX_SAFE_INT:  # summed into run totals, which the hash chain must hold
+        raise MappingError("invalid_attribute", f"{names[0]}: {value!r:.100} is beyond "
+                                                "2**53 - 1")
+    return number
 
 
 def _float(span: SpanRecord, *names: str) -> float | None:
@@ -111,11 +116,12 @@ def _float(span: SpanRecord, *names: str) -> float | None:
         return None
     try:
         number = float(value)
-    except (TypeError, ValueError):
-        raise MappingError("invalid_attribute", f"{names[0]}: {value!r} is not a number") \
-            from None
-    if number < 0 or number != number:
-        raise MappingError("invalid_attribute", f"{names[0]}: {value!r} is negative")
+    except (TypeError, ValueError, OverflowError):
+        raise MappingError("invalid_attribute", f"{names[0]}: {value!r:.100} is not a "
+                                                "number") from None
+    if not 0 <= number < 1e15:  # NaN fails this too; run totals sum it, and must stay finite
+        raise MappingError("invalid_attribute", f"{names[0]}: {value!r:.100} is negative, "
+                                                "not finite or beyond 1e15")
     return number
 
 
@@ -160,14 +166,24 @@ def _model(span: SpanRecord, prices: PriceTable, out: Mapped) -> None:
     out.model_key = f"{provider}/{model}"
 
 
-def _args(span: SpanRecord) -> dict[str, Any]:
+def _args(span: SpanRecord, redactor: Redactor) -> dict[str, Any]:
+    """The tool's arguments, redacted with the intake's settings (as the SDK redacts).
+
+    Arguments sent as a JSON string are parsed here, so they are made holdable here too
+    (:func:`~agentledger.intake.spans.holdable`: an integer beyond 2**53 becomes a string;
+    nesting beyond its limit refuses the span).
+    """
     raw = span.attr("gen_ai.tool.call.arguments", "tool.parameters", "input.value",
                     "traceloop.entity.input")
     if isinstance(raw, str):
         with contextlib.suppress(orjson.JSONDecodeError):
             raw = orjson.loads(raw)
+            try:
+                raw = holdable(raw)
+            except BadValue as exc:
+                raise MappingError("invalid_attribute", f"tool arguments: {exc}") from None
     args = raw if isinstance(raw, dict) else ({} if raw is None else {"value": raw})
-    args = cast("dict[str, Any]", _REDACTOR.redact(args))
+    args = cast("dict[str, Any]", redactor.redact(args))
     encoded = orjson.dumps(args, option=orjson.OPT_SORT_KEYS)
     if len(encoded) > ARGS_MAX_BYTES:
         return {"truncated": True, "bytes": len(encoded),
@@ -175,13 +191,14 @@ def _args(span: SpanRecord) -> dict[str, Any]:
     return args
 
 
-def _tool(span: SpanRecord, tenant: str, catalogue: ToolCatalogue, out: Mapped) -> None:
+def _tool(span: SpanRecord, tenant: str, catalogue: ToolCatalogue, out: Mapped,
+          redactor: Redactor) -> None:
     tool = name(span.attr("gen_ai.tool.name", "tool.name", "traceloop.entity.name") or span.name,
                 "tool")
     stated = span.attr(MODE_ATTRIBUTE)
     mode = stated if stated in MODES else (catalogue.mode(tenant, tool) or DEFAULT_MODE)
     call_id = span.attr("agentledger.idempotency_key", "gen_ai.tool.call.id")
-    args = _args(span)
+    args = _args(span, redactor)
     out.events.append(("tool.call", span.start_ns, {
         "tool": tool, "action": name(span.attr("agentledger.tool.action"), "execute"),
         "mode": mode, "tool_version": name(span.attr("agentledger.tool.version"), UNVERSIONED),
@@ -220,7 +237,8 @@ def _guardrail(span: SpanRecord, out: Mapped) -> None:
 
 
 def map_span(span: SpanRecord, tenant: str, catalogue: ToolCatalogue,
-             prices: PriceTable = DEFAULT_PRICES) -> Mapped:
+             prices: PriceTable = DEFAULT_PRICES,
+             redactor: Redactor = DEFAULT_REDACTOR) -> Mapped:
     """Classify ``span`` and build its events; raises :class:`MappingError` if it is bad."""
     if span.problem:
         reason, _, message = span.problem.partition(": ")
@@ -229,7 +247,7 @@ def map_span(span: SpanRecord, tenant: str, catalogue: ToolCatalogue,
     if out.kind == "model":
         _model(span, prices, out)
     elif out.kind == "tool":
-        _tool(span, tenant, catalogue, out)
+        _tool(span, tenant, catalogue, out, redactor)
     elif out.kind == "retrieval":
         _retrieval(span, out)
     elif out.kind == "guardrail":

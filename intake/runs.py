@@ -21,6 +21,13 @@ times from span times, so rebuilding a run from the same spans gives byte-identi
 events, which the sink's ``event_id`` dedup hides. A span of a run closed earlier is a
 duplicate (same span id: dropped silently) or late (new span id: refused with reason
 ``late_span``, as the chain cannot be reopened).
+
+No span stops the assembler: a span whose mapping raises anything is refused alone
+(``unmappable``), and a run whose building raises anything is handed out with no events
+and every span of it refused (``run_unbuildable``), counted in :attr:`Assembler.
+failed_runs`; the next run is built as usual. Every span added thus ends in exactly one
+of: a built run, a refusal with a reason, a duplicate, our own SDK's scope (skipped), or
+a trace that follows no convention (not a run).
 """
 
 from __future__ import annotations
@@ -36,8 +43,17 @@ from typing import Any, Final
 
 from agentledger.core.ids import format_ts
 from agentledger.core.pricing import DEFAULT_PRICES, PriceTable
+from agentledger.core.redaction import Redactor
 from agentledger.intake.catalogue import ToolCatalogue
-from agentledger.intake.mapping import Mapped, MappingError, identity, map_span, name, run_started
+from agentledger.intake.mapping import (
+    DEFAULT_REDACTOR,
+    Mapped,
+    MappingError,
+    identity,
+    map_span,
+    name,
+    run_started,
+)
 from agentledger.intake.spans import OWN_SCOPE, STATUS_ERROR, SpanRecord
 from agentledger.schemas.integrity import CANON_JCS, GENESIS, event_hash
 
@@ -80,6 +96,9 @@ class ClosedRun:
     events: list[dict[str, Any]]
     positions: dict[int, tuple[int, int]]
     """Kafka partition → (first, last) offset holding this run's spans (Kafka intake)."""
+    spans: int = 0
+    rejected: list[Rejected] = field(default_factory=list)
+    """Every span of the run, when building it failed (``run_unbuildable``); else empty."""
 
 
 def event_id(trace_id: str, span_id: str, kind: str, ts_ns: int) -> str:
@@ -110,8 +129,12 @@ def choose_run(spans: list[Mapped]) -> Mapped:
     return next((m for m in spans if m.span.parent_span_id not in ids), spans[0])
 
 
-def build_run(tenant: str, spans: Iterable[Mapped], origin: str) -> list[dict[str, Any]]:
-    """The run's events, sequenced by span start time and hash-chained (RFC 8785 form)."""
+def build_run(tenant: str, spans: Iterable[Mapped], origin: str,
+              redactor: Redactor = DEFAULT_REDACTOR) -> list[dict[str, Any]]:
+    """The run's events, sequenced by span start time and hash-chained (RFC 8785 form).
+
+    May raise on a value the canonical form cannot hold; :meth:`Assembler.iter_due`
+    refuses that run's spans rather than let it out."""
     ordered = sorted(spans, key=lambda m: (m.span.start_ns, m.span.span_id))
     run = choose_run(ordered)
     rs = run.span
@@ -141,7 +164,7 @@ def build_run(tenant: str, spans: Iterable[Mapped], origin: str) -> list[dict[st
                   cost_by_model={k: round(v, 10) for k, v in by_model.items()})
     items.append(("run.finished", rs.end_ns, {
         "outcome": "failure" if failed else "success", "workflow": started["workflow"],
-        "error": str(error)[:4096] if error else None, "totals": totals}, rs))
+        "error": redactor.redact(str(error)[:4096]) if error else None, "totals": totals}, rs))
     events = []
     prev = GENESIS
     for seq, (etype, ts_ns, body, span) in enumerate(items):
@@ -166,8 +189,11 @@ class Assembler:
 
     def __init__(self, *, origin: str, catalogue: ToolCatalogue | None = None,
                  prices: PriceTable = DEFAULT_PRICES, grace_s: float = 2.0,
-                 idle_s: float = 30.0, clock: Callable[[], float] = time.monotonic):
+                 idle_s: float = 30.0, clock: Callable[[], float] = time.monotonic,
+                 redactor: Redactor = DEFAULT_REDACTOR):
         self.origin = origin
+        self.redactor = redactor
+        """Applied to tool arguments and run errors: the intakes pass the SDK's settings."""
         self.catalogue = catalogue or ToolCatalogue()
         self.prices = prices
         self.grace_s = grace_s
@@ -177,6 +203,10 @@ class Assembler:
         self._closed: OrderedDict[tuple[str, str], frozenset[str]] = OrderedDict()
         self._lock = threading.Lock()
         self.ignored_traces = 0
+        self.closed_runs = 0
+        self.failed_runs = 0
+        """Runs whose building raised: their spans were refused, the closer went on."""
+        self.last_failure: str | None = None
         self.open_spans = 0
         """Spans waiting in open traces: what an intake bounds (back-pressure)."""
 
@@ -190,9 +220,13 @@ class Assembler:
                 result.skipped += 1
                 continue
             try:
-                mapped.append(map_span(span, tenant, self.catalogue, self.prices))
+                mapped.append(map_span(span, tenant, self.catalogue, self.prices,
+                                       self.redactor))
             except MappingError as exc:
                 result.rejected.append(Rejected(span, exc.reason, str(exc)))
+            except Exception as exc:  # a bug or an unforeseen value: this span, not the batch
+                result.rejected.append(Rejected(span, "unmappable",
+                                                f"{type(exc).__name__}: {str(exc)[:1000]}"))
         now = self.clock()
         with self._lock:
             for m in mapped:
@@ -245,12 +279,24 @@ class Assembler:
             while len(self._closed) > CLOSED_MEMORY:
                 self._closed.popitem(last=False)
         for trace in ready:
+            rejected: list[Rejected] = []
+            events: list[dict[str, Any]] = []
             if all(m.kind == "other" for m in trace.spans.values()):
                 self.ignored_traces += 1
-                events: list[dict[str, Any]] = []
             else:
-                events = build_run(trace.tenant, trace.spans.values(), self.origin)
-            yield ClosedRun(trace.tenant, trace.trace_id, events, trace.positions)
+                try:
+                    events = build_run(trace.tenant, trace.spans.values(), self.origin,
+                                       self.redactor)
+                    self.closed_runs += 1
+                except Exception as exc:  # this run only: the next one is built as usual
+                    message = (f"the run could not be built, so none of its spans landed: "
+                               f"{type(exc).__name__}: {str(exc)[:1000]}")
+                    rejected = [Rejected(m.span, "run_unbuildable", message)
+                                for m in trace.spans.values()]
+                    self.failed_runs += 1
+                    self.last_failure = message
+            yield ClosedRun(trace.tenant, trace.trace_id, events, trace.positions,
+                            len(trace.spans), rejected)
 
     def discard_partitions(self, partitions: set[int]) -> int:
         """Forget open traces with spans from ``partitions`` (revoked from this consumer:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import math
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -23,12 +24,69 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 _NS_MIN: Final = 946_684_800 * 10**9
 _NS_MAX: Final = 4_102_444_800 * 10**9
 STATUS_ERROR: Final = 2
+MAX_DEPTH: Final = 32
+"""Deepest nesting of array/kvlist attribute values a span may carry; deeper is refused."""
+MAX_SAFE_INT: Final = 2**53 - 1
+"""The largest integer RFC 8785 (I-JSON) holds exactly; beyond it, integers become strings."""
+_NON_FINITE: Final = {math.inf: "Infinity", -math.inf: "-Infinity"}
 OWN_SCOPE: Final = "agentledger"
 """Spans of the project's own SDK: their runs are in the ledger already (skipped)."""
 
 
 class PayloadError(ValueError):
     """The payload is not an OTLP trace request in the stated encoding."""
+
+
+class BadValue(ValueError):
+    """An attribute value the ledger cannot hold in any form: its span is refused."""
+
+
+def holdable(value: Any, depth: int = 0) -> Any:
+    """``value`` in a form the events' canonical form (RFC 8785 JCS) can hold.
+
+    Why here, at decode time: the run's hash chain is computed when the run closes, after
+    the exporter was answered; a value JCS cannot hold found there would sink the whole
+    run. So every value is made holdable as it arrives, and what cannot be is refused with
+    its span (counted in the answer's ``partial_success``):
+
+    - integers beyond ±(2**53 - 1) become their decimal string: exact (a double would
+      round them), and how OTLP/JSON itself writes 64-bit integers. Real spans carry them
+      (snowflake ids, nanosecond times, byte counts), so refusing would drop real tool calls;
+    - NaN and ±Infinity become ``"NaN"``, ``"Infinity"``, ``"-Infinity"`` (proto3 JSON's
+      spellings); bytes become hex; a string that is not valid Unicode (a lone surrogate)
+      has the bad code points replaced by U+FFFD; a non-string object key becomes a string;
+    - nesting deeper than :data:`MAX_DEPTH`, or a type JSON has no form for, raises
+      :class:`BadValue` (the span is refused): no tracer writes such spans, and storing a
+      cut-off tree would hash a value the agent never sent.
+    """
+    kind = type(value)
+    if kind is str:
+        return value if value.isascii() else _text(value)
+    if kind is int:
+        return value if -MAX_SAFE_INT <= value <= MAX_SAFE_INT else str(value)
+    if kind is float:
+        return value if math.isfinite(value) else _NON_FINITE.get(value, "NaN")
+    if kind is bool or value is None:
+        return value
+    if kind is dict or kind is list or kind is tuple:
+        if depth >= MAX_DEPTH:
+            raise BadValue(f"nested deeper than {MAX_DEPTH} levels")
+        if kind is dict:
+            return {(k if type(k) is str else holdable(str(k))): holdable(v, depth + 1)
+                    for k, v in value.items()}
+        return [holdable(v, depth + 1) for v in value]
+    if kind is bytes:
+        return value.hex()
+    raise BadValue(f"{kind.__name__} is not a JSON value")
+
+
+def _text(value: str) -> str:
+    """``value``, with lone surrogates (not Unicode, so not UTF-8) replaced by U+FFFD."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    return value
 
 
 @dataclass(slots=True)
@@ -75,20 +133,26 @@ class SpanRecord:
                 "attributes": self.attributes, "scope": self.scope}
 
 
-def _value(v: AnyValue) -> Any:
+def _value(v: AnyValue, depth: int = 0) -> Any:
+    """One protobuf attribute value, made holdable as :func:`holdable` says (inline here:
+    this runs for every attribute of every span). Protobuf has checked strings are UTF-8."""
     kind = v.WhichOneof("value")
     if kind == "string_value":
         return v.string_value
     if kind == "int_value":
-        return v.int_value
+        number = v.int_value
+        return number if -MAX_SAFE_INT <= number <= MAX_SAFE_INT else str(number)
     if kind == "double_value":
-        return v.double_value
+        real = v.double_value
+        return real if math.isfinite(real) else _NON_FINITE.get(real, "NaN")
     if kind == "bool_value":
         return v.bool_value
-    if kind == "array_value":
-        return [_value(x) for x in v.array_value.values]
-    if kind == "kvlist_value":
-        return {kv.key: _value(kv.value) for kv in v.kvlist_value.values}
+    if kind == "array_value" or kind == "kvlist_value":
+        if depth >= MAX_DEPTH:
+            raise BadValue(f"nested deeper than {MAX_DEPTH} levels")
+        if kind == "array_value":
+            return [_value(x, depth + 1) for x in v.array_value.values]
+        return {kv.key: _value(kv.value, depth + 1) for kv in v.kvlist_value.values}
     if kind == "bytes_value":
         return v.bytes_value.hex()
     return None
@@ -102,27 +166,50 @@ def _hex(raw: bytes) -> str:
     return raw.hex()
 
 
+def _exception_type(events: Any) -> str | None:
+    """The recorded exception's type (the last ``exception`` event's ``exception.type``)."""
+    found = None
+    for ev in events:
+        if ev.name == "exception":
+            for kv in ev.attributes:
+                if kv.key == "exception.type":
+                    try:
+                        value = _value(kv.value)
+                    except BadValue:
+                        continue
+                    found = str(value) if value else found
+    return found
+
+
 def spans_of(request: ExportTraceServiceRequest) -> list[SpanRecord]:
-    """Every span of ``request``, flattened with its resource and scope, checked."""
+    """Every span of ``request``, flattened with its resource and scope, checked.
+
+    A span whose attributes cannot be held (:class:`BadValue`) is returned with its
+    ``problem`` set, so it is refused alone and counted; it never raises out.
+    """
     out: list[SpanRecord] = []
     for rs in request.resource_spans:
-        resource = _attrs(rs.resource.attributes)
+        resource_problem = None
+        try:
+            resource = _attrs(rs.resource.attributes)
+        except BadValue as exc:
+            resource, resource_problem = {}, f"invalid_attribute: resource: {exc}"
         for ss in rs.scope_spans:
             scope = ss.scope.name
             for s in ss.spans:
-                exception_type = None
-                for ev in s.events:
-                    if ev.name == "exception":
-                        found = _attrs(ev.attributes).get("exception.type")
-                        exception_type = str(found) if found else exception_type
+                problem = resource_problem
+                try:
+                    attributes = _attrs(s.attributes)
+                except BadValue as exc:
+                    attributes, problem = {}, problem or f"invalid_attribute: {exc}"
                 record = SpanRecord(
                     trace_id=_hex(s.trace_id), span_id=_hex(s.span_id),
                     parent_span_id=_hex(s.parent_span_id) or None, name=s.name,
                     start_ns=s.start_time_unix_nano, end_ns=s.end_time_unix_nano,
                     status_code=s.status.code, status_message=s.status.message,
-                    attributes=_attrs(s.attributes), resource=resource, scope=scope,
-                    exception_type=exception_type)
-                record.problem = check(record)
+                    attributes=attributes, resource=resource, scope=scope,
+                    exception_type=_exception_type(s.events))
+                record.problem = check(record) or problem
                 out.append(record)
     return out
 
@@ -169,48 +256,101 @@ def _json_id(value: Any, size: int) -> str:
     return text if len(text) == size * 2 and _HEX.issuperset(text) else "?"
 
 
-def _json_value(v: dict[str, Any]) -> Any:
+def _json_value(v: Any, depth: int = 0) -> Any:
+    """One OTLP/JSON ``AnyValue``, holdable (:func:`holdable`); a wrong type raises
+    :class:`BadValue`, which refuses the span (not the request)."""
+    if not isinstance(v, dict):
+        raise BadValue(f"an attribute value must be an object, not {type(v).__name__}")
     if "stringValue" in v:
-        return v["stringValue"]
+        text = v["stringValue"]
+        if not isinstance(text, str):
+            raise BadValue(f"stringValue {text!r:.100} is not a string")
+        return text if text.isascii() else _text(text)
     if "intValue" in v:
-        return int(v["intValue"])
+        raw = v["intValue"]  # a string in OTLP/JSON (64-bit), a number from some writers
+        if type(raw) is not int and (not isinstance(raw, str) or not raw.lstrip("-").isdigit()
+                                     or len(raw) > 20):
+            raise BadValue(f"intValue {raw!r:.100} is not a 64-bit integer")
+        number = int(raw)
+        return number if -MAX_SAFE_INT <= number <= MAX_SAFE_INT else str(number)
     if "doubleValue" in v:
-        return float(v["doubleValue"])
+        raw = v["doubleValue"]
+        try:  # "NaN", "Infinity", "-Infinity" are proto3 JSON's spellings
+            real = float(raw) if type(raw) is not bool else None
+        except (TypeError, ValueError, OverflowError):
+            real = None
+        if real is None:
+            raise BadValue(f"doubleValue {raw!r:.100} is not a number")
+        return real if math.isfinite(real) else _NON_FINITE.get(real, "NaN")
     if "boolValue" in v:
-        return bool(v["boolValue"])
-    if "arrayValue" in v:
-        return [_json_value(x) for x in (v["arrayValue"] or {}).get("values") or []]
-    if "kvlistValue" in v:
-        return _json_attrs((v["kvlistValue"] or {}).get("values"))
+        if not isinstance(v["boolValue"], bool):
+            raise BadValue(f"boolValue {v['boolValue']!r:.100} is not true or false")
+        return v["boolValue"]
+    if "arrayValue" in v or "kvlistValue" in v:
+        if depth >= MAX_DEPTH:
+            raise BadValue(f"nested deeper than {MAX_DEPTH} levels")
+        if "arrayValue" in v:
+            values = (v["arrayValue"] or {}).get("values") or []
+            if not isinstance(values, list):
+                raise BadValue("arrayValue.values is not a list")
+            return [_json_value(x, depth + 1) for x in values]
+        return _json_attrs((v["kvlistValue"] or {}).get("values"), depth + 1)
     if "bytesValue" in v:
-        return base64.b64decode(v["bytesValue"]).hex()
+        try:
+            return base64.b64decode(v["bytesValue"], validate=True).hex()
+        except (binascii.Error, TypeError, ValueError):
+            raise BadValue(f"bytesValue {v['bytesValue']!r:.100} is not base64") from None
     return None
 
 
-def _json_attrs(items: Any) -> dict[str, Any]:
-    return {kv["key"]: _json_value(kv.get("value") or {}) for kv in items or []}
+def _json_attrs(items: Any, depth: int = 0) -> dict[str, Any]:
+    """A list of ``{key, value}``; a span's own list that is not one raises TypeError (the
+    request is malformed), a nested one raises :class:`BadValue` (the span is refused)."""
+    if not isinstance(items, list | None):
+        if depth == 0:
+            raise TypeError(f"attributes must be a list, not {type(items).__name__}")
+        raise BadValue("a kvlistValue's values are not a list of {key, value}")
+    out = {}
+    for kv in items or []:
+        if not isinstance(kv, dict) or not isinstance(kv.get("key"), str):
+            raise BadValue(f"attribute {kv!r:.100} has no string key")
+        key = kv["key"]
+        out[key if key.isascii() else _text(key)] = _json_value(kv.get("value") or {}, depth)
+    return out
 
 
-def _json_span(s: dict[str, Any], resource: dict[str, Any], scope: str) -> SpanRecord:
+def _json_span(s: dict[str, Any], resource: dict[str, Any], scope: str,
+               resource_problem: str | None = None) -> SpanRecord:
+    """One span. A span that is not shaped like one (a field of the wrong type) raises, and
+    :func:`decode_json` refuses the request whole; an attribute *value* the ledger cannot
+    hold (:class:`BadValue`) refuses this span alone."""
     status = s.get("status") or {}
     code = status.get("code", 0)
     exception_type = None
     for ev in s.get("events") or []:
         if ev.get("name") == "exception":
-            found = _json_attrs(ev.get("attributes")).get("exception.type")
+            try:
+                found = _json_attrs(ev.get("attributes")).get("exception.type")
+            except BadValue:
+                continue
             exception_type = str(found) if found else exception_type
+    problem = resource_problem
+    try:
+        attributes = _json_attrs(s.get("attributes"))
+    except BadValue as exc:
+        attributes, problem = {}, problem or f"invalid_attribute: {exc}"
     record = SpanRecord(
         trace_id=_json_id(_get(s, "traceId", "trace_id"), 16),
         span_id=_json_id(_get(s, "spanId", "span_id"), 8),
         parent_span_id=_json_id(_get(s, "parentSpanId", "parent_span_id"), 8) or None,
-        name=str(s.get("name") or ""),
+        name=_text(str(s.get("name") or "")),
         start_ns=int(_get(s, "startTimeUnixNano", "start_time_unix_nano", 0)),
         end_ns=int(_get(s, "endTimeUnixNano", "end_time_unix_nano", 0)),
         status_code=_STATUS_NAMES[code] if isinstance(code, str) else int(code),
-        status_message=str(status.get("message") or ""),
-        attributes=_json_attrs(s.get("attributes")), resource=resource, scope=scope,
+        status_message=_text(str(status.get("message") or "")),
+        attributes=attributes, resource=resource, scope=scope,
         exception_type=exception_type)
-    record.problem = check(record)
+    record.problem = check(record) or problem
     return record
 
 
@@ -229,11 +369,17 @@ def decode_json(body: bytes) -> list[SpanRecord]:
     out: list[SpanRecord] = []
     try:
         for rs in _get(document, "resourceSpans", "resource_spans") or []:
-            resource = _json_attrs((rs.get("resource") or {}).get("attributes"))
+            resource_problem = None
+            try:
+                resource = _json_attrs((rs.get("resource") or {}).get("attributes"))
+            except BadValue as exc:
+                resource, resource_problem = {}, f"invalid_attribute: resource: {exc}"
             for ss in _get(rs, "scopeSpans", "scope_spans") or []:
-                scope = str((ss.get("scope") or {}).get("name") or "")
-                out += [_json_span(s, resource, scope) for s in ss.get("spans") or []]
-    except (AttributeError, KeyError, TypeError, ValueError, binascii.Error) as exc:
+                scope = _text(str((ss.get("scope") or {}).get("name") or ""))
+                out += [_json_span(s, resource, scope, resource_problem)
+                        for s in ss.get("spans") or []]
+    except (AttributeError, KeyError, TypeError, ValueError, OverflowError,
+            binascii.Error) as exc:
         raise PayloadError(f"not an OTLP ExportTraceServiceRequest (JSON): "
                            f"{type(exc).__name__}: {str(exc)[:300]}") from None
     return out

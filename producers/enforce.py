@@ -189,12 +189,20 @@ class ToolGuard:
         queue = pending.decision.queue
         expires = pending.requested_at.timestamp() + (queue.expires_in_s if queue else 0)
         follower = self.approvals
-        state = follower.get(approval_id) if follower else None
+        state = None
         if follower is not None:
+            # only a decision of this very request counts (approval id, tenant, agent, run,
+            # decided before expiry): see ApprovalFollower.decision
+            ident = run.ledger.identity
+            expires_at = datetime.fromtimestamp(expires, UTC) if queue else None
+
+            def decided() -> Any:
+                return follower.decision(approval_id, tenant=ident.tenant, agent=ident.agent,
+                                         run_id=run.run_id, expires_at=expires_at)
+
             budget = max(0.0, min(wait_s, expires - time.time()))
-            follower.wait_for(lambda: (s := follower.get(approval_id)) is not None and s.final,
-                              budget)
-            state = follower.get(approval_id)
+            follower.wait_for(lambda: decided() is not None, budget)
+            state = decided()
         if state is not None and state.final and state.status in (APPROVED, REJECTED):
             return self._resolved(approval_id, pending, state)
         if time.time() >= expires:

@@ -11,6 +11,15 @@ heartbeats every second) for ``stale_after_s``, writes are refused — an agent 
 keep writing while nobody watches. Reads stay allowed unless configured otherwise.
 Every refusal made for a run is emitted as a ``policy.decision`` event on that run.
 
+Only the ledger's records count (``core/signing.py``): a follower with a trusted key obeys
+only records signed by it; unsigned or forged ones are ignored, counted in
+:attr:`ControlFollower.refused` and logged, and do not even count as a sign of life (a
+forged heartbeat cannot keep a guard from failing closed). Tombstones are never obeyed —
+they carry no value to sign; the ledger retires a scope with a signed record (``CLOSED``,
+``normal``, ``cleared``) instead. A manual override's version is wall-clock milliseconds,
+so one dated more than :data:`OVERRIDE_MAX_AHEAD_MS` ahead of this machine's clock is
+ignored even if signed: no record, forged or mistaken, can pin a scope from the future.
+
 The control loop answers "is this tool healthy and may this agent write now"; the tool
 policy answers "may this agent do this at all". :meth:`SafeModeGuard.with_policy` puts both
 in front of every tool call (see :mod:`agentledger.producers.enforce`).
@@ -26,11 +35,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
+import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 from pydantic import ValidationError
 
+from agentledger.core import signing
 from agentledger.core.kafka import client_config
+from agentledger.core.settings import load_settings
 from agentledger.schemas import topics
+from agentledger.schemas.events import scope_name_error
 from agentledger.schemas.signals import (
     CLEARED,
     EXCEEDED,
@@ -55,6 +68,9 @@ log = logging.getLogger(__name__)
 
 Mode = Literal["read", "write"]
 GUARD_POLICY_ID = "agentledger.control"
+OVERRIDE_MAX_AHEAD_MS = 10 * 60 * 1000
+"""How far ahead of this machine's clock a manual override's version (wall-clock ms) may
+be: clock skew between the operator's machine and the agent's, nothing more."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,8 +94,14 @@ class ControlFollower:
     that is the current state of every scope, not its history)."""
 
     def __init__(self, bootstrap: str, *, security: dict[str, str] | None = None,
-                 topic: str = topics.CONTROL, poll_s: float = 0.05):
+                 topic: str = topics.CONTROL, poll_s: float = 0.05,
+                 trusted: signing.Keyring | Literal["auto"] | None = "auto"):
+        """``trusted``: the ledger keys to verify with; ``"auto"`` finds them from the
+        settings (:func:`agentledger.core.signing.trusted_keys`), None obeys records unverified."""
         self.topic = topic
+        if trusted == "auto":
+            trusted = signing.trusted_keys(load_settings(), bootstrap)
+        self.verifier = signing.Verifier(trusted, signing.CONTROL, topic)
         self.state: dict[str, ControlSignal] = {}
         self.last_heard = 0.0
         """time.monotonic() of the last record (0 = never)."""
@@ -155,28 +177,46 @@ class ControlFollower:
                     if error.code() != KafkaError._PARTITION_EOF:
                         log.warning("control topic error", extra={"error": error.str()})
                     continue
-                self.last_heard = time.monotonic()
-                self._apply(msg.key(), msg.value())
+                if self._apply(msg.key(), msg.value()):
+                    self.last_heard = time.monotonic()
 
-    def _apply(self, key: bytes | None, value: bytes | None) -> None:
-        if value is None:  # tombstone: the scope was retired
-            if key is not None:
-                self.state.pop(key.decode(), None)
-            return
+    def _apply(self, key: bytes | None, value: bytes | None) -> bool:
+        """Apply one record; True if it came from the ledger (verified, or unverified
+        when no key is configured), whether or not it changed anything."""
+        name = key.decode(errors="replace") if key is not None else ""
+        if value is None:
+            # a tombstone carries nothing to sign, so it cannot be the ledger's word;
+            # retiring a scope is a signed record (see the module doc)
+            self.verifier.refuse("tombstone", name)
+            return False
         try:
-            signal = ControlSignal.from_json(value)
-        except ValidationError:
+            raw = orjson.loads(value)
+            signal = ControlSignal.model_validate(raw)
+        except (orjson.JSONDecodeError, ValidationError):
             self.invalid += 1
-            return
+            return False
+        if not self.verifier.admit(raw, signal.key):
+            return False
         if signal.kind == "heartbeat":
             self.heartbeats[signal.scope] = signal
-            return
+            return True
+        if signal.kind == "override" and \
+                signal.version > time.time_ns() // 1_000_000 + OVERRIDE_MAX_AHEAD_MS:
+            self.verifier.refuse("future", signal.key)
+            return False
         current = self.state.get(signal.key)
         if current is not None and current.version >= signal.version:
-            return  # a redelivered or stale transition
+            return True  # a redelivered or stale transition
         self.state[signal.key] = signal
         for listener in self._listeners:
             listener(signal)
+        return True
+
+    @property
+    def refused(self) -> dict[str, int]:
+        """Records not obeyed, by reason: unsigned, forged, tombstone, future."""
+        return {k: v for k, v in self.verifier.counts.items()
+                if k not in ("verified", "unverified")}
 
     # -- what the stream workers report --------------------------------------------------
 
@@ -213,6 +253,9 @@ class SafeModeGuard:
 
     def __init__(self, follower: ControlFollower, tenant: str, agent: str, *,
                  stale_after_s: float = 10.0, fail_closed_reads: bool = False):
+        for name in (tenant, agent):  # "acme"/"eu/x" would read tenant "acme/eu"'s scope
+            if (error := scope_name_error(name)) is not None:
+                raise ValueError(error)
         self.follower = follower
         self.tenant = tenant
         self.agent = agent

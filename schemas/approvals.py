@@ -7,6 +7,12 @@ topic keeps exactly one record per approval, the newest (``version`` grows by on
 vote), and the agent's SDK follows it the way the guard follows ``agent.control``. The
 agent then records ``approval.resolved`` on its own run, so the run's hash chain stays the
 agent's alone.
+
+A state binds what it decides: tenant, agent, run and approval id are those of the *first*
+``approval.requested`` stored for the id (a later one with the same id is refused), and the
+SDK takes a decided state only for the request it made itself, decided before its expiry
+(:meth:`ApprovalState.decides`). The API signs every state it publishes; the SDK obeys
+only signed ones (``core/signing.py``).
 """
 
 from __future__ import annotations
@@ -15,6 +21,8 @@ from datetime import UTC, datetime
 from typing import Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from agentledger.schemas.signals import Signature
 
 APPROVALS_TOPIC: Final = "agent.approvals"
 PENDING: Final = "pending"
@@ -51,6 +59,9 @@ class ApprovalState(BaseModel):
     version: int = Field(default=0, ge=0)
     requested_at: datetime
     resolved_at: datetime | None = None
+    signature: Signature | None = Field(
+        default=None, description="the ledger's signature (the API's key); the SDK obeys "
+        "only signed states")
 
     @property
     def approvers(self) -> list[str]:
@@ -64,6 +75,18 @@ class ApprovalState(BaseModel):
     @property
     def final(self) -> bool:
         return self.status in FINAL_STATES
+
+    def decides(self, *, approval_id: str, tenant: str, agent: str, run_id: str,
+                expires_at: datetime | None) -> bool:
+        """True if this is a decision (approved or rejected) of exactly that request, made
+        before it expired (``resolved_at`` is the ledger's time of the deciding vote)."""
+        if not self.final or self.status == EXPIRED:
+            return False
+        if (self.approval_id, self.tenant, self.agent, self.run_id) != \
+                (approval_id, tenant, agent, run_id):
+            return False
+        return expires_at is None or (self.resolved_at is not None
+                                      and self.resolved_at <= expires_at)
 
     def to_json(self) -> bytes:
         return self.model_dump_json().encode()

@@ -44,6 +44,20 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class Signature(_Model):
+    """The ledger's signature of the record it sits in (``core/signing.py``).
+
+    Signed: the RFC 8785 form of the record's JSON without this member, behind a purpose
+    line. ``key_id`` names the signing key, so followers can trust several during a
+    rotation. The SDK's followers obey a control signal or approval state only with a
+    signature that verifies against a trusted key (docs/security.md).
+    """
+
+    alg: Literal["ed25519"] = "ed25519"
+    key_id: str = Field(min_length=1, max_length=64)
+    sig: str = Field(min_length=1, max_length=128)
+
+
 class ControlSignal(_Model):
     """One state transition (or the current state) of one scope."""
 
@@ -61,6 +75,8 @@ class ControlSignal(_Model):
     triggered_by: list[str] = Field(default_factory=list, max_length=MAX_TRIGGER_IDS)
     fallback: str = ""
     details: dict[str, Any] = Field(default_factory=dict)
+    signature: Signature | None = Field(
+        default=None, description="the ledger's signature; unsigned records are not obeyed")
 
     @property
     def key(self) -> str:

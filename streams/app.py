@@ -32,9 +32,11 @@ import faust
 from faust.types import TP, Message, StreamT, TableT, TopicT
 from mode.types.signals import BaseSignalT
 
+from agentledger.core import signing
 from agentledger.core.kafka import faust_config
 from agentledger.core.settings import Settings
 from agentledger.schemas import topics
+from agentledger.schemas.canonical import NotCanonicalizable
 from agentledger.schemas.signals import ALIVE, ControlSignal
 from agentledger.streams.control_policy import Policy
 from agentledger.streams.decide import BREAKERS, SAFE_MODES, Controller, Decisions
@@ -222,13 +224,32 @@ class ControlLoop:
             await self.metrics.send(key=metric.key.encode(), value=metric.to_json())
 
     async def _publish(self, signal: ControlSignal) -> None:
+        """Send one signal, signed with the ledger's key: agents obey only signed control
+        records (core/signing.py). A signal the canonical form cannot hold goes out
+        unsigned — verifying agents ignore it (a missed heartbeat fails them closed) —
+        and is counted as ``sign_errors`` in the worker's heartbeats and logged."""
         self.stats["signals"] += signal.kind != "heartbeat"
         if signal.kind != "heartbeat":
             # the key and state in the text too: faust's plain log format drops ``extra``
             log.warning("control signal %s → %s", signal.key, signal.state,
                         extra={"key": signal.key, "state": signal.state,
                                "reason": signal.reason})
-        await self.control.send(key=signal.key.encode(), value=signal.to_json())
+        value = signal.to_json()
+        try:
+            value = signing.sign_json(self._signing_key(), signing.CONTROL, value)
+        except NotCanonicalizable as exc:
+            self.stats["sign_errors"] = self.stats.get("sign_errors", 0) + 1
+            log.error("control signal %s not signed: %s", signal.key, exc,
+                      extra={"key": signal.key})
+        await self.control.send(key=signal.key.encode(), value=value)
+
+    def _signing_key(self) -> signing.LedgerKey:
+        """The ledger's key (<data_dir>/keys or AGENTLEDGER_LEDGER_KEY_DIR), loaded or
+        created on the first signal."""
+        key: signing.LedgerKey | None = getattr(self, "_ledger_key", None)
+        if key is None:
+            key = self._ledger_key = signing.ledger_key(self.settings)
+        return key
 
     # -- timers --------------------------------------------------------------------------
 

@@ -1,11 +1,22 @@
 """The approval queue over HTTP: list requests, approve or deny them, gating metrics.
 
 Requests are read from the ledger (``approval.requested`` events, tenant-scoped like every
-read). A vote is checked here — the key covers the tenant, holds the queue's approver role,
-does not act for the requesting agent, has not voted on this request before, and the
-request is neither decided nor expired — then the request's new state is published to the
+read). An approval id means its *first* stored request
+(:func:`agentledger.queries.approvals.requests`): a later ``approval.requested`` with the
+same id — another tenant's, another agent's — is refused (never listed, never voted on) and
+counted as ``refused_requests`` in ``GET /v1/approvals/stats``. A vote is checked against
+that first request here — the key covers its tenant, holds its queue's approver role, does
+not act for its agent, has not voted on it before, and it is neither decided nor expired —
+then the request's new state is published to the
 compacted ``agent.approvals`` topic, where the waiting agent picks it up. Dual control is
 the count of *distinct* approving keys reaching the policy's number.
+
+Every state published is signed with the ledger's key (``core/signing.py``), and the desk
+follows the topic verifying with that key: a state produced there by anyone else is
+neither obeyed by agents nor taken as the base of the next vote (the desk's refusals are
+in ``GET /v1/approvals/stats`` as ``refused_states``). Votes shown with a request are
+those of a state bound to that very request (tenant, agent, run), so an approver never
+sees another tenant's votes.
 
 Votes are serialised by a lock in this process; run one API that takes votes (other API
 replicas may serve reads).
@@ -23,6 +34,7 @@ from pydantic import BaseModel, Field
 from agentledger.api.deps import Store, Who
 from agentledger.api.responses import OrjsonResponse
 from agentledger.auth import Principal
+from agentledger.core import signing
 from agentledger.queries import approvals as q
 from agentledger.queries.common import Scope, parse_time
 from agentledger.schemas.approvals import (
@@ -47,13 +59,16 @@ class VoteRequest(BaseModel):
 class ApprovalDesk:
     """Publishes approval states and follows them back (to see other processes' votes)."""
 
-    def __init__(self, bootstrap: str, security: dict[str, str] | None = None):
+    def __init__(self, bootstrap: str, security: dict[str, str] | None = None,
+                 key: signing.LedgerKey | None = None):
         from confluent_kafka import Producer
 
         from agentledger.core.kafka import client_config
         from agentledger.producers.approval_follower import ApprovalFollower
 
-        self.follower = ApprovalFollower(bootstrap, security=security).start()
+        self.key = key or signing.LedgerKey.generate()
+        self.follower = ApprovalFollower(bootstrap, security=security,
+                                         trusted=self.key.keyring()).start()
         # Votes cast before this process started must be known before it takes new ones.
         if not self.follower.wait_caught_up(15):
             raise HTTPException(503, "could not read the approvals topic within 15s")
@@ -69,13 +84,16 @@ class ApprovalDesk:
         bootstrap = discovery.bootstrap_servers(settings)
         if not bootstrap:
             raise HTTPException(503, "no Kafka broker known to this API: approvals need one")
-        return cls(bootstrap, settings.kafka_security)
+        return cls(bootstrap, settings.kafka_security, signing.ledger_key(settings))
 
-    def publish(self, state: ApprovalState) -> None:
-        self._producer.produce(APPROVALS_TOPIC, state.to_json(), state.approval_id.encode())
+    def publish(self, state: ApprovalState) -> ApprovalState:
+        """Sign ``state``, publish it and wait for Kafka's acknowledgement; the signed state."""
+        value = signing.sign_json(self.key, signing.APPROVAL, state.to_json())
+        self._producer.produce(APPROVALS_TOPIC, value, state.approval_id.encode())
         if self._producer.flush(15):
             raise HTTPException(503, "Kafka did not acknowledge the vote within 15s")
-        self.follower.apply(state.to_json())
+        self.follower.apply(value)
+        return ApprovalState.from_json(value)
 
     def close(self) -> None:
         self.follower.close()
@@ -122,7 +140,17 @@ def _status(row: dict[str, Any], state: ApprovalState | None, now: dt.datetime) 
     return PENDING
 
 
+def _bound(row: dict[str, Any], state: ApprovalState | None) -> ApprovalState | None:
+    """``state`` if it is the state of the request in ``row`` (same id, tenant, agent and
+    run), else None: a state bound to anything else is never shown or built on."""
+    if state is None or (state.approval_id, state.tenant, state.agent, state.run_id) != \
+            (row["approval_id"], row["tenant"], row["agent"], row["run_id"]):
+        return None
+    return state
+
+
 def _view(row: dict[str, Any], state: ApprovalState | None, now: dt.datetime) -> dict[str, Any]:
+    state = _bound(row, state)
     age = (now - row["requested_at"]).total_seconds()
     status = _status(row, state, now)
     waited = row["latency_ms"] / 1000 if row["latency_ms"] is not None else age
@@ -146,7 +174,11 @@ def _vote(client: Client, request: Request, who: Principal, approval_id: str,
                                  "it cannot approve its own agent's request")
     desk = _desk(request)
     with desk.lock:
-        state = desk.follower.get(approval_id) or ApprovalState(
+        found = desk.follower.get(approval_id)
+        if found is not None and _bound(row, found) is None:
+            raise HTTPException(409, f"approval {approval_id} has a state for another request "
+                                     "(tenant, agent or run): refusing to vote on it")
+        state = found or ApprovalState(
             approval_id=approval_id, tenant=row["tenant"], agent=row["agent"],
             run_id=row["run_id"], action=row["action"], approver_role=row["queue"],
             approvals_required=max(1, int(row["approvals_required"] or 1)),
@@ -164,7 +196,7 @@ def _vote(client: Client, request: Request, who: Principal, approval_id: str,
             new = new.model_copy(update={"status": REJECTED, "resolved_at": now})
         elif len(new.approvers) >= new.approvals_required:
             new = new.model_copy(update={"status": APPROVED, "resolved_at": now})
-        desk.publish(new)
+        new = desk.publish(new)
     return _view(row, new, now)
 
 
@@ -194,13 +226,21 @@ def list_approvals(
 @router.get("/v1/approvals/stats",
             summary="block, escalation and override rates, approval latency, SLA")
 def approval_stats(
-    who: Who, client: Store, by: Literal["tenant", "agent", "tool"] = "tenant",
+    request: Request, who: Who, client: Store, by: Literal["tenant", "agent", "tool"] = "tenant",
     since: Annotated[str | None, Query(max_length=64)] = "7d",
     until: Annotated[str | None, Query(max_length=64)] = None,
     tenant: Annotated[str | None, Query(pattern=ID)] = None,
 ) -> Any:
-    return q.stats(client, Scope(who.tenants), by, parse_time(since), parse_time(until),
-                   tenant=tenant)
+    found = q.stats(client, Scope(who.tenants), by, parse_time(since), parse_time(until),
+                    tenant=tenant)
+    desk = getattr(request.app.state, "approvals", None)
+    # refused_requests: later approval.requested rows reusing an id (in the caller's
+    # tenants); refused_states: approval states on the topic not signed by this ledger
+    found["refused_requests"] = q.refused_requests(
+        client, Scope(who.tenants).narrow(tenant), parse_time(since), parse_time(until))
+    found["refused_states"] = desk.follower.refused \
+        if desk is not None and who.tenants is None else None  # topic-wide: operators only
+    return found
 
 
 @router.get("/v1/approvals/{approval_id}", summary="one approval request")

@@ -3,6 +3,7 @@
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
+from fastapi.responses import StreamingResponse
 
 from agentledger.api.deps import Caller, Store
 from agentledger.api.params import (
@@ -48,9 +49,15 @@ def run_timeline(caller: Caller, client: Store, ref: RunRef) -> Any:
     return timeline.timeline(client, caller, ref)
 
 
-@router.get("/v1/replay/{ref}", summary="replay bundle of a run or every run of a trace")
-def replay_bundle(caller: Caller, client: Store, ref: RunRef) -> Any:
-    return replay.replay_bundle(client, caller, ref)
+@router.get("/v1/replay/{ref}", summary="replay bundle of a run or every run of a trace",
+            response_model=None,
+            responses={200: {"content": {"application/json": {}},
+                             "description": "the bundle, streamed as it is read"}})
+def replay_bundle(caller: Caller, client: Store, ref: RunRef) -> StreamingResponse:
+    """Streamed, so a run of 100k events never sits whole in the store process; a missing
+    or foreign run is still a 404 (decided before the first byte)."""
+    return StreamingResponse(replay.replay_stream(client, caller, ref),
+                             media_type="application/json")
 
 
 @router.get("/v1/verify/{ref}", summary="hash-chain and column verification of stored runs")

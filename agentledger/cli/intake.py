@@ -31,6 +31,7 @@ def intake(
     """Run the OpenTelemetry intake: OTLP/HTTP exports (port 4318) and the Collector's
     Kafka exporter (otlp_spans) → agent.events."""
     from agentledger.core.kafka import TopicSpec, client_config, default_topics, ensure_topics
+    from agentledger.core.redaction import Redactor
     from agentledger.intake.catalogue import CatalogueError, load_catalogue
     from agentledger.intake.kafka_loop import KafkaIntake, serve_otlp_http
     from agentledger.intake.publisher import Publisher
@@ -55,8 +56,10 @@ def intake(
                       session_timeout_ms=settings.kafka_session_timeout_ms,
                       extra=settings.kafka_security),
         Publisher(bootstrap, security=settings.kafka_security),
-        Assembler(origin="otlp_kafka", catalogue=catalogue, grace_s=grace_s, idle_s=idle_s),
-        tenant=tenant, topic=topic, encoding=encoding)
+        # the SDK's redaction settings (AGENTLEDGER_REDACT_KEYS) apply to spans too
+        Assembler(origin="otlp_kafka", catalogue=catalogue, grace_s=grace_s, idle_s=idle_s,
+                  redactor=Redactor(settings.redact_keys)),
+        tenant=tenant, topic=topic, encoding=encoding, settings=settings)
     typer.echo(f"intake: {topic} → agent.events (tenant {tenant})", err=True)
     server = serve_otlp_http(settings) if http else None
     try:

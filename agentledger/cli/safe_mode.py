@@ -1,5 +1,7 @@
 """``agentledger safe-mode set|clear``: manual overrides of an agent's mode, published
-on ``agent.control`` by :func:`agentledger.producers.overrides.publish_override`."""
+on ``agent.control`` by :func:`agentledger.producers.overrides.publish_override`, signed with the
+ledger's key (``<data_dir>/keys`` or ``AGENTLEDGER_LEDGER_KEY_DIR``): only someone who
+holds that key can override an agent that verifies signatures."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ safe_mode_app = typer.Typer(help="Manual safe-mode overrides for an agent (tenan
 
 
 def _publish_override(scope: str, state: str, reason: str) -> dict[str, Any]:
+    from agentledger.core import signing
     from agentledger.producers.overrides import publish_override
 
     parts = scope.split("/")
@@ -26,6 +29,7 @@ def _publish_override(scope: str, state: str, reason: str) -> dict[str, Any]:
     settings = connect.settings()
     signal = publish_override(connect.bootstrap(settings), scope, state, reason,
                               by=os.environ.get("USER", "unknown"),
+                              key=signing.ledger_key(settings),
                               security=settings.kafka_security)
     return {"key": signal.key, "state": state, "version": signal.version, "reason": reason}
 

@@ -1,8 +1,10 @@
 """Approval requests and tool-gating metrics, from the recorded events.
 
-Requests are ``approval.requested`` events; resolutions are ``approval.resolved`` events
-the agents recorded on their runs (joined by ``approval_id``). The votes of a request still
-in progress live on ``agent.approvals`` and are merged in by the API. Metrics come from the
+Requests are ``approval.requested`` events — for each approval id the first one stored
+(landing order), whatever tenant later events with the same id claim; resolutions are
+``approval.resolved`` events the agents recorded on their runs (joined by ``approval_id``,
+tenant and run). The votes of a request still in progress live on ``agent.approvals`` and
+are merged in by the API. Metrics come from the
 gate's own records: ``policy.decision`` (deny, escalate) of the tool gate — the control
 loop's refusals (policy ``agentledger.control``) are counted apart — and every
 ``tool.call`` that went ahead.
@@ -21,26 +23,52 @@ from agentledger.queries.common import NotFound, QueryError, Scope, Where, rows
 CONTROL_POLICY: Final = "agentledger.control"
 GROUPS: Final = {"tenant": "tenant", "agent": "agent", "tool": "tool"}
 
+_LANDING = "ingested_at, kafka_partition, kafka_offset, ts, event_id"
+"""The order requests were stored in. Not by ``ts`` alone: an agent writes its own event
+time, so a later request could claim an earlier one."""
+
+_IDS = ("SELECT JSONExtractString(body, 'approval_id') FROM events "
+        "WHERE event_type = 'approval.requested' AND {where}")
+
+_FIRST = (
+    # every physical copy (no FINAL): a redelivered copy of the first request lands later
+    # than the first, and must not let a request stored in between become "first"
+    "SELECT JSONExtractString(body, 'approval_id') AS approval_id, event_id, tenant, agent, "
+    "run_id, ts, JSONExtractString(body, 'approver') AS queue, "
+    "JSONExtractString(body, 'action') AS action, JSONExtractString(body, 'reason') AS reason, "
+    "JSONExtractUInt(body, 'approvals_required') AS required, "
+    "JSONExtractFloat(body, 'sla_s') AS sla_s, "
+    "JSONExtractFloat(body, 'expires_in_s') AS expires_in_s, "
+    "JSONExtractRaw(body, 'args') AS args FROM events "
+    "WHERE event_type = 'approval.requested' AND approval_id IN (" + _IDS + ") "
+    "ORDER BY approval_id, " + _LANDING + " LIMIT 1 BY approval_id"
+)
+
 _REQUESTS = (
     "SELECT r.approval_id AS approval_id, r.tenant AS tenant, r.agent AS agent, "
     "r.run_id AS run_id, r.ts AS requested_at, r.queue AS queue, r.action AS action, "
     "r.reason AS reason, r.required AS approvals_required, r.sla_s AS sla_s, "
     "r.expires_in_s AS expires_in_s, r.args AS args, s.r_decision AS resolution, "
     "s.r_ts AS resolved_at, s.r_latency AS latency_ms, s.r_approvers AS approvers "
-    "FROM (SELECT JSONExtractString(body, 'approval_id') AS approval_id, tenant, agent, "
-    "run_id, ts, JSONExtractString(body, 'approver') AS queue, "
-    "JSONExtractString(body, 'action') AS action, JSONExtractString(body, 'reason') AS reason, "
-    "JSONExtractUInt(body, 'approvals_required') AS required, "
-    "JSONExtractFloat(body, 'sla_s') AS sla_s, "
-    "JSONExtractFloat(body, 'expires_in_s') AS expires_in_s, "
-    "JSONExtractRaw(body, 'args') AS args FROM events FINAL "
-    "WHERE event_type = 'approval.requested' AND {where}) AS r "
-    "LEFT JOIN (SELECT JSONExtractString(body, 'approval_id') AS approval_id, "
-    "any(decision) AS r_decision, any(ts) AS r_ts, any(latency_ms) AS r_latency, "
+    # the first request of each id, then the caller's scope and window on *that* request:
+    # a later one with the same id (another tenant's) never stands for it
+    "FROM (SELECT * FROM (" + _FIRST + ") WHERE {where}) AS r "
+    "LEFT JOIN (SELECT JSONExtractString(body, 'approval_id') AS approval_id, tenant, "
+    "run_id, any(decision) AS r_decision, any(ts) AS r_ts, any(latency_ms) AS r_latency, "
     "any(JSONExtract(body, 'approvers', 'Array(String)')) AS r_approvers FROM events FINAL "
-    "WHERE event_type = 'approval.resolved' AND {where} GROUP BY approval_id) AS s "
-    "USING approval_id WHERE r.approval_id != '' {extra} "
+    "WHERE event_type = 'approval.resolved' AND {where} "
+    "GROUP BY approval_id, tenant, run_id) AS s "
+    "USING (approval_id, tenant, run_id) WHERE r.approval_id != '' {extra} "
     "ORDER BY requested_at DESC LIMIT {limit}"
+)
+
+_REFUSED = (
+    # requests in the caller's scope and window that are not the first of their id
+    "SELECT count() AS refused FROM (SELECT DISTINCT event_id, "
+    "JSONExtractString(body, 'approval_id') AS approval_id FROM events "
+    "WHERE event_type = 'approval.requested' AND {where}) AS e "
+    "INNER JOIN (SELECT approval_id, event_id AS first_id FROM (" + _FIRST + ")) AS f "
+    "USING approval_id WHERE e.event_id != f.first_id"
 )
 
 
@@ -66,6 +94,15 @@ def requests(client: Client, scope: Scope, *, tenant: str | None = None,
             row["resolved_at"] = row["latency_ms"] = None
             row["approvers"] = []
     return found
+
+
+def refused_requests(client: Client, scope: Scope, since: dt.datetime | None,
+                     until: dt.datetime | None) -> int:
+    """How many ``approval.requested`` events (in ``scope``) reused an approval id an
+    earlier request had: refused, never listed nor voted on."""
+    where = Where().scope(scope).between("ts", since, until)
+    found = rows(client, _REFUSED.format(where=where.sql()), where.params)
+    return int(found[0]["refused"]) if found else 0
 
 
 def request(client: Client, scope: Scope, approval_id: str) -> dict[str, Any]:

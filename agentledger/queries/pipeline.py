@@ -10,7 +10,11 @@ The rules, each one a line in the health report's ``problems`` (any problem = de
   ``streams_max_lag_s`` (its heartbeat's ``lag_s``); records its consumer skipped;
 - a supervised child ``crash_looping``, ``restarting`` or ``stopped``; the embedded broker
   down, or restarted within ``LOOKBACK`` (its in-memory topics started empty);
-- more than ``dlq_per_minute`` rejected messages per minute over the last 5 minutes.
+- more than ``dlq_per_minute`` rejected messages per minute over the last 5 minutes;
+- an OTLP run closer (``otlp-closer``, one per intake process) that has not beaten for
+  ``silent_s`` although it beat in the last ``LOOKBACK`` (spans are answered but no run
+  lands), or that failed to build a run in the last 10 minutes (its spans are in
+  ``rejected_events`` as ``run_unbuildable``).
 
 Silence is judged on the time the row was written, compared with ``now``: components run
 on the same host as their clocks in the embedded stack, and on NTP'd hosts in production.
@@ -114,6 +118,17 @@ def problems(found: list[dict[str, Any]], dlq_rate: float, limits: HealthLimits)
         elif ago is not None and ago < LOOKBACK.total_seconds():
             said.append(f"broker {row['instance']}: restarted {ago:.0f}s ago; events "
                         "acknowledged before the restart but not yet landed were lost")
+    for row in by_kind.get("otlp-closer", []):
+        d = row["details"]
+        if row["age_s"] > limits.silent_s:
+            said.append(f"otlp closer {row['instance']}: no beat for {row['age_s']:.0f}s "
+                        f"(dead or stuck: spans are answered but no run lands; last run "
+                        f"closed {d.get('last_closed') or 'never'})")
+        elif row["status"] == "failing":
+            said.append(f"otlp closer {row['instance']}: {d.get('runs_failed', 0)} runs could "
+                        f"not be built and {d.get('errors', 0)} closing rounds failed (spans in "
+                        f"rejected_events as run_unbuildable); last: "
+                        f"{d.get('last_failure') or d.get('last_error')}")
     if dlq_rate > limits.dlq_per_minute:
         said.append(f"dead letters: {dlq_rate:g} rejected messages per minute "
                     f"(limit {limits.dlq_per_minute:g})")

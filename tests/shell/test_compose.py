@@ -157,3 +157,56 @@ def test_collector_routes_otlp_to_the_intake_topic_and_compose_runs_the_intake()
     options = {opt for param in get_command(app).commands["intake"].params  # type: ignore[attr-defined]
                for opt in param.opts + param.secondary_opts}
     assert "--no-http" in options
+
+
+def test_sql_runs_as_a_read_only_clickhouse_user_with_exactly_its_grants():
+    """Issue 21, finding 1: against the server, POST /v1/sql meets a user that can only read."""
+    import xml.etree.ElementTree as ET
+
+    from agentledger.queries.sql import SYSTEM_TABLES
+
+    users_xml = "deploy/clickhouse/users.d/agentledger-readonly.xml"
+    mounts = {v.split(":")[0].removeprefix("./"): v.split(":")[1]
+              for v in SERVICES["clickhouse"]["volumes"]}
+    assert mounts[users_xml].startswith("/etc/clickhouse-server/users.d/")
+    config_xml = "deploy/clickhouse/config.d/agentledger-system-grants.xml"
+    assert mounts[config_xml].startswith("/etc/clickhouse-server/config.d/")
+    server = ET.parse(ROOT / config_xml).getroot()
+    assert server.findtext("select_from_system_db_requires_grant") == "true"
+
+    root = ET.parse(ROOT / users_xml).getroot()
+    user = root.find("users/agentledger_reader")
+    assert user is not None
+    profile = root.find(f"profiles/{user.findtext('profile')}")
+    assert profile is not None
+    assert profile.findtext("readonly") in ("1", "2")
+    assert profile.findtext("allow_ddl") == "0"
+    limits = profile.find("constraints")
+    assert limits is not None
+    for const in ("readonly", "allow_ddl", "result_overflow_mode"):
+        assert limits.find(f"{const}/const") is not None, const
+    assert int(limits.findtext("max_result_rows/min") or 0) >= 1  # 0 would lift the cap
+    assert limits.findtext("max_execution_time/max") is not None
+    assert user.findtext("access_management") == "0"
+    password = user.find("password")
+    assert password is not None and password.get("from_env")
+    grants = [q.text or "" for q in user.findall("grants/query")]
+    database = SERVICES["api"]["environment"]["AGENTLEDGER_CLICKHOUSE_DATABASE"]
+    allowed = {f"GRANT SELECT ON {database}.*", "GRANT SELECT ON system.settings"} | {
+        f"GRANT SELECT ON system.{t}" for t in SYSTEM_TABLES}
+    assert set(grants) <= allowed, set(grants) - allowed
+    assert f"GRANT SELECT ON {database}.*" in grants
+    for grant in grants:  # nothing but SELECT: no INSERT, CREATE TEMPORARY TABLE, FILE, URL…
+        assert grant.startswith("GRANT SELECT ON "), grant
+
+    env = SERVICES["api"]["environment"]
+    settings = Settings(clickhouse_dsn=env["AGENTLEDGER_CLICKHOUSE_DSN"],
+                        clickhouse_readonly_dsn=env["AGENTLEDGER_CLICKHOUSE_READONLY_DSN"])
+    readonly = settings.clickhouse_readonly_dsn
+    assert readonly is not None
+    assert readonly.get_secret_value().startswith("http://agentledger_reader:")
+    assert readonly.get_secret_value().endswith(f"@clickhouse:8123/{database}")
+    assert SERVICES["clickhouse"]["environment"]["AGENTLEDGER_READER_PASSWORD"] in (
+        readonly.get_secret_value())
+    for name in ("sink", "streams"):  # only the API's SQL route reads as this user
+        assert "AGENTLEDGER_CLICKHOUSE_READONLY_DSN" not in SERVICES[name]["environment"]
