@@ -10,7 +10,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import IO
+from typing import IO, Any
 
 import uvicorn
 from clickhouse_connect.driver.client import Client
@@ -20,6 +20,7 @@ from fastapi import FastAPI
 from agentledger.api import create_app
 from agentledger.auth import KeyEntry, KeyRing, load_entries, mint_operator_key
 from agentledger.core import discovery
+from agentledger.core.dead_letters import DeadLetters
 from agentledger.core.kafka import client_config, default_topics, ensure_topics
 from agentledger.core.settings import Settings
 from agentledger.core.store import StoreBusy, claim_store, client_for
@@ -27,7 +28,6 @@ from agentledger.monitor import PipelineReporter
 from agentledger.queries.pipeline import HealthLimits
 from agentledger.sinks.clickhouse import BatchPolicy, ClickHouseWriter
 from agentledger.sinks.consumer import Sink, SinkStats
-from agentledger.sinks.dlq import DeadLetters
 from agentledger.sinks.migrate import migrate
 
 log = logging.getLogger(__name__)
@@ -202,3 +202,40 @@ def run_sink_service(settings: Settings, bootstrap: str, *, serve_api: bool,
             api.stop()
         if lock:
             lock.close()
+
+
+@dataclass
+class OtlpHttpServer:
+    """The intake's OTLP/HTTP endpoint, served on a thread beside the Kafka loop."""
+
+    server: Any
+    thread: threading.Thread
+    url: str
+    settings: Settings
+
+    def stop(self) -> None:
+        """Shut the server down; its shutdown publishes every run still open."""
+        self.server.should_exit = True
+        self.thread.join(timeout=30)
+        discovery.withdraw(self.settings, discovery.INTAKE_FILE)
+
+
+def serve_otlp_http(settings: Settings) -> OtlpHttpServer:
+    """Serve ``POST /v1/traces`` on ``otlp_http_host:otlp_http_port`` and publish the URL.
+
+    A taken port (a local Collector holds 4318) is not fatal: the intake serves on a free
+    port instead, says so, and publishes that URL in the run dir (``intake.json``).
+    """
+    from agentledger.api.traces import create_intake_app
+
+    app = create_intake_app(settings)
+    host, port = settings.otlp_http_host, settings.otlp_http_port
+    try:
+        server, thread, url = serve_app(app, host, port, name="otlp-http")
+    except OSError as exc:
+        log.warning("OTLP/HTTP port taken; serving on a free port",
+                    extra={"port": port, "error": str(exc)})
+        server, thread, url = serve_app(app, host, 0, name="otlp-http")
+    discovery.publish(settings, discovery.INTAKE_FILE, {"otlp_http_url": url})
+    log.info("OTLP/HTTP intake listening", extra={"url": f"{url}/v1/traces"})
+    return OtlpHttpServer(server, thread, url, settings)

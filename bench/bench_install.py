@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import subprocess
 import sys
@@ -57,8 +58,12 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
+        source = work / "source"  # pip builds in place: build from a copy, not the checkout
+        shutil.copytree(ROOT, source, symlinks=True, ignore=shutil.ignore_patterns(
+            ".git", ".venv", ".agentledger", "build", "dist", "*.egg-info", "__pycache__",
+            ".*_cache", "node_modules"))
         subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w",
-                        str(work / "dist"), str(ROOT)], check=True, cwd=work)
+                        str(work / "dist"), str(source)], check=True, cwd=work)
         (wheel,) = (work / "dist").glob("agentledger-*.whl")
         with zipfile.ZipFile(wheel) as archive:
             tops = sorted({name.split("/")[0] for name in archive.namelist()

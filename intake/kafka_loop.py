@@ -36,13 +36,12 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
-from agentledger.core import discovery
+from agentledger.core.dead_letters import Rejection
 from agentledger.core.offsets import GapGuard
 from agentledger.core.settings import Settings
 from agentledger.intake.publisher import CloserBeat, Publisher
 from agentledger.intake.runs import Assembler
 from agentledger.intake.spans import PayloadError, decode
-from agentledger.sinks.decode import Rejection
 
 log = logging.getLogger(__name__)
 
@@ -232,41 +231,3 @@ class KafkaIntake:
         if offsets:
             self._consumer.commit(offsets=offsets, asynchronous=False)
             self.stats.commits += 1
-
-
-@dataclass
-class OtlpHttpServer:
-    """The intake's OTLP/HTTP endpoint, served on a thread beside the Kafka loop."""
-
-    server: Any
-    thread: threading.Thread
-    url: str
-    settings: Settings
-
-    def stop(self) -> None:
-        """Shut the server down; its shutdown publishes every run still open."""
-        self.server.should_exit = True
-        self.thread.join(timeout=30)
-        discovery.withdraw(self.settings, discovery.INTAKE_FILE)
-
-
-def serve_otlp_http(settings: Settings) -> OtlpHttpServer:
-    """Serve ``POST /v1/traces`` on ``otlp_http_host:otlp_http_port`` and publish the URL.
-
-    A taken port (a local Collector holds 4318) is not fatal: the intake serves on a free
-    port instead, says so, and publishes that URL in the run dir (``intake.json``).
-    """
-    from agentledger.otlp_http import create_intake_app
-    from agentledger.services import serve_app
-
-    app = create_intake_app(settings)
-    host, port = settings.otlp_http_host, settings.otlp_http_port
-    try:
-        server, thread, url = serve_app(app, host, port, name="otlp-http")
-    except OSError as exc:
-        log.warning("OTLP/HTTP port taken; serving on a free port",
-                    extra={"port": port, "error": str(exc)})
-        server, thread, url = serve_app(app, host, 0, name="otlp-http")
-    discovery.publish(settings, discovery.INTAKE_FILE, {"otlp_http_url": url})
-    log.info("OTLP/HTTP intake listening", extra={"url": f"{url}/v1/traces"})
-    return OtlpHttpServer(server, thread, url, settings)

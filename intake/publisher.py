@@ -2,9 +2,10 @@
 
 Events go out exactly as the SDK sends them (JSON, keyed by ``run_id``, the same headers),
 so the sink, the control loop and every query treat an OTel-fed run like any other.
-A refused span goes through the sink's own dead-letter writer (:class:`agentledger.sinks.dlq.
-DeadLetters`): same topic, same headers (reason, error, origin), the span as OTLP/JSON for
-evidence; the returned ``rejected_events`` row is written by whoever holds the store.
+A refused span goes through the dead-letter writer the sink uses too
+(:class:`~agentledger.core.dead_letters.DeadLetters`): same topic, same headers (reason,
+error, origin), the span as OTLP/JSON for evidence; the sink lands it in
+``rejected_events``.
 
 The closers' liveness (:class:`CloserBeat`) is published here too: each closer writes a
 small file in the run dir every second from its own loop, and the store process's
@@ -27,12 +28,11 @@ import orjson
 from confluent_kafka import KafkaError, Message, Producer
 
 from agentledger.core import discovery
+from agentledger.core.dead_letters import DeadLetters, Rejection
 from agentledger.core.kafka import client_config
 from agentledger.core.settings import Settings
 from agentledger.intake.runs import Assembler, Rejected
 from agentledger.schemas import topics
-from agentledger.sinks.decode import Rejection
-from agentledger.sinks.dlq import DeadLetters
 
 
 class PublishFailed(RuntimeError):

@@ -3,7 +3,7 @@
 Each step is a module with its guarantee beside it: :mod:`agentledger.core.offsets` (no offset is
 skipped), :mod:`agentledger.sinks.routes` (decode: every message becomes a row or a rejection),
 :mod:`agentledger.sinks.clickhouse` (batch and insert), :mod:`agentledger.sinks.writer` (ordered writes on a
-thread, retries), :mod:`agentledger.sinks.dlq` (dead letters) and, here, the commit rule. The Kafka
+thread, retries), :mod:`agentledger.core.dead_letters` and, here, the commit rule. The Kafka
 consumer is injected (anything with ``subscribe/consume/seek/commit/assignment/position/
 get_watermark_offsets/close``), so the loop runs against an in-memory stand-in in unit
 tests and the real broker elsewhere.
@@ -44,10 +44,10 @@ from typing import Any, Literal, Protocol
 
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
+from agentledger.core.dead_letters import Rejection
 from agentledger.core.offsets import GapGuard
 from agentledger.schemas import topics
 from agentledger.sinks.clickhouse import Batch, BatchPolicy
-from agentledger.sinks.decode import Rejection
 from agentledger.sinks.dlq import refusal_row
 from agentledger.sinks.routes import DecodeStep
 from agentledger.sinks.rows import heartbeat_row

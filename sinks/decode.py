@@ -2,22 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
 from pydantic import ValidationError
 
+from agentledger.core.dead_letters import Rejection
 from agentledger.schemas.events import parse_event, validation_reason
 from agentledger.schemas.signals import ControlSignal, MetricWindow
-
-
-@dataclass(frozen=True, slots=True)
-class Rejection:
-    reason: str
-    """one of: empty, oversized, invalid_json, unknown_event_type,
-    unsupported_schema_version, schema, unstorable"""
-    error: str
 
 
 def _unexpected(exc: Exception) -> Rejection:

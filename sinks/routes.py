@@ -2,7 +2,7 @@
 
 Which topic holds what is one table, :data:`ROUTES` (topic → route); a topic not in it is
 read as events. A route never raises on input: whatever the bytes, it returns a row, a
-:class:`~agentledger.sinks.decode.Rejection`, or ``None`` for what is deliberately not landed (a
+:class:`~agentledger.core.dead_letters.Rejection`, or ``None`` for what is deliberately not landed (a
 compaction tombstone). A row that cannot even be built is rejected as ``unstorable``.
 """
 
@@ -11,9 +11,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Final, Literal
 
+from agentledger.core.dead_letters import Rejection
 from agentledger.schemas import topics
 from agentledger.schemas.event_row import event_row
-from agentledger.sinks.decode import Rejection, decode, decode_metric, decode_signal
+from agentledger.sinks.decode import decode, decode_metric, decode_signal
 from agentledger.sinks.rows import metric_row, signal_row, worker_heartbeat_row
 
 Table = Literal["events", "rejected", "signals", "metrics", "heartbeats"]

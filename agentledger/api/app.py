@@ -48,7 +48,7 @@ def create_app(client: Client, keys: KeyRing, *, database: str = "agentledger",
                max_rows: int = 10_000, query_seconds: float = 30.0,
                health_limits: HealthLimits | None = None) -> FastAPI:
     """The API over ``client``; ``keys`` decides who reads what."""
-    from agentledger.otlp_http import install as install_otlp
+    from agentledger.api.traces import install as install_otlp
 
     app = FastAPI(title="agentledger", version=__version__, default_response_class=OrjsonResponse,
                   description=DESCRIPTION)

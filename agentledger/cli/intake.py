@@ -33,10 +33,10 @@ def intake(
     from agentledger.core.kafka import TopicSpec, client_config, default_topics, ensure_topics
     from agentledger.core.redaction import Redactor
     from agentledger.intake.catalogue import CatalogueError, load_catalogue
-    from agentledger.intake.kafka_loop import KafkaIntake, serve_otlp_http
+    from agentledger.intake.kafka_loop import KafkaIntake
     from agentledger.intake.publisher import Publisher
     from agentledger.intake.runs import Assembler
-    from agentledger.services import stop_on_signals
+    from agentledger.services import serve_otlp_http, stop_on_signals
 
     if encoding not in ("otlp_proto", "otlp_json", "auto"):
         raise UserError(f"--encoding {encoding!r}: use otlp_proto, otlp_json or auto")

@@ -90,10 +90,10 @@ def known_errors() -> tuple[type[BaseException], ...]:
     from agentledger.api_client import LedgerError
     from agentledger.auth import KeyConfigError
     from agentledger.broker import BrokerNotFound
+    from agentledger.core.dead_letters import DeadLetterFailed
     from agentledger.core.store import StoreBusy
     from agentledger.producers.emitter import BufferFull, DeliveryFailed
     from agentledger.queries.sql import QueryRefused
-    from agentledger.sinks.dlq import DeadLetterFailed
     from agentledger.streams.control_policy import PolicyError
 
     return (UserError, PolicyError, BrokerNotFound, StoreBusy, QueryRefused, LedgerError,

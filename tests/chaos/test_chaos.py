@@ -6,7 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agentledger.sinks.decode import Rejection, decode, decode_metric, decode_signal
+from agentledger.core.dead_letters import Rejection
+from agentledger.sinks.decode import decode, decode_metric, decode_signal
 from tests.chaos.badinput import KINDS, bad_messages
 from tests.chaos.driver import Chaos, ChaosPlan
 

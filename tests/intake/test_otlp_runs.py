@@ -195,8 +195,8 @@ def test_kafka_commit_point_never_splits_a_run_and_revoked_partitions_forget_ope
 
 
 def test_http_intake_sends_unacknowledged_events_again_and_counts_them_as_backlog():
+    from agentledger.intake.http_intake import HttpIntake
     from agentledger.intake.publisher import PublishFailed
-    from agentledger.otlp_http import HttpIntake
 
     class FlakyKafka:
         def __init__(self) -> None:

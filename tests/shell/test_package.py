@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -50,11 +51,19 @@ def clean_env(**extra: str) -> dict[str, str]:
     return {**env, **extra}
 
 
+# What a source checkout holds beside the package; the build never sees it.
+NOT_SOURCE = shutil.ignore_patterns(".git", ".venv", ".agentledger", "build", "dist",
+                                    "*.egg-info", "__pycache__", ".*_cache", "node_modules")
+
+
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The wheel, built from a copy of the checkout (pip builds in place: no build/ here)."""
+    source = tmp_path_factory.mktemp("source") / "agentledger"
+    shutil.copytree(ROOT, source, symlinks=True, ignore=NOT_SOURCE)
     out = tmp_path_factory.mktemp("wheel")
     done = run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(out),
-                str(ROOT)], cwd=out)
+                str(source)], cwd=out)
     assert done.returncode == 0, done.stderr[-3000:]
     (built,) = out.glob("agentledger-*.whl")
     return built

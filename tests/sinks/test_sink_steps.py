@@ -11,6 +11,7 @@ import orjson
 import pytest
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
+from agentledger.core.dead_letters import Rejection
 from agentledger.core.offsets import GapGuard
 from agentledger.producers.emitter import Ledger
 from agentledger.producers.simulator import Simulator
@@ -18,7 +19,6 @@ from agentledger.schemas import topics
 from agentledger.schemas.signals import ControlSignal
 from agentledger.sinks.clickhouse import Batch, BatchPolicy
 from agentledger.sinks.consumer import Sink
-from agentledger.sinks.decode import Rejection
 from agentledger.sinks.routes import DecodeStep
 from agentledger.sinks.writer import WriteFailed, WriteStep
 
@@ -320,7 +320,7 @@ def test_sink_reads_again_what_its_consumer_skipped_and_never_commits_past_it():
 
 @dataclass
 class DeadLetter(Message):
-    """A record on the DLQ topic, headers as :class:`agentledger.sinks.dlq.DeadLetters` writes them."""
+    """A record on the DLQ topic, headers as :class:`~agentledger.core.dead_letters.DeadLetters` writes them."""
 
     headers_: list[tuple[str, bytes]] = field(default_factory=list)
 

@@ -1,42 +1,30 @@
-"""OTLP/HTTP trace intake: ``POST /v1/traces`` (protobuf or JSON, optionally gzip).
+"""OTLP/HTTP trace intake routes: ``POST /v1/traces`` (protobuf or JSON, optionally gzip).
 
 Answers follow the OTLP/HTTP specification: 200 with an ``ExportTraceServiceResponse`` in
 the request's encoding, carrying ``partial_success`` (count and reasons) when some spans
 were refused; 400 for a body that is not an OTLP trace request, 413 for a body over the
-limit, 415 for another content type or encoding; error bodies are a ``google.rpc.Status``
-in the request's encoding (JSON errors also carry the project's usual ``detail``).
+limit, 415 for another content type or encoding, 503 (retryable) while the intake is full;
+error bodies are a ``google.rpc.Status`` in the request's encoding (JSON errors also carry
+the project's usual ``detail``).
 
 The tenant comes from the API key, never from span attributes: a key of one tenant
 writes that tenant; a key of several tenants (or an operator key) must name one in
 ``X-AgentLedger-Tenant``, and naming a tenant outside the key's scope is a 403.
 
 The routes are served by ``agentledger intake`` (:func:`create_intake_app`, port 4318)
-and by the ledger API. Spans are grouped into runs in the serving process
-(:class:`agentledger.intake.runs.Assembler`) and a closer thread publishes each run once
-complete. A refused request changes nothing; in an accepted one, refused spans go to the
-DLQ (acknowledged before the answer; the sink lands them in ``rejected_events``) and the
-rest land. Behind a load balancer, keep one trace on one process (or use the Kafka intake).
-
-No span stops the intake: values the canonical form cannot hold are made holdable or
-refused when decoded (:func:`agentledger.intake.spans.holdable`), so the answer's
-``partial_success`` counts them; a run that still fails to build when closed has its spans
-dead-lettered (``run_unbuildable``) and the closer goes on to the next run; a closing
-round that raises is logged and counted, and the loop goes on. The closer's beat is in
-``health`` (:class:`agentledger.intake.publisher.CloserBeat`). Tool arguments and run errors
-are redacted with ``Settings.redact_keys`` (``AGENTLEDGER_REDACT_KEYS``), as the SDK does.
+and by the ledger API; what happens to the spans, and why no span can stop it, is
+:mod:`agentledger.intake.http_intake`.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import re
 import threading
 import zlib
 from collections import Counter
-from typing import Annotated, Any
+from typing import Annotated
 
-from confluent_kafka import KafkaException
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from google.protobuf import json_format
@@ -48,26 +36,24 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from agentledger.api.deps import bootstrap_of, principal
 from agentledger.api.responses import OrjsonResponse
 from agentledger.auth import Principal
-from agentledger.core.redaction import Redactor
 from agentledger.core.settings import Settings
-from agentledger.intake.catalogue import CatalogueError, load_catalogue
-from agentledger.intake.publisher import CloserBeat, Publisher, PublishFailed
-from agentledger.intake.runs import Assembler, Intake, Rejected
-from agentledger.intake.spans import PayloadError, decode_json, decode_protobuf
+from agentledger.intake.http_intake import (
+    JSON,
+    MAX_OPEN_SPANS,
+    PROTOBUF,
+    HttpIntake,
+    IntakeFull,
+    ingest,
+)
+from agentledger.intake.runs import Intake, Rejected
+from agentledger.intake.spans import PayloadError
 
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 16 * 1024 * 1024
 """Largest accepted body, compressed or not (Phoenix-sized batches fit)."""
-MAX_OPEN_SPANS = 200_000
-"""Spans waiting for their runs to close before new batches get 503 (retryable)."""
 TENANT_HEADER = "X-AgentLedger-Tenant"
-GRACE_ENV = "AGENTLEDGER_OTLP_GRACE_S"
-"""Seconds after a trace's root span before its run is closed (default 2)."""
 _TENANT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@/+-]{0,127}$")
-PROTOBUF, JSON = "application/x-protobuf", "application/json"
-HTTP_TOPIC = "otlp.http"
-"""``rejected_events.topic`` (and the DLQ's original-topic header) of a span refused here."""
 router = APIRouter(tags=["otlp"])
 
 
@@ -76,88 +62,6 @@ class OtlpError(Exception):
         super().__init__(message)
         self.status = status
         self.message = message
-
-
-class HttpIntake:
-    """The assembler, the publisher and the closer thread of one API process."""
-
-    beat: CloserBeat | None = None
-    """The closer's liveness file (None when built without its thread)."""
-
-    def __init__(self, settings: Settings, bootstrap: str, *, grace_s: float = 2.0,
-                 idle_s: float = 30.0, role: str = "api"):
-        try:
-            catalogue = load_catalogue(settings.policy_file)
-        except CatalogueError as exc:  # every tool then counts as a write: the safe side
-            log.error("tool catalogue not loaded", extra={"error": str(exc)})
-            catalogue = None
-        self.assembler = Assembler(origin="otlp_http", grace_s=grace_s, idle_s=idle_s,
-                                   catalogue=catalogue,
-                                   redactor=Redactor(settings.redact_keys))
-        self.publisher = Publisher(bootstrap, security=settings.kafka_security)
-        self.beat = CloserBeat(settings, role, self.assembler)
-        self._pending: list[dict[str, Any]] = []
-        """Events of closed runs Kafka has not acknowledged yet (retried; ids dedup)."""
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="otlp-closer", daemon=True)
-        self._thread.start()
-
-    def _loop(self) -> None:
-        """Close due runs every 50 ms until stopped; nothing raised in a round ends it."""
-        beat = self.beat
-        assert beat is not None
-        beat.beat(force=True)
-        while not self._stop.wait(0.05):
-            try:
-                self.close_due()
-            except Exception as exc:  # counted and reported in health; the next round runs
-                beat.errors += 1
-                beat.last_error = f"{type(exc).__name__}: {str(exc)[:500]}"
-                log.exception("OTLP closing round failed", extra={"error": str(exc)})
-            beat.beat()
-
-    def close_due(self, force: bool = False) -> int:
-        events = list(self._pending)
-        runs = self.assembler.iter_due(force=force)
-        refused = 0
-        try:
-            if events:
-                self.publisher.publish(events)
-            for run in runs:  # each run goes out as soon as it is built
-                events += run.events
-                self.publisher.publish(run.events)
-                if run.rejected:  # its build failed: its spans go to the DLQ, with why
-                    refused += len(run.rejected)
-                    self.publisher.reject(run.rejected, topic=HTTP_TOPIC)
-            if self.beat is not None:
-                self.beat.spans_refused += refused
-                self.beat.closed(len(events))
-            if not events and not refused:
-                return 0
-            self.publisher.flush(30)
-        except (PublishFailed, KafkaException) as exc:
-            for run in runs:  # the closed runs not built yet must not be lost
-                events += run.events
-                if run.rejected:
-                    self.publisher.reject(run.rejected, topic=HTTP_TOPIC)
-            self._pending = events  # sent again next round; the sink dedups by event_id
-            log.error("OTLP events not published yet", extra={"events": len(events),
-                                                               "error": str(exc)})
-            return 0
-        self._pending = []
-        return len(events)
-
-    @property
-    def backlog(self) -> int:
-        """Spans of open runs plus events waiting for Kafka: what back-pressure bounds."""
-        return self.assembler.open_spans + len(self._pending)
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-        self.close_due(force=True)
-        if self.beat is not None:
-            self.beat.withdraw()
 
 
 def install(app: FastAPI) -> None:
@@ -210,10 +114,9 @@ def intake_of(app: FastAPI) -> HttpIntake:
         intake = getattr(app.state, "otlp", None)
         if intake is None:
             settings, bootstrap = bootstrap_of(app)
-            grace = getattr(app.state, "otlp_grace_s", None)
             intake = app.state.otlp = HttpIntake(
-                settings, bootstrap, grace_s=float(os.environ.get(GRACE_ENV, 2.0))
-                if grace is None else grace, role=getattr(app.state, "otlp_role", "api"))
+                settings, bootstrap, grace_s=getattr(app.state, "otlp_grace_s", None),
+                role=getattr(app.state, "otlp_role", "api"))
         return intake
 
 
@@ -283,23 +186,10 @@ def _summary(rejected: list[Rejected]) -> str:
 
 def _ingest(app: FastAPI, body: bytes, media: str, tenant: str) -> Intake:
     try:
-        spans = decode_protobuf(body) if media == PROTOBUF else decode_json(body)
-    except PayloadError:
-        raise
-    except Exception as exc:  # an unforeseen decoder failure is this request's, answered 400
-        log.exception("OTLP request not decodable", extra={"error": str(exc)})
-        raise PayloadError(f"OTLP request not decodable: {type(exc).__name__}: "
-                           f"{str(exc)[:300]}") from None
-    intake = intake_of(app)
-    if intake.backlog >= getattr(app.state, "otlp_max_open_spans", MAX_OPEN_SPANS):
-        raise OtlpError(503, f"the intake holds {intake.backlog} spans and events not yet "
-                             "published; retry later")
-    result = intake.assembler.add(spans, tenant)
-    if result.rejected:
-        # the DLQ acknowledged before the answer; the sink lands it in rejected_events
-        intake.publisher.reject(result.rejected, topic=HTTP_TOPIC)
-        intake.publisher.dead_letters.flush(30)
-    return result
+        return ingest(intake_of(app), body, media, tenant, max_open_spans=getattr(
+            app.state, "otlp_max_open_spans", MAX_OPEN_SPANS))
+    except IntakeFull as exc:
+        raise OtlpError(503, str(exc)) from None
 
 
 @router.post("/v1/traces", summary="OTLP/HTTP trace intake (protobuf or JSON, gzip)",
