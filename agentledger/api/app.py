@@ -26,7 +26,7 @@ from agentledger.api import (
 from agentledger.api.deps import ApiConfig
 from agentledger.api.errors import install_error_handlers
 from agentledger.api.responses import OrjsonResponse
-from agentledger.auth import KeyRing
+from agentledger.auth import KeySource
 from agentledger.queries.pipeline import HealthLimits
 
 DESCRIPTION = """The ledger HTTP API over ClickHouse.
@@ -42,12 +42,14 @@ probe which ids exist. Bad input is a 4xx naming the parameter, never a 500.
 """
 
 
-def create_app(client: Client, keys: KeyRing, *, database: str = "agentledger",
+def create_app(client: Client, keys: KeySource, *, database: str = "agentledger",
                retention_days: dict[str, int] | None = None,
                stats: Callable[[], dict[str, Any]] | None = None,
                max_rows: int = 10_000, query_seconds: float = 30.0,
                health_limits: HealthLimits | None = None) -> FastAPI:
-    """The API over ``client``; ``keys`` decides who reads what."""
+    """The API over ``client``; ``keys`` decides who reads what. Services pass a
+    :class:`agentledger.auth.ReloadingKeyRing` (the intake's own), so a removed key stops
+    working here as soon as there; tests may pass a fixed ``KeyRing``."""
     from agentledger.otlp_http import install as install_otlp
 
     app = FastAPI(title="agentledger", version=__version__, default_response_class=OrjsonResponse,
