@@ -231,8 +231,8 @@ def load_or_create(directory: Path) -> LedgerKey:
         _write_private(directory, fresh)
         key = load_key(directory)
         assert key is not None
-        log.warning("ledger signing key created", extra={"key_id": key.key_id,
-                                                         "dir": str(directory)})
+        log.info("ledger signing key created", extra={"key_id": key.key_id,
+                                                      "dir": str(directory)})
     if not (directory / PUBLIC_FILE).is_file() or \
             (directory / PUBLIC_FILE).read_text().strip() != key.public_text:
         _publish_public(directory, key)
