@@ -224,13 +224,16 @@ class ToolGuard:
         state = None
         if follower is not None:
             # only a decision of this very request counts (approval id, tenant, agent, run,
-            # decided before expiry): see ApprovalFollower.decision
+            # decided before expiry): see ApprovalState.decides
             ident = run.ledger.identity
             expires_at = datetime.fromtimestamp(expires, UTC) if queue else None
 
             def decided() -> Any:
-                return follower.decision(approval_id, tenant=ident.tenant, agent=ident.agent,
-                                         run_id=run.run_id, expires_at=expires_at)
+                found = follower.get(approval_id)
+                ok = found is not None and found.decides(
+                    approval_id=approval_id, tenant=ident.tenant, agent=ident.agent,
+                    run_id=run.run_id, expires_at=expires_at)
+                return found if ok else None
 
             budget = max(0.0, min(wait_s, expires - time.time()))
             follower.wait_for(lambda: decided() is not None, budget)
