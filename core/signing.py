@@ -269,7 +269,8 @@ def trusted_keys(settings: Settings, bootstrap: str | None) -> Keyring | None:
     is set (a ledger process sharing the signing key, such as the API's control stream in
     compose: the key is created there if it is missing, so the keyring is never empty);
     else, if ``bootstrap`` is the broker the local embedded stack of ``settings.data_dir``
-    published (``agentledger up``), that stack's key directory. None otherwise: a follower
+    published (``agentledger up``), that stack's key directory (created if missing).
+    None otherwise: a follower
     with no key cannot tell the ledger's records from anyone's, says so once in the log,
     and counts what it accepted unverified (the behaviour before signing, for clients that
     were never given a key).
@@ -283,9 +284,12 @@ def trusted_keys(settings: Settings, bootstrap: str | None) -> Keyring | None:
         return ring
     info = discovery.lookup(settings, discovery.BROKER_FILE)
     if bootstrap and info and info.get("bootstrap") == bootstrap:
+        # the local stack signs with this directory's key; made here if this follower
+        # is first (a worker starting later loads the same one), so never left unverified
+        own = load_or_create(key_dir(settings))
         ring = local_keyring(key_dir(settings))
-        if ring:
-            return ring
+        ring.add(own.public)
+        return ring
     return None
 
 

@@ -219,6 +219,9 @@ def test_a_forged_approval_state_does_not_run_the_refund(stack: Stack, broker: s
             wait_for(lambda: (s := follower.get(approval_id)) is not None and s.version == 200,
                      30, what="the signed state for another run")
             _still_pending(guard, run, approval_id)
+            mine = dict(tenant="acme", agent="refund-agent", run_id=run.run_id,
+                        expires_at=datetime.now(UTC) + timedelta(hours=1))
+            assert follower.decision(approval_id, **mine) is None
             assert follower.mismatched == 1
 
             late = _forged_state(approval_id, run.run_id, 201,
@@ -228,6 +231,7 @@ def test_a_forged_approval_state_does_not_run_the_refund(stack: Stack, broker: s
             wait_for(lambda: (s := follower.get(approval_id)) is not None and s.version == 201,
                      30, what="the signed state decided after expiry")
             _still_pending(guard, run, approval_id)
+            assert follower.decision(approval_id, **mine) is None
             assert follower.mismatched == 2
             run.finish("aborted", error="test over")
     tool_calls = stack.sink.query(
