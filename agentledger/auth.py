@@ -17,17 +17,20 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
 import secrets
+import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Protocol
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, Field, ValidationError
 
 from agentledger.core.settings import Settings
+from agentledger.schemas.events import SCOPE_NAME_PATTERN, scope_name_error
 
 ALL_TENANTS = "*"
 KEY_PREFIX = "al_"
@@ -38,15 +41,42 @@ class KeyConfigError(ValueError):
     """The keys file or variable is malformed; the message says where."""
 
 
+def _name_error(value: str) -> str | None:
+    return scope_name_error(value) or (
+        None if re.match(SCOPE_NAME_PATTERN, value) and len(value) <= 128
+        else f"{value[:64]!r} is not a tenant or agent name "
+             f"(pattern {SCOPE_NAME_PATTERN}, at most 128 characters)")
+
+
+def _tenant_names(values: list[str]) -> list[str]:
+    """Tenants a key names follow the events' rule (no ``/`` or ``:``): a key for
+    ``acme/eu`` would otherwise be read as acme's wherever a scope is split."""
+    for value in values:
+        if value != ALL_TENANTS and (error := _name_error(value)) is not None:
+            raise ValueError(error)
+    return values
+
+
+def _agent_names(values: list[str]) -> list[str]:
+    """An agent is named bare (``refund-agent``) or with its tenant (``acme/refund-agent``):
+    one ``/`` at most, between two names that follow the events' rule."""
+    for value in values:
+        parts = value.split("/", 1) if value.count("/") == 1 else [value]
+        for part in parts:
+            if (error := _name_error(part)) is not None:
+                raise ValueError(f"agent {value[:64]!r}: {error}")
+    return values
+
+
 class KeyEntry(BaseModel):
     """One configured key, as stored: never the key itself."""
 
     name: str = Field(min_length=1, max_length=128)
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
-    tenants: list[str] = Field(min_length=1)
+    tenants: Annotated[list[str], AfterValidator(_tenant_names)] = Field(min_length=1)
     roles: list[str] = Field(default_factory=list, description="approval queues it may decide")
-    agents: list[str] = Field(default_factory=list,
-                              description="agents it acts for: it may not approve their requests")
+    agents: Annotated[list[str], AfterValidator(_agent_names)] = Field(
+        default_factory=list, description="agents it acts for: it may not approve their requests")
 
 
 @dataclass(frozen=True)
@@ -78,6 +108,13 @@ def entry_for(name: str, key: str, tenants: Iterable[str], *, roles: Iterable[st
               agents: Iterable[str] = ()) -> KeyEntry:
     return KeyEntry(name=name, sha256=hash_key(key), tenants=sorted(set(tenants)),
                     roles=sorted(set(roles)), agents=sorted(set(agents)))
+
+
+class KeySource(Protocol):
+    """What a server asks of its keys: a :class:`KeyRing` (fixed, for tests and benches)
+    or a :class:`ReloadingKeyRing` (every service: the API and the intake alike)."""
+
+    def authenticate(self, presented: str) -> Principal | None: ...
 
 
 class KeyRing:
@@ -172,30 +209,52 @@ def client_key(settings: Settings) -> str | None:
         return None
 
 
+RELOAD_INTERVAL_S = 0.5
+"""How often a serving process looks at its key files at most. A key removed from the
+file is refused by every process (the ledger API, the OTLP intake) within this plus one
+request: under the 1 s the security review asks for, for two ``stat`` calls a request."""
+
+
 class ReloadingKeyRing:
     """The configured keys and this machine's operator key, read again when their files
-    change (checked at most once a second): a process that is not the ledger API, such as
-    the OTel intake, accepts a key added with ``agentledger keys`` and the operator key a
-    restarted store minted, without a restart of its own."""
+    change (checked at most every :data:`RELOAD_INTERVAL_S`). Every serving process uses
+    this one class, so there is one truth about keys: the ledger API and the OTLP intake
+    accept a key added with ``agentledger keys`` and the operator key a restarted store
+    minted, and refuse a removed key, without a restart of their own."""
 
-    def __init__(self, settings: Settings, min_interval_s: float = 1.0):
+    def __init__(self, settings: Settings, min_interval_s: float = RELOAD_INTERVAL_S):
         self.settings = settings
         self.min_interval_s = min_interval_s
         self._ring = KeyRing()
-        self._stamp: tuple[float, ...] | None = None
+        self._stamp: tuple[tuple[int, int, int], ...] | None = None
         self._checked = 0.0
+        self._lock = threading.Lock()
 
     def _files(self) -> tuple[Path, Path]:
         return keys_file(self.settings), self.settings.run_dir / OPERATOR_KEY_FILE
+
+    @staticmethod
+    def _stamp_of(path: Path) -> tuple[int, int, int]:
+        """The file's identity and change time: an editor that writes a new file and
+        renames it over the old one changes the inode even within one mtime tick."""
+        try:
+            st = path.stat()
+        except OSError:
+            return (-1, -1, -1)
+        return (st.st_ino, st.st_mtime_ns, st.st_size)
 
     def _refresh(self) -> None:
         now = time.monotonic()
         if self._stamp is not None and now - self._checked < self.min_interval_s:
             return
-        self._checked = now
-        stamp = tuple(p.stat().st_mtime if p.exists() else -1.0 for p in self._files())
-        if stamp == self._stamp:
-            return
+        with self._lock:  # one reader of the files at a time; the others use the last ring
+            self._checked = now
+            stamp = tuple(self._stamp_of(p) for p in self._files())
+            if stamp == self._stamp:
+                return
+            self._reload(stamp)
+
+    def _reload(self, stamp: tuple[tuple[int, int, int], ...]) -> None:
         try:
             entries = load_entries(self.settings)
         except KeyConfigError as exc:  # mid-edit: keep serving the keys read last

@@ -1,12 +1,12 @@
 """Liveness rows the store-owning process lands beside its own: the supervisor's children,
 the embedded broker, and how far the stream workers are behind.
 
-They go to ``heartbeats`` through the sink's batches (see :class:`agentledger.sinks.consumer.Sink`), so
-``/v1/health`` and the dashboards read one table whatever runs where. The stream workers'
-lag is measured from the outside: their consumer group's committed offsets on
-``agent.events`` against the end of each partition, where the end is the larger of the
-broker's high watermark and what this sink has committed (Tansu's high watermark can
-undercount by a batch, the sink's position cannot overcount).
+They go to ``heartbeats`` through the sink's batches (see
+:class:`~agentledger.sinks.consumer.Sink`), so ``/v1/health`` and the dashboards read one
+table whatever runs where. The stream workers' lag is measured from the outside: their
+consumer group's committed offsets on ``agent.events`` against the end of each partition,
+where the end is the larger of the broker's high watermark and what this sink has committed
+(Tansu's high watermark can undercount by a batch, the sink's position cannot overcount).
 """
 
 from __future__ import annotations

@@ -18,7 +18,14 @@ from confluent_kafka import Consumer
 from fastapi import FastAPI
 
 from agentledger.api import create_app
-from agentledger.auth import KeyEntry, KeyRing, load_entries, mint_operator_key
+from agentledger.auth import (
+    KeyEntry,
+    KeyRing,
+    KeySource,
+    ReloadingKeyRing,
+    load_entries,
+    mint_operator_key,
+)
 from agentledger.core import discovery
 from agentledger.core.dead_letters import DeadLetters
 from agentledger.core.kafka import client_config, default_topics, ensure_topics
@@ -119,16 +126,19 @@ def serve_app(app: FastAPI, host: str, port: int, *, name: str
 
 
 def start_api(settings: Settings, client: Client, sink: Sink | None = None, *,
-              keys: KeyRing | None = None, host: str | None = None,
+              keys: KeySource | None = None, host: str | None = None,
               port: int | None = None) -> ApiServer:
     """Serve the API on a thread; binds first, so the URL is known and the port is ours.
 
     Unless ``keys`` is given, it accepts the configured keys and a freshly minted
-    operator key for this machine's CLI (see :mod:`agentledger.auth`).
+    operator key for this machine's CLI, read again when their files change, exactly as
+    the OTLP intake reads them (:class:`agentledger.auth.ReloadingKeyRing`): a key
+    removed from the keys file is refused here too, within a second.
     """
     if keys is None:
-        _, operator = mint_operator_key(settings)
-        keys = key_ring(settings, operator)
+        load_entries(settings)  # a malformed keys file stops the start, as it always did
+        mint_operator_key(settings)
+        keys = ReloadingKeyRing(settings)
     app = create_app(client, keys, database=settings.clickhouse_database,
                      retention_days=settings.ttl_days(),
                      stats=(lambda: sink.stats.as_dict()) if sink else None,

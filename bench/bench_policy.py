@@ -1,14 +1,13 @@
 """Tool-policy decision latency, in process: ``python bench/bench_policy.py [--json]``.
 
-Times :meth:`agentledger.producers.gate.Gate.decide` on the packaged default policy over a mix of calls
-(allow, deny, escalate, tenant isolation, unknown actions), one decision at a time, and
-reports p50/p99 against the issue's goal (p99 <= 1 ms). Raw baselines measured in the same
-run: a dict lookup (the control-loop guard's cost), and Cedar's own ``is_authorized`` on
-an empty policy set and on the same request with the loaded policy (the engine without our
-wrapper). ``--compare`` also times OPA's Rego (``regopy``, if installed) on an equivalent
-refund rule against Cedar, the measurement behind the engine choice in ``docs/policy.md``.
-The last line of output is one JSON object.
-"""
+Times :meth:`~agentledger.producers.gate.Gate.decide` on the packaged default policy over a
+mix of calls (allow, deny, escalate, tenant isolation, unknown actions), one decision at a
+time, and reports p50/p99 against the issue's goal (p99 <= 1 ms). Raw baselines measured in
+the same run: a dict lookup (the control-loop guard's cost), and Cedar's own
+``is_authorized`` on an empty policy set and on the same request with the loaded policy (the
+engine without our wrapper). ``--compare`` also times OPA's Rego (``regopy``, if installed)
+on an equivalent refund rule against Cedar, the measurement behind the engine choice in
+``docs/policy.md``. The last line of output is one JSON object. """
 
 from __future__ import annotations
 

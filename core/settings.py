@@ -17,9 +17,14 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Argument keys whose values never leave the agent (the SDK's Ledger and AGENTLEDGER_REDACT_KEYS).
+# Compared after lowercasing and dropping '-', '_', '.' and spaces on both sides, so
+# "api_key" also covers "X-Api-Key" and "apiKey"; a word of four letters or fewer ("pwd",
+# "pass", "auth") must be a whole part of the name ("db_pass", not "passenger").
 DEFAULT_REDACT_KEYS: tuple[str, ...] = (
-    "password", "secret", "token", "api_key", "apikey", "authorization",
-    "access_token", "refresh_token", "private_key", "client_secret", "cookie",
+    "password", "passwd", "pwd", "pass", "passphrase", "secret", "token", "api_key",
+    "apikey", "authorization", "auth", "access_token", "refresh_token", "private_key",
+    "client_secret", "cookie", "credential", "credentials", "session",
+    "connection_string", "access_key",
 )
 
 
@@ -116,6 +121,12 @@ class Settings(BaseSettings):
     api_keys: list[dict[str, Any]] = Field(
         default_factory=list, description='more accepted keys, JSON: [{"name","sha256","tenants"}]')
     api_max_rows: int = Field(default=10_000, ge=1, description="row cap of one SQL answer")
+    control_streams_per_key: int = Field(
+        default=8, ge=1, description="open GET /v1/control/stream connections one API key may "
+        "hold in one serving process; one more is refused with 429")
+    control_stream_queue: int = Field(
+        default=256, ge=1, description="signals waiting for one control-stream client; a "
+        "client that falls this far behind is dropped with an 'event: close' naming why")
     api_query_seconds: float = Field(default=30.0, gt=0, description="time cap of one query")
     otlp_http_host: str = Field(default="127.0.0.1",
                                 description="where `agentledger intake` serves OTLP/HTTP")

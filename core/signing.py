@@ -231,8 +231,8 @@ def load_or_create(directory: Path) -> LedgerKey:
         _write_private(directory, fresh)
         key = load_key(directory)
         assert key is not None
-        log.warning("ledger signing key created", extra={"key_id": key.key_id,
-                                                         "dir": str(directory)})
+        log.info("ledger signing key created", extra={"key_id": key.key_id,
+                                                      "dir": str(directory)})
     if not (directory / PUBLIC_FILE).is_file() or \
             (directory / PUBLIC_FILE).read_text().strip() != key.public_text:
         _publish_public(directory, key)
@@ -265,19 +265,31 @@ def local_keyring(directory: Path) -> Keyring:
 def trusted_keys(settings: Settings, bootstrap: str | None) -> Keyring | None:
     """The keys a follower of ``bootstrap`` verifies with, or None (not verifying).
 
-    In order: ``AGENTLEDGER_LEDGER_PUBLIC_KEY``; else, if ``bootstrap`` is the broker the
-    local embedded stack of ``settings.data_dir`` published (``agentledger up``), that
-    stack's key directory. None otherwise: a follower with no key cannot tell the ledger's
-    records from anyone's, says so once in the log, and counts what it accepted unverified
-    (the behaviour before signing, for clients that were never given a key).
+    In order: ``AGENTLEDGER_LEDGER_PUBLIC_KEY``; else ``AGENTLEDGER_LEDGER_KEY_DIR`` if it
+    is set (a ledger process sharing the signing key, such as the API's control stream in
+    compose: the key is created there if it is missing, so the keyring is never empty);
+    else, if ``bootstrap`` is the broker the local embedded stack of ``settings.data_dir``
+    published (``agentledger up``), that stack's key directory (created if missing).
+    None otherwise: a follower
+    with no key cannot tell the ledger's records from anyone's, says so once in the log,
+    and counts what it accepted unverified (the behaviour before signing, for clients that
+    were never given a key).
     """
     if settings.ledger_public_key.strip():
         return Keyring.parse(settings.ledger_public_key.split(","))
+    if settings.ledger_key_dir is not None:
+        own = load_or_create(settings.ledger_key_dir)
+        ring = local_keyring(settings.ledger_key_dir)
+        ring.add(own.public)
+        return ring
     info = discovery.lookup(settings, discovery.BROKER_FILE)
     if bootstrap and info and info.get("bootstrap") == bootstrap:
+        # the local stack signs with this directory's key; made here if this follower
+        # is first (a worker starting later loads the same one), so never left unverified
+        own = load_or_create(key_dir(settings))
         ring = local_keyring(key_dir(settings))
-        if ring:
-            return ring
+        ring.add(own.public)
+        return ring
     return None
 
 

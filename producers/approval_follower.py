@@ -8,8 +8,9 @@ decision already made.
 It obeys only the ledger (``core/signing.py``): with a trusted key, a state that is not
 signed by it — produced straight to the topic by anyone who can reach Kafka — is ignored,
 counted in :attr:`ApprovalFollower.refused` and logged, whatever its version. And an
-agent takes a decision only for the request it made (:meth:`ApprovalFollower.decision`):
-same approval id, tenant, agent and run, decided before the request expired.
+agent takes a decision only for the request it made (:meth:`ApprovalState.decides`, used by
+``ToolGuard.resume``; :meth:`ApprovalFollower.decision` also counts the misses): same
+approval id, tenant, agent and run, decided before the request expired.
 """
 
 from __future__ import annotations

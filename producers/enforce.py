@@ -16,12 +16,17 @@ the approval id, and :meth:`ToolGuard.resume` picks the same request up later. A
 that outlives its queue's expiry is recorded ``expired`` and ends as the queue says:
 ``abort`` finishes the run aborted, ``deny`` refuses the call and lets the run go on.
 
-If the policy could not be loaded the guard fails closed for writes (reads go on), and
-says why in every refusal.
+The catalog's mode of an action always wins over the mode the caller declares: a refund
+called ``mode="read"`` is a write. If the policy could not be loaded the guard fails closed
+for writes (reads go on) and says why in every refusal; the mode then still comes from a
+catalog, never from the caller: the policy directory's own ``catalog.yaml`` if it alone
+still loads, else the packaged default catalog, and an action neither knows is taken for a
+write (refused), as a loaded policy refuses an action its catalog does not list.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -29,7 +34,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from agentledger.core.ids import uuid7
-from agentledger.producers.gate import Decision, Gate, PolicyError
+from agentledger.producers.gate import DEFAULT_DIR, Decision, Gate, PolicyError
+from agentledger.producers.tool_policy_files import Catalog, load_catalog
 from agentledger.schemas.approvals import APPROVED, REJECTED
 
 if TYPE_CHECKING:
@@ -106,7 +112,23 @@ def load_gate(directory: Path | str | None = None) -> Gate | PolicyError:
     try:
         return Gate.load(directory)
     except PolicyError as exc:
+        root = Path(directory) if directory is not None else DEFAULT_DIR
+        with contextlib.suppress(PolicyError):  # else: the packaged catalog's modes
+            exc.catalog = load_catalog(root / "catalog.yaml")
         return exc
+
+
+def modes_without_policy(error: PolicyError) -> dict[str, str]:
+    """``"tool:action"`` → mode, for a guard whose policy did not load: the failed
+    directory's catalog if it loaded, else the packaged default catalog (else none: every
+    call is then taken for a write and refused)."""
+    catalog: Catalog | None = error.catalog
+    if catalog is None:
+        try:
+            catalog = load_catalog(DEFAULT_DIR / "catalog.yaml")
+        except PolicyError:
+            return {}
+    return {uid: spec.mode for uid, spec in catalog.actions.items()}
 
 
 class ToolGuard:
@@ -119,6 +141,14 @@ class ToolGuard:
         self.approvals = approvals
         self.waiting: dict[str, _Waiting] = {}
         self.denials: dict[str, int] = {}
+        self._modes = modes_without_policy(gate) if isinstance(gate, PolicyError) else {}
+
+    def mode_of(self, tool: str, action: str, declared: str) -> str:
+        """The mode the guard enforces: the catalog's, never the caller's ``declared`` one
+        for a known action; without a loaded policy an unknown action is a write."""
+        if isinstance(self.gate, Gate):
+            return self.gate.mode_of(tool, action) or declared
+        return self._modes.get(f"{tool}:{action}", "write")
 
     def decide(self, run: RunContext, tool: str, action: str, args: Mapping[str, Any],
                idempotency_key: str | None, resource_tenant: str | None = None,
@@ -126,7 +156,9 @@ class ToolGuard:
         """The policy's answer for this run's agent, on redacted arguments."""
         ident = run.ledger.identity
         if isinstance(self.gate, PolicyError):
-            return Decision("deny", POLICY_UNAVAILABLE, f"policy not loaded: {self.gate}",
+            return Decision("deny", POLICY_UNAVAILABLE,
+                            f"policy not loaded: {self.gate}; {tool}:{action} is a write "
+                            f"or not in the catalog, and writes are refused until it loads",
                             "unloaded", "unloaded")
         return self.gate.decide(tenant=ident.tenant, agent=ident.agent, tool=tool,
                                 action=action, args=run.ledger.redactor.redact(dict(args)),
@@ -138,9 +170,9 @@ class ToolGuard:
              resource_tenant: str | None = None, wait_s: float = 0.0,
              **kwargs: Any) -> ToolCallContext:
         """The tool-call context if the call may go ahead now; raises otherwise. The
-        catalog's mode of the action wins over ``mode`` (a write called "read" is a write)."""
-        if isinstance(self.gate, Gate):
-            mode = self.gate.mode_of(tool, action) or mode
+        catalog's mode of the action wins over ``mode`` (a write called "read" is a write),
+        with or without a loaded policy (see :meth:`mode_of`)."""
+        mode = self.mode_of(tool, action, mode)
         if self.control is not None:
             verdict = self.control.check(tool, mode, run=run, action=action)  # type: ignore[arg-type]
             if not verdict.allowed:
@@ -192,13 +224,16 @@ class ToolGuard:
         state = None
         if follower is not None:
             # only a decision of this very request counts (approval id, tenant, agent, run,
-            # decided before expiry): see ApprovalFollower.decision
+            # decided before expiry): see ApprovalState.decides
             ident = run.ledger.identity
             expires_at = datetime.fromtimestamp(expires, UTC) if queue else None
 
             def decided() -> Any:
-                return follower.decision(approval_id, tenant=ident.tenant, agent=ident.agent,
-                                         run_id=run.run_id, expires_at=expires_at)
+                found = follower.get(approval_id)
+                ok = found is not None and found.decides(
+                    approval_id=approval_id, tenant=ident.tenant, agent=ident.agent,
+                    run_id=run.run_id, expires_at=expires_at)
+                return found if ok else None
 
             budget = max(0.0, min(wait_s, expires - time.time()))
             follower.wait_for(lambda: decided() is not None, budget)

@@ -323,8 +323,8 @@ class SafeModeGuard:
 
     def with_policy(self, gate: Gate | PolicyError,
                     approvals: ApprovalFollower | None = None) -> ToolGuard:
-        """A :class:`~agentledger.producers.enforce.ToolGuard`: this control-loop state, then the tool
-        policy (in process), then approvals, before every tool call."""
+        """A :class:`~agentledger.producers.enforce.ToolGuard`: this control-loop state, then
+        the tool policy (in process), then approvals, before every tool call."""
         from agentledger.producers.enforce import ToolGuard
 
         return ToolGuard(gate, control=self, approvals=approvals)

@@ -1,9 +1,10 @@
 """Manual overrides of an agent's mode (``agentledger safe-mode``), published on
 ``agent.control`` beside the rules' own signals.
 
-An override is a :class:`~agentledger.schemas.signals.ControlSignal` of kind ``override``, keyed like
-the rules' signals so the compacted topic keeps the newest; the
-:class:`~agentledger.producers.guard.ControlFollower` in every agent reads it back like any other signal.
+An override is a :class:`~agentledger.schemas.signals.ControlSignal` of kind ``override``,
+keyed like the rules' signals so the compacted topic keeps the newest; the
+:class:`~agentledger.producers.guard.ControlFollower` in every agent reads it back like any
+other signal.
 
 It is signed with the ledger's key like every control signal (``core/signing.py``), so a
 forged override — however far in the future its version — is ignored by verifying

@@ -36,6 +36,9 @@ class PolicyError(ValueError):
         self.file = str(file)
         self.line = line
         self.reason = reason
+        self.catalog: Catalog | None = None
+        """The directory's catalog when it alone still loads (the Cedar files failed):
+        what a guard without a policy trusts for the mode of an action."""
         super().__init__(f"{self.file}:{line}: {reason}" if line else f"{self.file}: {reason}")
 
 

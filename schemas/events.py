@@ -15,6 +15,7 @@ from typing import Annotated, Any, Final, Literal, TypeAlias, Union
 from pydantic import (
     AwareDatetime,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     NonNegativeFloat,
@@ -32,6 +33,44 @@ SHA256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$", description="sha256, 64
 Name = Annotated[
     str,
     Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:@/+-]*$"),
+]
+SCOPE_SEPARATORS: Final = ("/", ":")
+"""The characters that join names into control scopes and keys (``tenant/agent``,
+``kind:scope:rule``, see :mod:`agentledger.schemas.signals`)."""
+SCOPE_NAME_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9_.@+-]*$"
+"""A tenant or agent name: :data:`Name` without the scope separators. Were ``/`` allowed,
+tenant ``acme/eu`` with agent ``x`` and tenant ``acme`` with agent ``eu/x`` would share
+the scope ``acme/eu/x`` (one breaker, one safe mode, one Cedar principal); were ``:``
+allowed, agent ``bot:x``'s safe-mode keys would start with agent ``bot``'s prefix. Every
+place that takes a tenant or agent name checks it against this: events, the SDK's
+identity, API key entries, the control guard, the OTLP intake's resource attributes."""
+
+
+def scope_name_error(value: object) -> str | None:
+    """Why ``value`` cannot be a tenant or agent name (None: it can, as far as the scope
+    separators go; length and characters are the pattern's to say)."""
+    if isinstance(value, str):
+        for sep in SCOPE_SEPARATORS:
+            if sep in value:
+                return (f"{value[:64]!r} contains {sep!r}, a control-scope separator: tenant "
+                        f"and agent names may not contain '/' or ':'")
+    return None
+
+
+def _no_scope_separator(value: Any) -> Any:
+    # Runs before the pattern check, so the refusal names the separator instead of
+    # quoting a regular expression at whoever reads the DLQ.
+    error = scope_name_error(value)
+    if error is not None:
+        raise ValueError(error)
+    return value
+
+
+ScopeName = Annotated[
+    str,
+    Field(min_length=1, max_length=128, pattern=SCOPE_NAME_PATTERN,
+          description="tenant or agent: no '/' or ':' (they separate control scopes)"),
+    BeforeValidator(_no_scope_separator),
 ]
 Text = Annotated[str, Field(max_length=4096)]
 UUID_TEXT = Annotated[
@@ -201,9 +240,9 @@ class Envelope(_Strict):
     parent_span_id: HEX16 | None = None
     run_id: Name
     seq: NonNegativeInt
-    tenant: Name
+    tenant: ScopeName
     workspace: Name
-    agent: Name
+    agent: ScopeName
     agent_version: Name
     principal: Name
     on_behalf_of: Name | None = None

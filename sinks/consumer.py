@@ -1,9 +1,10 @@
 """The sink loop: Kafka → decode → batch → write (on a thread) → commit.
 
-Each step is a module with its guarantee beside it: :mod:`agentledger.core.offsets` (no offset is
-skipped), :mod:`agentledger.sinks.routes` (decode: every message becomes a row or a rejection),
-:mod:`agentledger.sinks.clickhouse` (batch and insert), :mod:`agentledger.sinks.writer` (ordered writes on a
-thread, retries), :mod:`agentledger.core.dead_letters` and, here, the commit rule. The Kafka
+Each step is a module with its guarantee beside it: :mod:`agentledger.core.offsets` (no
+offset is skipped), :mod:`agentledger.sinks.routes` (decode: every message becomes a row or
+a rejection), :mod:`agentledger.sinks.clickhouse` (batch and insert),
+:mod:`agentledger.sinks.writer` (ordered writes on a thread, retries),
+:mod:`agentledger.core.dead_letters` (dead letters) and, here, the commit rule. The Kafka
 consumer is injected (anything with ``subscribe/consume/seek/commit/assignment/position/
 get_watermark_offsets/close``), so the loop runs against an in-memory stand-in in unit
 tests and the real broker elsewhere.

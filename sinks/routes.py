@@ -2,8 +2,8 @@
 
 Which topic holds what is one table, :data:`ROUTES` (topic → route); a topic not in it is
 read as events. A route never raises on input: whatever the bytes, it returns a row, a
-:class:`~agentledger.core.dead_letters.Rejection`, or ``None`` for what is deliberately not landed (a
-compaction tombstone). A row that cannot even be built is rejected as ``unstorable``.
+:class:`~agentledger.core.dead_letters.Rejection`, or ``None`` for what is deliberately not
+landed (a compaction tombstone). A row that cannot even be built is rejected as ``unstorable``.
 """
 
 from __future__ import annotations

@@ -21,6 +21,7 @@ from typing import Any
 
 import orjson
 
+from agentledger.schemas.events import scope_name_error
 from agentledger.schemas.signals import EXCEEDED, ControlSignal, run_scope
 from agentledger.streams.budgets import RunState, to_micros
 from agentledger.streams.control_policy import Policy
@@ -76,6 +77,10 @@ class RunFolder:
         run_id = event["run_id"]
         tenant = event["tenant"]
         agent = event["agent"]
+        if scope_name_error(tenant) or scope_name_error(agent):
+            # The sink refuses it (DLQ); deciding on it would give tenant "acme/eu" a say
+            # in the scopes of tenant "acme" (see schemas.events.SCOPE_NAME_PATTERN).
+            raise ValueError("tenant or agent name holds a scope separator")
         ts = parse_ts(event["ts"])
         out.watermark = max(out.watermark, ts)
         run = self.runs.get(run_id)

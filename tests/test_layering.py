@@ -142,9 +142,9 @@ def test_the_root_package_imports_nothing_eagerly() -> None:
     """``import agentledger`` is what every module pays for first: it must stay cheap."""
     tree = ast.parse((ROOT / NAMESPACE / "__init__.py").read_text())
     eager = [node for node in tree.body
-             if isinstance(node, ast.ImportFrom) and (node.module or "").startswith(NAMESPACE)
-             or isinstance(node, ast.Import) and any(a.name.startswith(NAMESPACE)
-                                                     for a in node.names)]
+             if (isinstance(node, ast.ImportFrom) and (node.module or "").startswith(NAMESPACE))
+             or (isinstance(node, ast.Import) and any(a.name.startswith(NAMESPACE)
+                                                     for a in node.names))]
     assert not eager, [ast.unparse(node) for node in eager]
 
 

@@ -17,16 +17,18 @@ from agentledger.api import (
     approvals,
     audit_export,
     control,
+    control_stream,
     events,
     margins,
     operations,
     sql,
+    traces,
     watch,
 )
 from agentledger.api.deps import ApiConfig
 from agentledger.api.errors import install_error_handlers
 from agentledger.api.responses import OrjsonResponse
-from agentledger.auth import KeyRing
+from agentledger.auth import KeySource
 from agentledger.queries.pipeline import HealthLimits
 
 DESCRIPTION = """The ledger HTTP API over ClickHouse.
@@ -42,14 +44,14 @@ probe which ids exist. Bad input is a 4xx naming the parameter, never a 500.
 """
 
 
-def create_app(client: Client, keys: KeyRing, *, database: str = "agentledger",
+def create_app(client: Client, keys: KeySource, *, database: str = "agentledger",
                retention_days: dict[str, int] | None = None,
                stats: Callable[[], dict[str, Any]] | None = None,
                max_rows: int = 10_000, query_seconds: float = 30.0,
                health_limits: HealthLimits | None = None) -> FastAPI:
-    """The API over ``client``; ``keys`` decides who reads what."""
-    from agentledger.api.traces import install as install_otlp
-
+    """The API over ``client``; ``keys`` decides who reads what. Services pass a
+    :class:`agentledger.auth.ReloadingKeyRing` (the intake's own), so a removed key stops
+    working here as soon as there; tests may pass a fixed ``KeyRing``."""
     app = FastAPI(title="agentledger", version=__version__, default_response_class=OrjsonResponse,
                   description=DESCRIPTION)
     app.state.store = client
@@ -63,5 +65,7 @@ def create_app(client: Client, keys: KeyRing, *, database: str = "agentledger",
     for family in (operations, events, margins, audit_export, sql, approvals, watch,
                    control):
         app.router.routes.extend(family.router.routes)
-    install_otlp(app)  # POST /v1/traces, GET /v1/control/stream
+    traces.install(app)  # POST /v1/traces
+    app.router.routes.extend(control_stream.router.routes)  # GET /v1/control/stream
+    app.router.on_shutdown.append(lambda: control_stream.stop(app))
     return app

@@ -60,15 +60,19 @@ class ApprovalDesk:
     """Publishes approval states and follows them back (to see other processes' votes)."""
 
     def __init__(self, bootstrap: str, security: dict[str, str] | None = None,
-                 key: signing.LedgerKey | None = None):
+                 key: signing.LedgerKey | None = None,
+                 trusted: signing.Keyring | None = None):
+        """``key`` signs what this desk publishes; it follows the topic trusting ``key``
+        and ``trusted`` (the keys rotated out, whose states may still be current)."""
         from confluent_kafka import Producer
 
         from agentledger.core.kafka import client_config
         from agentledger.producers.approval_follower import ApprovalFollower
 
         self.key = key or signing.LedgerKey.generate()
-        self.follower = ApprovalFollower(bootstrap, security=security,
-                                         trusted=self.key.keyring()).start()
+        ring = signing.Keyring(dict(trusted.keys) if trusted else {})
+        ring.add(self.key.public)
+        self.follower = ApprovalFollower(bootstrap, security=security, trusted=ring).start()
         # Votes cast before this process started must be known before it takes new ones.
         if not self.follower.wait_caught_up(15):
             raise HTTPException(503, "could not read the approvals topic within 15s")
@@ -84,7 +88,8 @@ class ApprovalDesk:
         bootstrap = discovery.bootstrap_servers(settings)
         if not bootstrap:
             raise HTTPException(503, "no Kafka broker known to this API: approvals need one")
-        return cls(bootstrap, settings.kafka_security, signing.ledger_key(settings))
+        return cls(bootstrap, settings.kafka_security, signing.ledger_key(settings),
+                   signing.local_keyring(signing.key_dir(settings)))
 
     def publish(self, state: ApprovalState) -> ApprovalState:
         """Sign ``state``, publish it and wait for Kafka's acknowledgement; the signed state."""

@@ -36,14 +36,21 @@ _bearer = HTTPBearer(auto_error=False, description="Authorization: Bearer <API k
 _header = APIKeyHeader(name="X-API-Key", auto_error=False, description="the API key")
 
 
-def principal(request: Request,
-              bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-              header: Annotated[str | None, Depends(_header)]) -> Principal:
-    """The caller, from its key; 401 without a known one."""
+def presented_key(bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+                  header: Annotated[str | None, Depends(_header)]) -> str:
+    """The key the caller sent; 401 without one. A long-lived route (the control stream)
+    keeps it to ask the key ring again later: a key removed meanwhile ends the stream."""
     presented = header or (bearer.credentials if bearer else None)
     if not presented:
         raise HTTPException(401, "missing API key: send 'Authorization: Bearer <key>' or "
                                  "'X-API-Key: <key>'", headers={"WWW-Authenticate": "Bearer"})
+    return presented
+
+
+def principal(request: Request, presented: Annotated[str, Depends(presented_key)]) -> Principal:
+    """The caller, from its key; 401 without a known one. The key ring is the service's
+    :class:`agentledger.auth.ReloadingKeyRing`, so a key removed from the keys file gets
+    401 here within a second, as it does from the OTLP intake."""
     found: Principal | None = request.app.state.keys.authenticate(presented)
     if found is None:
         raise HTTPException(401, "unknown API key", headers={"WWW-Authenticate": "Bearer"})

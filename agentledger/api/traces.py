@@ -65,19 +65,12 @@ class OtlpError(Exception):
 
 
 def install(app: FastAPI) -> None:
-    """Mount the OTLP and control-stream routes on the ledger API."""
-    from agentledger import control_stream
-
+    """Mount ``POST /v1/traces`` on ``app``; its closer publishes every open run on shutdown."""
     app.state.otlp_lock = threading.Lock()
     # The routes themselves, not include_router: this FastAPI lists an included router as
     # one opaque entry of app.routes, and route listings (isolation tests) need each path.
-    app.router.routes.extend([*router.routes, *control_stream.router.routes])
-
-    def _stop() -> None:
-        _stop_intake(app)
-        control_stream.stop(app)
-
-    app.router.on_shutdown.append(_stop)
+    app.router.routes.extend(router.routes)
+    app.router.on_shutdown.append(lambda: _stop_intake(app))
 
 
 def create_intake_app(settings: Settings) -> FastAPI:

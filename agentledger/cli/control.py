@@ -107,8 +107,8 @@ def backtest(
 def run_backtest(ledger: Any, policy: Any, *, since: str | None, until: str | None = None,
                  tenant: str | None = None, page: int = 50_000,
                  progress: Callable[[int], None] | None = None) -> dict[str, Any]:
-    """Page the tool results through a :class:`agentledger.streams.backtest.Backtest` and compare its
-    transitions with the stored ones. ``ledger`` is a :class:`LedgerClient`."""
+    """Page the tool results through a :class:`~agentledger.streams.backtest.Backtest` and
+    compare its transitions with the stored ones. ``ledger`` is a :class:`LedgerClient`."""
     from agentledger.streams.backtest import Backtest, compare, episodes, transition_key
 
     run = Backtest(policy)

@@ -52,3 +52,35 @@ def keys_list(as_json: JsonFlag = False) -> None:
         print_json(entries)
         return
     table(entries, ["name", "tenants", "sha256"], title="API keys", empty="none configured")
+
+
+@keys_app.command("ledger")
+def keys_ledger(
+    rotate: Annotated[bool, typer.Option(
+        help="make a new signing key; the old public key stays trusted beside it")] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """The ledger's ed25519 signing key: its id and public key, for agents elsewhere.
+
+    The API signs approval states and the stream workers sign control signals with it;
+    agents verify with the public key (AGENTLEDGER_LEDGER_PUBLIC_KEY). Created on first
+    use under <data_dir>/keys (AGENTLEDGER_LEDGER_KEY_DIR), private key mode 0600.
+    Restart the API and the stream workers after --rotate, and give agents every public
+    key listed until the records the old key signed are superseded.
+    """
+    from agentledger.core import signing
+
+    settings = connect.settings()
+    directory = signing.key_dir(settings)
+    key = signing.rotate(directory) if rotate else signing.ledger_key(settings)
+    trusted = signing.local_keyring(directory)
+    setting = "AGENTLEDGER_LEDGER_PUBLIC_KEY=" + ",".join(
+        str(p) for p in sorted(directory.glob("*.pub")))
+    found = {"key_id": key.key_id, "public_key": key.public_text,
+             "public_key_file": str(directory / signing.PUBLIC_FILE),
+             "trusted_key_ids": sorted(trusted.keys), "setting": setting}
+    if as_json:
+        print_json(found)
+        return
+    err.print(f"ledger key {key.key_id} ({directory}); give agents:", highlight=False)
+    sys.stdout.write(setting + "\n")

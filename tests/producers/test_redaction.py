@@ -21,3 +21,14 @@ def test_original_is_not_mutated():
     args = {"password": "x"}
     Redactor(["password"]).redact(args)
     assert args == {"password": "x"}
+
+
+def test_the_findings_of_issue_21_are_redacted():
+    r = Redactor(["password", "pwd", "credentials", "api_key"])
+    stripe = "sk_" + "live_" + "4eC39HqLyjWDarjtT1zdp7dc"
+    out = r.redact({"passwd_hint": "x", "pwd": "y", "Credentials": "z", "x-api-key": "k",
+                    "note": f"refund via {stripe}", "url": "https://bob:pw12@api.example.com/",
+                    "body": '{"password": "hunter2", "ok": 1}'})
+    assert out["pwd"] == out["Credentials"] == out["x-api-key"] == REDACTED
+    assert stripe not in out["note"] and "bob:pw12" not in out["url"]
+    assert out["body"] == '{"password":"[REDACTED]","ok":1}'

@@ -164,3 +164,30 @@ def test_stream_workers_sign_what_they_publish(broker: str, service_env: dict[st
                      what=f"signed heartbeats (counts: {follower.verifier.counts})")
             assert follower.heartbeats and follower.refused["forged"] == 0
             assert follower.refused["unsigned"] == 0
+
+
+def test_where_a_follower_finds_the_ledger_key(tmp_path: Path) -> None:
+    """Setting first, then a ledger process's own key dir, then the local stack's — only for
+    the broker that stack published; else None (unverified, reported as such)."""
+    from agentledger.core import discovery
+    from agentledger.core.settings import Settings
+
+    data = tmp_path / "data"
+    made = signing.load_or_create(data / "keys")
+    bare = Settings(data_dir=data)
+    assert signing.trusted_keys(bare, "127.0.0.1:1") is None, "no stack published a broker"
+    discovery.publish(bare, discovery.BROKER_FILE, {"bootstrap": "127.0.0.1:1"})
+    try:
+        local = signing.trusted_keys(bare, "127.0.0.1:1")
+        assert local is not None and set(local.keys) == {made.key_id}
+        assert signing.trusted_keys(bare, "127.0.0.1:2") is None, "another broker's records"
+    finally:
+        discovery.withdraw(bare, discovery.BROKER_FILE)
+    other = signing.LedgerKey.generate()
+    by_setting = signing.trusted_keys(Settings(data_dir=data, ledger_public_key=(
+        f"{other.public_text}, {data / 'keys' / signing.PUBLIC_FILE}")), None)
+    assert by_setting is not None and set(by_setting.keys) == {other.key_id, made.key_id}
+    shared = signing.trusted_keys(Settings(data_dir=tmp_path / "x",
+                                           ledger_key_dir=tmp_path / "shared"), None)
+    assert shared is not None and set(shared.keys) == {
+        signing.load_or_create(tmp_path / "shared").key_id}

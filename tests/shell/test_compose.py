@@ -210,3 +210,88 @@ def test_sql_runs_as_a_read_only_clickhouse_user_with_exactly_its_grants():
         readonly.get_secret_value())
     for name in ("sink", "streams"):  # only the API's SQL route reads as this user
         assert "AGENTLEDGER_CLICKHOUSE_READONLY_DSN" not in SERVICES[name]["environment"]
+
+
+def _acls() -> set[tuple[str, str, str, str, str]]:
+    """(user, operation, resource type, name, pattern) of every `acl` line of acls.sh."""
+    import shlex
+
+    script = (ROOT / "deploy/kafka/acls.sh").read_text()
+    grants = set()
+    for line in script.splitlines():
+        if not line.strip().startswith("acl "):
+            continue
+        words = shlex.split(line.strip())
+        if len(words) in (5, 6):
+            grants.add((*words[1:5], words[5] if len(words) == 6 else "literal"))
+    loop = {("$user", "Create", "topic", "$topic", "literal")}
+    if loop <= grants:  # the Create-for-ensure_topics loop, expanded
+        grants -= loop
+        for user in ("agent", "api", "streams", "sink", "intake"):
+            for topic in ("agent.events", "agent.events.dlq", "agent.control",
+                          "agent.metrics", "agent.approvals"):
+                grants.add((user, "Create", "topic", topic, "literal"))
+    return grants
+
+
+def _writers(topic: str) -> set[str]:
+    """Users an ACL lets write ``topic`` (Write or All, literal or by prefix)."""
+    return {user for user, op, kind, name, pattern in _acls()
+            if kind == "topic" and op in ("Write", "All")
+            and (name == topic if pattern == "literal" else topic.startswith(name))}
+
+
+def test_kafka_has_sasl_users_per_role_and_denies_what_no_acl_allows():
+    import re
+
+    env = SERVICES["kafka"]["environment"]
+    assert set(env["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"].replace(",", ":").split(":")[1::2]) \
+        == {"SASL_PLAINTEXT"}, "no listener without authentication"
+    assert env["KAFKA_AUTHORIZER_CLASS_NAME"].endswith("StandardAuthorizer")
+    assert env["KAFKA_ALLOW_EVERYONE_IF_NO_ACL_FOUND"] == "false"
+    assert env["KAFKA_SUPER_USERS"] == "User:admin"
+    mounts = {v.split(":")[1]: v.split(":")[0] for v in SERVICES["kafka"]["volumes"]}
+    jaas = (ROOT / mounts[env["KAFKA_OPTS"].split("=", 1)[1]]).read_text()
+    users = dict(re.findall(r'user_(\w+)="([^"]+)"', jaas))
+    assert set(users) == {"admin", "agent", "api", "streams", "sink", "intake", "collector"}
+
+    # each project service logs in as its own role, with that role's password
+    for name, user in (("sink", "sink"), ("streams", "streams"), ("intake", "intake"),
+                       ("api", "api")):
+        service = SERVICES[name]
+        security = Settings(kafka_security=service["environment"][
+            "AGENTLEDGER_KAFKA_SECURITY"]).kafka_security
+        assert security["security.protocol"] == "SASL_PLAINTEXT", name
+        assert (security["sasl.username"], security["sasl.password"]) == (user, users[user])
+        if name != "api":  # the API reads ClickHouse first; Kafka only for votes
+            assert service["depends_on"]["kafka-acls"]["condition"] == \
+                "service_completed_successfully", name
+    collector = yaml.safe_load((ROOT / "deploy/otel-collector.yaml").read_text())
+    sasl = collector["exporters"]["kafka"]["auth"]["sasl"]
+    assert (sasl["username"], sasl["password"]) == ("collector", users["collector"])
+
+    acls = SERVICES["kafka-acls"]
+    assert acls["depends_on"]["kafka"]["condition"] == "service_healthy"
+    assert acls["command"][-1] in {v.split(":")[1] for v in acls["volumes"]}
+
+
+def test_kafka_acls_let_each_role_write_only_its_own_topics():
+    from agentledger.schemas import topics
+    from agentledger.schemas.approvals import APPROVALS_TOPIC
+
+    assert _writers(topics.EVENTS) == {"agent", "api", "intake"}
+    assert _writers(APPROVALS_TOPIC) == {"api"}, "only the API writes approval states"
+    assert _writers(topics.CONTROL) == {"streams"}, "only stream workers write control"
+    assert _writers(topics.METRICS) == {"streams"}
+    agent_writes = {name for user, op, kind, name, _ in _acls()
+                    if user == "agent" and kind == "topic" and op in ("Write", "All")}
+    assert agent_writes == {topics.EVENTS}, "agents produce only to agent.events"
+    for user, op, _kind, name, pattern in _acls():
+        assert name not in ("*", "") and not (pattern == "prefixed" and
+                                              "agent.".startswith(name)), (user, op, name)
+        if op == "All":
+            assert pattern == "prefixed" and name == "agentledger-streams", (user, name)
+    # agents may read what steers them (and nothing else)
+    agent_reads = {name for user, op, kind, name, _ in _acls()
+                   if user == "agent" and kind == "topic" and op == "Read"}
+    assert agent_reads == {topics.CONTROL, APPROVALS_TOPIC}

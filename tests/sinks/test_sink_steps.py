@@ -320,7 +320,8 @@ def test_sink_reads_again_what_its_consumer_skipped_and_never_commits_past_it():
 
 @dataclass
 class DeadLetter(Message):
-    """A record on the DLQ topic, headers as :class:`~agentledger.core.dead_letters.DeadLetters` writes them."""
+    """A record on the DLQ topic, headers as
+    :class:`~agentledger.core.dead_letters.DeadLetters` writes them."""
 
     headers_: list[tuple[str, bytes]] = field(default_factory=list)
 
