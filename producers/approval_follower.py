@@ -16,18 +16,14 @@ approval id, tenant, agent and run, decided before the request expired.
 from __future__ import annotations
 
 import logging
-import threading
-import time
-import uuid
-from collections.abc import Callable
 from datetime import datetime
-from typing import Literal
+from typing import Literal, Self
 
 import orjson
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 from pydantic import ValidationError
 
 from agentledger.core import signing
+from agentledger.core.follower import CompactedFollower
 from agentledger.core.kafka import TopicSpec, client_config, ensure_topics
 from agentledger.core.settings import load_settings
 from agentledger.schemas.approvals import APPROVALS_TOPIC, ApprovalState
@@ -41,15 +37,17 @@ def ensure_approvals_topic(bootstrap: str, security: dict[str, str] | None = Non
                   [TopicSpec(APPROVALS_TOPIC, 1, {"cleanup.policy": "compact"})])
 
 
-class ApprovalFollower:
-    """The current state of every approval, in memory."""
+class ApprovalFollower(CompactedFollower):
+    """The current state of every approval, in memory (:mod:`agentledger.core.follower`)."""
 
     def __init__(self, bootstrap: str, *, security: dict[str, str] | None = None,
                  topic: str = APPROVALS_TOPIC, poll_s: float = 0.05,
                  trusted: signing.Keyring | Literal["auto"] | None = "auto"):
         """``trusted``: the ledger keys to verify with; ``"auto"`` finds them from the
-        settings (:func:`agentledger.core.signing.trusted_keys`), None obeys states unverified."""
-        self.topic = topic
+        settings (:func:`agentledger.core.signing.trusted_keys`), None obeys states
+        unverified."""
+        super().__init__(bootstrap, topic, security=security, poll_s=poll_s,
+                         name="approvals")
         if trusted == "auto":
             trusted = signing.trusted_keys(load_settings(), bootstrap)
         self.verifier = signing.Verifier(trusted, signing.APPROVAL, topic)
@@ -61,77 +59,33 @@ class ApprovalFollower:
         self.invalid = 0
         self._bootstrap = bootstrap
         self._security = security
-        self._poll_s = poll_s
-        self._consumer = Consumer(client_config(
-            bootstrap, "consumer", group_id=f"agentledger-approvals-{uuid.uuid4().hex[:12]}",
-            extra=security, **{"fetch.wait.max.ms": 20, "enable.partition.eof": False}))
-        self._stop = threading.Event()
-        self._target: dict[int, int] = {}
-        self._next: dict[int, int] = {}
-        self._thread = threading.Thread(target=self._loop, name="approval-follower",
-                                        daemon=True)
 
-    def start(self) -> ApprovalFollower:
+    def start(self) -> Self:
         ensure_approvals_topic(self._bootstrap, self._security)
-        meta = self._consumer.list_topics(self.topic, timeout=10)
-        found = meta.topics.get(self.topic)
-        partitions = sorted(found.partitions) if found and found.error is None else [0]
-        self._consumer.assign([TopicPartition(self.topic, p, OFFSET_BEGINNING)
-                               for p in partitions])
-        for p in partitions:
-            low, high = self._consumer.get_watermark_offsets(TopicPartition(self.topic, p),
-                                                             timeout=10)
-            if high > low:
-                self._target[p] = high
-        self._thread.start()
-        return self
+        return super().start()
 
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-        self._consumer.close()
+    def apply_record(self, key: bytes | None, value: bytes | None) -> bool:
+        return self.apply(value)
 
-    def __enter__(self) -> ApprovalFollower:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            for msg in self._consumer.consume(num_messages=500, timeout=self._poll_s):
-                error = msg.error()
-                if error is not None:
-                    if error.code() != KafkaError._PARTITION_EOF:
-                        log.warning("approvals topic error", extra={"error": error.str()})
-                    continue
-                partition, offset = msg.partition(), msg.offset()
-                assert partition is not None and offset is not None  # a message, not an error
-                self._next[partition] = offset + 1
-                self.apply(msg.value())
-
-    def apply(self, value: bytes | None) -> None:
+    def apply(self, value: bytes | None) -> bool:
         """Keep ``value`` if the ledger signed it and it is newer than what we have for its
-        approval. A tombstone never removes a state (it could not be signed)."""
+        approval; True if it was the ledger's. A tombstone never removes a state (it could
+        not be signed)."""
         if value is None:
             self.verifier.refuse("tombstone")
-            return
+            return False
         try:
             raw = orjson.loads(value)
             state = ApprovalState.model_validate(raw)
         except (orjson.JSONDecodeError, ValidationError):
             self.invalid += 1
-            return
+            return False
         if not self.verifier.admit(raw, state.approval_id):
-            return
+            return False
         current = self.state.get(state.approval_id)
         if current is None or state.version > current.version:
             self.state[state.approval_id] = state
-
-    def wait_caught_up(self, timeout_s: float) -> bool:
-        """Wait until every record that existed at start has been read."""
-        return self.wait_for(lambda: all(self._next.get(p, 0) >= high
-                                         for p, high in self._target.items()), timeout_s)
+        return True
 
     def get(self, approval_id: str) -> ApprovalState | None:
         return self.state.get(approval_id)
@@ -161,11 +115,3 @@ class ApprovalFollower:
         """States not obeyed, by reason: unsigned, forged, tombstone."""
         return {k: v for k, v in self.verifier.counts.items()
                 if k not in ("verified", "unverified")}
-
-    def wait_for(self, predicate: Callable[[], bool], timeout_s: float) -> bool:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if predicate():
-                return True
-            time.sleep(0.01)
-        return predicate()

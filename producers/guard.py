@@ -28,19 +28,16 @@ in front of every tool call (see :mod:`agentledger.producers.enforce`).
 from __future__ import annotations
 
 import logging
-import threading
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 import orjson
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 from pydantic import ValidationError
 
 from agentledger.core import signing
-from agentledger.core.kafka import client_config
+from agentledger.core.follower import CompactedFollower
 from agentledger.core.settings import load_settings
 from agentledger.schemas import topics
 from agentledger.schemas.events import scope_name_error
@@ -88,99 +85,31 @@ class Verdict:
 ALLOW = Verdict(True)
 
 
-class ControlFollower:
+class ControlFollower(CompactedFollower):
     """Follows ``agent.control`` into memory. One per process is enough for any number of
     guards; it starts reading at offset 0 of every partition (the topic is compacted, so
-    that is the current state of every scope, not its history)."""
+    that is the current state of every scope, not its history: :mod:`agentledger.core.follower`)."""
 
     def __init__(self, bootstrap: str, *, security: dict[str, str] | None = None,
                  topic: str = topics.CONTROL, poll_s: float = 0.05,
                  trusted: signing.Keyring | Literal["auto"] | None = "auto"):
         """``trusted``: the ledger keys to verify with; ``"auto"`` finds them from the
-        settings (:func:`agentledger.core.signing.trusted_keys`), None obeys records unverified."""
-        self.topic = topic
+        settings (:func:`agentledger.core.signing.trusted_keys`), None obeys records
+        unverified."""
+        super().__init__(bootstrap, topic, security=security, poll_s=poll_s, name="guard")
         if trusted == "auto":
             trusted = signing.trusted_keys(load_settings(), bootstrap)
         self.verifier = signing.Verifier(trusted, signing.CONTROL, topic)
         self.state: dict[str, ControlSignal] = {}
-        self.last_heard = 0.0
-        """time.monotonic() of the last record (0 = never)."""
         self.heartbeats: dict[str, ControlSignal] = {}
         self.invalid = 0
-        self._poll_s = poll_s
         self._listeners: list[Callable[[ControlSignal], None]] = []
-        tuned: dict[str, Any] = {"fetch.wait.max.ms": 20, "fetch.error.backoff.ms": 50,
-                                 "enable.partition.eof": False, "error_cb": self._on_error}
-        self._consumer = Consumer(client_config(
-            bootstrap, "consumer", group_id=f"agentledger-guard-{uuid.uuid4().hex[:12]}",
-            extra=security, **tuned))
-        self._lost_broker = False
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="control-follower",
-                                        daemon=True)
-        self.started = time.monotonic()
-
-    def start(self) -> ControlFollower:
-        self._assign_from_start()
-        self.started = time.monotonic()
-        self._thread.start()
-        return self
-
-    def _assign_from_start(self, timeout_s: float = 10) -> None:
-        meta = self._consumer.list_topics(self.topic, timeout=timeout_s)
-        partitions = sorted(meta.topics[self.topic].partitions) if \
-            self.topic in meta.topics and meta.topics[self.topic].error is None else [0]
-        self._consumer.assign([TopicPartition(self.topic, p, OFFSET_BEGINNING)
-                               for p in partitions])
-
-    def _on_error(self, err: KafkaError) -> None:
-        if err.code() == KafkaError._ALL_BROKERS_DOWN:
-            self._lost_broker = True
-
-    def _rewind_after_outage(self) -> None:
-        """After losing every broker, read the compacted topic again from the start.
-
-        A broker that kept its data in memory (the embedded one) comes back with the topic
-        re-created, and this follower's position may lie at or past its new end, where
-        nothing would ever arrive. Re-reading is cheap (one record per scope) and safe:
-        transitions are applied by version, so nothing goes backwards.
-        """
-        try:
-            self._assign_from_start(timeout_s=1)
-        except KafkaException:
-            return  # still down; try again on the next poll
-        self._lost_broker = False
-        log.warning("control topic re-read after a broker outage")
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-        self._consumer.close()
-
-    def __enter__(self) -> ControlFollower:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def on_signal(self, listener: Callable[[ControlSignal], None]) -> None:
         """Call ``listener`` (on the follower thread) for every new signal."""
         self._listeners.append(listener)
 
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            if self._lost_broker:
-                self._rewind_after_outage()
-            for msg in self._consumer.consume(num_messages=500, timeout=self._poll_s):
-                error = msg.error()
-                if error is not None:
-                    if error.code() != KafkaError._PARTITION_EOF:
-                        log.warning("control topic error", extra={"error": error.str()})
-                    continue
-                if self._apply(msg.key(), msg.value()):
-                    self.last_heard = time.monotonic()
-
-    def _apply(self, key: bytes | None, value: bytes | None) -> bool:
+    def apply_record(self, key: bytes | None, value: bytes | None) -> bool:
         """Apply one record; True if it came from the ledger (verified, or unverified
         when no key is configured), whether or not it changed anything."""
         name = key.decode(errors="replace") if key is not None else ""
@@ -234,14 +163,6 @@ class ControlFollower:
 
     def get(self, kind: str, scope: str, rule: str = "") -> ControlSignal | None:
         return self.state.get(control_key(kind, scope, rule))
-
-    def wait_for(self, predicate: Callable[[], bool], timeout_s: float) -> bool:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if predicate():
-                return True
-            time.sleep(0.005)
-        return predicate()
 
 
 class SafeModeGuard:
