@@ -72,16 +72,16 @@ def control_records(bootstrap: str,
     by a fresh follower."""
     fresh = ControlFollower(bootstrap)
     seen: list[ControlSignal] = []
-    original = fresh._apply
+    original = fresh.apply_record
 
-    def apply_all(key: bytes | None, value: bytes | None) -> None:
+    def apply_all(key: bytes | None, value: bytes | None) -> bool:
         if value is not None:
             record = ControlSignal.from_json(value)
             if keep(record):
                 seen.append(record)
-        original(key, value)
+        return original(key, value)
 
-    fresh._apply = apply_all  # type: ignore[method-assign]
+    fresh.apply_record = apply_all  # type: ignore[method-assign]
     with fresh:
         # the worker heartbeats every 0.5 s: once a beat newer than now arrives, all
         # earlier records on the single control partition have been read
