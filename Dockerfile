@@ -6,11 +6,12 @@ COPY pyproject.toml README.md ./
 COPY schemas schemas
 COPY core core
 COPY producers producers
+COPY intake intake
 COPY streams streams
 COPY sinks sinks
 COPY dashboards dashboards
 COPY agentledger agentledger
-RUN pip install --no-cache-dir . && useradd --create-home agentledger
+RUN pip install --no-cache-dir ".[server]" && useradd --create-home agentledger
 USER agentledger
 ENV AGENTLEDGER_DATA_DIR=/home/agentledger/data
 CMD ["agentledger", "--help"]

@@ -45,8 +45,8 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_queries.py
 
 schemas: $(STAMP)
-	$(BIN)/python -m schemas.export
-	$(BIN)/python -m schemas.vectors
+	$(BIN)/python -m agentledger.schemas.export
+	$(BIN)/python -m agentledger.schemas.vectors
 
 clean:
 	rm -rf $(VENV) .agentledger .pytest_cache .ruff_cache

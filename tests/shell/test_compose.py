@@ -295,3 +295,14 @@ def test_kafka_acls_let_each_role_write_only_its_own_topics():
     agent_reads = {name for user, op, kind, name, _ in _acls()
                    if user == "agent" and kind == "topic" and op == "Read"}
     assert agent_reads == {topics.CONTROL, APPROVALS_TOPIC}
+
+
+def test_the_image_copies_every_layer_and_installs_the_server_extra():
+    """The image builds the wheel from its copy of the tree: every folder linked into
+    agentledger/ must be copied beside it, or the image's package lacks that layer."""
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    links = sorted(p.name for p in (ROOT / "agentledger").iterdir() if p.is_symlink())
+    assert links, "the layer folders are linked into agentledger/"
+    missing = [name for name in links if f"COPY {name} {name}" not in dockerfile]
+    assert not missing, f"Dockerfile does not copy {missing}"
+    assert '".[server]"' in dockerfile, "the services need the server extra"
