@@ -127,6 +127,9 @@ class Settings(BaseSettings):
     control_stream_queue: int = Field(
         default=256, ge=1, description="signals waiting for one control-stream client; a "
         "client that falls this far behind is dropped with an 'event: close' naming why")
+    gate_stale_after_s: float = Field(
+        default=10.0, gt=0, description="POST /v1/gate/check refuses writes when the API "
+        "has heard nothing on agent.control for this long (fail closed, as SafeModeGuard)")
     api_query_seconds: float = Field(default=30.0, gt=0, description="time cap of one query")
     otlp_http_host: str = Field(default="127.0.0.1",
                                 description="where `agentledger intake` serves OTLP/HTTP")

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from agentledger.core.ids import uuid7
 from agentledger.producers.gate import DEFAULT_DIR, Decision, Gate, PolicyError
+from agentledger.producers.guard import GUARD_POLICY_ID
 from agentledger.producers.tool_policy_files import Catalog, load_catalog
 from agentledger.schemas.approvals import APPROVED, REJECTED
 
@@ -57,6 +58,8 @@ class ControlVerdict(Protocol):
     def rule(self) -> str: ...
     @property
     def reason(self) -> str: ...
+    @property
+    def policy_version(self) -> str: ...
 
 
 class ControlLoop(Protocol):
@@ -131,6 +134,22 @@ def modes_without_policy(error: PolicyError) -> dict[str, str]:
     return {uid: spec.mode for uid, spec in catalog.actions.items()}
 
 
+def decide_call(gate: Gate | PolicyError, *, tenant: str, agent: str, tool: str,
+                action: str, args: Mapping[str, Any], idempotency_key: str | None = None,
+                resource_tenant: str | None = None, approvals: int = 0) -> Decision:
+    """The policy's answer for one call of ``tenant/agent`` on redacted ``args``: pure (no
+    run, no recording), so the SDK's guard and the HTTP gate decide with the same code.
+    Without a loaded policy it is a deny naming why (the caller lets reads through)."""
+    if isinstance(gate, PolicyError):
+        return Decision("deny", POLICY_UNAVAILABLE,
+                        f"policy not loaded: {gate}; {tool}:{action} is a write "
+                        f"or not in the catalog, and writes are refused until it loads",
+                        "unloaded", "unloaded")
+    return gate.decide(tenant=tenant, agent=agent, tool=tool, action=action, args=args,
+                       idempotency_key=idempotency_key, resource_tenant=resource_tenant,
+                       approvals=approvals)
+
+
 class ToolGuard:
     """Policy + control loop + approvals for one agent (tenant, agent)."""
 
@@ -155,15 +174,36 @@ class ToolGuard:
                approvals: int = 0) -> Decision:
         """The policy's answer for this run's agent, on redacted arguments."""
         ident = run.ledger.identity
-        if isinstance(self.gate, PolicyError):
-            return Decision("deny", POLICY_UNAVAILABLE,
-                            f"policy not loaded: {self.gate}; {tool}:{action} is a write "
-                            f"or not in the catalog, and writes are refused until it loads",
-                            "unloaded", "unloaded")
-        return self.gate.decide(tenant=ident.tenant, agent=ident.agent, tool=tool,
-                                action=action, args=run.ledger.redactor.redact(dict(args)),
-                                idempotency_key=idempotency_key,
-                                resource_tenant=resource_tenant, approvals=approvals)
+        return decide_call(self.gate, tenant=ident.tenant, agent=ident.agent, tool=tool,
+                           action=action, args=run.ledger.redactor.redact(dict(args)),
+                           idempotency_key=idempotency_key, resource_tenant=resource_tenant,
+                           approvals=approvals)
+
+    def preflight(self, *, tenant: str, agent: str, tool: str, action: str, mode: str,
+                  args: Mapping[str, Any], idempotency_key: str | None = None,
+                  resource_tenant: str | None = None,
+                  control: ControlVerdict | None = None) -> tuple[str, Decision]:
+        """The enforced mode and the decision :meth:`call` would reach, without a run:
+        nothing recorded, nothing waited for. ``control`` is the control loop's verdict
+        for that mode (a refusal wins, as in :meth:`call`); ``args`` must be redacted
+        already. Used by ``POST /v1/gate/check`` so an agent in any language gets the
+        SDK's answer from the same code."""
+        mode = self.mode_of(tool, action, mode)
+        if control is not None and not control.allowed:
+            return mode, Decision("deny", control.rule, control.reason, GUARD_POLICY_ID,
+                                  control.policy_version or "control")
+        if isinstance(self.gate, PolicyError) and mode != "write":
+            return mode, Decision("allow", POLICY_UNAVAILABLE,
+                                  f"policy not loaded: {self.gate}; reads go on",
+                                  "unloaded", "unloaded")
+        return mode, decide_call(self.gate, tenant=tenant, agent=agent, tool=tool,
+                                 action=action, args=args, idempotency_key=idempotency_key,
+                                 resource_tenant=resource_tenant)
+
+    def records_allow(self, tool: str, action: str) -> bool:
+        """Whether an allow of this action is recorded (high-risk and money actions)."""
+        gate = self.gate if isinstance(self.gate, Gate) else None
+        return gate is not None and gate.risk_of(tool, action) in RECORD_ALLOW_RISKS
 
     def call(self, run: RunContext, tool: str, action: str, *, mode: str,
              args: Mapping[str, Any], idempotency_key: str | None = None,
@@ -191,8 +231,7 @@ class ToolGuard:
                 {"idempotency_key": idempotency_key, "resource_tenant": resource_tenant,
                  **kwargs}, decision, run.ledger.clock())
             return self.resume(run, approval_id, wait_s=wait_s)
-        gate = self.gate if isinstance(self.gate, Gate) else None
-        if gate is not None and gate.risk_of(tool, action) in RECORD_ALLOW_RISKS:
+        if self.records_allow(tool, action):
             self._record(run, decision, tool, action)
         return self._open(run, tool, action, mode, args, idempotency_key, kwargs)
 

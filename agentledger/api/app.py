@@ -22,6 +22,7 @@ from agentledger.api import (
     margins,
     operations,
     sql,
+    tool_gate,
     traces,
     watch,
 )
@@ -68,4 +69,6 @@ def create_app(client: Client, keys: KeySource, *, database: str = "agentledger"
     traces.install(app)  # POST /v1/traces
     app.router.routes.extend(control_stream.router.routes)  # GET /v1/control/stream
     app.router.on_shutdown.append(lambda: control_stream.stop(app))
+    app.router.routes.extend(tool_gate.router.routes)  # POST /v1/gate/check
+    app.router.on_shutdown.append(lambda: tool_gate.stop(app))
     return app

@@ -22,13 +22,16 @@ Votes are serialised by a lock in this process; run one API that takes votes (ot
 replicas may serve reads).
 """
 
+import asyncio
 import contextlib
 import datetime as dt
 import threading
+import time
 from typing import Annotated, Any, Literal
 
 from clickhouse_connect.driver.client import Client
 from fastapi import APIRouter, HTTPException, Path, Query, Request
+from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 
 from agentledger.api.deps import Store, Who
@@ -36,7 +39,7 @@ from agentledger.api.responses import OrjsonResponse
 from agentledger.auth import Principal
 from agentledger.core import signing
 from agentledger.queries import approvals as q
-from agentledger.queries.common import Scope, parse_time
+from agentledger.queries.common import NotFound, Scope, parse_time
 from agentledger.schemas.approvals import (
     APPROVALS_TOPIC,
     APPROVED,
@@ -248,12 +251,36 @@ def approval_stats(
     return found
 
 
-@router.get("/v1/approvals/{approval_id}", summary="one approval request")
-def get_approval(request: Request, who: Who, client: Store,
-                 approval_id: Annotated[str, Path(pattern=ID)]) -> Any:
+MAX_WAIT_S = 60.0
+"""The longest ``?wait=`` a caller may ask: one request holds no more than this."""
+
+
+@router.get("/v1/approvals/{approval_id}",
+            summary="one approval request; ?wait=N long-polls up to N s for its decision")
+async def get_approval(request: Request, who: Who, client: Store,
+                       approval_id: Annotated[str, Path(pattern=ID)],
+                       wait: Annotated[float, Query(ge=0, le=MAX_WAIT_S)] = 0) -> Any:
+    """With ``wait``, answers as soon as the request is decided (or expires), else when
+    the wait ends, still pending: how an agent in any language waits for its approvers
+    (the agent's key reads its own tenant's requests). The request may not have reached
+    the store yet when the agent first asks: that is waited for too."""
     _warm_desk(request)
-    row = q.request(client, Scope(who.tenants), approval_id)
-    return _view(row, _state_of(request, approval_id), dt.datetime.now(dt.UTC))
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            row = await run_in_threadpool(q.request, client, Scope(who.tenants), approval_id)
+            break
+        except NotFound:
+            if time.monotonic() + 0.25 > deadline or await request.is_disconnected():
+                raise
+            await asyncio.sleep(0.25)  # the sink lands the request: look again shortly
+    while True:
+        now = dt.datetime.now(dt.UTC)
+        state = _state_of(request, approval_id)
+        if _status(row, _bound(row, state), now) != PENDING or \
+                time.monotonic() >= deadline or await request.is_disconnected():
+            return _view(row, state, now)
+        await asyncio.sleep(0.05)  # the desk's follower is in memory: a cheap look
 
 
 @router.post("/v1/approvals/{approval_id}/approve",

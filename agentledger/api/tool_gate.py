@@ -1,0 +1,243 @@
+"""``POST /v1/gate/check``: "may this agent do this now?", for an agent in any language.
+
+The SDK's :class:`~agentledger.producers.enforce.ToolGuard` answers that in process; this
+route gives the same answer over HTTP, from the same code: the control loop's verdict
+(:meth:`agentledger.producers.guard.SafeModeGuard.decide` on the API's one
+:class:`~agentledger.producers.guard.ControlFollower`, the one ``GET /v1/control/stream``
+fans out) and then the Cedar tool policy (:meth:`ToolGuard.preflight`). One response:
+``allow``; ``deny`` with rule and reason; or ``escalate`` with the approval id, queue,
+approvals required and SLA, to be long-polled at ``GET /v1/approvals/{id}?wait=30``.
+
+Who asks is the key's business, never the body's: the key must be bound to exactly one
+tenant and one agent (``tenants: [acme]``, ``agents: [refund-agent]``), a body naming
+another agent is refused (403), and a key bound to no agent may not call the route.
+
+Decisions are recorded as the SDK records them (a ``policy.decision`` for every deny and
+escalation and for allows of high-risk and money actions; an escalation also as
+``approval.requested``, so the approvals API lists it and takes votes on it). The
+agent's own run may be recorded elsewhere (the OTLP intake, its own chain), so the API
+does not append to it: it keeps one *gate run* per agent run (workflow ``http-gate``,
+``input_ref`` ``agent-run:<run_id>``, same tenant and agent), a hash chain of its own.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections import OrderedDict
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, FastAPI, HTTPException, Request
+from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel, Field
+
+from agentledger import __version__
+from agentledger.api.control_stream import hub_of
+from agentledger.api.deps import Who, bootstrap_of
+from agentledger.api.params import ID_PATTERN
+from agentledger.api.responses import OrjsonResponse
+from agentledger.auth import Principal
+from agentledger.core.ids import uuid7
+from agentledger.producers.context import RunContext
+from agentledger.producers.emitter import BufferFull, Ledger
+from agentledger.producers.enforce import ToolGuard, load_gate
+from agentledger.producers.gate import Decision, Gate
+from agentledger.producers.guard import ControlFollower, SafeModeGuard
+from agentledger.producers.identity import AgentIdentity
+
+router = APIRouter(default_response_class=OrjsonResponse, tags=["gate"])
+GATE_WORKFLOW = "http-gate"
+MAX_GATE_RUNS = 10_000
+"""Gate runs kept open at once; the least recently used one is finished beyond that."""
+_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.:@/+-]{0,127}$"
+ToolName = Annotated[str, Field(pattern=_NAME)]
+
+
+class GateCheck(BaseModel):
+    """One call the agent is about to make."""
+
+    run_id: Annotated[str, Field(pattern=ID_PATTERN, description="the agent's run id")]
+    tool: ToolName
+    action: ToolName
+    mode: Literal["read", "write"] = Field(
+        description="the mode the agent declares; the catalog's mode of the action wins")
+    args: dict[str, Any] = Field(default_factory=dict, max_length=256,
+                                 description="tool arguments, redacted by the agent")
+    idempotency_key: Annotated[str | None, Field(max_length=256)] = None
+    resource_tenant: Annotated[str | None, Field(max_length=128)] = None
+    agent: Annotated[str | None, Field(max_length=257, description=(
+        "optional: the agent the caller believes it is; must be the key's agent"))] = None
+    agent_version: Annotated[str, Field(pattern=_NAME)] = "http"
+
+
+def bound_agent(who: Principal, claimed: str | None = None) -> tuple[str, str]:
+    """(tenant, agent) the key acts for; 403 naming why when it is not exactly one, or
+    when the body claims another agent."""
+    if who.tenants is None or len(who.tenants) != 1:
+        raise HTTPException(403, f"key {who.name!r} is not bound to exactly one tenant: "
+                                 "the gate checks as the one agent a key acts for (bind "
+                                 "it with tenants: [<tenant>] and agents: [<agent>])")
+    if len(who.agents) != 1:
+        raise HTTPException(403, f"key {who.name!r} acts for {len(who.agents) or 'no'} "
+                                 "agent(s): the gate needs a key bound to exactly one agent "
+                                 "(agents: [<agent>] in its key entry)")
+    tenant = next(iter(who.tenants))
+    agent = next(iter(who.agents))
+    if "/" in agent:
+        owner, agent = agent.split("/", 1)
+        if owner != tenant:
+            raise HTTPException(403, f"key {who.name!r} names agent {owner}/{agent} outside "
+                                     f"its tenant {tenant!r}")
+    if claimed is not None and claimed not in (agent, f"{tenant}/{agent}"):
+        raise HTTPException(403, f"key {who.name!r} acts for agent {tenant}/{agent}: it "
+                                 f"cannot check as {claimed[:128]!r}")
+    return tenant, agent
+
+
+def _principal(name: str) -> str:
+    """The key's name as an envelope ``principal`` (a Name: no spaces)."""
+    return "key:" + re.sub(r"[^A-Za-z0-9_.:@/+-]", "-", name)[:120]
+
+
+class _AsAgent:
+    """The API's one Ledger speaking as one agent: same producer, redactor and clock,
+    the agent's identity in every envelope (a :class:`~agentledger.producers.context.
+    EventLedger`)."""
+
+    def __init__(self, base: Ledger, identity: AgentIdentity):
+        self.identity = identity
+        self.clock = base.clock
+        self.redactor = base.redactor
+        self.prices = base.prices
+        self.signing_key = base.signing_key
+        self.tracer = base.tracer
+        self.check = base.check
+        self.send = base.send
+
+
+class GateService:
+    """The policy, the control follower, and the recorder of the gate runs."""
+
+    def __init__(self, bootstrap: str, security: dict[str, str] | None,
+                 follower: ControlFollower, *, stale_after_s: float,
+                 policy_dir: str | None = None, max_runs: int = MAX_GATE_RUNS):
+        self.guard = ToolGuard(load_gate(policy_dir))
+        self.follower = follower
+        self.stale_after_s = stale_after_s
+        self.max_runs = max_runs
+        self.ledger = Ledger.connect(bootstrap, AgentIdentity(
+            tenant="agentledger", agent="gate", agent_version=__version__, principal="api"),
+            producer_overrides={"extra": security})
+        self._runs: OrderedDict[tuple[str, str, str], RunContext] = OrderedDict()
+        self._lock = threading.Lock()
+        self.checks = 0
+
+    def decide(self, tenant: str, agent: str, body: GateCheck) -> tuple[str, Decision]:
+        """The enforced mode and the decision (control loop first, then the policy)."""
+        control = SafeModeGuard(self.follower, tenant, agent,
+                                stale_after_s=self.stale_after_s)
+        mode = self.guard.mode_of(body.tool, body.action, body.mode)
+        verdict = control.decide(body.tool, mode, body.run_id)  # type: ignore[arg-type]
+        args = self.ledger.redactor.redact(dict(body.args))
+        return self.guard.preflight(tenant=tenant, agent=agent, tool=body.tool,
+                                    action=body.action, mode=mode, args=args,
+                                    idempotency_key=body.idempotency_key,
+                                    resource_tenant=body.resource_tenant, control=verdict)
+
+    def record(self, who: Principal, tenant: str, agent: str, body: GateCheck,
+               decision: Decision) -> dict[str, Any]:
+        """Record what the SDK would; the escalation's approval fields, if any."""
+        extra: dict[str, Any] = {}
+        if decision.decision == "allow" and not self.guard.records_allow(body.tool,
+                                                                         body.action):
+            return extra
+        with self._lock:
+            run = self._run(who, tenant, agent, body)
+            run.emit("policy.decision", {
+                "policy_id": decision.policy_id, "policy_version": decision.policy_version,
+                "rule": decision.rule, "decision": decision.decision,
+                "action": f"{body.tool}:{body.action}",
+                "reason": decision.reason[:4096] or None})
+            if decision.decision == "escalate":
+                queue = decision.queue
+                extra = {"approval_id": uuid7(), "queue": decision.approver_role,
+                         "approvals_required": decision.approvals_required,
+                         "sla_s": queue.sla_s if queue else None,
+                         "expires_in_s": queue.expires_in_s if queue else None}
+                run.emit("approval.requested", {
+                    "approver": decision.approver_role,
+                    "action": f"{body.tool}:{body.action}", "reason": decision.reason or None,
+                    "approval_id": extra["approval_id"],
+                    "approvals_required": decision.approvals_required,
+                    "sla_s": extra["sla_s"], "expires_in_s": extra["expires_in_s"],
+                    "args": self.ledger.redactor.redact(dict(body.args))})
+                extra["gate_run_id"] = run.run_id
+                extra["poll"] = f"/v1/approvals/{extra['approval_id']}?wait=30"
+        return extra
+
+    def _run(self, who: Principal, tenant: str, agent: str, body: GateCheck) -> RunContext:
+        """The open gate run of this agent run (called under the lock)."""
+        key = (tenant, agent, body.run_id)
+        run = self._runs.get(key)
+        if run is not None:
+            self._runs.move_to_end(key)
+            return run
+        identity = AgentIdentity(tenant=tenant, agent=agent, agent_version=body.agent_version,
+                                 principal=_principal(who.name))
+        gate = self.guard.gate
+        run = RunContext(_AsAgent(self.ledger, identity), workflow=GATE_WORKFLOW,
+                         inputs={"run_id": body.run_id}, input_ref=f"agent-run:{body.run_id}",
+                         policy_version=gate.version if isinstance(gate, Gate) else "unloaded")
+        run.__enter__()
+        self._runs[key] = run
+        while len(self._runs) > self.max_runs:
+            self._runs.popitem(last=False)[1].__exit__(None, None, None)
+        return run
+
+    def close(self) -> None:
+        """Finish every open gate run and deliver what was recorded."""
+        with self._lock:
+            while self._runs:
+                self._runs.popitem(last=False)[1].__exit__(None, None, None)
+        self.ledger.close(10)
+
+
+def service_of(app: FastAPI) -> GateService:
+    """The app's gate service, made on first use (reads the control topic first)."""
+    found: GateService | None = getattr(app.state, "tool_gate", None)
+    if found is not None:
+        return found
+    hub = hub_of(app)  # one ControlFollower per API process, shared with the stream
+    with app.state.otlp_lock:
+        found = getattr(app.state, "tool_gate", None)
+        if found is None:
+            settings, bootstrap = bootstrap_of(app)
+            found = app.state.tool_gate = GateService(
+                bootstrap, settings.kafka_security, hub.follower,
+                stale_after_s=settings.gate_stale_after_s)
+        return found
+
+
+def stop(app: FastAPI) -> None:
+    found: GateService | None = getattr(app.state, "tool_gate", None)
+    if found is not None:
+        found.close()
+
+
+@router.post("/v1/gate/check", summary="allow, deny or escalate one tool call (any language)")
+async def gate_check(request: Request, who: Who, body: GateCheck) -> Any:
+    tenant, agent = bound_agent(who, body.agent)
+    service: GateService | None = getattr(request.app.state, "tool_gate", None)
+    if service is None:
+        service = await run_in_threadpool(service_of, request.app)
+    mode, decision = service.decide(tenant, agent, body)
+    try:
+        extra = service.record(who, tenant, agent, body, decision)
+    except BufferFull as exc:  # an unrecorded decision is no decision: the agent retries
+        raise HTTPException(503, f"could not record the decision: {exc}",
+                            headers={"Retry-After": "5"}) from None
+    service.checks += 1
+    return {"decision": decision.decision, "rule": decision.rule,
+            "reason": decision.reason or None, "policy_id": decision.policy_id,
+            "policy_version": decision.policy_version, "mode": mode, "tenant": tenant,
+            "agent": agent, "run_id": body.run_id, **extra}

@@ -1,0 +1,218 @@
+"""``POST /v1/gate/check`` latency at a fixed request rate on loopback.
+
+    .venv/bin/python bench/bench_gate_api.py [--rate 1000] [--seconds 10] [--json]
+
+The ledger API runs in a process of its own (as under ``agentledger up``), on an embedded
+Tansu broker and a fresh chdb store, with one key bound to acme/refund-agent. An open-loop
+client (aiohttp, 64 keep-alive connections) sends ``--rate`` requests per second for
+``--seconds`` and times each from the moment it was *due* (so a server that falls behind
+shows it, rather than the client waiting politely). The mix is what an agent asks: 70 %
+reads (allowed, not recorded), 20 % small refunds (allowed, recorded: money), 10 % mail
+sends (denied, recorded), over 100 agent runs. No stream worker runs, so the API's
+staleness bound is raised (``AGENTLEDGER_GATE_STALE_AFTER_S``): the control state is
+followed and read, but nothing fails closed for silence.
+
+Raw baselines from the same run: a FastAPI route that returns a constant, served the same
+way in a process of its own and driven at the same rate by the same client; and the
+in-process decision (``ToolGuard.preflight``: mode, control verdict, Cedar policy) over
+the same mix, one call at a time. The last line is one JSON object;
+``gate_check_p99_ms`` is checked against the issue's goal (<= 5 ms).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+KEY_ENV = "BENCH_GATE_KEY"
+MIX: list[dict[str, Any]] = (
+    [{"tool": "stripe", "action": "get_charge", "mode": "read", "args": {"id": "ch_1"}}] * 7
+    + [{"tool": "stripe", "action": "create_refund", "mode": "write",
+        "args": {"id": "ch_1", "amount": 50}, "idempotency_key": "k"}] * 2
+    + [{"tool": "gmail", "action": "send_message", "mode": "write",
+        "args": {"to": "x@example.com"}, "idempotency_key": "k"}])
+GOAL_P99_MS = 5.0
+
+
+def serve(kind: str, url_file: Path) -> None:
+    """Subprocess entry: serve the gate API or the constant route until terminated."""
+    from agentledger.services import serve_app
+
+    if kind == "constant":
+        from fastapi import FastAPI
+
+        from agentledger.api.responses import OrjsonResponse
+
+        app = FastAPI(default_response_class=OrjsonResponse)
+
+        @app.post("/v1/const")
+        async def const() -> Any:
+            return {"decision": "allow"}
+
+        url = serve_app(app, "127.0.0.1", 0, name="const")[2]
+    else:
+        from agentledger.auth import KeyRing, entry_for
+        from agentledger.core.settings import load_settings
+        from agentledger.core.store import client_for
+        from agentledger.services import open_store, start_api
+
+        settings = load_settings()
+        open_store(settings).close()
+        ring = KeyRing([entry_for("bench-agent", os.environ[KEY_ENV], ["acme"],
+                                  agents=["refund-agent"])])
+        url = start_api(settings, client_for(settings), keys=ring, host="127.0.0.1",
+                        port=0).url
+    url_file.write_text(url)
+    while True:
+        time.sleep(3600)  # serving on its threads until the bench terminates it
+
+
+def start(kind: str, env: dict[str, str], tmp: Path) -> tuple[subprocess.Popen[bytes], str]:
+    url_file = tmp / f"{kind}.url"
+    proc = subprocess.Popen([sys.executable, __file__, "--serve", kind, "--url-file",
+                             str(url_file)], env=env)
+    deadline = time.monotonic() + 120
+    while not url_file.exists() or not url_file.read_text():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise SystemExit(f"the {kind} server did not start")
+        time.sleep(0.05)  # polling for the server's published URL, with a deadline
+    return proc, url_file.read_text()
+
+
+async def drive(url: str, key: str, bodies: list[dict[str, Any]], rate: float,
+                seconds: float) -> dict[str, Any]:
+    """Open loop: request i is due at t0 + i/rate; its latency counts from then."""
+    import aiohttp
+
+    headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+    payloads = [json.dumps(b).encode() for b in bodies]
+    n = int(rate * seconds)
+    latencies: list[float] = []
+    errors: dict[str, int] = {}
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=64)) as session:
+
+        async def one(i: int, due: float) -> None:
+            try:
+                async with session.post(url, data=payloads[i % len(payloads)],
+                                        headers=headers) as res:
+                    await res.read()
+                    if res.status != 200:
+                        errors[str(res.status)] = errors.get(str(res.status), 0) + 1
+            except aiohttp.ClientError as exc:
+                errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
+            latencies.append(time.perf_counter() - due)
+
+        tasks = []
+        t0 = time.perf_counter() + 0.1
+        for i in range(n):
+            due = t0 + i / rate
+            pause = due - time.perf_counter()
+            if pause > 0:
+                await asyncio.sleep(pause)
+            tasks.append(asyncio.create_task(one(i, due)))
+        await asyncio.gather(*tasks)
+        elapsed = time.perf_counter() - t0
+    latencies.sort()
+    return {"n": n, "achieved_rps": round(n / elapsed, 1), "errors": errors,
+            "p50_ms": round(latencies[n // 2] * 1000, 3),
+            "p99_ms": round(latencies[int(n * 0.99)] * 1000, 3),
+            "max_ms": round(latencies[-1] * 1000, 3)}
+
+
+def in_process(n: int) -> dict[str, float]:
+    """The same mix decided in process: ``ToolGuard.preflight`` with an allowing control
+    verdict (the control state is a dict lookup; the policy is the work)."""
+    from agentledger.producers.enforce import ToolGuard, load_gate
+    from agentledger.producers.guard import ALLOW
+
+    guard = ToolGuard(load_gate())
+    samples = []
+    for i in range(n + 500):
+        call = MIX[i % len(MIX)]
+        t0 = time.perf_counter_ns()
+        guard.preflight(tenant="acme", agent="refund-agent", control=ALLOW, **call)
+        samples.append(time.perf_counter_ns() - t0)
+    samples = sorted(samples[500:])
+    return {"p50_us": round(samples[n // 2] / 1000, 2),
+            "p99_us": round(samples[int(n * 0.99)] / 1000, 2)}
+
+
+def measure(rate: float, seconds: float, say: Any) -> dict[str, Any]:
+    import httpx
+
+    from agentledger.auth import new_key
+    from agentledger.broker import EmbeddedBroker
+    from agentledger.core.kafka import client_config, default_topics, ensure_topics
+
+    key = new_key()
+    bodies = [{**MIX[i % len(MIX)], "run_id": f"bench-run-{i % 100}"} for i in range(1000)]
+    with tempfile.TemporaryDirectory() as tmp, EmbeddedBroker() as broker:
+        ensure_topics(client_config(broker.bootstrap, "admin"), default_topics(3))
+        env = {**os.environ, "AGENTLEDGER_DATA_DIR": f"{tmp}/data",
+               "AGENTLEDGER_KAFKA_BOOTSTRAP": broker.bootstrap, KEY_ENV: key,
+               "AGENTLEDGER_GATE_STALE_AFTER_S": "3600"}
+        procs = []
+        try:
+            gate, gate_url = start("gate", env, Path(tmp))
+            procs.append(gate)
+            const, const_url = start("constant", env, Path(tmp))
+            procs.append(const)
+            first = httpx.post(f"{gate_url}/v1/gate/check", json=bodies[0], timeout=60,
+                               headers={"Authorization": f"Bearer {key}"})
+            assert first.status_code == 200, first.text  # the service is made and warm
+            say("warming up both servers")
+            asyncio.run(drive(f"{gate_url}/v1/gate/check", key, bodies, rate, 1.0))
+            asyncio.run(drive(f"{const_url}/v1/const", key, bodies, rate, 1.0))
+            say(f"gate check at {rate:g}/s for {seconds:g}s")
+            gate_run = asyncio.run(drive(f"{gate_url}/v1/gate/check", key, bodies, rate,
+                                         seconds))
+            say(f"constant route at {rate:g}/s for {seconds:g}s")
+            const_run = asyncio.run(drive(f"{const_url}/v1/const", key, bodies, rate,
+                                          seconds))
+        finally:
+            for proc in procs:
+                proc.terminate()
+                proc.wait(30)
+    return {"rate": rate, "seconds": seconds, "gate_check": gate_run,
+            "baseline_constant_route": const_run}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rate", type=float, default=1000.0, help="requests per second")
+    parser.add_argument("--seconds", type=float, default=10.0, help="measured duration")
+    parser.add_argument("--json", action="store_true", help="print only the JSON line")
+    parser.add_argument("--serve", choices=["gate", "constant"], help=argparse.SUPPRESS)
+    parser.add_argument("--url-file", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve:
+        serve(args.serve, args.url_file)
+        return 0
+
+    def say(text: str) -> None:
+        if not args.json:
+            print(text, file=sys.stderr)
+
+    result = measure(args.rate, args.seconds, say)
+    result["baseline_toolguard_decision"] = in_process(20_000)
+    result["gate_check_p99_ms"] = result["gate_check"]["p99_ms"]
+    result["goal_p99_ms"] = GOAL_P99_MS
+    result["goal_met"] = result["gate_check_p99_ms"] <= GOAL_P99_MS and \
+        not result["gate_check"]["errors"]
+    if not args.json:
+        for name, value in result.items():
+            print(f"{name:>28}: {value}")
+    print(json.dumps(result))
+    return 0 if result["goal_met"] else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
