@@ -181,13 +181,14 @@ class ToolGuard:
 
     def preflight(self, *, tenant: str, agent: str, tool: str, action: str, mode: str,
                   args: Mapping[str, Any], idempotency_key: str | None = None,
-                  resource_tenant: str | None = None,
-                  control: ControlVerdict | None = None) -> tuple[str, Decision]:
+                  resource_tenant: str | None = None, control: ControlVerdict | None = None,
+                  approvals: int = 0) -> tuple[str, Decision]:
         """The enforced mode and the decision :meth:`call` would reach, without a run:
         nothing recorded, nothing waited for. ``control`` is the control loop's verdict
         for that mode (a refusal wins, as in :meth:`call`); ``args`` must be redacted
-        already. Used by ``POST /v1/gate/check`` so an agent in any language gets the
-        SDK's answer from the same code."""
+        already; ``approvals`` counts distinct approvers of this very call. Used by
+        ``POST /v1/gate/check``, so an agent in any language gets the SDK's answer from
+        the same code."""
         mode = self.mode_of(tool, action, mode)
         if control is not None and not control.allowed:
             return mode, Decision("deny", control.rule, control.reason, GUARD_POLICY_ID,
@@ -198,7 +199,7 @@ class ToolGuard:
                                   "unloaded", "unloaded")
         return mode, decide_call(self.gate, tenant=tenant, agent=agent, tool=tool,
                                  action=action, args=args, idempotency_key=idempotency_key,
-                                 resource_tenant=resource_tenant)
+                                 resource_tenant=resource_tenant, approvals=approvals)
 
     def records_allow(self, tool: str, action: str) -> bool:
         """Whether an allow of this action is recorded (high-risk and money actions)."""

@@ -119,6 +119,12 @@ def _desk(request: Request) -> ApprovalDesk:
 _DESK_LOCK = threading.Lock()
 
 
+def approval_desk(request: Request) -> ApprovalDesk:
+    """The app's desk (made on first use: blocks until the approvals topic is read), for
+    ``POST /v1/gate/check``, which redeems approvals against the states it follows."""
+    return _desk(request)
+
+
 def _warm_desk(request: Request) -> None:
     """Start following the approvals topic in the background, so lists show votes in
     progress once it is read; reads never wait for (or need) Kafka."""

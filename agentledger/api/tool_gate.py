@@ -7,6 +7,10 @@ route gives the same answer over HTTP, from the same code: the control loop's ve
 fans out) and then the Cedar tool policy (:meth:`ToolGuard.preflight`). One response:
 ``allow``; ``deny`` with rule and reason; or ``escalate`` with the approval id, queue,
 approvals required and SLA, to be long-polled at ``GET /v1/approvals/{id}?wait=30``.
+Once approved, the agent asks again with ``approval_id``: as the SDK does, the policy is
+asked again told how many distinct approvers approved, and the approval is used up. It
+lets go only the call it was asked for (same agent run, tool, action and arguments), and
+only in the API process that asked it (votes may go to any).
 
 Who asks is the key's business, never the body's: the key must be bound to exactly one
 tenant and one agent (``tenants: [acme]``, ``agents: [refund-agent]``), a body naming
@@ -25,6 +29,8 @@ from __future__ import annotations
 import re
 import threading
 from collections import OrderedDict
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, FastAPI, HTTPException, Request
@@ -32,18 +38,20 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 
 from agentledger import __version__
+from agentledger.api.approvals import approval_desk
 from agentledger.api.control_stream import hub_of
 from agentledger.api.deps import Who, bootstrap_of
 from agentledger.api.params import ID_PATTERN
 from agentledger.api.responses import OrjsonResponse
 from agentledger.auth import Principal
 from agentledger.core.ids import uuid7
-from agentledger.producers.context import RunContext
+from agentledger.producers.context import RunContext, sha256_json
 from agentledger.producers.emitter import BufferFull, Ledger
 from agentledger.producers.enforce import ToolGuard, load_gate
 from agentledger.producers.gate import Decision, Gate
 from agentledger.producers.guard import ControlFollower, SafeModeGuard
 from agentledger.producers.identity import AgentIdentity
+from agentledger.schemas.approvals import APPROVED, REJECTED, ApprovalState
 
 router = APIRouter(default_response_class=OrjsonResponse, tags=["gate"])
 GATE_WORKFLOW = "http-gate"
@@ -68,6 +76,19 @@ class GateCheck(BaseModel):
     agent: Annotated[str | None, Field(max_length=257, description=(
         "optional: the agent the caller believes it is; must be the key's agent"))] = None
     agent_version: Annotated[str, Field(pattern=_NAME)] = "http"
+    approval_id: Annotated[str | None, Field(pattern=ID_PATTERN, description=(
+        "after an escalation: the approval this call was granted by (same run, tool, "
+        "action and arguments); the policy is asked again with its approvers"))] = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Asked:
+    """What an escalation asked approvers for: the only call its approval may let go."""
+
+    key: tuple[str, str, str]
+    call: str
+    args_hash: str
+    gate_run_id: str
 
 
 def bound_agent(who: Principal, claimed: str | None = None) -> tuple[str, str]:
@@ -129,11 +150,14 @@ class GateService:
             tenant="agentledger", agent="gate", agent_version=__version__, principal="api"),
             producer_overrides={"extra": security})
         self._runs: OrderedDict[tuple[str, str, str], RunContext] = OrderedDict()
+        self._asked: OrderedDict[str, _Asked] = OrderedDict()
         self._lock = threading.Lock()
         self.checks = 0
 
-    def decide(self, tenant: str, agent: str, body: GateCheck) -> tuple[str, Decision]:
-        """The enforced mode and the decision (control loop first, then the policy)."""
+    def decide(self, tenant: str, agent: str, body: GateCheck, approvals: int = 0
+               ) -> tuple[str, Decision]:
+        """The enforced mode and the decision (control loop first, then the policy,
+        told how many distinct approvers approved this very call)."""
         control = SafeModeGuard(self.follower, tenant, agent,
                                 stale_after_s=self.stale_after_s)
         mode = self.guard.mode_of(body.tool, body.action, body.mode)
@@ -142,7 +166,8 @@ class GateService:
         return self.guard.preflight(tenant=tenant, agent=agent, tool=body.tool,
                                     action=body.action, mode=mode, args=args,
                                     idempotency_key=body.idempotency_key,
-                                    resource_tenant=body.resource_tenant, control=verdict)
+                                    resource_tenant=body.resource_tenant, control=verdict,
+                                    approvals=approvals)
 
     def record(self, who: Principal, tenant: str, agent: str, body: GateCheck,
                decision: Decision) -> dict[str, Any]:
@@ -172,8 +197,55 @@ class GateService:
                     "sla_s": extra["sla_s"], "expires_in_s": extra["expires_in_s"],
                     "args": self.ledger.redactor.redact(dict(body.args))})
                 extra["gate_run_id"] = run.run_id
+                self._asked[extra["approval_id"]] = _Asked(
+                    (tenant, agent, body.run_id), f"{body.tool}:{body.action}",
+                    self._args_hash(body), run.run_id)
+                while len(self._asked) > self.max_runs:
+                    self._asked.popitem(last=False)
                 extra["poll"] = f"/v1/approvals/{extra['approval_id']}?wait=30"
         return extra
+
+    def _args_hash(self, body: GateCheck) -> str:
+        return sha256_json(self.ledger.redactor.redact(dict(body.args)))
+
+    def redeem(self, tenant: str, agent: str, body: GateCheck,
+               state: ApprovalState | None) -> int | Decision:
+        """The approvers ``body.approval_id`` grants this call (once: it is used up), or
+        the deny when it grants nothing: asked for another call, pending, or rejected.
+        ``state`` is the ledger's signed state (the approvals desk follows only those)."""
+        approval_id = body.approval_id or ""
+        with self._lock:
+            asked = self._asked.get(approval_id)
+            if asked is None or (asked.key, asked.call, asked.args_hash) != \
+                    ((tenant, agent, body.run_id), f"{body.tool}:{body.action}",
+                     self._args_hash(body)):
+                return self._refusal("approval_mismatch", f"approval {approval_id} was not "
+                                     "asked for this call (run, tool, action, arguments) here")
+            if state is None or not state.decides(
+                    approval_id=approval_id, tenant=tenant, agent=agent,
+                    run_id=asked.gate_run_id, expires_at=None):
+                return self._refusal("approval_pending", f"approval {approval_id} is not "
+                                     f"decided: GET /v1/approvals/{approval_id}?wait=30")
+            del self._asked[approval_id]
+            run = self._runs.get(asked.key)
+            if run is not None and run.run_id == asked.gate_run_id:
+                resolved = state.resolved_at or datetime.now(UTC)
+                run.emit("approval.resolved", {
+                    "approver": "+".join(state.approvers)[:128] or state.approver_role,
+                    "decision": state.status, "approval_id": approval_id,
+                    "latency_ms": round(max(0.0, (resolved - state.requested_at)
+                                            .total_seconds() * 1000), 3),
+                    "approvers": state.approvers,
+                    "reason": next((v.reason for v in state.votes if v.decision == "deny"),
+                                   None)})
+        if state.status == REJECTED:
+            return self._refusal("approval_rejected", f"approval {approval_id} was denied")
+        return len(state.approvers) if state.status == APPROVED else 0
+
+    def _refusal(self, rule: str, reason: str) -> Decision:
+        gate = self.guard.gate
+        version = gate.version if isinstance(gate, Gate) else "unloaded"
+        return Decision("deny", rule, reason, "agentledger.approvals", version)
 
     def _run(self, who: Principal, tenant: str, agent: str, body: GateCheck) -> RunContext:
         """The open gate run of this agent run (called under the lock)."""
@@ -230,8 +302,18 @@ async def gate_check(request: Request, who: Who, body: GateCheck) -> Any:
     service: GateService | None = getattr(request.app.state, "tool_gate", None)
     if service is None:
         service = await run_in_threadpool(service_of, request.app)
-    mode, decision = service.decide(tenant, agent, body)
+    desk = None
+    if body.approval_id is not None:
+        desk = await run_in_threadpool(approval_desk, request)
     try:
+        granted: int | Decision = 0
+        if desk is not None:
+            granted = service.redeem(tenant, agent, body, desk.follower.get(body.approval_id
+                                                                            or ""))
+        if isinstance(granted, Decision):
+            mode, decision = service.guard.mode_of(body.tool, body.action, body.mode), granted
+        else:
+            mode, decision = service.decide(tenant, agent, body, granted)
         extra = service.record(who, tenant, agent, body, decision)
     except BufferFull as exc:  # an unrecorded decision is no decision: the agent retries
         raise HTTPException(503, f"could not record the decision: {exc}",

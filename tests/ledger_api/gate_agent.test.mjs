@@ -1,8 +1,9 @@
 // An agent in another language (Node 20: its built-in test runner and plain fetch) under
 // the ledger's control plane: it asks POST /v1/gate/check before a refund over the
 // threshold, is told to wait for two finance approvers, long-polls
-// GET /v1/approvals/{id}?wait=30 while two approver keys vote through the API, and runs
-// the refund once the long-poll answers "approved".
+// GET /v1/approvals/{id}?wait=30 while two approver keys vote through the API, then asks
+// again with the approval id (the policy, told two approvers approved, allows) and runs
+// the refund.
 //
 // Run by tests/ledger_api/test_tool_gate.py, which starts the stack and passes
 // GATE_API_URL, GATE_AGENT_KEY (bound to acme/refund-agent) and GATE_APPROVER_KEYS.
@@ -78,8 +79,19 @@ test('a refund is gated, escalated, approved by two approvers, then runs once', 
   assert.equal(decided.status, 200, JSON.stringify(decided.body));
   assert.equal(decided.body.status, 'approved');
   assert.deepEqual([...decided.body.approved_by].sort(), ['ana@finance', 'ben@finance']);
-  if (decided.body.status === 'approved') refund();
+
+  // the approval lets go exactly the call it was asked for, once
+  const bigger = await api('POST', '/v1/gate/check', agentKey,
+    { ...call, args: { id: 'ch_9', amount: 7000 }, approval_id: id });
+  assert.equal(bigger.body.decision, 'deny', JSON.stringify(bigger.body));
+  assert.equal(bigger.body.rule, 'approval_mismatch');
+  const granted = await api('POST', '/v1/gate/check', agentKey, { ...call, approval_id: id });
+  assert.equal(granted.status, 200, JSON.stringify(granted.body));
+  assert.equal(granted.body.decision, 'allow', JSON.stringify(granted.body));
+  if (granted.body.decision === 'allow') refund();
   assert.equal(refunds, 1, 'the refund ran exactly once, after the approval');
+  const reused = await api('POST', '/v1/gate/check', agentKey, { ...call, approval_id: id });
+  assert.equal(reused.body.decision, 'deny', 'an approval is used up by its call');
 
   const again = await api('GET', `/v1/approvals/${id}?wait=30`, agentKey);
   assert.equal(again.body.status, 'approved', 'a decided request answers at once');

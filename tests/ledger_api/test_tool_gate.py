@@ -103,5 +103,21 @@ def test_a_node_agent_is_escalated_approved_and_proceeds(stack: GateStack) -> No
         "event_type = 'approval.requested' AND tenant = 'acme' AND agent = {a:String}",
         a=AGENT)
     assert len(rows) == 1, rows
+    resolved = wait_for(lambda: stack.query(
+        "SELECT JSONExtractString(body, 'decision'), JSONExtractString(body, 'approval_id') "
+        "FROM events FINAL WHERE event_type = 'approval.resolved' AND run_id = {r:String}",
+        r=rows[0][0]), 60, what="the approval.resolved on the gate run")
+    assert resolved == [("approved", rows[0][1])]
+
+    def decisions() -> list[str]:
+        return [d[0] for d in stack.query(
+            "SELECT JSONExtractString(body, 'decision') FROM events FINAL WHERE run_id = "
+            "{r:String} AND event_type = 'policy.decision' ORDER BY seq", r=rows[0][0])]
+
+    # escalated; a bigger refund on the approval refused; the approved one allowed; the
+    # used-up approval refused
+    wanted = ["escalate", "deny", "allow", "deny"]
+    wait_for(lambda: decisions() == wanted, 60,
+             what="the gate run's decisions: escalate, deny, allow, deny")
     verified = stack.call("GET", f"/v1/verify/{rows[0][0]}", "reader")
     assert verified.status_code == 200 and verified.json()["ok"], verified.text
