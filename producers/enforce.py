@@ -34,8 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from agentledger.core.ids import uuid7
-from agentledger.producers.gate import DEFAULT_DIR, Decision, Gate, PolicyError
-from agentledger.producers.guard import GUARD_POLICY_ID
+from agentledger.producers.gate import DEFAULT_DIR, GUARD_POLICY_ID, Decision, Gate, PolicyError
 from agentledger.producers.tool_policy_files import Catalog, load_catalog
 from agentledger.schemas.approvals import APPROVED, REJECTED
 

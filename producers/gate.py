@@ -40,6 +40,10 @@ from agentledger.producers.tool_policy_files import (
     parse_policies,
 )
 
+GUARD_POLICY_ID = "agentledger.control"
+"""The ``policy_id`` of a refusal by the control loop (breaker, safe mode, budget,
+override), beside the Cedar policy's own ids."""
+
 __all__ = ["DEFAULT_DIR", "Decision", "Gate", "PolicyError"]
 
 Outcome = Literal["allow", "deny", "escalate"]

@@ -39,6 +39,7 @@ from pydantic import ValidationError
 from agentledger.core import signing
 from agentledger.core.follower import CompactedFollower
 from agentledger.core.settings import load_settings
+from agentledger.producers.gate import GUARD_POLICY_ID
 from agentledger.schemas import topics
 from agentledger.schemas.events import scope_name_error
 from agentledger.schemas.signals import (
@@ -64,7 +65,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 Mode = Literal["read", "write"]
-GUARD_POLICY_ID = "agentledger.control"
 OVERRIDE_MAX_AHEAD_MS = 10 * 60 * 1000
 """How far ahead of this machine's clock a manual override's version (wall-clock ms) may
 be: clock skew between the operator's machine and the agent's, nothing more."""
