@@ -12,8 +12,6 @@ import os
 import threading
 
 from opentelemetry import trace
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
 
 _lock = threading.Lock()
 
@@ -27,6 +25,11 @@ def _wants_export() -> bool:
 
 
 def get_tracer() -> trace.Tracer:
+    # The SDK's provider is imported here, when a Ledger first needs a tracer, not when the
+    # package is imported: an agent that only imports agentledger pays nothing for it.
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+
     with _lock:
         if not isinstance(trace.get_tracer_provider(), TracerProvider):
             provider = TracerProvider(
