@@ -23,6 +23,7 @@ import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, Protocol
 
@@ -77,6 +78,32 @@ class KeyEntry(BaseModel):
     roles: list[str] = Field(default_factory=list, description="approval queues it may decide")
     agents: Annotated[list[str], AfterValidator(_agent_names)] = Field(
         default_factory=list, description="agents it acts for: it may not approve their requests")
+    expires: datetime | None = Field(
+        default=None, description="refused from this instant on (checked at every request)")
+    revoked: bool = Field(default=False, description="refused: `agentledger keys revoke`")
+
+    def stored(self) -> dict[str, Any]:
+        """The entry as the keys file keeps it: the lifetime fields only when set, so a
+        key that never dies reads as it did before keys could die."""
+        document = self.model_dump(mode="json")
+        if self.expires is None:
+            del document["expires"]
+        if not self.revoked:
+            del document["revoked"]
+        return document
+
+    def state(self, now: datetime | None = None) -> str:
+        """``active``, ``expired`` or ``revoked``: what ``keys list`` shows."""
+        if self.revoked:
+            return "revoked"
+        if self.expires is not None and _aware(self.expires) <= (now or datetime.now(UTC)):
+            return "expired"
+        return "active"
+
+
+def _aware(moment: datetime) -> datetime:
+    """A naive expiry (hand-written YAML) is read as UTC, never as the server's zone."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -87,6 +114,7 @@ class Principal:
     tenants: frozenset[str] | None  # None: every tenant
     roles: frozenset[str] = frozenset()
     agents: frozenset[str] = frozenset()
+    expires_at: float | None = None  # epoch seconds; None: never
 
     @property
     def operator(self) -> bool:
@@ -105,9 +133,9 @@ def hash_key(key: str) -> str:
 
 
 def entry_for(name: str, key: str, tenants: Iterable[str], *, roles: Iterable[str] = (),
-              agents: Iterable[str] = ()) -> KeyEntry:
+              agents: Iterable[str] = (), expires: datetime | None = None) -> KeyEntry:
     return KeyEntry(name=name, sha256=hash_key(key), tenants=sorted(set(tenants)),
-                    roles=sorted(set(roles)), agents=sorted(set(agents)))
+                    roles=sorted(set(roles)), agents=sorted(set(agents)), expires=expires)
 
 
 class KeySource(Protocol):
@@ -126,12 +154,23 @@ class KeyRing:
             self.add(entry)
 
     def add(self, entry: KeyEntry) -> None:
+        """A revoked entry is left out: its digest authenticates nobody."""
+        if entry.revoked:
+            self._by_hash.pop(entry.sha256, None)
+            return
         tenants = None if ALL_TENANTS in entry.tenants else frozenset(entry.tenants)
+        expires_at = None if entry.expires is None else _aware(entry.expires).timestamp()
         self._by_hash[entry.sha256] = Principal(entry.name, tenants, frozenset(entry.roles),
-                                                frozenset(entry.agents))
+                                                frozenset(entry.agents), expires_at)
 
     def authenticate(self, presented: str) -> Principal | None:
-        return self._by_hash.get(hash_key(presented))
+        """The key's principal, unless it has expired: checked now, at every request, so
+        a key dies on time even when no file changed to trigger a reload."""
+        principal = self._by_hash.get(hash_key(presented))
+        if principal is None or (principal.expires_at is not None
+                                 and time.time() >= principal.expires_at):
+            return None
+        return principal
 
     def __len__(self) -> int:
         return len(self._by_hash)
@@ -179,10 +218,35 @@ def append_entry(settings: Settings, entry: KeyEntry) -> Path:
         document = yaml.safe_load(path.read_text()) or {"keys": []}
     if any(k.get("name") == entry.name for k in document.get("keys", [])):
         raise KeyConfigError(f"{path}: a key named {entry.name!r} exists already")
-    document.setdefault("keys", []).append(entry.model_dump())
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    document.setdefault("keys", []).append(entry.stored())
+    _write_keys(path, document)
+    return path
+
+
+def _write_keys(path: Path, document: dict[str, Any]) -> None:
+    """Write the keys file 0600 through a new file renamed over the old one: a serving
+    process never reads half a file, and the new inode marks the change for its ring."""
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as handle:
         yaml.safe_dump(document, handle, sort_keys=False)
+    tmp.replace(path)
+
+
+def revoke_entry(settings: Settings, name: str) -> Path:
+    """Mark the named key revoked in the keys file. The entry stays (``keys list`` shows
+    who it was and that it is dead); every serving process refuses it within
+    :data:`RELOAD_INTERVAL_S` plus one request."""
+    path = keys_file(settings)
+    document = (yaml.safe_load(path.read_text()) if path.exists() else None) or {}
+    found = [k for k in document.get("keys", []) if k.get("name") == name]
+    if not found:
+        where = (" (it comes from AGENTLEDGER_API_KEYS: remove it there)"
+                 if any(e.name == name for e in _parse(settings.api_keys, "env")) else "")
+        raise KeyConfigError(f"{path}: no key named {name!r}{where}")
+    for entry in found:
+        entry["revoked"] = True
+    _write_keys(path, document)
     return path
 
 

@@ -21,6 +21,7 @@ from agentledger.api import (
     events,
     margins,
     operations,
+    overrides,
     sql,
     tool_gate,
     traces,
@@ -66,6 +67,7 @@ def create_app(client: Client, keys: KeySource, *, database: str = "agentledger"
     for family in (operations, events, margins, audit_export, sql, approvals, watch,
                    control):
         app.router.routes.extend(family.router.routes)
+    app.router.routes.extend(overrides.router.routes)  # POST /v1/control/overrides
     traces.install(app)  # POST /v1/traces
     app.router.routes.extend(control_stream.router.routes)  # GET /v1/control/stream
     app.router.on_shutdown.append(lambda: control_stream.stop(app))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import re
 import sys
 from typing import Annotated
 
@@ -12,6 +14,28 @@ from agentledger.cli.options import JsonFlag
 from agentledger.cli.render import UserError, err, print_json, table
 
 keys_app = typer.Typer(help="API keys: who may read which tenants.", no_args_is_help=True)
+
+_LIFETIME = re.compile(r"^(\d{1,5})\s*(m|h|d|w)$")
+_UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def expiry(text: str, *, now: dt.datetime | None = None) -> dt.datetime:
+    """``90d``, ``12h``, ``2w`` from now, or an ISO date/datetime (UTC): when a key dies.
+    A key that expires in the past is refused here, not silently created dead."""
+    now = now or dt.datetime.now(dt.UTC)
+    match = _LIFETIME.match(text.strip().lower())
+    if match:
+        when = now + dt.timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+    else:
+        try:
+            when = dt.datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+        except ValueError:
+            raise UserError(f"--expires {text!r}: use 90d, 12h, 30m, 2w or an ISO "
+                            "date/datetime (UTC)") from None
+        when = when if when.tzinfo else when.replace(tzinfo=dt.UTC)
+    if when <= now:
+        raise UserError(f"--expires {text!r} is not in the future")
+    return when.replace(microsecond=0)
 
 
 @keys_app.command("create")
@@ -26,32 +50,57 @@ def keys_create(
     agent: Annotated[list[str] | None, typer.Option(
         "--agent", help="TENANT/AGENT this key acts for: it cannot approve its requests")]
     = None,
+    expires: Annotated[str | None, typer.Option(
+        help="the key dies then: 90d, 12h, 2w from now, or an ISO date/datetime (UTC)")]
+    = None,
 ) -> None:
     """Create an API key, print it once, and store only its hash in the keys file
-    (AGENTLEDGER_API_KEYS_FILE). Running APIs pick it up when restarted."""
+    (AGENTLEDGER_API_KEYS_FILE). Running APIs and intakes accept it within a second."""
     from agentledger.auth import ALL_TENANTS, append_entry, entry_for, new_key
 
     if not tenant and not all_tenants:
         raise UserError("name the tenants this key may read (--tenant), or --all-tenants")
+    dies = expiry(expires) if expires is not None else None
     key = new_key()
     path = append_entry(connect.settings(), entry_for(name, key, [ALL_TENANTS] if all_tenants
                                                else tenant or [], roles=role or (),
-                                               agents=agent or ()))
-    err.print(f"key {name!r} added to {path}; it is shown only now:", highlight=False)
+                                               agents=agent or (), expires=dies))
+    until = f", valid until {dies.isoformat()}" if dies else ""
+    err.print(f"key {name!r} added to {path}{until}; it is shown only now:",
+              highlight=False)
     sys.stdout.write(key + "\n")
 
 
 @keys_app.command("list")
 def keys_list(as_json: JsonFlag = False) -> None:
-    """The configured keys: names, tenants and hash prefixes (never the keys)."""
+    """The configured keys: names, tenants, expiry, state (active, expired, revoked) and
+    hash prefixes (never the keys)."""
     from agentledger.auth import load_entries
 
-    entries = [{"name": e.name, "tenants": e.tenants, "sha256": e.sha256[:12] + "…"}
+    entries = [{"name": e.name, "tenants": e.tenants, "sha256": e.sha256[:12] + "…",
+                "expires": e.expires.isoformat() if e.expires else None,
+                "state": e.state()}
                for e in load_entries(connect.settings())]
     if as_json:
         print_json(entries)
         return
-    table(entries, ["name", "tenants", "sha256"], title="API keys", empty="none configured")
+    table(entries, ["name", "tenants", "expires", "state", "sha256"], title="API keys",
+          empty="none configured")
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    name: Annotated[str, typer.Argument(help="the key's name, as `keys list` shows it")],
+) -> None:
+    """Revoke a key: it stays listed as revoked, and the API and the OTLP intake refuse it
+    (401) within a second, without a restart."""
+    from agentledger.auth import KeyConfigError, revoke_entry
+
+    try:
+        path = revoke_entry(connect.settings(), name)
+    except KeyConfigError as exc:
+        raise UserError(str(exc)) from None
+    err.print(f"key {name!r} revoked in {path}", highlight=False)
 
 
 @keys_app.command("ledger")

@@ -1,11 +1,10 @@
-"""``agentledger safe-mode set|clear``: manual overrides of an agent's mode, published
-on ``agent.control`` by :func:`agentledger.producers.overrides.publish_override`, signed with the
-ledger's key (``<data_dir>/keys`` or ``AGENTLEDGER_LEDGER_KEY_DIR``): only someone who
-holds that key can override an agent that verifies signatures."""
+"""``agentledger safe-mode set|clear``: manual overrides of an agent's mode, through the
+ledger API's ``POST /v1/control/overrides`` (an operator key: AGENTLEDGER_API_KEY, or this
+machine's). The API records the key's name as who made it and signs the override with the
+ledger's key; the CLI no longer produces to Kafka itself."""
 
 from __future__ import annotations
 
-import os
 from typing import Annotated, Any
 
 import typer
@@ -18,20 +17,17 @@ safe_mode_app = typer.Typer(help="Manual safe-mode overrides for an agent (tenan
 
 
 def _publish_override(scope: str, state: str, reason: str) -> dict[str, Any]:
-    from agentledger.core import signing
-    from agentledger.producers.overrides import publish_override
-
+    """Ask the API for the override; its answer names the key that made it."""
     parts = scope.split("/")
     if len(parts) != 2 or not all(parts) or "*" in scope:
         raise UserError(f"scope must be TENANT/AGENT, got {scope!r}")
     if not reason.strip():
         raise UserError("--reason is required: say why, it is kept in the ledger")
-    settings = connect.settings()
-    signal = publish_override(connect.bootstrap(settings), scope, state, reason,
-                              by=os.environ.get("USER", "unknown"),
-                              key=signing.ledger_key(settings),
-                              security=settings.kafka_security)
-    return {"key": signal.key, "state": state, "version": signal.version, "reason": reason}
+    with connect.ledger() as client:
+        done = client.post("/v1/control/overrides", {
+            "tenant": parts[0], "agent": parts[1], "state": state, "reason": reason})
+    return {"key": done["key"], "state": done["state"], "version": done["version"],
+            "reason": done["reason"], "by": done["by"]}
 
 
 @safe_mode_app.command("set")
@@ -59,7 +55,7 @@ def safe_mode_clear(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Remove a manual override; the policy's automatic safe mode applies again."""
-    done = _publish_override(scope, "cleared", reason)
+    done = _publish_override(scope, "clear", reason)
     if as_json:
         print_json(done)
     else:
