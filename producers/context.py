@@ -22,7 +22,8 @@ from agentledger.core.pricing import PriceTable
 from agentledger.core.redaction import Redactor
 from agentledger.producers.identity import AgentIdentity
 from agentledger.producers.tracing import traceparent
-from agentledger.schemas.integrity import GENESIS, event_hash, sign
+from agentledger.schemas.canonical import NotCanonicalizable
+from agentledger.schemas.integrity import CANON_JCS, GENESIS, event_hash, sign
 
 
 class EventLedger(Protocol):
@@ -126,8 +127,13 @@ class RunContext:
             "env": ident.env,
             "prev_hash": self.prev_hash,
             "body": body,
+            "canon": CANON_JCS,
         }
-        digest = event_hash(event, self.prev_hash)
+        try:  # RFC 8785: bytes a verifier in any language reproduces (docs/integrity.md)
+            digest = event_hash(event, self.prev_hash)
+        except NotCanonicalizable:  # an integer beyond 2**53, NaN, a non-JSON type:
+            del event["canon"]  # the legacy form holds it, and verifies as before
+            digest = event_hash(event, self.prev_hash)
         event["hash"] = digest
         event["sig"] = sign(digest, self.ledger.signing_key) if self.ledger.signing_key else None
         self.ledger.send(event, traceparent(ctx))

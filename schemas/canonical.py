@@ -46,7 +46,10 @@ def format_number(value: float | int) -> str:
         raise NotCanonicalizable(f"{value} has no JSON form")
     if value == 0:
         return "0"
-    if value.is_integer() and abs(value) < 1e21:
+    if value.is_integer() and abs(value) <= _MAX_SAFE_INT:
+        # Exact below 2**53 (every integer is a double there). Above, ECMAScript writes the
+        # shortest round-trip digits padded with zeros (2.0**60 → 1152921504606847000),
+        # not the double's exact value (…6976): the general path below does that.
         return str(int(value))
     sign, digit_tuple, exponent = Decimal(repr(value)).as_tuple()
     digits = "".join(map(str, digit_tuple)).rstrip("0") or "0"
@@ -113,9 +116,10 @@ def _prep(value: Any) -> Any:
     """A copy the C JSON encoder writes exactly as JCS would, or :class:`_Slow`.
 
     Python's encoder differs from JCS only in float forms and in key order for keys with
-    characters beyond U+FFFF (code point vs UTF-16 order). Integral floats below 1e21
+    characters beyond U+FFFF (code point vs UTF-16 order). Integral floats up to 2**53
     become ints (same digits); other floats are kept only where ``repr`` already is the
-    ECMAScript form (non-integral, at least 1e-4); anything else takes the slow path.
+    ECMAScript form (non-integral, at least 1e-4, at most 2**53); anything else takes the
+    slow path.
     """
     kind = type(value)
     if kind is dict:
@@ -137,10 +141,10 @@ def _prep(value: Any) -> Any:
     if kind is list or kind is tuple:
         return [_prep(item) for item in value]
     if kind is float:
-        if value.is_integer() and abs(value) < 1e21:
+        if value.is_integer() and abs(value) <= _MAX_SAFE_INT:
             return int(value)
-        if not math.isfinite(value) or abs(value) < 1e-4:
-            raise _Slow
+        if not math.isfinite(value) or abs(value) < 1e-4 or abs(value) > _MAX_SAFE_INT:
+            raise _Slow  # repr's exponent forms, and integral doubles beyond 2**53
         return value
     if kind is int:
         if abs(value) > _MAX_SAFE_INT:
