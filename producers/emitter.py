@@ -29,6 +29,7 @@ from typing import Any
 
 import orjson
 from confluent_kafka import KafkaError, Message, Producer
+from opentelemetry import trace
 from pydantic import ValidationError
 
 from agentledger.core.kafka import client_config
@@ -86,7 +87,11 @@ class Ledger:
         clock: Callable[[], datetime] | None = None,
         spool_dir: str | Path | None = None,
         spool_max_bytes: int = 256 * 1024 * 1024,
+        tracer: trace.Tracer | None = None,
     ):
+        """``tracer``: where run spans go; default :func:`get_tracer` (which installs an
+        SDK provider globally if the host has none: right for an agent, not for a server
+        process whose framework would then trace every request for real)."""
         self.identity = _validated(identity)
         self.topic = topic
         self.redactor = Redactor(redact_keys)
@@ -95,7 +100,7 @@ class Ledger:
         self.validate = validate
         self.clock = clock or (lambda: datetime.now(UTC))
         self._buffer_timeout_s = buffer_timeout_s
-        self.tracer = get_tracer()
+        self.tracer = tracer or get_tracer()
         self.spool = Spool(spool_dir, max_bytes=spool_max_bytes) if spool_dir else None
         config = dict(producer_config)
         if self.spool is not None:

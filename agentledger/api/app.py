@@ -71,6 +71,8 @@ def create_app(client: Client, keys: KeySource, *, database: str = "agentledger"
     traces.install(app)  # POST /v1/traces
     app.router.routes.extend(control_stream.router.routes)  # GET /v1/control/stream
     app.router.on_shutdown.append(lambda: control_stream.stop(app))
-    app.router.routes.extend(tool_gate.router.routes)  # POST /v1/gate/check
+    # POST /v1/gate/check first: an agent asks it before every tool call, so it is
+    # matched before the other routes' patterns are tried
+    app.router.routes[:0] = tool_gate.router.routes
     app.router.on_shutdown.append(lambda: tool_gate.stop(app))
     return app

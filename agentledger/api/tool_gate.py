@@ -35,12 +35,15 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, FastAPI, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
+from fastapi.security import HTTPAuthorizationCredentials
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
 from pydantic import BaseModel, Field
 
 from agentledger import __version__
 from agentledger.api.approvals import approval_desk
 from agentledger.api.control_stream import hub_of
-from agentledger.api.deps import Who, bootstrap_of
+from agentledger.api.deps import bootstrap_of, presented_key, principal
 from agentledger.api.params import ID_PATTERN
 from agentledger.api.responses import OrjsonResponse
 from agentledger.auth import Principal
@@ -146,9 +149,13 @@ class GateService:
         self.follower = follower
         self.stale_after_s = stale_after_s
         self.max_runs = max_runs
+        # a private tracer provider: gate runs get real span ids, and the API process's
+        # global provider stays as it was (FastAPI traces each request through it)
+        tracer = TracerProvider(resource=Resource.create(
+            {"service.name": "agentledger-gate"})).get_tracer("agentledger.gate")
         self.ledger = Ledger.connect(bootstrap, AgentIdentity(
             tenant="agentledger", agent="gate", agent_version=__version__, principal="api"),
-            producer_overrides={"extra": security})
+            producer_overrides={"extra": security}, tracer=tracer)
         self._runs: OrderedDict[tuple[str, str, str], RunContext] = OrderedDict()
         self._asked: OrderedDict[str, _Asked] = OrderedDict()
         self._lock = threading.Lock()
@@ -206,7 +213,11 @@ class GateService:
         return extra
 
     def _args_hash(self, body: GateCheck) -> str:
-        return sha256_json(self.ledger.redactor.redact(dict(body.args)))
+        """What an approval is bound to beside run, tool and action: the redacted
+        arguments, the idempotency key and the resource's tenant."""
+        return sha256_json({"args": self.ledger.redactor.redact(dict(body.args)),
+                            "idempotency_key": body.idempotency_key,
+                            "resource_tenant": body.resource_tenant})
 
     def redeem(self, tenant: str, agent: str, body: GateCheck,
                state: ApprovalState | None) -> int | Decision:
@@ -296,8 +307,21 @@ def stop(app: FastAPI) -> None:
         found.close()
 
 
-@router.post("/v1/gate/check", summary="allow, deny or escalate one tool call (any language)")
-async def gate_check(request: Request, who: Who, body: GateCheck) -> Any:
+def caller(request: Request) -> Principal:
+    """:func:`agentledger.api.deps.principal` on the same headers, called inline: no
+    dependency chain (each a traced operation) and no thread hop, since the gate has a
+    few milliseconds. The route declares the same security schemes for OpenAPI."""
+    auth = request.headers.get("authorization", "")
+    scheme, _, credentials = auth.partition(" ")
+    bearer = HTTPAuthorizationCredentials(scheme=scheme, credentials=credentials.strip()) \
+        if scheme.lower() == "bearer" and credentials.strip() else None
+    return principal(request, presented_key(bearer, request.headers.get("x-api-key")))
+
+
+@router.post("/v1/gate/check", summary="allow, deny or escalate one tool call (any language)",
+             openapi_extra={"security": [{"HTTPBearer": []}, {"APIKeyHeader": []}]})
+async def gate_check(request: Request, body: GateCheck) -> Any:
+    who = caller(request)
     tenant, agent = bound_agent(who, body.agent)
     service: GateService | None = getattr(request.app.state, "tool_gate", None)
     if service is None:
@@ -319,7 +343,8 @@ async def gate_check(request: Request, who: Who, body: GateCheck) -> Any:
         raise HTTPException(503, f"could not record the decision: {exc}",
                             headers={"Retry-After": "5"}) from None
     service.checks += 1
-    return {"decision": decision.decision, "rule": decision.rule,
-            "reason": decision.reason or None, "policy_id": decision.policy_id,
-            "policy_version": decision.policy_version, "mode": mode, "tenant": tenant,
-            "agent": agent, "run_id": body.run_id, **extra}
+    return OrjsonResponse({  # plain JSON types already: no jsonable_encoder pass
+        "decision": decision.decision, "rule": decision.rule,
+        "reason": decision.reason or None, "policy_id": decision.policy_id,
+        "policy_version": decision.policy_version, "mode": mode, "tenant": tenant,
+        "agent": agent, "run_id": body.run_id, **extra})
