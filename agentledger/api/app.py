@@ -22,6 +22,7 @@ from agentledger.api import (
     margins,
     operations,
     overrides,
+    reconcile,
     sql,
     tool_gate,
     traces,
@@ -68,6 +69,7 @@ def create_app(client: Client, keys: KeySource, *, database: str = "agentledger"
                    control):
         app.router.routes.extend(family.router.routes)
     app.router.routes.extend(overrides.router.routes)  # POST /v1/control/overrides
+    app.router.routes.extend(reconcile.router.routes)  # POST /v1/reconcile
     traces.install(app)  # POST /v1/traces
     app.router.routes.extend(control_stream.router.routes)  # GET /v1/control/stream
     app.router.on_shutdown.append(lambda: control_stream.stop(app))

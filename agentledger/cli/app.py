@@ -20,6 +20,7 @@ from agentledger.cli import (
     intake,
     keys,
     margins,
+    reconcile,
     runs,
     safe_mode,
     simulate,
@@ -48,6 +49,7 @@ for command in (stack.up, stack.broker, stack.sink, simulate.simulate, stack.str
                 dashboards.report, watch):  # watch: agentledger/cli/watch.py, the live view
     app.command()(command)
 
+app.command()(reconcile.reconcile)  # agentledger/cli/reconcile.py
 app.add_typer(control.control_app, name="control")
 app.add_typer(safe_mode.safe_mode_app, name="safe-mode")
 app.add_typer(margins.revenue_app, name="revenue")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -19,7 +19,9 @@ def health(
 ) -> None:
     """Is the ledger healthy: store reachable, data fresh, a stalled sink, a silent or
     lagging stream worker, crash-looping children, the DLQ rate, open breakers, safe modes,
-    and tool error rates. Exit 0 ok, 2 degraded, 1 unreachable."""
+    tool error rates, and (operator keys) whether every offset of agent.events the sink
+    committed in the last day landed or was rejected. Exit 0 ok, 2 degraded, 1
+    unreachable."""
     from agentledger.api_client import LedgerError
     from agentledger.supervisor import read_status
 
@@ -27,6 +29,7 @@ def health(
         with connect.ledger() as ledger:
             report = ledger.get("/v1/health")
             tools = ledger.get("/v1/tools/health", since=since)["tools"]
+            reconciled = _reconcile(ledger)
     except LedgerError as exc:
         stack = read_status(connect.settings())
         if stack is None:
@@ -43,6 +46,7 @@ def health(
                 out.print(f"problem: {problem}", highlight=False, markup=False)
         raise typer.Exit(2) from None
     report["tools"] = tools
+    report["reconcile"] = reconciled
     if as_json:
         print_json(report)
     else:
@@ -55,6 +59,8 @@ def health(
                       highlight=False)
         for problem in report.get("problems", []):
             out.print(f"problem: {problem}", highlight=False, markup=False)
+        if report["reconcile"] is not None:
+            out.print(_reconcile_line(report["reconcile"]), highlight=False, markup=False)
         if report.get("components"):
             table(report["components"], ["component", "instance", "status", "age_s",
                                           "lag_events"], title="pipeline")
@@ -63,8 +69,33 @@ def health(
                title="degraded", empty="nothing")
         table(tools, ["tool", "calls", "errors", "timeouts", "error_rate", "p95_ms"],
                title=f"tools, last {since}", empty="no tool calls")
-    if report["status"] != "ok":
+    if report["status"] != "ok" or (report["reconcile"] or {}).get("missing"):
         raise typer.Exit(2)
+
+
+RECONCILE_SINCE = "24h"
+"""How far back ``health`` reconciles (``agentledger reconcile`` checks all Kafka keeps)."""
+
+
+def _reconcile(ledger: Any) -> dict[str, Any] | None:
+    """``POST /v1/reconcile`` over the last day, for an operator key; None when this key
+    may not (403) or Kafka is not reachable: health still answers."""
+    from agentledger.api_client import LedgerError
+
+    try:
+        found: dict[str, Any] = ledger.post("/v1/reconcile", {"since": RECONCILE_SINCE})
+    except LedgerError:
+        return None
+    return {k: found[k] for k in ("ok", "expected", "accounted", "missing", "problems")}
+
+
+def _reconcile_line(found: dict[str, Any]) -> str:
+    head = (f"reconcile (last {RECONCILE_SINCE}): {found['accounted']:,} of "
+            f"{found['expected']:,} committed offsets of agent.events landed or rejected")
+    if found["ok"]:
+        return head
+    return "\n".join([f"{head}; {found['missing']:,} MISSING (agentledger reconcile)",
+                      *(f"problem: {line}" for line in found["problems"])])
 
 
 @retention_app.command("show")

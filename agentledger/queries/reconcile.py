@@ -1,0 +1,112 @@
+"""Is anything missing? Every offset of ``agent.events`` the sink has committed either
+landed (``events.kafka_partition``/``kafka_offset``) or was refused (``rejected_events``).
+
+The sink's gap guard checks this only while it reads. This answers it after the fact, for
+any period still in Kafka: per partition, the offsets from the retained low watermark (or
+the first offset at ``since``) up to the sink group's committed offset are compared with
+the store's, and every run of unaccounted offsets is named. A gap means rows were removed
+from the store (by hand, or by a TTL shorter than Kafka's retention) or a sink lost them.
+
+Limits: offsets Kafka no longer retains cannot be checked; an event sent twice (two
+offsets, one ``event_id``) keeps one offset once ClickHouse merges the copies, so the
+other offset then shows as a gap.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, Final
+
+from clickhouse_connect.driver.client import Client
+
+from agentledger.queries.common import rows
+from agentledger.schemas import topics
+
+MAX_GAPS: Final = 1000
+"""Gaps named per partition at most; the counts are always complete."""
+
+_ACCOUNTED: Final = (
+    "SELECT DISTINCT toInt64(o) AS o FROM ("
+    " SELECT kafka_offset AS o FROM events WHERE kafka_partition = {p:UInt16}"
+    "  AND kafka_offset >= {lo:UInt64} AND kafka_offset < {end:UInt64}"
+    " UNION ALL SELECT offset AS o FROM rejected_events WHERE topic = {topic:String}"
+    "  AND partition = {p:UInt16} AND offset >= {lo:UInt64} AND offset < {end:UInt64})")
+
+
+def kafka_extent(bootstrap: str, group: str, *, topic: str = topics.EVENTS,
+                 since: dt.datetime | None = None, security: dict[str, str] | None = None
+                 ) -> list[dict[str, int]]:
+    """Per partition: the first offset to check (the retained low watermark, or the first
+    offset at ``since``), the sink group's committed offset (the end, exclusive) and the
+    high watermark. The group is only read: no member joins it, nothing is committed."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    from agentledger.core.kafka import client_config
+
+    consumer = Consumer(client_config(bootstrap, "consumer", group_id=group, extra=security))
+    try:
+        found = consumer.list_topics(topic, timeout=10).topics[topic]
+        if found.error is not None:
+            raise LookupError(f"{topic}: {found.error.str()}")
+        parts = sorted(found.partitions)
+        committed = {tp.partition: tp.offset for tp in consumer.committed(
+            [TopicPartition(topic, p) for p in parts], timeout=10)}
+        starts: dict[int, int] = {}
+        if since is not None:
+            ms = int(since.timestamp() * 1000)
+            starts = {tp.partition: tp.offset for tp in consumer.offsets_for_times(
+                [TopicPartition(topic, p, ms) for p in parts], timeout=10)}
+        extent = []
+        for p in parts:
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+            end = max(committed.get(p, -1), 0)
+            start = low if since is None else starts.get(p, -1)
+            start = max(low, start if start >= 0 else high)  # -1: nothing since then
+            extent.append({"partition": p, "low": low, "start": start, "end": end,
+                           "high": high})
+        return extent
+    finally:
+        consumer.close()
+
+
+def _partition(client: Client, topic: str, part: dict[str, int]) -> dict[str, Any]:
+    """One partition's accounting: offsets expected, found, and the missing runs."""
+    p, lo, end = part["partition"], part["start"], max(part["end"], part["start"])
+    params = {"p": p, "lo": lo, "end": end, "topic": topic, "before": lo - 1}
+    total = rows(client, f"SELECT count() AS n, max(o) AS last FROM ({_ACCOUNTED})", params)[0]
+    gaps = rows(client, (
+        "SELECT prev + 1 AS first, o - 1 AS last FROM ("
+        " SELECT o, lagInFrame(o, 1, toInt64({before:Int64})) OVER "
+        "  (ORDER BY o ASC ROWS BETWEEN 1 PRECEDING AND CURRENT ROW) AS prev"
+        f" FROM ({_ACCOUNTED})) WHERE o > prev + 1 ORDER BY first LIMIT {MAX_GAPS}"),
+        params) if total["n"] else []
+    found = [{"first": int(g["first"]), "last": int(g["last"])} for g in gaps]
+    tail_from = int(total["last"]) + 1 if total["n"] else lo
+    if tail_from < end and len(found) < MAX_GAPS:
+        found.append({"first": tail_from, "last": end - 1})
+    return {**part, "expected": end - lo, "accounted": int(total["n"]),
+            "missing": end - lo - int(total["n"]), "gaps": found}
+
+
+def reconcile(client: Client, extent: list[dict[str, int]], *,
+              topic: str = topics.EVENTS) -> dict[str, Any]:
+    """The store's accounting of ``extent`` (:func:`kafka_extent`): ``ok`` when every
+    offset landed or was rejected; else each missing run named by partition and offsets."""
+    partitions = [_partition(client, topic, part) for part in extent]
+    missing = sum(p["missing"] for p in partitions)
+    return {"topic": topic, "ok": missing == 0, "expected": sum(p["expected"] for p in
+                                                                   partitions),
+            "accounted": sum(p["accounted"] for p in partitions), "missing": missing,
+            "partitions": partitions}
+
+
+def gap_lines(report: dict[str, Any], limit: int = 5) -> list[str]:
+    """The first gaps as one line each: ``agent.events[1] offsets 40-41 missing``."""
+    lines = []
+    for part in report["partitions"]:
+        for gap in part["gaps"]:
+            span = (f"offset {gap['first']}" if gap["first"] == gap["last"]
+                    else f"offsets {gap['first']}-{gap['last']}")
+            lines.append(f"{report['topic']}[{part['partition']}] {span}: neither in events "
+                         "nor in rejected_events")
+    return lines[:limit] + ([f"… and {len(lines) - limit} more"] if len(lines) > limit else [])
