@@ -268,8 +268,9 @@ async def get_approval(request: Request, who: Who, client: Store,
                        wait: Annotated[float, Query(ge=0, le=MAX_WAIT_S)] = 0) -> Any:
     """With ``wait``, answers as soon as the request is decided (or expires), else when
     the wait ends, still pending: how an agent in any language waits for its approvers
-    (the agent's key reads its own tenant's requests). The request may not have reached
-    the store yet when the agent first asks: that is waited for too."""
+    (the agent's key reads its own tenant's requests). A request this process's
+    ``POST /v1/gate/check`` just made may not have reached the store yet: that is waited
+    for too; an unknown id is a 404 at once."""
     _warm_desk(request)
     deadline = time.monotonic() + wait
     while True:
@@ -277,7 +278,11 @@ async def get_approval(request: Request, who: Who, client: Store,
             row = await run_in_threadpool(q.request, client, Scope(who.tenants), approval_id)
             break
         except NotFound:
-            if time.monotonic() + 0.25 > deadline or await request.is_disconnected():
+            # only a request this process's gate check just made is worth waiting for
+            # (it is on its way to the store); any other id is a 404 at once
+            gate = getattr(request.app.state, "tool_gate", None)
+            if gate is None or not gate.asked(approval_id) or \
+                    time.monotonic() + 0.25 > deadline or await request.is_disconnected():
                 raise
             await asyncio.sleep(0.25)  # the sink lands the request: look again shortly
     while True:

@@ -212,6 +212,10 @@ class GateService:
                 extra["poll"] = f"/v1/approvals/{extra['approval_id']}?wait=30"
         return extra
 
+    def asked(self, approval_id: str) -> bool:
+        """Whether this process escalated ``approval_id`` and it is not used up yet."""
+        return approval_id in self._asked
+
     def _args_hash(self, body: GateCheck) -> str:
         """What an approval is bound to beside run, tool and action: the redacted
         arguments, the idempotency key and the resource's tenant."""
