@@ -94,8 +94,9 @@ class Simulator:
                  failure_rate: Callable[[str, float], float] | None = None,
                  guard_for: Callable[[str, str], SafeModeGuard] | None = None,
                  tenants: tuple[str, ...] = TENANTS, gate: Gate | None = None,
-                 use_policy: bool = True):
+                 use_policy: bool = True, agent_version: str = "1.4.2"):
         self.rng = random.Random(seed)
+        self.agent_version = agent_version  # a cohort for the release gate's tests
         self.error_rate = error_rate
         self.failure_rate = failure_rate
         self.tenants = tenants
@@ -119,7 +120,7 @@ class Simulator:
         key = (tenant, agent)
         if key not in self._ledgers:
             self._ledgers[key] = self._make_ledger(AgentIdentity(
-                tenant=tenant, agent=agent, agent_version="1.4.2",
+                tenant=tenant, agent=agent, agent_version=self.agent_version,
                 principal=f"svc-{agent}", workspace="default", env="prod"))
         return self._ledgers[key]
 

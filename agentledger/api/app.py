@@ -19,6 +19,7 @@ from agentledger.api import (
     control,
     control_stream,
     events,
+    gate,
     margins,
     operations,
     overrides,
@@ -66,7 +67,7 @@ def create_app(client: Client, keys: KeySource, *, database: str = "agentledger"
     # Routes join the app's own list (not include_router, which this FastAPI keeps as one
     # opaque entry): every route stays visible to app.routes, OpenAPI and the route probes.
     for family in (operations, events, margins, audit_export, sql, approvals, watch,
-                   control):
+                   control, gate):
         app.router.routes.extend(family.router.routes)
     app.router.routes.extend(overrides.router.routes)  # POST /v1/control/overrides
     app.router.routes.extend(reconcile.router.routes)  # POST /v1/reconcile

@@ -16,6 +16,7 @@ from agentledger.cli import (
     audit_export,
     control,
     dashboards,
+    gate,
     health,
     intake,
     keys,
@@ -45,8 +46,9 @@ app = typer.Typer(
 
 for command in (stack.up, stack.broker, stack.sink, simulate.simulate, stack.streams,
                 intake.intake, sql.sql, sql.summary, runs.search, runs.trace, runs.replay,
-                runs.verify, margins.margins, audit_export.export, health.health, stack.api,
-                dashboards.report, watch):  # watch: agentledger/cli/watch.py, the live view
+                runs.verify, margins.margins, gate.gate, audit_export.export, health.health,
+                stack.api, dashboards.report,
+                watch):  # watch: agentledger/cli/watch.py, the live view
     app.command()(command)
 
 app.command()(reconcile.reconcile)  # agentledger/cli/reconcile.py
