@@ -13,7 +13,6 @@ from fastapi import APIRouter, Query
 from agentledger.api.deps import Caller, Store
 from agentledger.api.params import NameFilter, TimeParam, time_param
 from agentledger.api.responses import OrjsonResponse
-from agentledger.queries import gate as gate_queries
 
 router = APIRouter(default_response_class=OrjsonResponse)
 Cohort = Annotated[str, Query(min_length=3, max_length=600,
@@ -30,6 +29,10 @@ def gate(
                                         description="a gate.yaml's text; default: the "
                                                     "packaged one")] = None,
 ) -> Any:
+    # Imported here: the statistics bring scipy, which every process serving the API (the
+    # OTLP intake's included) would otherwise load at start for a route most never serve.
+    from agentledger.queries import gate as gate_queries
+
     return gate_queries.gate(client, caller, baseline=baseline, candidate=candidate,
                              since=time_param(since, "since"),
                              until=time_param(until, "until"), workflow=workflow,

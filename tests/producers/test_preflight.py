@@ -1,5 +1,5 @@
 """``ToolGuard.preflight``: the SDK's decision without a run, as ``POST /v1/gate/check``
-uses it (the HTTP route's tests are in tests/ledger_api/test_tool_gate.py). Pure: no
+uses it (the HTTP route's tests are in tests/shell/test_tool_gate.py). Pure: no
 broker, no store."""
 
 from __future__ import annotations

@@ -5,7 +5,7 @@
 // again with the approval id (the policy, told two approvers approved, allows) and runs
 // the refund.
 //
-// Run by tests/ledger_api/test_tool_gate.py, which starts the stack and passes
+// Run by tests/shell/test_tool_gate.py, which starts the stack and passes
 // GATE_API_URL, GATE_AGENT_KEY (bound to acme/refund-agent) and GATE_APPROVER_KEYS.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';

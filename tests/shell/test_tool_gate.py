@@ -18,7 +18,7 @@ import pytest
 from agentledger.core.settings import Settings
 from agentledger.schemas.signals import OPEN
 from tests.helpers import wait_for
-from tests.ledger_api.gate_stack import AGENT, GateStack, gate_stack
+from tests.shell.gate_stack import AGENT, GateStack, gate_stack
 
 pytestmark = pytest.mark.integration
 
