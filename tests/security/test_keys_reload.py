@@ -73,14 +73,14 @@ def test_a_removed_key_gets_401_from_the_api_and_the_intake_within_a_second(serv
     removed_at = time.monotonic()
     seen: dict[str, list[int]] = {url: [] for _, url, _ in routes}
     pending = {url for _, url, _ in routes}
-    deadline = removed_at + 5.0  # a generous outer bound; the claim is checked below
+    deadline = removed_at + 15.0  # a generous outer bound; the claim is checked below
     while pending and time.monotonic() < deadline:
         for method, url, body in routes:
             if url in pending:
                 seen[url].append(status(method, url, body))
                 if seen[url][-1] == 401:
                     pending.discard(url)
-    assert not pending, f"still accepted after 5 s: {seen}"
+    assert not pending, f"still accepted after 15 s: {seen}"
     # The rings look at the files at most every 0.5 s (RELOAD_INTERVAL_S); the deadline
     # above is an outer bound for a loaded machine, not the claim (no wall-clock asserts).
     for url, codes in seen.items():
