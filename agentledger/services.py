@@ -10,7 +10,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import IO, Any
+from typing import IO
 
 import uvicorn
 from clickhouse_connect.driver.client import Client
@@ -218,7 +218,7 @@ def run_sink_service(settings: Settings, bootstrap: str, *, serve_api: bool,
 class OtlpHttpServer:
     """The intake's OTLP/HTTP endpoint, served on a thread beside the Kafka loop."""
 
-    server: Any
+    server: uvicorn.Server
     thread: threading.Thread
     url: str
     settings: Settings

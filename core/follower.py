@@ -3,8 +3,9 @@
 A compacted topic (``agent.control``, ``agent.approvals``) holds the current state of every
 key, not its history, so a follower assigns every partition at offset 0 (no consumer group
 offsets, no rebalances: a random group id per process), reads on a background thread and
-hands each record to :meth:`CompactedFollower.apply_record`. What a record means, and which
-records are obeyed, is the subclass's (``ControlFollower``, ``ApprovalFollower``).
+hands each record to :meth:`CompactedFollower.apply_record`. What a record means is the
+subclass's (``ControlFollower``, ``ApprovalFollower``); which records count is the ledger's
+signature, checked by the follower's :class:`~agentledger.core.signing.Verifier`.
 
 Delivery: every record the topic holds is applied at least once, in partition order; the
 subclasses apply by version, so a record read twice (after a rewind) changes nothing.
@@ -20,11 +21,13 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any, Self
+from typing import Any, Literal, Self
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
+from agentledger.core import signing
 from agentledger.core.kafka import client_config
+from agentledger.core.settings import load_settings
 
 log = logging.getLogger(__name__)
 
@@ -32,9 +35,18 @@ log = logging.getLogger(__name__)
 class CompactedFollower:
     """Reads ``topic`` from the start of every partition until :meth:`close`."""
 
-    def __init__(self, bootstrap: str, topic: str, *, security: dict[str, str] | None = None,
-                 poll_s: float = 0.05, name: str = "follower"):
+    def __init__(self, bootstrap: str, topic: str, *, purpose: str,
+                 trusted: signing.Keyring | Literal["auto"] | None = "auto",
+                 security: dict[str, str] | None = None, poll_s: float = 0.05,
+                 name: str = "follower"):
+        """``purpose``: what the ledger's signatures on this topic are for
+        (:data:`~agentledger.core.signing.CONTROL`, ``APPROVAL``); ``trusted``: the ledger
+        keys to verify with, ``"auto"`` to find them from the settings
+        (:func:`~agentledger.core.signing.trusted_keys`), None to obey records unverified."""
         self.topic = topic
+        if trusted == "auto":
+            trusted = signing.trusted_keys(load_settings(), bootstrap)
+        self.verifier = signing.Verifier(trusted, purpose, topic)
         self.last_heard = 0.0
         """time.monotonic() of the last record :meth:`apply_record` took (0 = never)."""
         self.started = time.monotonic()
@@ -54,6 +66,12 @@ class CompactedFollower:
     def apply_record(self, key: bytes | None, value: bytes | None) -> bool:
         """Apply one record; True if it counts as hearing from the topic's writer."""
         raise NotImplementedError
+
+    @property
+    def refused(self) -> dict[str, int]:
+        """Records not obeyed, by reason (unsigned, forged, tombstone, future...)."""
+        return {k: v for k, v in self.verifier.counts.items()
+                if k not in ("verified", "unverified")}
 
     def start(self) -> Self:
         partitions = self._assign_from_start()

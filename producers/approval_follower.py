@@ -25,7 +25,6 @@ from pydantic import ValidationError
 from agentledger.core import signing
 from agentledger.core.follower import CompactedFollower
 from agentledger.core.kafka import TopicSpec, client_config, ensure_topics
-from agentledger.core.settings import load_settings
 from agentledger.schemas.approvals import APPROVALS_TOPIC, ApprovalState
 
 log = logging.getLogger(__name__)
@@ -43,14 +42,9 @@ class ApprovalFollower(CompactedFollower):
     def __init__(self, bootstrap: str, *, security: dict[str, str] | None = None,
                  topic: str = APPROVALS_TOPIC, poll_s: float = 0.05,
                  trusted: signing.Keyring | Literal["auto"] | None = "auto"):
-        """``trusted``: the ledger keys to verify with; ``"auto"`` finds them from the
-        settings (:func:`agentledger.core.signing.trusted_keys`), None obeys states
-        unverified."""
-        super().__init__(bootstrap, topic, security=security, poll_s=poll_s,
-                         name="approvals")
-        if trusted == "auto":
-            trusted = signing.trusted_keys(load_settings(), bootstrap)
-        self.verifier = signing.Verifier(trusted, signing.APPROVAL, topic)
+        """``trusted``: the ledger keys to verify with (see :class:`CompactedFollower`)."""
+        super().__init__(bootstrap, topic, purpose=signing.APPROVAL, trusted=trusted,
+                         security=security, poll_s=poll_s, name="approvals")
         self.mismatched = 0
         """Decided states seen for a waiting request that decide another one (tenant,
         agent or run differ) or came after its expiry: not taken."""
@@ -110,8 +104,3 @@ class ApprovalFollower(CompactedFollower):
             "run_id": state.run_id, "resolved_at": str(state.resolved_at)})
         return None
 
-    @property
-    def refused(self) -> dict[str, int]:
-        """States not obeyed, by reason: unsigned, forged, tombstone."""
-        return {k: v for k, v in self.verifier.counts.items()
-                if k not in ("verified", "unverified")}

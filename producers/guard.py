@@ -38,7 +38,6 @@ from pydantic import ValidationError
 
 from agentledger.core import signing
 from agentledger.core.follower import CompactedFollower
-from agentledger.core.settings import load_settings
 from agentledger.producers.gate import GUARD_POLICY_ID
 from agentledger.schemas import topics
 from agentledger.schemas.events import scope_name_error
@@ -93,13 +92,9 @@ class ControlFollower(CompactedFollower):
     def __init__(self, bootstrap: str, *, security: dict[str, str] | None = None,
                  topic: str = topics.CONTROL, poll_s: float = 0.05,
                  trusted: signing.Keyring | Literal["auto"] | None = "auto"):
-        """``trusted``: the ledger keys to verify with; ``"auto"`` finds them from the
-        settings (:func:`agentledger.core.signing.trusted_keys`), None obeys records
-        unverified."""
-        super().__init__(bootstrap, topic, security=security, poll_s=poll_s, name="guard")
-        if trusted == "auto":
-            trusted = signing.trusted_keys(load_settings(), bootstrap)
-        self.verifier = signing.Verifier(trusted, signing.CONTROL, topic)
+        """``trusted``: the ledger keys to verify with (see :class:`CompactedFollower`)."""
+        super().__init__(bootstrap, topic, purpose=signing.CONTROL, trusted=trusted,
+                         security=security, poll_s=poll_s, name="guard")
         self.state: dict[str, ControlSignal] = {}
         self.heartbeats: dict[str, ControlSignal] = {}
         self.invalid = 0
@@ -140,12 +135,6 @@ class ControlFollower(CompactedFollower):
         for listener in self._listeners:
             listener(signal)
         return True
-
-    @property
-    def refused(self) -> dict[str, int]:
-        """Records not obeyed, by reason: unsigned, forged, tombstone, future."""
-        return {k: v for k, v in self.verifier.counts.items()
-                if k not in ("verified", "unverified")}
 
     # -- what the stream workers report --------------------------------------------------
 

@@ -39,6 +39,9 @@ CHECKED_COLUMNS: Final = tuple(c for c in EVENT_COLUMNS
                                if c not in ("raw", "kafka_partition", "kafka_offset"))
 
 
+APPROVAL_EVENTS: Final = ("approval.requested", "approval.resolved")
+"""The approval section of a bundle, selected in the store rather than by reading the run."""
+
 def _normal(value: Any) -> Any:
     if isinstance(value, uuid.UUID):
         return str(value)
@@ -328,8 +331,7 @@ def _run_bundle(client: Client, scope: Scope, ref: str, run_id: str,
         ("policy_decisions", _steps(_events(client, scope, ref, run_id, "policy.decision"),
                                     "policy_id", "policy_version", "rule", "decision",
                                     "action")),
-        ("approvals", _whole(e for e in _events(client, scope, ref, run_id)
-                             if e["event_type"].startswith("approval."))),
+        ("approvals", _whole(_events(client, scope, ref, run_id, *APPROVAL_EVENTS))),
         ("interventions", _whole(_events(client, scope, ref, run_id, "human.override",
                                          "rollback"))),
     ]
