@@ -91,7 +91,8 @@ def _reconcile(ledger: Any) -> dict[str, Any] | None:
 
 def _reconcile_line(found: dict[str, Any]) -> str:
     head = (f"reconcile (last {RECONCILE_SINCE}): {found['accounted']:,} of "
-            f"{found['expected']:,} committed offsets of agent.events landed or rejected")
+            f"{found['expected']:,} committed offsets of agent.events and otlp_spans "
+            "landed or rejected")
     if found["ok"]:
         return head
     return "\n".join([f"{head}; {found['missing']:,} MISSING (agentledger reconcile)",

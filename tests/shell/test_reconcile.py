@@ -41,9 +41,11 @@ def test_reconcile_accounts_for_every_offset_and_names_removed_ones(
     stats = run_sink(settings, 13)
     assert stats.consumed >= 13
 
-    code, clean, err = _reconcile(service_env)
-    assert code == 0, (err, clean)
-    assert clean["ok"] and clean["missing"] == 0 and clean["expected"] == 13, clean
+    code, both, err = _reconcile(service_env)
+    assert code == 0, (err, both)
+    clean, otlp = both["topics"]
+    assert both["ok"] and both["missing"] == 0 and both["expected"] == 13, both
+    assert otlp["topic"] == "otlp_spans" and otlp["ok"] and otlp["expected"] == 0, otlp
     assert clean["accounted"] == 13  # 12 events landed + 1 rejected
 
     client = open_store(settings)
@@ -58,14 +60,15 @@ def test_reconcile_accounts_for_every_offset_and_names_removed_ones(
     finally:
         client.close()
 
-    code, found, err = _reconcile(service_env)
-    assert code == 1, (err, found)
-    assert found["missing"] == 2 and not found["ok"], found
+    code, both, err = _reconcile(service_env)
+    assert code == 1, (err, both)
+    found = both["topics"][0]
+    assert found["missing"] == 2 and not found["ok"] and not both["ok"], both
     named = {(p["partition"], o) for p in found["partitions"] for g in p["gaps"]
              for o in range(g["first"], g["last"] + 1)}
     assert named == {(int(p), int(o)) for p, o in victims}, (named, victims)
     assert all("neither in events nor in rejected_events" in line
-               for line in found["problems"]), found["problems"]
+               for line in both["problems"]), both["problems"]
     shown = subprocess.run([*CLI, "reconcile"], env=service_env, capture_output=True,
                            text=True, timeout=120)
     assert shown.returncode == 1 and "MISSING" in shown.stdout and "gap:" in shown.stdout
