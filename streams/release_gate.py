@@ -29,7 +29,7 @@ Verdict = Literal["pass", "marginal", "fail", "insufficient_data"]
 EXIT_CODES: Final[dict[str, int]] = {"pass": 0, "marginal": 1, "fail": 2,
                                      "insufficient_data": 3}
 COHORT_KEYS: Final = ("agent_version", "prompt_version", "model", "policy_version",
-                      "tool_version")
+                      "tool_version", "release")
 # name → (kind, what counts as bad, unit). Rates: higher success is better, every other
 # rate counts a bad outcome. Samples: more cost or latency is worse.
 METRICS: Final[dict[str, tuple[str, str]]] = {

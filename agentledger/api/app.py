@@ -24,6 +24,7 @@ from agentledger.api import (
     operations,
     overrides,
     reconcile,
+    regression,
     sql,
     tool_gate,
     traces,
@@ -71,6 +72,7 @@ def create_app(client: Client, keys: KeySource, *, database: str = "agentledger"
         app.router.routes.extend(family.router.routes)
     app.router.routes.extend(overrides.router.routes)  # POST /v1/control/overrides
     app.router.routes.extend(reconcile.router.routes)  # POST /v1/reconcile
+    app.router.routes.extend(regression.router.routes)  # GET /v1/regression/*
     traces.install(app)  # POST /v1/traces
     app.router.routes.extend(control_stream.router.routes)  # GET /v1/control/stream
     app.router.on_shutdown.append(lambda: control_stream.stop(app))

@@ -22,6 +22,7 @@ from agentledger.cli import (
     keys,
     margins,
     reconcile,
+    regression,
     runs,
     safe_mode,
     simulate,
@@ -63,6 +64,7 @@ app.add_typer(tool_policy.tool_policy_app, name="tool-policy")
 # backtest` (which always meant the control policy's `control backtest`).
 app.add_typer(tool_policy.legacy_policy_app(control.backtest), name="policy", hidden=True)
 app.add_typer(dashboards.dashboards_app, name="dashboards")
+app.add_typer(regression.regression_app, name="regression")  # agentledger/cli/regression.py
 
 
 def main() -> None:

@@ -35,9 +35,12 @@ _COLUMN: Final = {
     "policy_version": "policy_version = {%s:String}",
     "model": "has(models, {%s:String})",
     "tool_version": "has(tool_versions, {%s:String})",
+    # a release label: the runs `agentledger regression run --label` recorded (env
+    # release:<label>, agentledger.streams.regression.release_env)
+    "release": "env = concat('release:', {%s:String})",
 }
 _PER_RUN: Final = (
-    "SELECT tenant, run_id, any(agent_version) AS agent_version, "
+    "SELECT tenant, run_id, any(agent_version) AS agent_version, any(env) AS env, "
     "maxIf(workflow, event_type IN ('run.started', 'run.finished')) AS workflow, "
     "anyIf(JSONExtractString(body, 'prompt_version'), event_type = 'run.started') "
     "AS prompt_version, "

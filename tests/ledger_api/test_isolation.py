@@ -49,6 +49,8 @@ def _probe_paths(store: Store) -> dict[str, dict[str, Any]]:
         "/v1/margins": {"by": "tenant", "since": "30d"},
         "/v1/gate": {"baseline": "agent_version=1.4.2", "candidate": "agent_version=3.1.0",
                      "since": "30d"},
+        "/v1/regression/export": {"workflow": "ticket_triage", "since": "30d"},
+        "/v1/regression/results": {"set_id": "0123456789abcdef", "label": "candidate"},
         "/v1/revenue": {},
         "/v1/export": {"limit": 100_000},
         "/v1/health": {},
