@@ -32,7 +32,7 @@ from scipy import stats
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from agentledger.streams.release_gate import Arm, default_config, evaluate
+from agentledger.streams.release_gate import Arm, GateConfig, default_config, evaluate
 
 
 def cohort(rng: np.random.Generator, n: int, success: float, cost: float = 0.01) -> Arm:
@@ -78,6 +78,29 @@ def scenario(seed: int, trials: int, n: int, success: float, cost: float = 0.01,
             "evaluate_ms_median": round(1000 * statistics.median(took), 2)}
 
 
+def exact_success_rule(config: GateConfig, n: int = 1000, base: float = 0.90,
+                       cand: float = 0.85) -> tuple[float, float]:
+    """The success metric's fail rule evaluated exactly, no Monte Carlo error: summed over
+    every (baseline, candidate) success count weighted by its binomial probability, the
+    chance of "worse" (Fisher's one-sided p times Holm's first-step factor at most alpha,
+    and the drop beyond the tolerance) with no difference and with ``base`` → ``cand``.
+    This is the success rule alone, tested first in Holm's order (the bench's other
+    metrics, all null, move the Monte Carlo figures by less than their standard error)."""
+    rule = config.metrics["success_rate"]
+    factor = sum(r.weight for r in config.metrics.values() if r.weight > 0) / rule.weight
+    k = np.arange(int(n * min(base, cand) - 8 * math.sqrt(n)), n + 1)
+    k_b, k_c = np.meshgrid(k, k, indexing="ij")
+    p_fisher = stats.hypergeom.cdf(k_c, 2 * n, k_b + k_c, n)
+    drop = (k_b - k_c) / n
+    effect = np.divide(drop, k_b / n, out=np.zeros_like(drop), where=k_b > 0) \
+        if rule.relative else drop
+    worse = (p_fisher * factor <= config.alpha) & (effect > rule.tolerance + 1e-9)
+    p_b = stats.binom.pmf(k, n, base)
+    null = float((np.outer(p_b, p_b) * worse).sum())
+    power = float((np.outer(p_b, stats.binom.pmf(k, n, cand)) * worse).sum())
+    return round(null, 5), round(power, 5)
+
+
 def np_ceiling(false_rate: float, n: int = 1000) -> float:
     """Best power of any test on success alone at ``false_rate`` (normal approximation):
     reject when the drop exceeds c, with c set by the null (90 % vs 90 %)."""
@@ -105,11 +128,14 @@ def main() -> None:
         "ten_runs_drop_50pt": scenario(6, args.other_trials, 10, 0.40),
     }
     false_fail = float(rows["no_difference"]["fail"])  # type: ignore[arg-type]
+    exact_null, exact_power = exact_success_rule(default_config(), args.runs)
     figures = {
         "false_fail_rate": false_fail,
         "false_fail_goal": 0.01,
         "power_5pt": rows["drop_5pt"]["fail"],
         "power_5pt_goal": 0.90,
+        "exact_success_rule_false_fail_rate": exact_null,
+        "exact_success_rule_power_5pt": exact_power,
         "fixed_z_test_false_fail_rate": rows["no_difference"]["fixed_z_test_fail"],
         "fixed_z_test_power_5pt": rows["drop_5pt"]["fixed_z_test_fail"],
         "np_ceiling_power_5pt_at_false_fail_0.01": round(np_ceiling(0.01), 4),

@@ -42,6 +42,11 @@ METRICS: Final[dict[str, tuple[str, str]]] = {
 }
 # Below this many values a Mann-Whitney test says nothing useful about a shift.
 MIN_SAMPLE: Final = 10
+# A relative tolerance cannot scale a rise from a baseline rate of 0: it counts as this.
+RELATIVE_FROM_ZERO: Final = 1000.0
+# "Worse than the tolerance" is strict, and decided on the counts, not on float noise:
+# 0.9 - 0.87 is 0.030000000000000027 in binary, which must not exceed a 0.03 tolerance.
+EXACT: Final = 1e-9
 
 
 class GateConfigError(ValueError):
@@ -53,10 +58,15 @@ class CohortError(ValueError):
 
 
 class MetricRule(BaseModel):
+    """``tolerance`` is absolute for a rate (0.02 = 2 points) unless ``relative``: then it
+    is a share of the baseline's rate (success: 0.0343 = 3.43 % fewer successes than the
+    baseline's). Cost and latency tolerances are always relative."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
     tolerance: float = Field(ge=0, le=10)
     weight: float = Field(ge=0, le=1000)
     critical: bool = False
+    relative: bool = False
 
 
 class GateConfig(BaseModel):
@@ -157,6 +167,7 @@ class MetricResult:
     status: Literal["pass", "worse", "insufficient"] = "insufficient"
     effect: float | None = None  # how much worse, on the tolerance's scale
     definition: str = ""
+    relative: bool = False  # the tolerance (and effect) is a share of the baseline
 
 
 @dataclass
@@ -185,7 +196,7 @@ def _rate(name: str, base: Arm, cand: Arm, rule: MetricRule, conf: float) -> Met
     k_b, n_b, k_c, n_c = counts[name]
     result = MetricResult(name, None, None, None, None, None, "difference", None,
                           rule.tolerance, rule.weight, rule.critical,
-                          definition=METRICS[name][1])
+                          definition=METRICS[name][1], relative=rule.relative)
     if n_b == 0 or n_c == 0:
         return result
     higher_better = name == "success_rate"
@@ -194,7 +205,11 @@ def _rate(name: str, base: Arm, cand: Arm, rule: MetricRule, conf: float) -> Met
     result.baseline, result.candidate = test.baseline, test.candidate
     result.difference, result.ci_low, result.ci_high = test.difference, test.ci_low, test.ci_high
     result.p_value = test.p_value
-    result.effect = -test.difference if higher_better else test.difference
+    worse_by = -test.difference if higher_better else test.difference
+    if rule.relative:  # a share of the baseline's rate; from a baseline of 0, any rise
+        worse_by = worse_by / test.baseline if test.baseline > 0 else \
+            (RELATIVE_FROM_ZERO if worse_by > 0 else 0.0)
+    result.effect = worse_by
     return result
 
 
@@ -226,9 +241,10 @@ def _describe(m: MetricResult) -> str:
             return "-"
         return f"{v:.1%}" if METRICS[m.name][0] == "rate" else f"{v:.6g}"
 
+    scale = " relative" if m.relative or METRICS[m.name][0] == "sample" else ""
     return (f"{m.name} worse: {show(m.candidate)} vs {show(m.baseline)} "
             f"(difference {m.difference:+.4g}, {m.ci_of} CI {m.ci_low:.4g}..{m.ci_high:.4g}, "
-            f"adjusted p {m.p_adjusted:.2g}, tolerance {m.tolerance:g})")
+            f"adjusted p {m.p_adjusted:.2g}, tolerance {m.tolerance:g}{scale})")
 
 
 def evaluate(baseline: Arm, candidate: Arm, config: GateConfig | None = None) -> GateResult:
@@ -245,7 +261,7 @@ def evaluate(baseline: Arm, candidate: Arm, config: GateConfig | None = None) ->
     for name, p_adj in adjusted.items():
         metric = gated[name]
         metric.p_adjusted = p_adj
-        worse = p_adj <= config.alpha and (metric.effect or 0.0) > metric.tolerance
+        worse = p_adj <= config.alpha and (metric.effect or 0.0) > metric.tolerance + EXACT
         metric.status = "worse" if worse else "pass"
     for metric in results:
         if metric.p_value is not None and metric.weight == 0:
