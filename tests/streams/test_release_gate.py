@@ -250,3 +250,27 @@ def test_cohorts_parse_and_refuse_with_a_reason():
                          ("model=" + "x" * 129, "longer than 128")):
         with pytest.raises(CohortError, match=reason):
             parse_cohort(text)
+
+
+def _counts(n: int, successes: int) -> Arm:
+    return Arm(runs=n, successes=successes, cost_usd=0.0, tool_results=0, tool_errors=0,
+               blocked_runs=0, rollback_runs=0)
+
+
+def test_a_drop_of_exactly_the_tolerance_is_not_worse():
+    # 0.9 - 0.87 is 0.030000000000000027 in binary: it must not exceed a 3-point tolerance
+    config = parse_config(_yaml(success_tolerance=0.03))
+    at = by_name(evaluate(_counts(1000, 900), _counts(1000, 870), config))["success_rate"]
+    assert at.p_adjusted is not None and at.p_adjusted < 0.05 and at.status == "pass"
+    past = by_name(evaluate(_counts(1000, 900), _counts(1000, 869), config))["success_rate"]
+    assert past.status == "worse"
+
+
+def test_the_default_success_tolerance_is_relative_to_the_baseline():
+    rule = default_config().metrics["success_rate"]
+    assert rule.relative and rule.tolerance == pytest.approx(0.0343)
+    # 31 fewer successes of 1,000: 3.44 % of 900 is past it, 3.26 % of 950 is not
+    low = by_name(evaluate(_counts(1000, 900), _counts(1000, 869)))["success_rate"]
+    assert low.effect == pytest.approx(31 / 900) and low.status == "worse"
+    high = by_name(evaluate(_counts(1000, 950), _counts(1000, 919)))["success_rate"]
+    assert high.effect == pytest.approx(31 / 950) and high.status == "pass"
