@@ -34,6 +34,7 @@ from agentledger.api.deps import ApiConfig
 from agentledger.api.errors import install_error_handlers
 from agentledger.api.responses import OrjsonResponse
 from agentledger.auth import KeySource
+from agentledger.console import app as console
 from agentledger.queries.pipeline import HealthLimits
 
 DESCRIPTION = """The ledger HTTP API over ClickHouse.
@@ -80,4 +81,5 @@ def create_app(client: Client, keys: KeySource, *, database: str = "agentledger"
     # matched before the other routes' patterns are tried
     app.router.routes[:0] = tool_gate.router.routes
     app.router.on_shutdown.append(lambda: tool_gate.stop(app))
+    console.install(app)  # the web console under /console (agentledger/console)
     return app
