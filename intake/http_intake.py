@@ -142,13 +142,15 @@ def decode_request(body: bytes, media: str) -> list[Any]:
 
 
 def ingest(intake: HttpIntake, body: bytes, media: str, tenant: str, *,
-           max_open_spans: int = MAX_OPEN_SPANS) -> Intake:
-    """Take one request's spans for ``tenant``; its refusals are in the DLQ on return."""
+           max_open_spans: int = MAX_OPEN_SPANS, agents: frozenset[str] | None = None
+           ) -> Intake:
+    """Take one request's spans for ``tenant`` (as ``agents`` only, when the key is bound
+    to agents); its refusals are in the DLQ on return."""
     spans = decode_request(body, media)
     if intake.backlog >= max_open_spans:
         raise IntakeFull(f"the intake holds {intake.backlog} spans and events not yet "
                          "published; retry later")
-    result = intake.assembler.add(spans, tenant)
+    result = intake.assembler.add(spans, tenant, agents=agents)
     if result.rejected:
         # the DLQ acknowledged before the answer; the sink lands it in rejected_events
         intake.publisher.reject(result.rejected, topic=HTTP_TOPIC)

@@ -37,6 +37,10 @@ OI_KINDS: Final = {"AGENT": "agent", "CHAIN": "chain", "LLM": "model", "EMBEDDIN
 TRACELOOP_KINDS: Final = {"workflow": "agent", "agent": "agent", "task": "other",
                           "tool": "tool"}
 ARGS_MAX_BYTES: Final = 16 * 1024
+BUDGET_COST: Final = "agentledger.budget.max_cost_usd"
+BUDGET_TOOL_CALLS: Final = "agentledger.budget.max_tool_calls"
+"""A run's budget, as span or resource attributes (the root span is exported last, so the
+budget is read from any span of the run, or from the resource: a per-agent budget)."""
 UNVERSIONED: Final = "unversioned"
 _NAME_BAD = re.compile(r"[^A-Za-z0-9_.:@/+-]")
 DEFAULT_REDACTOR: Final = Redactor(DEFAULT_REDACT_KEYS)
@@ -62,6 +66,8 @@ class Mapped:
     tokens_in: int = 0
     tokens_out: int = 0
     model_key: str | None = None
+    budget: dict[str, Any] | None = None
+    """``{max_cost_usd, max_tool_calls}`` when this span or its resource declares one."""
 
 
 def name(value: Any, default: str) -> str:
@@ -243,7 +249,7 @@ def map_span(span: SpanRecord, tenant: str, catalogue: ToolCatalogue,
     if span.problem:
         reason, _, message = span.problem.partition(": ")
         raise MappingError(reason, message)
-    out = Mapped(span, classify(span))
+    out = Mapped(span, classify(span), budget=budget_of(span))
     if out.kind == "model":
         _model(span, prices, out)
     elif out.kind == "tool":
@@ -278,6 +284,34 @@ def run_started(run: SpanRecord) -> dict[str, Any]:
     }
 
 
+def budget_of(span: SpanRecord) -> dict[str, Any] | None:
+    """The budget this span (or its resource) declares; None when it declares none. A value
+    that is not a non-negative number refuses the span, as any bad attribute does."""
+    cost = span.attr(BUDGET_COST)
+    calls = span.attr(BUDGET_TOOL_CALLS)
+    cost = span.res(BUDGET_COST) if cost is None else cost
+    calls = span.res(BUDGET_TOOL_CALLS) if calls is None else calls
+    if cost is None and calls is None:
+        return None
+    try:
+        max_cost = float(cost) if cost is not None else None
+        max_calls = int(calls) if calls is not None else None
+    except (TypeError, ValueError, OverflowError):
+        raise MappingError("invalid_attribute", f"{BUDGET_COST}/{BUDGET_TOOL_CALLS}: "
+                                                f"{cost!r:.50}, {calls!r:.50} are not "
+                                                "numbers") from None
+    if (max_cost is not None and not 0 <= max_cost < 1e15) or \
+            (max_calls is not None and not 0 <= max_calls <= MAX_SAFE_INT):
+        raise MappingError("invalid_attribute", f"{BUDGET_COST}/{BUDGET_TOOL_CALLS}: "
+                                                "negative, not finite or too large")
+    return {"max_cost_usd": max_cost, "max_tool_calls": max_calls}
+
+
+def claimed_agent(span: SpanRecord) -> str:
+    """The agent a span would make its run's: ``gen_ai.agent.name``, else the service."""
+    return name(span.attr("gen_ai.agent.name") or span.res("service.name"), "otel-agent")
+
+
 def identity(run: SpanRecord, tenant: str) -> dict[str, Any]:
     """The envelope's who-fields for a run (the tenant always from the intake, never spans)."""
     service = run.res("service.name")
@@ -285,7 +319,7 @@ def identity(run: SpanRecord, tenant: str) -> dict[str, Any]:
     return {
         "tenant": tenant,
         "workspace": name(run.res("agentledger.workspace"), "default"),
-        "agent": name(run.attr("gen_ai.agent.name") or service, "otel-agent"),
+        "agent": claimed_agent(run),
         "agent_version": name(run.attr("gen_ai.agent.version") or run.res("service.version"),
                               UNVERSIONED),
         "principal": name(service, "otel"),

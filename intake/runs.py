@@ -49,6 +49,8 @@ from agentledger.intake.mapping import (
     DEFAULT_REDACTOR,
     Mapped,
     MappingError,
+    claimed_agent,
+    classify,
     identity,
     map_span,
     name,
@@ -79,6 +81,26 @@ class Intake:
     rejected: list[Rejected] = field(default_factory=list)
 
 
+@dataclass(frozen=True, slots=True)
+class RunSpend:
+    """An open run's spend so far, from the spans received, and the budget they declare."""
+
+    cost_usd: float
+    tool_calls: int
+    max_cost_usd: float | None
+    max_tool_calls: int | None
+
+    def over(self) -> str | None:
+        """Why the run is over its budget (as the control loop words it); None if within."""
+        if self.max_cost_usd is not None and self.cost_usd > self.max_cost_usd:
+            return (f"cost {self.cost_usd:.6f} USD > max_cost_usd {self.max_cost_usd:g} "
+                    "(spans received so far)")
+        if self.max_tool_calls is not None and self.tool_calls > self.max_tool_calls:
+            return (f"tool calls {self.tool_calls} > max_tool_calls {self.max_tool_calls} "
+                    "(spans received so far)")
+        return None
+
+
 @dataclass(slots=True)
 class _Trace:
     tenant: str
@@ -87,6 +109,8 @@ class _Trace:
     has_root: bool = False
     last_seen: float = 0.0
     positions: dict[int, tuple[int, int]] = field(default_factory=dict)
+    agents: frozenset[str] | None = None
+    """The agents its senders' keys are bound to (None: any): the run must be one."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +164,9 @@ def build_run(tenant: str, spans: Iterable[Mapped], origin: str,
     rs = run.span
     who = identity(rs, tenant)
     started = run_started(rs)
+    budget = run.budget or next((m.budget for m in ordered if m.budget), None)
+    if budget is not None:  # the control loop folds it as an SDK run's (streams/fold.py)
+        started["budget"] = budget
     items: list[tuple[str, int, dict[str, Any], SpanRecord]] = [
         ("run.started", rs.start_ns, started, rs)]
     totals: dict[str, Any] = {"cost_usd": 0.0, "tokens_in": 0, "tokens_out": 0,
@@ -211,13 +238,26 @@ class Assembler:
         """Spans waiting in open traces: what an intake bounds (back-pressure)."""
 
     def add(self, spans: Iterable[SpanRecord], tenant: str,
-            position: tuple[int, int] | None = None) -> Intake:
-        """Take a batch of spans for ``tenant``; bad, late and own spans are reported."""
+            position: tuple[int, int] | None = None, *,
+            agents: frozenset[str] | None = None) -> Intake:
+        """Take a batch of spans for ``tenant``; bad, late and own spans are reported.
+
+        ``agents``: the agents the sender's key is bound to (None: any), so a key bound to
+        agent A cannot record as agent B: a span that could name its run's agent (an agent
+        span or a root) naming another is refused now (``agent_not_bound``), and a run
+        built from the rest that still names another is refused whole when it closes."""
         result = Intake()
         mapped: list[Mapped] = []
         for span in spans:
             if span.scope == OWN_SCOPE:
                 result.skipped += 1
+                continue
+            if agents is not None and (span.parent_span_id is None
+                                       or classify(span) in RUN_KINDS) \
+                    and (claimed := claimed_agent(span)) not in agents:
+                result.rejected.append(Rejected(span, "agent_not_bound", (
+                    f"the key is bound to agent(s) {', '.join(sorted(agents))}; this span "
+                    f"records as agent {claimed!r}")))
                 continue
             try:
                 mapped.append(map_span(span, tenant, self.catalogue, self.prices,
@@ -243,6 +283,8 @@ class Assembler:
                 trace = self._open.get(key)
                 if trace is None:
                     trace = self._open[key] = _Trace(tenant, m.span.trace_id)
+                if agents is not None:
+                    trace.agents = agents if trace.agents is None else trace.agents & agents
                 if m.span.span_id in trace.spans:
                     result.duplicates += 1
                 else:
@@ -256,6 +298,19 @@ class Assembler:
                     first, _last = trace.positions.get(part, (offset, offset))
                     trace.positions[part] = (min(first, offset), offset)
         return result
+
+    def spend(self, tenant: str, trace_id: str) -> RunSpend | None:
+        """The spend of ``tenant``'s open run ``trace_id`` so far (None if not open here):
+        what lets the HTTP gate hold an OTel-fed run to its budget before it closes."""
+        with self._lock:
+            trace = self._open.get((tenant, trace_id))
+            if trace is None:
+                return None
+            spans = list(trace.spans.values())
+        budget = next((m.budget for m in spans if m.budget), None) or {}
+        return RunSpend(round(sum(m.cost_usd for m in spans if m.kind == "model"), 10),
+                        sum(m.kind == "tool" for m in spans), budget.get("max_cost_usd"),
+                        budget.get("max_tool_calls"))
 
     def due(self, *, force: bool = False) -> list[ClosedRun]:
         """Close every complete trace (all of them with ``force``) and build its run."""
@@ -287,6 +342,12 @@ class Assembler:
                 try:
                     events = build_run(trace.tenant, trace.spans.values(), self.origin,
                                        self.redactor)
+                    if trace.agents is not None and events[0]["agent"] not in trace.agents:
+                        rejected = [Rejected(m.span, "agent_not_bound", (
+                            f"the run records as agent {events[0]['agent']!r}; the key that "
+                            f"sent it is bound to {', '.join(sorted(trace.agents))}"))
+                            for m in trace.spans.values()]
+                        events = []
                     self.closed_runs += 1
                 except Exception as exc:  # this run only: the next one is built as usual
                     message = (f"the run could not be built, so none of its spans landed: "

@@ -16,6 +16,12 @@ Who asks is the key's business, never the body's: the key must be bound to exact
 tenant and one agent (``tenants: [acme]``, ``agents: [refund-agent]``), a body naming
 another agent is refused (403), and a key bound to no agent may not call the route.
 
+Run budgets hold for OTel-fed runs too. Once such a run closes, its ``run.started`` carries
+the budget its spans declare (``agentledger.budget.*``) and the control loop folds it like
+an SDK run's, so the budget signal refuses it here; while it is still open in this
+process's OTLP/HTTP intake, the spend of the spans received so far is checked against
+that budget on every call (rule ``budget_exceeded``).
+
 Decisions are recorded as the SDK records them (a ``policy.decision`` for every deny and
 escalation and for allows of high-risk and money actions; an escalation also as
 ``approval.requested``, so the approvals API lists it and takes votes on it). The
@@ -31,7 +37,7 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from fastapi import APIRouter, FastAPI, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
@@ -52,9 +58,14 @@ from agentledger.producers.context import RunContext, sha256_json
 from agentledger.producers.emitter import BufferFull, Ledger
 from agentledger.producers.enforce import ToolGuard, load_gate
 from agentledger.producers.gate import Decision, Gate
-from agentledger.producers.guard import ControlFollower, SafeModeGuard
+from agentledger.producers.guard import ControlFollower, SafeModeGuard, Verdict
 from agentledger.producers.identity import AgentIdentity
 from agentledger.schemas.approvals import APPROVED, REJECTED, ApprovalState
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from agentledger.intake.runs import RunSpend
 
 router = APIRouter(default_response_class=OrjsonResponse, tags=["gate"])
 GATE_WORKFLOW = "http-gate"
@@ -144,8 +155,11 @@ class GateService:
 
     def __init__(self, bootstrap: str, security: dict[str, str] | None,
                  follower: ControlFollower, *, stale_after_s: float,
-                 policy_dir: str | None = None, max_runs: int = MAX_GATE_RUNS):
+                 policy_dir: str | None = None, max_runs: int = MAX_GATE_RUNS,
+                 open_spend: Callable[[str, str], RunSpend | None] | None = None):
         self.guard = ToolGuard(load_gate(policy_dir))
+        self.open_spend = open_spend
+        """(tenant, run id) → an OTel-fed run's spend so far, while it is open here."""
         self.follower = follower
         self.stale_after_s = stale_after_s
         self.max_runs = max_runs
@@ -169,6 +183,11 @@ class GateService:
                                 stale_after_s=self.stale_after_s)
         mode = self.guard.mode_of(body.tool, body.action, body.mode)
         verdict = control.decide(body.tool, mode, body.run_id)  # type: ignore[arg-type]
+        if verdict.allowed and self.open_spend is not None:
+            spend = self.open_spend(tenant, body.run_id)
+            over = spend.over() if spend is not None else None
+            if over is not None:
+                verdict = Verdict(False, "budget_exceeded", over, "stop")
         args = self.ledger.redactor.redact(dict(body.args))
         return self.guard.preflight(tenant=tenant, agent=agent, tool=body.tool,
                                     action=body.action, mode=mode, args=args,
@@ -301,8 +320,15 @@ def service_of(app: FastAPI) -> GateService:
             settings, bootstrap = bootstrap_of(app)
             found = app.state.tool_gate = GateService(
                 bootstrap, settings.kafka_security, hub.follower,
-                stale_after_s=settings.gate_stale_after_s)
+                stale_after_s=settings.gate_stale_after_s,
+                open_spend=lambda tenant, run_id: _open_spend(app, tenant, run_id))
         return found
+
+
+def _open_spend(app: FastAPI, tenant: str, run_id: str) -> RunSpend | None:
+    """The spend of an OTel-fed run still open in this process's OTLP/HTTP intake."""
+    intake = getattr(app.state, "otlp", None)
+    return intake.assembler.spend(tenant, run_id) if intake is not None else None
 
 
 def stop(app: FastAPI) -> None:

@@ -177,10 +177,20 @@ def _summary(rejected: list[Rejected]) -> str:
     return "; ".join(f"{reason} ({n}): {first[reason]}" for reason, n in counts.items())[:4096]
 
 
-def _ingest(app: FastAPI, body: bytes, media: str, tenant: str) -> Intake:
+def bound_agents(who: Principal, tenant: str) -> frozenset[str] | None:
+    """The agents ``who`` may record as in ``tenant`` (``agents: [a]`` or ``[tenant/a]`` in
+    its key entry); None for a key bound to no agent, which records as any."""
+    if not who.agents:
+        return None
+    return frozenset(a.split("/", 1)[1] if "/" in a else a for a in who.agents
+                     if "/" not in a or a.startswith(f"{tenant}/"))
+
+
+def _ingest(app: FastAPI, body: bytes, media: str, tenant: str,
+            agents: frozenset[str] | None) -> Intake:
     try:
         return ingest(intake_of(app), body, media, tenant, max_open_spans=getattr(
-            app.state, "otlp_max_open_spans", MAX_OPEN_SPANS))
+            app.state, "otlp_max_open_spans", MAX_OPEN_SPANS), agents=agents)
     except IntakeFull as exc:
         raise OtlpError(503, str(exc)) from None
 
@@ -194,7 +204,8 @@ async def export_traces(request: Request, who: Annotated[Principal, Depends(prin
         media = _media(request)
         tenant = tenant_for(who, request.headers.get(TENANT_HEADER))
         body = await _body(request, getattr(request.app.state, "otlp_max_body", MAX_BODY_BYTES))
-        result = await run_in_threadpool(_ingest, request.app, body, media, tenant)
+        result = await run_in_threadpool(_ingest, request.app, body, media, tenant,
+                                         bound_agents(who, tenant))
     except OtlpError as exc:
         response = _error(exc.status, exc.message, media)
         if exc.status == 503:

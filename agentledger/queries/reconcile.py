@@ -196,7 +196,7 @@ def reconcile_otlp(client: Client, bootstrap: str, extent: list[dict[str, int]],
     (``extent`` from :func:`kafka_extent` with the intake's group): each message was
     dead-lettered whole, or each of its traces that should be a run has events or refused
     spans in the store. Missing messages are named with their trace ids."""
-    partitions = []
+    partitions: list[dict[str, Any]] = []
     for part in extent:
         p = part["partition"]
         whole = {int(r["o"]) for r in rows(client, (
@@ -209,7 +209,7 @@ def reconcile_otlp(client: Client, bootstrap: str, extent: list[dict[str, int]],
             wanted[offset] = None if offset in whole else _traces_expected(value)
         traces = set().union(*(t for t in wanted.values() if t))
         found = _found_traces(client, topic, traces) if traces else set()
-        gaps = []
+        gaps: list[dict[str, Any]] = []
         for offset in range(part["start"], part["end"]):
             if offset in whole:
                 continue
@@ -228,8 +228,8 @@ def reconcile_otlp(client: Client, bootstrap: str, extent: list[dict[str, int]],
         expected_n = max(part["end"] - part["start"], 0)
         partitions.append({**part, "expected": expected_n, "accounted": expected_n - missing,
                            "missing": missing, "gaps": gaps[:MAX_GAPS]})
-    missing = sum(p["missing"] for p in partitions)
+    missing = sum(int(p["missing"]) for p in partitions)
     return {"topic": topic, "ok": missing == 0,
-            "expected": sum(p["expected"] for p in partitions),
-            "accounted": sum(p["accounted"] for p in partitions), "missing": missing,
+            "expected": sum(int(p["expected"]) for p in partitions),
+            "accounted": sum(int(p["accounted"]) for p in partitions), "missing": missing,
             "partitions": partitions}

@@ -12,7 +12,9 @@ import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 
 from agentledger.core.settings import Settings
@@ -121,3 +123,101 @@ def test_a_node_agent_is_escalated_approved_and_proceeds(stack: GateStack) -> No
              what="the gate run's decisions: escalate, deny, allow, deny")
     verified = stack.call("GET", f"/v1/verify/{rows[0][0]}", "reader")
     assert verified.status_code == 200 and verified.json()["ok"], verified.text
+
+
+def _otel_spans(agent_name: str, *, budget_usd: float | None, close: bool
+                ) -> tuple[str, bytes]:
+    """An OTel agent's spans as its exporter sends them mid-run: two priced model calls
+    whose agent span is still open (unless ``close``), the budget on the resource."""
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from tests.otlputil import request_bytes
+
+    memory = InMemorySpanExporter()
+    resource = {"service.name": agent_name}
+    if budget_usd is not None:
+        resource["agentledger.budget.max_cost_usd"] = budget_usd  # type: ignore[assignment]
+    provider = TracerProvider(resource=Resource.create(resource))
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    tracer = provider.get_tracer("node.agent")
+    root = tracer.start_span("invoke_agent refunds", attributes={
+        "gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": agent_name})
+    from opentelemetry import trace
+
+    with trace.use_span(root, end_on_exit=close):
+        for _ in range(2):  # gpt-4o: 2.50 in / 10.00 out per Mtok → 0.0125 USD each
+            with tracer.start_as_current_span("chat gpt-4o", attributes={
+                    "gen_ai.operation.name": "chat", "gen_ai.provider.name": "openai",
+                    "gen_ai.request.model": "gpt-4o", "gen_ai.usage.input_tokens": 1000,
+                    "gen_ai.usage.output_tokens": 1000}):
+                pass
+    trace_id = f"{root.get_span_context().trace_id:032x}"
+    return trace_id, request_bytes(list(memory.get_finished_spans()))
+
+
+def _export(stack: GateStack, body: bytes, key: str = "agent") -> Any:
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceResponse,
+    )
+
+    sent = httpx.post(f"{stack.api.url}/v1/traces", content=body, timeout=60,
+                      headers={"Authorization": f"Bearer {stack.keys[key]}",
+                               "Content-Type": "application/x-protobuf"})
+    assert sent.status_code == 200, sent.text
+    answer = ExportTraceServiceResponse()
+    answer.ParseFromString(sent.content)
+    return answer.partial_success
+
+
+def test_an_otel_fed_run_over_its_budget_is_refused_by_the_gate(stack: GateStack) -> None:
+    run_id, spans = _otel_spans(AGENT, budget_usd=0.02, close=False)
+    read = {"run_id": run_id, "tool": "stripe", "action": "get_charge", "mode": "read",
+            "args": {"id": "ch_1"}}
+    first = stack.check(**read).json()
+    assert first["decision"] == "allow", first  # nothing received yet: nothing spent
+    assert _export(stack, spans).rejected_spans == 0
+    refused = stack.check(**read).json()  # 0.025 USD received > 0.02
+    assert (refused["decision"], refused["rule"]) == ("deny", "budget_exceeded"), refused
+    assert "max_cost_usd 0.02" in refused["reason"], refused
+    within_id, within = _otel_spans(AGENT, budget_usd=1.0, close=False)
+    assert _export(stack, within).rejected_spans == 0
+    assert stack.check(**{**read, "run_id": within_id}).json()["decision"] == "allow"
+    # the budget lands in run.started, so the control loop folds it like an SDK run's
+    closed_id, closed = _otel_spans(AGENT, budget_usd=0.02, close=True)
+    assert _export(stack, closed).rejected_spans == 0
+    started = wait_for(lambda: stack.query(
+        "SELECT body FROM events WHERE run_id = {r:String} AND event_type = 'run.started'",
+        r=closed_id), 60, what=f"run.started of the closed OTel run {closed_id}")
+    assert '"max_cost_usd":0.02' in started[0][0].replace(" ", ""), started
+
+
+def test_a_key_bound_to_one_agent_cannot_record_spans_as_another(stack: GateStack) -> None:
+    own_id, own = _otel_spans(AGENT, budget_usd=None, close=True)
+    assert _export(stack, own).rejected_spans == 0
+    other_id, other = _otel_spans("triage-bot", budget_usd=None, close=True)
+    refused = _export(stack, other)
+    assert refused.rejected_spans == 1, refused  # the agent span names triage-bot: at once
+    assert "agent_not_bound" in refused.error_message and "triage-bot" in \
+        refused.error_message, refused
+    # the two model spans claim nothing themselves, but the run they would make records
+    # as triage-bot (the service): it is refused whole when it closes, nothing lands
+    rows = wait_for(lambda: (r := stack.query(
+        "SELECT reason, count() FROM rejected_events FINAL WHERE message_key = {t:String} "
+        "GROUP BY reason", t=other_id)) and r[0][1] >= 3 and r, 60,
+        what=f"3 refused spans of trace {other_id}")
+    assert rows == [("agent_not_bound", 3)], rows
+    landed = wait_for(lambda: stack.query(
+        "SELECT DISTINCT agent FROM events WHERE run_id = {r:String}", r=own_id), 60,
+        what=f"the bound agent's own run {own_id}")
+    assert landed == [(AGENT,)], landed
+    assert stack.query("SELECT count() FROM events WHERE run_id = {r:String}",
+                       r=other_id) == [(0,)]
+    # a key bound to both agents records as either
+    both_id, both = _otel_spans("triage-bot", budget_usd=None, close=True)
+    assert _export(stack, both, key="multi").rejected_spans == 0
+    assert wait_for(lambda: stack.query(
+        "SELECT DISTINCT agent FROM events WHERE run_id = {r:String}", r=both_id), 60,
+        what=f"the two-agent key's run {both_id}") == [("triage-bot",)]
