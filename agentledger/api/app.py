@@ -23,6 +23,7 @@ from agentledger.api import (
     margins,
     operations,
     overrides,
+    permissions,
     reconcile,
     regression,
     sql,
@@ -74,6 +75,7 @@ def create_app(client: Client, keys: KeySource, *, database: str = "agentledger"
     app.router.routes.extend(overrides.router.routes)  # POST /v1/control/overrides
     app.router.routes.extend(reconcile.router.routes)  # POST /v1/reconcile
     app.router.routes.extend(regression.router.routes)  # GET /v1/regression/*
+    app.router.routes.extend(permissions.router.routes)  # GET /v1/permissions
     traces.install(app)  # POST /v1/traces
     app.router.routes.extend(control_stream.router.routes)  # GET /v1/control/stream
     app.router.on_shutdown.append(lambda: control_stream.stop(app))

@@ -125,6 +125,50 @@ def policy_diff(
         table(shown, list(shown[0]), title="decisions that would change")
 
 
+@tool_policy_app.command("matrix")
+def policy_matrix(
+    tenant: Annotated[str | None, typer.Option(
+        help="the tenant whose agents to show; default: the catalog's first")] = None,
+    policy: PolicyDir = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """What each agent may do: agents x tool actions → allow, deny or N approvals of a
+    role, each with the Cedar rule that decides it and its argument conditions (e.g.
+    "201 ≤ amount ≤ 800: 2 x finance"), evaluated from the policy itself; who holds each
+    approver role (from the keys file); the policy version and its diff from the
+    previous one recorded. The same answer as GET /v1/permissions."""
+    from agentledger.auth import KeyConfigError, load_entries
+    from agentledger.core.settings import load_settings
+    from agentledger.queries import permissions
+    from agentledger.queries.common import ALL
+
+    gate = _gate(policy)
+    settings = load_settings()
+    try:
+        entries = load_entries(settings)
+    except KeyConfigError as exc:
+        raise UserError(str(exc)) from None
+    found = permissions.view(gate, ALL, tenant, entries, settings.data_dir)
+    if as_json:
+        print_json(found)
+        return
+    version = found["version"]
+    out.print(f"policy {gate.policy_id} {gate.version} (previous: "
+              f"{version['previous'] or 'none recorded'}), tenant {found['tenant']}",
+              highlight=False)
+    for agent in found["agents"]:
+        shown = [{"tool:action": f"{c['tool']}:{c['action']}", "mode": c["mode"],
+                  "decision": c["decision"], "conditions": c["summary"]}
+                 for c in agent["cells"] if c["decision"] != "deny" or c["rules"] != [
+                     "default-deny"]]
+        table(shown, ["tool:action", "mode", "decision", "conditions"],
+              title=f"{agent['agent']} (roles: {', '.join(agent['roles'])}); "
+                    "actions not listed: deny (default-deny)")
+    roles = [{"role": r["role"], "holders": ", ".join(h["name"] for h in r["holders"])
+              or "nobody"} for r in found["roles"]]
+    table(roles, ["role", "holders"], title="approver roles")
+
+
 def legacy_policy_app(backtest: Callable[..., None]) -> typer.Typer:
     """``agentledger policy``: the old name of ``tool-policy``, hidden from ``--help``.
 

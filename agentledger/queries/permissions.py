@@ -1,0 +1,386 @@
+"""What each agent may do: the tool policy evaluated cell by cell, never kept by hand.
+
+For every agent of a tenant and every tool action of the catalog, the *loaded* Cedar
+policy (:class:`agentledger.producers.gate.Gate`, the same object that gates calls) is
+asked, and its answers are folded into a matrix: allow, deny, or needs N approvals from
+role R, each naming the rule (``@id``) that decided and its reason.
+
+Conditions on arguments are found from the policy itself, not from a list: every literal
+the policy compares a typed argument with (``context.args.amount > 200``) is read from the
+policy's JSON form (``cedarpy.policies_to_json_str``) and cuts that argument's range into
+pieces (below, at and between the literals, and "absent"). Each piece is asked once and
+adjacent pieces with the same answers merge into *bands* ("amount ≤ 200: allow",
+"201 ≤ amount ≤ 800: 2 x finance", …). Each band also carries what the policy says once
+the approvals are in, without an idempotency key, and for another tenant's resource.
+
+Why this is exact, and where it stops (docs/console.md, "Permissions"): a Cedar condition
+that only compares an argument with literals is constant between consecutive literals, so
+one sample per piece is the answer for the whole piece. Conditions the literal scan cannot
+see are not split into bands: arithmetic on arguments (``amount * 2 > x``), one argument
+compared with another, ``like`` patterns on strings, entity attributes that vary per
+principal. Such a cell still shows the policy's answer for its sample; the cases test
+(:func:`decide`, ``tests/shell/test_permissions.py``) is the guard that the matrix and the
+gate agree on every case the policy's authors wrote down.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cedarpy
+
+from agentledger.auth import ALL_TENANTS, KeyEntry
+from agentledger.producers.gate import Decision, Gate
+from agentledger.producers.tool_policy_files import ANY_TENANT
+from agentledger.queries.common import Scope
+
+_COMPARE = {"<", "<=", ">", ">=", "==", "!="}
+MAX_COMBINATIONS = 256
+"""Pieces per action at most (the product over its arguments); beyond it, the first ones."""
+OTHER_TENANT_SUFFIX = "~other"
+
+
+def _outcome(d: Decision) -> dict[str, Any]:
+    out: dict[str, Any] = {"decision": d.decision, "rule": d.rule, "reason": d.reason}
+    if d.decision == "escalate":
+        out["approvals_required"] = d.approvals_required
+        out["approver_role"] = d.approver_role
+    return out
+
+
+def outcome_text(o: Mapping[str, Any]) -> str:
+    """``allow``, ``deny`` or ``2 x finance``, with the rule: what a cell shows."""
+    what = (f"{o['approvals_required']} \u00d7 {o['approver_role']}" if o["decision"] == "escalate"
+            else o["decision"])
+    return f"{what} ({o['rule']})"
+
+
+# -- the literals the policy compares arguments with -----------------------------------------
+
+
+def _arg_name(node: Any) -> str | None:
+    """``context.args.NAME`` → NAME (the EST form of an attribute path)."""
+    if isinstance(node, dict) and set(node) == {"."}:
+        inner = node["."]
+        left = inner.get("left")
+        if isinstance(left, dict) and set(left) == {"."} and left["."].get("attr") == "args" \
+                and left["."].get("left") == {"Var": "context"}:
+            return str(inner.get("attr"))
+    return None
+
+
+def _walk(node: Any, found: dict[str, set[Any]]) -> None:
+    if isinstance(node, dict):
+        for op, body in node.items():
+            if op in _COMPARE and isinstance(body, dict):
+                left, right = body.get("left"), body.get("right")
+                for a, b in ((left, right), (right, left)):
+                    name = _arg_name(a)
+                    if name and isinstance(b, dict) and set(b) == {"Value"} \
+                            and isinstance(b["Value"], int | str | bool):
+                        found.setdefault(name, set()).add(b["Value"])
+            _walk(body, found)
+    elif isinstance(node, list):
+        for item in node:
+            _walk(item, found)
+
+
+def policy_literals(policy_text: str) -> dict[str, set[Any]]:
+    """Argument name → the literals any policy compares it with."""
+    est = json.loads(cedarpy.policies_to_json_str(policy_text))
+    found: dict[str, set[Any]] = {}
+    for policy in est.get("staticPolicies", {}).values():
+        _walk(policy.get("conditions", []), found)
+    return found
+
+
+def _policy_text(gate: Gate) -> str:
+    return "\n".join(p.read_text() for p in sorted(gate.source.glob("*.cedar")))
+
+
+# -- pieces of an argument's range ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Piece:
+    """One piece of one argument's values: ``absent``, a closed Long range (``lo``/``hi``
+    None = unbounded), one value, or any value but the listed ones."""
+
+    kind: str  # absent | range | value | other
+    lo: int | None = None
+    hi: int | None = None
+    value: Any = None
+    others: tuple[Any, ...] = ()
+
+    def sample(self) -> Any:
+        if self.kind == "range":
+            if self.lo is not None:
+                return self.lo
+            return self.hi if self.hi is not None else 0
+        if self.kind == "value":
+            return self.value
+        if self.kind == "other":
+            return "agentledger-any-other-value"
+        return None
+
+    def holds(self, value: Any) -> bool:
+        if self.kind == "absent":
+            return value is None
+        if value is None:
+            return False
+        if self.kind == "range":
+            return (self.lo is None or value >= self.lo) and (self.hi is None or value <= self.hi)
+        if self.kind == "value":
+            return bool(value == self.value)
+        return value not in self.others
+
+    def label(self, name: str) -> str:
+        if self.kind == "absent":
+            return f"no {name}"
+        if self.kind == "value":
+            return f"{name} = {json.dumps(self.value)}"
+        if self.kind == "other":
+            return f"{name} any other value" if self.others else f"any {name}"
+        if self.lo is None and self.hi is None:
+            return f"any {name}"
+        if self.lo is None:
+            return f"{name} ≤ {self.hi}"
+        if self.hi is None:
+            return f"{name} ≥ {self.lo}"
+        return f"{name} = {self.lo}" if self.lo == self.hi else f"{self.lo} ≤ {name} ≤ {self.hi}"
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"kind": self.kind}
+        if self.kind == "range":
+            out.update(min=self.lo, max=self.hi)
+        elif self.kind == "value":
+            out["value"] = self.value
+        elif self.kind == "other":
+            out["except"] = list(self.others)
+        return out
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Piece:
+        return cls(d["kind"], d.get("min"), d.get("max"), d.get("value"),
+                   tuple(d.get("except") or ()))
+
+
+def pieces(kind: str, literals: Iterable[Any]) -> list[Piece]:
+    """The pieces a Cedar type's values fall into given the literals the policy tests."""
+    out = [Piece("absent")]
+    if kind == "Long":
+        cuts = sorted({int(v) for v in literals
+                       if isinstance(v, int) and not isinstance(v, bool)})
+        lo: int | None = None
+        for c in cuts:
+            if lo is None or lo <= c - 1:
+                out.append(Piece("range", lo, c - 1))
+            out.append(Piece("range", c, c))
+            lo = c + 1
+        out.append(Piece("range", lo, None))
+    elif kind == "Boolean":
+        out += [Piece("value", value=True), Piece("value", value=False)]
+    else:
+        values = sorted({str(v) for v in literals if isinstance(v, str)})
+        out += [Piece("value", value=v) for v in values]
+        out.append(Piece("other", others=tuple(values)))
+    return out
+
+
+def _merge(a: Piece, b: Piece) -> Piece | None:
+    if a.kind == b.kind == "range" and a.hi is not None and b.lo == a.hi + 1:
+        return Piece("range", a.lo, b.hi)
+    return None
+
+
+# -- the matrix ---------------------------------------------------------------------------------
+
+
+def _ask(gate: Gate, tenant: str, agent: str, tool: str, action: str,
+         args: dict[str, Any]) -> dict[str, Any]:
+    base = {"tenant": tenant, "agent": agent, "tool": tool, "action": action, "args": args}
+    first = gate.decide(**base, idempotency_key="k")
+    answers: dict[str, Any] = {"outcome": _outcome(first)}
+    if first.decision == "escalate":
+        answers["after_approvals"] = _outcome(gate.decide(
+            **base, idempotency_key="k", approvals=first.approvals_required))
+    answers["without_idempotency_key"] = _outcome(gate.decide(**base, idempotency_key=None))
+    answers["other_tenant"] = _outcome(gate.decide(
+        **base, idempotency_key="k", resource_tenant=tenant + OTHER_TENANT_SUFFIX))
+    return answers
+
+
+def _band_text(band: Mapping[str, Any]) -> str:
+    text = outcome_text(band["outcome"])
+    after = band.get("after_approvals")
+    if after and after["decision"] != "allow":
+        text += f", then {outcome_text(after)}"
+    return f"{band['when']}: {text}" if band["when"] else text
+
+
+def cell(gate: Gate, tenant: str, agent: str, uid: str,
+         literals: Mapping[str, set[Any]]) -> dict[str, Any]:
+    """One tool action for one agent: its bands and a summary."""
+    spec = gate.catalog.actions[uid]
+    names = sorted(spec.args)
+    per_arg = [pieces(spec.args[n], literals.get(n, ())) for n in names]
+    bands: list[dict[str, Any]] = []
+    combos = itertools.islice(itertools.product(*per_arg), MAX_COMBINATIONS)
+    for combo in combos:
+        args = {n: p.sample() for n, p in zip(names, combo, strict=True)
+                if p.kind != "absent"}
+        answers = _ask(gate, tenant, agent, spec.tool, spec.action, args)
+        band = {"match": {n: p for n, p in zip(names, combo, strict=True)}, **answers}
+        prev = bands[-1] if bands else None
+        if prev is not None and len(names) == 1 and all(
+                prev[k] == band.get(k) for k in answers) and len(prev) == len(band):
+            merged = _merge(prev["match"][names[0]], combo[0])
+            if merged is not None:
+                prev["match"] = {names[0]: merged}
+                continue
+        bands.append(band)
+    answer_keys = ("outcome", "after_approvals", "without_idempotency_key", "other_tenant")
+    if len({json.dumps([b.get(k) for k in answer_keys]) for b in bands}) == 1:
+        bands = [{**bands[0], "match": {}}]  # the same answer whatever the arguments
+    for band in bands:
+        band["when"] = ", ".join(band["match"][n].label(n) for n in band["match"])
+        band["match"] = {n: p.as_dict() for n, p in band["match"].items()}
+    decisions = {b["outcome"]["decision"] for b in bands}
+    rules = list(dict.fromkeys(b["outcome"]["rule"] for b in bands))
+    notes: list[str] = []
+    for band in bands:
+        for key, what in (("without_idempotency_key", "without an idempotency key"),
+                          ("other_tenant", "on another tenant's resource")):
+            if band[key] != band["outcome"]:
+                note = f"{what}: {outcome_text(band[key])}"
+                if note not in notes:
+                    notes.append(note)
+    return {"tool": spec.tool, "action": spec.action, "mode": spec.mode, "risk": spec.risk,
+            "args": dict(spec.args),
+            "decision": decisions.pop() if len(decisions) == 1 else "conditional",
+            "rules": rules, "summary": "; ".join(_band_text(b) for b in bands),
+            "notes": notes, "bands": bands}
+
+
+def agents_of(gate: Gate, tenant: str) -> list[str]:
+    """The catalog's agents in ``tenant`` (named there, or fleet agents: ``"*"``)."""
+    return [name for name, (tenants, _) in gate.catalog.agents.items()
+            if tenant in tenants or ANY_TENANT in tenants]
+
+
+def tenants_of(gate: Gate) -> list[str]:
+    """The tenants the catalog names (fleet agents run in any tenant besides)."""
+    return sorted({t for tenants, _ in gate.catalog.agents.values() for t in tenants
+                   if t != ANY_TENANT})
+
+
+def matrix(gate: Gate, tenant: str) -> dict[str, Any]:
+    """Every agent of ``tenant`` x every tool action → its cell (see the module doc)."""
+    literals = policy_literals(_policy_text(gate))
+    agents = []
+    for name in agents_of(gate, tenant):
+        roles = list(gate.catalog.agents[name][1])
+        cells = [cell(gate, tenant, name, uid, literals) for uid in gate.catalog.actions]
+        agents.append({"agent": name, "roles": roles, "cells": cells})
+    return {"policy_id": gate.policy_id, "policy_version": gate.version, "tenant": tenant,
+            "tools": {t: [a.action for a in gate.catalog.actions.values() if a.tool == t]
+                      for t in gate.catalog.tools},
+            "queues": {q.role: {"sla_s": q.sla_s, "expires_in_s": q.expires_in_s,
+                                "on_expiry": q.on_expiry} for q in gate.catalog.queues.values()},
+            "agents": agents,
+            "limits": "bands come from literals the policy compares arguments with; "
+                      "fractional Long arguments round up before the policy sees them"}
+
+
+def decide(found: Mapping[str, Any], gate: Gate, case: Mapping[str, Any]) -> dict[str, Any]:
+    """What the *matrix* ``found`` says of a case of a cases file (principal
+    ``tenant/agent``, action ``tool:action``, args, approvals, idempotency_key,
+    resource_tenant): the lookup the permissions page does by eye. ``gate`` only types
+    the arguments (a wrong type is the gate's ``arguments`` deny)."""
+    tenant, agent = str(case["principal"]).split("/", 1)
+    tool, action = str(case["action"]).split(":", 1)
+    if tenant != found["tenant"]:
+        raise ValueError(f"the matrix is of tenant {found['tenant']!r}, not {tenant!r}")
+    row = next((a for a in found["agents"] if a["agent"] == agent), None)
+    cell_ = None if row is None else next(
+        (c for c in row["cells"] if (c["tool"], c["action"]) == (tool, action)), None)
+    if cell_ is None:
+        return {"decision": "deny", "rule": "catalog"}
+    try:
+        typed = gate.request(tenant=tenant, agent=agent, tool=tool, action=action,
+                             args=case.get("args") or {})["context"]["args"]
+    except ValueError:
+        return {"decision": "deny", "rule": "arguments"}
+    for band in cell_["bands"]:
+        if all(Piece.from_dict(m).holds(typed.get(n)) for n, m in band["match"].items()):
+            break
+    else:  # cannot happen: the pieces cover every value
+        raise LookupError(f"no band of {tool}:{action} holds {typed}")
+    resource_tenant = case.get("resource_tenant")
+    if resource_tenant and resource_tenant != tenant:
+        return dict(band["other_tenant"])
+    if not case.get("idempotency_key", True):
+        return dict(band["without_idempotency_key"])
+    first = band["outcome"]
+    if first["decision"] == "escalate" and \
+            int(case.get("approvals", 0)) >= first["approvals_required"]:
+        return dict(band["after_approvals"])
+    return dict(first)
+
+
+# -- who holds the approver roles ----------------------------------------------------------------
+
+
+def role_holders(gate: Gate, entries: Iterable[KeyEntry], tenant: str) -> list[dict[str, Any]]:
+    """Each approval queue (and any other role a key holds) with the keys of ``tenant``
+    (or operator keys) that hold it: name and state, never the key or its digest."""
+    roles: dict[str, list[dict[str, Any]]] = {r: [] for r in gate.catalog.queues}
+    for entry in entries:
+        if tenant not in entry.tenants and ALL_TENANTS not in entry.tenants:
+            continue
+        for role in entry.roles:
+            roles.setdefault(role, []).append({
+                "name": entry.name, "state": entry.state(),
+                "operator": ALL_TENANTS in entry.tenants, "acts_for": list(entry.agents)})
+    out = []
+    for role, holders in roles.items():
+        queue = gate.catalog.queues.get(role)
+        out.append({"role": role, "queue": queue is not None,
+                    "sla_s": queue.sla_s if queue else None,
+                    "on_expiry": queue.on_expiry if queue else None,
+                    "holders": sorted(holders, key=lambda h: h["name"])})
+    return out
+
+
+# -- what the route, the command and the page show ---------------------------------------------
+
+
+def pick_tenant(gate: Gate, scope: Scope, tenant: str | None) -> str:
+    """The tenant to show: the one asked (Forbidden outside the key's scope), else the
+    key's first, else (operator) the catalog's first."""
+    if tenant:
+        scope.narrow(tenant)
+        return tenant
+    if scope.tenants:
+        return sorted(scope.tenants)[0]
+    return (tenants_of(gate) or ["default"])[0]
+
+
+def view(gate: Gate, scope: Scope, tenant: str | None, entries: Iterable[KeyEntry],
+         data_dir: Path | None) -> dict[str, Any]:
+    """The matrix of one tenant, who holds each approver role, and the policy version with
+    its diff from the previous one (:mod:`agentledger.queries.policy_versions`)."""
+    from agentledger.queries import policy_versions
+
+    chosen = pick_tenant(gate, scope, tenant)
+    found = matrix(gate, chosen)
+    found["roles"] = role_holders(gate, entries, chosen)
+    found["version"] = (policy_versions.version_view(gate, data_dir) if data_dir is not None
+                        else {"version": gate.version, "previous": None, "diff": ""})
+    found["tenants"] = sorted(scope.tenants) if scope.tenants is not None else tenants_of(gate)
+    return found
