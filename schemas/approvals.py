@@ -41,6 +41,20 @@ class Vote(BaseModel):
     ts: datetime = Field(default_factory=lambda: datetime.now(UTC))
 
 
+class Assignment(BaseModel):
+    """A request handed on: to another queue (``to_role``, reassign) or to one named
+    approver (``to_approver``, delegate), by whom and why. Kept in the state, so the
+    hand-over is signed and recorded with the votes."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    by: str = Field(min_length=1, max_length=128, description="the API key's name")
+    to_role: str | None = Field(default=None, min_length=1, max_length=128)
+    to_approver: str | None = Field(default=None, min_length=1, max_length=128)
+    reason: str = Field(min_length=1, max_length=2048)
+    ts: datetime = Field(default_factory=lambda: datetime.now(UTC))
+
+
 class ApprovalState(BaseModel):
     """The current state of one approval request."""
 
@@ -62,6 +76,19 @@ class ApprovalState(BaseModel):
     signature: Signature | None = Field(
         default=None, description="the ledger's signature (the API's key); the SDK obeys "
         "only signed states")
+    assignments: list[Assignment] = Field(
+        default_factory=list, description="reassignments and delegations, oldest first")
+
+    @property
+    def queue(self) -> str:
+        """The queue that decides now: the last reassignment's, else the request's."""
+        return next((a.to_role for a in reversed(self.assignments) if a.to_role),
+                    self.approver_role)
+
+    @property
+    def delegates(self) -> list[str]:
+        """Approvers (key names) the request was delegated to: they may vote on it."""
+        return [a.to_approver for a in self.assignments if a.to_approver]
 
     @property
     def approvers(self) -> list[str]:
@@ -89,7 +116,10 @@ class ApprovalState(BaseModel):
                                       and self.resolved_at <= expires_at)
 
     def to_json(self) -> bytes:
-        return self.model_dump_json().encode()
+        """Without ``assignments`` when there are none: a state never handed on reads
+        (and is signed) exactly as before assignments existed."""
+        return self.model_dump_json(exclude=None if self.assignments else {"assignments"}
+                                    ).encode()
 
     @classmethod
     def from_json(cls, raw: bytes | str) -> ApprovalState:

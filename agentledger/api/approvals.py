@@ -47,6 +47,7 @@ from agentledger.schemas.approvals import (
     PENDING,
     REJECTED,
     ApprovalState,
+    Assignment,
     Vote,
 )
 
@@ -57,6 +58,16 @@ router = APIRouter(default_response_class=OrjsonResponse, tags=["approvals"])
 
 class VoteRequest(BaseModel):
     reason: str = Field(min_length=1, max_length=2048, description="why; kept with the vote")
+
+
+class AssignRequest(BaseModel):
+    """Hand a pending request on: to another queue (reassign) or to a named approver
+    (delegate). Exactly one of the two."""
+
+    to_role: str | None = Field(default=None, pattern=ID, description="reassign to this queue")
+    to_approver: str | None = Field(default=None, min_length=1, max_length=128,
+                                    description="delegate to this key name")
+    reason: str = Field(min_length=1, max_length=2048, description="why; kept with the request")
 
 
 class ApprovalDesk:
@@ -168,7 +179,10 @@ def _view(row: dict[str, Any], state: ApprovalState | None, now: dt.datetime) ->
     age = (now - row["requested_at"]).total_seconds()
     status = _status(row, state, now)
     waited = row["latency_ms"] / 1000 if row["latency_ms"] is not None else age
-    return {**row, "status": status,
+    return {**row, "status": status, "requested_queue": row["queue"],
+            "queue": state.queue if state else row["queue"],
+            "assignments": [a.model_dump() for a in state.assignments] if state else [],
+            "delegates": state.delegates if state else [],
             "votes": [v.model_dump() for v in state.votes] if state else [],
             "approved_by": state.approvers if state else row["approvers"],
             "age_s": round(age, 3),
@@ -180,23 +194,11 @@ def _vote(client: Client, request: Request, who: Principal, approval_id: str,
     """Check one vote, then publish the request's new state (see the module doc)."""
     row = q.request(client, Scope(who.tenants), approval_id)
     now = dt.datetime.now(dt.UTC)
-    if row["queue"] not in who.roles:
-        raise HTTPException(403, f"key {who.name!r} is not an approver of queue "
-                                 f"{row['queue']!r}")
-    if row["agent"] in who.agents or f"{row['tenant']}/{row['agent']}" in who.agents:
-        raise HTTPException(403, f"key {who.name!r} acts for agent {row['agent']!r}: "
-                                 "it cannot approve its own agent's request")
+    _may_decide(who, row, _bound(row, _state_of(request, approval_id)))
     desk = _desk(request)
     with desk.lock:
-        found = desk.follower.get(approval_id)
-        if found is not None and _bound(row, found) is None:
-            raise HTTPException(409, f"approval {approval_id} has a state for another request "
-                                     "(tenant, agent or run): refusing to vote on it")
-        state = found or ApprovalState(
-            approval_id=approval_id, tenant=row["tenant"], agent=row["agent"],
-            run_id=row["run_id"], action=row["action"], approver_role=row["queue"],
-            approvals_required=max(1, int(row["approvals_required"] or 1)),
-            requested_at=row["requested_at"])
+        state = _current(desk, row, approval_id)
+        _may_decide(who, row, state)  # again: a reassignment may have landed meanwhile
         status = _status(row, state, now)
         if status != PENDING:
             raise HTTPException(409, f"approval {approval_id} is {status} already")
@@ -214,6 +216,75 @@ def _vote(client: Client, request: Request, who: Principal, approval_id: str,
     return _view(row, new, now)
 
 
+def _may_decide(who: Principal, row: dict[str, Any], state: ApprovalState | None) -> None:
+    """403 unless ``who`` holds the request's current queue (after reassignments) or was
+    delegated it, and does not act for the request's agent."""
+    queue = state.queue if state else row["queue"]
+    if queue not in who.roles and not (state and who.name in state.delegates):
+        raise HTTPException(403, f"key {who.name!r} is not an approver of queue {queue!r}")
+    if row["agent"] in who.agents or f"{row['tenant']}/{row['agent']}" in who.agents:
+        raise HTTPException(403, f"key {who.name!r} acts for agent {row['agent']!r}: "
+                                 "it cannot approve its own agent's request")
+
+
+def _current(desk: ApprovalDesk, row: dict[str, Any], approval_id: str) -> ApprovalState:
+    """The request's state on the topic, or its first state (call with the desk's lock)."""
+    found = desk.follower.get(approval_id)
+    if found is not None and _bound(row, found) is None:
+        raise HTTPException(409, f"approval {approval_id} has a state for another request "
+                                 "(tenant, agent or run): refusing to vote on it")
+    return found or ApprovalState(
+        approval_id=approval_id, tenant=row["tenant"], agent=row["agent"],
+        run_id=row["run_id"], action=row["action"], approver_role=row["queue"],
+        approvals_required=max(1, int(row["approvals_required"] or 1)),
+        requested_at=row["requested_at"])
+
+
+def assign(client: Client, request: Request, who: Principal, approval_id: str,
+           body: AssignRequest) -> Any:
+    """Reassign a pending request to another queue or delegate it to a named approver,
+    recorded in its signed state (``assignments``). Only someone who may decide it now
+    may hand it on; votes already cast stay and still count."""
+    if (body.to_role is None) == (body.to_approver is None):
+        raise HTTPException(422, "give exactly one of to_role (reassign) or to_approver "
+                                 "(delegate)")
+    row = q.request(client, Scope(who.tenants), approval_id)
+    now = dt.datetime.now(dt.UTC)
+    _may_decide(who, row, _bound(row, _state_of(request, approval_id)))
+    desk = _desk(request)
+    with desk.lock:
+        state = _current(desk, row, approval_id)
+        _may_decide(who, row, state)
+        status = _status(row, state, now)
+        if status != PENDING:
+            raise HTTPException(409, f"approval {approval_id} is {status} already")
+        if body.to_approver is not None and body.to_approver == who.name:
+            raise HTTPException(409, "delegating a request to yourself changes nothing")
+        handed = Assignment(by=who.name, to_role=body.to_role, to_approver=body.to_approver,
+                            reason=body.reason, ts=now)
+        new = desk.publish(state.model_copy(update={
+            "assignments": [*state.assignments, handed], "version": state.version + 1}))
+    return _view(row, new, now)
+
+
+def views(request: Request, who: Principal, client: Client, *, tenant: str | None = None,
+          queue: str | None = None, since: dt.datetime | None = None,
+          limit: int = 200) -> list[dict[str, Any]]:
+    """Requests in ``who``'s tenants with their live state, newest first: what
+    ``GET /v1/approvals`` lists and the console's inbox shows."""
+    _warm_desk(request)
+    now = dt.datetime.now(dt.UTC)
+    found = q.requests(client, Scope(who.tenants), tenant=tenant, queue=queue, since=since,
+                       limit=limit)
+    return [_view(r, _state_of(request, r["approval_id"]), now) for r in found]
+
+
+def vote(client: Client, request: Request, who: Principal, approval_id: str,
+         decision: Literal["approve", "deny"], reason: str) -> Any:
+    """One vote, checked and published (the JSON routes and the console share it)."""
+    return _vote(client, request, who, approval_id, decision, reason)
+
+
 def _state_of(request: Request, approval_id: str) -> ApprovalState | None:
     desk = getattr(request.app.state, "approvals", None)
     return desk.follower.get(approval_id) if desk is not None else None
@@ -229,12 +300,9 @@ def list_approvals(
     since: Annotated[str | None, Query(max_length=64)] = "7d",
     limit: Annotated[int, Query(ge=1, le=1000)] = 200,
 ) -> Any:
-    _warm_desk(request)
-    now = dt.datetime.now(dt.UTC)
-    found = q.requests(client, Scope(who.tenants), tenant=tenant, queue=queue,
-                       since=parse_time(since), limit=limit)
-    views = [_view(r, _state_of(request, r["approval_id"]), now) for r in found]
-    return {"approvals": [v for v in views if status is None or v["status"] == status]}
+    found = views(request, who, client, tenant=tenant, queue=queue, since=parse_time(since),
+                  limit=limit)
+    return {"approvals": [v for v in found if status is None or v["status"] == status]}
 
 
 @router.get("/v1/approvals/stats",
@@ -306,3 +374,11 @@ def approve(request: Request, who: Who, client: Store, body: VoteRequest,
 def deny(request: Request, who: Who, client: Store, body: VoteRequest,
          approval_id: Annotated[str, Path(pattern=ID)]) -> Any:
     return _vote(client, request, who, approval_id, "deny", body.reason)
+
+
+@router.post("/v1/approvals/{approval_id}/assign",
+             summary="reassign to another queue (to_role) or delegate to an approver "
+                     "(to_approver), recorded with the request")
+def assign_approval(request: Request, who: Who, client: Store, body: AssignRequest,
+                    approval_id: Annotated[str, Path(pattern=ID)]) -> Any:
+    return assign(client, request, who, approval_id, body)

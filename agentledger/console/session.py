@@ -67,6 +67,7 @@ class Session:
     expires_at: float
     key: str | None = None
     name: str | None = None
+    flash: str | None = None  # one message for the next page shown (then dropped)
 
 
 @dataclass
@@ -191,6 +192,11 @@ def sign_in_url(request: Request) -> str:
     return f"/console/signin?next={quote(target, safe='')}"
 
 
+def flash(user: User, message: str) -> None:
+    """Show ``message`` on the next page this session renders (after a redirect)."""
+    user.session.flash = message
+
+
 def render(request: Request, template: str, status_code: int = 200,
            **ctx: Any) -> HTMLResponse:
     """The page ``template`` with ``ctx``, the nav, the signed-in user (if any) and
@@ -204,8 +210,11 @@ def render(request: Request, template: str, status_code: int = 200,
     def csrf_field() -> Markup:
         return Markup('<input type="hidden" name="csrf" value="{}">').format(token)
 
+    flash = session.flash if session else None
+    if session is not None:
+        session.flash = None
     context = {"user": user, "nav": NAV, "path": request.url.path, "csrf": token,
-               "csrf_field": csrf_field, **ctx}
+               "csrf_field": csrf_field, "flash": flash, **ctx}
     response = TEMPLATES.TemplateResponse(request, template, context, status_code=status_code)
     response.headers["Cache-Control"] = "no-store"
     response.headers["X-Frame-Options"] = "DENY"

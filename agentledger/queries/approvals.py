@@ -169,3 +169,25 @@ def stats(client: Client, scope: Scope, by: str, since: dt.datetime | None,
             "approval_p50_ms": p50 if row["decided"] else None,
             "approval_p95_ms": p95 if row["decided"] else None})
     return {"by": by, "since": since, "until": until, "groups": groups}
+
+
+_RULES = (
+    "SELECT run_id, JSONExtractString(body, 'action') AS action, "
+    "argMax(JSONExtractString(body, 'policy_id'), seq) AS policy_id, "
+    "argMax(JSONExtractString(body, 'policy_version'), seq) AS policy_version, "
+    "argMax(JSONExtractString(body, 'rule'), seq) AS rule FROM events "
+    "WHERE event_type = 'policy.decision' AND decision = 'escalate' "
+    "AND run_id IN {{run_ids:Array(String)}} AND {where} GROUP BY run_id, action"
+)
+
+
+def escalation_rules(client: Client, scope: Scope,
+                     run_ids: list[str]) -> dict[tuple[str, str], dict[str, Any]]:
+    """The policy rule that escalated each (run, action): the ``policy.decision`` an
+    approval request follows on its run, for the inbox to name the rule that asked."""
+    if not run_ids:
+        return {}
+    where = Where().scope(scope)
+    found = rows(client, _RULES.format(where=where.sql()),
+                 {**where.params, "run_ids": sorted(set(run_ids))})
+    return {(r["run_id"], r["action"]): r for r in found}
