@@ -120,6 +120,9 @@ class Settings(BaseSettings):
         default=None, description="accepted keys (hashed); unset = <data_dir>/api-keys.yaml")
     api_keys: list[dict[str, Any]] = Field(
         default_factory=list, description='more accepted keys, JSON: [{"name","sha256","tenants"}]')
+    webhooks_file: Path | None = Field(
+        default=None, description="outgoing webhooks (docs/notifications.md); unset = "
+        "<data_dir>/webhooks.yaml")
     api_max_rows: int = Field(default=10_000, ge=1, description="row cap of one SQL answer")
     control_streams_per_key: int = Field(
         default=8, ge=1, description="open GET /v1/control/stream connections one API key may "

@@ -30,6 +30,7 @@ from agentledger.api import (
     tool_gate,
     traces,
     watch,
+    webhooks,
 )
 from agentledger.api.deps import ApiConfig
 from agentledger.api.errors import install_error_handlers
@@ -76,6 +77,7 @@ def create_app(client: Client, keys: KeySource, *, database: str = "agentledger"
     app.router.routes.extend(reconcile.router.routes)  # POST /v1/reconcile
     app.router.routes.extend(regression.router.routes)  # GET /v1/regression/*
     app.router.routes.extend(permissions.router.routes)  # GET /v1/permissions
+    app.router.routes.extend(webhooks.router.routes)  # GET /v1/webhooks
     traces.install(app)  # POST /v1/traces
     app.router.routes.extend(control_stream.router.routes)  # GET /v1/control/stream
     app.router.on_shutdown.append(lambda: control_stream.stop(app))

@@ -21,6 +21,7 @@ from agentledger.cli import (
     intake,
     keys,
     margins,
+    notify,
     reconcile,
     regression,
     runs,
@@ -65,6 +66,8 @@ app.add_typer(tool_policy.tool_policy_app, name="tool-policy")
 app.add_typer(tool_policy.legacy_policy_app(control.backtest), name="policy", hidden=True)
 app.add_typer(dashboards.dashboards_app, name="dashboards")
 app.add_typer(regression.regression_app, name="regression")  # agentledger/cli/regression.py
+app.command()(notify.notify)  # agentledger/cli/notify.py: the webhook sender
+app.add_typer(notify.webhooks_app, name="webhooks")
 
 
 def main() -> None:
