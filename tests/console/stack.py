@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -69,6 +70,12 @@ class ConsoleStack:
         wait_for(lambda: self.query("SELECT count() FROM events FINAL WHERE run_id = "
                                     "{r:String}", r=run_id)[0][0] >= n, 60,
                  what=f"{n} events of {run_id} in the store")
+
+
+def pending_for(stack: ConsoleStack, run_id: str) -> dict[str, Any] | None:
+    """The pending request of ``run_id`` as ``GET /v1/approvals`` lists it to ana."""
+    found = stack.call("GET", "/v1/approvals?status=pending", "ana").json()["approvals"]
+    return next((a for a in found if a["run_id"] == run_id), None)
 
 
 class RefundAgent(threading.Thread):
@@ -129,7 +136,8 @@ def console_stack(data: Path) -> Iterator[ConsoleStack]:
                   AGENTLEDGER_DATA_DIR=str(settings.data_dir),
                   AGENTLEDGER_LEDGER_KEY_DIR=str(signing.key_dir(settings))):
             signing.ledger_key(settings)  # the key the API signs votes with, made once
-            keys = {n: new_key() for n in ("agent", "ana", "ben", "bot", "carol", "lee", "globex")}
+            names = ("agent", "ana", "ben", "bot", "carol", "lee", "globex")
+            keys = {n: new_key() for n in names}
             ring = KeyRing([
                 entry_for("refund-agent@acme", keys["agent"], ["acme"],
                           agents=["refund-agent"]),

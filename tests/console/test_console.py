@@ -25,7 +25,7 @@ import pytest
 from PIL import Image
 
 from tests.console.pages import PAGES
-from tests.console.stack import ConsoleStack
+from tests.console.stack import ConsoleStack, pending_for
 from tests.helpers import wait_for
 
 pytestmark = pytest.mark.integration
@@ -55,11 +55,6 @@ def sign_in(ctx: Any, stack: ConsoleStack, who: str) -> Any:
 
 def request_card(page: Any, approval_id: str) -> Any:
     return page.locator(f'section.request[data-approval="{approval_id}"]')
-
-
-def pending_for(stack: ConsoleStack, run_id: str) -> dict[str, Any] | None:
-    found = stack.call("GET", "/v1/approvals?status=pending", "ana").json()["approvals"]
-    return next((a for a in found if a["run_id"] == run_id), None)
 
 
 def vote(page: Any, approval_id: str, decision: str, reason: str) -> None:
