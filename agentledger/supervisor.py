@@ -2,7 +2,8 @@
 
 Order of start: broker → topics → store service (sink + API, a child process that owns
 the chdb store) → stream worker (the control loop) → OTLP intake (spans from the
-OpenTelemetry Collector's Kafka exporter). While it starts, ``<run_dir>/
+OpenTelemetry Collector's Kafka exporter) → webhook sender (``agentledger notify``,
+docs/notifications.md). While it starts, ``<run_dir>/
 supervisor.json`` says so, and readers (the CLI) wait for the store service instead of
 opening the store themselves (see :func:`agentledger.api_client.open_ledger`).
 
@@ -155,7 +156,8 @@ class Supervisor:
             self._ensure_topics(bootstrap)
             self.children = [self._service("sink", bootstrap),
                              self._service("streams", bootstrap),
-                             self._service("intake", bootstrap)]
+                             self._service("intake", bootstrap),
+                             self._service("notify", bootstrap)]  # webhooks
             for child in self.children:
                 child.start()
             self._publish()
@@ -167,6 +169,8 @@ class Supervisor:
             if store:
                 self.say(f"ledger api:      {store['api_url']} "
                          f"(operator key in {settings.run_dir / 'api.key'})")
+                self.say(f"web console:     {store['api_url']}/console "
+                         "(sign in with an API key)")
             intake = self._wait_for(discovery.INTAKE_FILE, 10)
             if intake:
                 self.say(f"otlp/http:       {intake['otlp_http_url']}/v1/traces "
