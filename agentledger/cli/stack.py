@@ -17,7 +17,8 @@ def up(
 ) -> None:
     """Run the embedded stack in the foreground: broker, sink, store API, stream worker.
 
-    Prints the Kafka bootstrap address, the ClickHouse DSN and the API URL. Ctrl-C or
+    Prints the Kafka bootstrap address, the ClickHouse DSN, the API URL and the web
+    console's URL (``<api>/console``). Ctrl-C or
     SIGTERM stops everything in order (sink flushes and commits first).
     """
     from agentledger.services import stop_on_signals
@@ -100,7 +101,8 @@ def api(
     host: Annotated[str | None, typer.Option(help="address (default AGENTLEDGER_API_HOST)")]
     = None,
 ) -> None:
-    """Serve the ledger HTTP API (OpenAPI at /openapi.json, docs at /docs) until SIGTERM.
+    """Serve the ledger HTTP API (OpenAPI at /openapi.json, docs at /docs, the web console
+    at /console) until SIGTERM.
 
     With the embedded store this process owns it (stop `agentledger up` first, which
     already serves the API); with a ClickHouse server run as many as you like.

@@ -306,3 +306,18 @@ def test_the_image_copies_every_layer_and_installs_the_server_extra():
     missing = [name for name in links if f"COPY {name} {name}" not in dockerfile]
     assert not missing, f"Dockerfile does not copy {missing}"
     assert '".[server]"' in dockerfile, "the services need the server extra"
+
+
+def test_the_api_service_serves_the_console():
+    """The console is part of the API app (``/console``): the api service runs
+    ``agentledger api`` on the published port 8080, and its image installs the server
+    extra, which brings Jinja2."""
+    from agentledger.api.app import create_app
+    from agentledger.auth import KeyRing
+
+    assert SERVICES["api"]["command"] == ["agentledger", "api"]
+    assert "8080" in {p.split(":")[-1] for p in SERVICES["api"]["ports"]}
+    assert '".[server]"' in (ROOT / "Dockerfile").read_text()
+    paths = {getattr(r, "path", "") for r in create_app(None, KeyRing()).routes}  # type: ignore[arg-type]
+    assert {"/console/signin", "/console/inbox", "/console/runs/{ref}",
+            "/console/search", "/console/static"} <= paths
