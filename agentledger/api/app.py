@@ -20,6 +20,7 @@ from agentledger.api import (
     control_stream,
     events,
     gate,
+    ledger_verify,
     margins,
     operations,
     overrides,
@@ -75,6 +76,7 @@ def create_app(client: Client, keys: KeySource, *, database: str = "agentledger"
         app.router.routes.extend(family.router.routes)
     app.router.routes.extend(overrides.router.routes)  # POST /v1/control/overrides
     app.router.routes.extend(reconcile.router.routes)  # POST /v1/reconcile
+    app.router.routes.extend(ledger_verify.router.routes)  # POST /v1/ledger/verify
     app.router.routes.extend(regression.router.routes)  # GET /v1/regression/*
     app.router.routes.extend(permissions.router.routes)  # GET /v1/permissions
     app.router.routes.extend(webhooks.router.routes)  # GET /v1/webhooks

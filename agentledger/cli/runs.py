@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import sys
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -106,14 +107,44 @@ def replay(
 
 
 def verify(
-    ref: Annotated[str, typer.Argument(help="a run id or a trace id")],
+    ref: Annotated[str | None, typer.Argument(help="a run id or a trace id")] = None,
+    ledger_wide: Annotated[bool, typer.Option(
+        "--ledger", help="verify the whole ledger: every log's Merkle tree against every "
+                         "signed head (operator key)")] = False,
+    witness: Annotated[Path | None, typer.Option(
+        help="a witness copy (`agentledger checkpoints export DIR`) to hold the store to; "
+             "with --ledger")] = None,
+    since: SinceOpt = None,
+    public_key: Annotated[list[str] | None, typer.Option(
+        "--public-key", help="a trusted ledger public key (base64 or a .pub file); "
+                             "repeatable; with --ledger")] = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Verify the stored hash chain of a run (or every run of a trace).
+    """Verify the stored hash chain of a run (or every run of a trace), or with --ledger
+    the whole ledger.
 
-    Detects modified, deleted, inserted and reordered events and columns edited in place;
-    exits 1 and names the first broken link.
+    A run: detects modified, deleted, inserted and reordered events and columns edited in
+    place; exits 1 and names the first broken link.
+
+    --ledger: recomputes every log's Merkle tree (one per agent.events partition) from the
+    stored events and checks it against every signed head in the store and, with
+    --witness, in the witness copy: the same root at that size, consistent successive
+    heads, every head signed by a known ledger key. A whole run deleted, rewritten with a
+    recomputed chain, truncated, forged, two events swapped or an older snapshot restored
+    all change a root; with a witness the first differing leaf is named (log, index,
+    event, run, and whether it was deleted, inserted, altered or reordered). --since
+    checks only the heads issued since then (the tree is still recomputed whole). Exits 0
+    with a one-line summary when intact, 1 otherwise.
     """
+    if ledger_wide:
+        if ref is not None:
+            raise UserError("give a run id or --ledger, not both")
+        _verify_ledger(witness, since, public_key or [], as_json)
+        return
+    if ref is None:
+        raise UserError("give a run id or trace id, or --ledger")
+    if witness is not None or public_key or since is not None:
+        raise UserError("--witness, --public-key and --since go with --ledger")
     with connect.ledger() as ledger:
         result = ledger.get(f"/v1/verify/{_ref(ref)}")
     if as_json:
@@ -131,4 +162,60 @@ def verify(
                           f"(event {run['broken_event_id']}): {run['problem']}",
                           highlight=False)
     if not result["ok"]:
+        raise typer.Exit(1)
+
+
+def _verify_ledger(witness_dir: Path | None, since: str | None, public_keys: list[str],
+                   as_json: bool) -> None:
+    """The CLI half of ``verify --ledger``: the witness is read and checked here, only its
+    signed heads and public keys go to the API, and differences are named here."""
+    from agentledger.core import signing
+    from agentledger.queries import ledger_verify as lv
+
+    try:
+        keyring = signing.Keyring.parse(public_keys)
+        found = lv.read_witness(witness_dir) if witness_dir is not None else lv.Witness()
+    except (OSError, ValueError) as exc:
+        raise UserError(str(exc)) from None
+    for kid, public in keyring.keys.items():
+        found.keyring.keys[kid] = public
+    witness_problems = lv.check_witness(found) if witness_dir is not None else []
+    heads = [h for hs in found.heads.values() for h in hs]
+    with connect.ledger() as ledger:
+        report = ledger.post("/v1/ledger/verify", {
+            "since": since, "witness_heads": [
+                {k: v for k, v in h.to_dict().items() if k != "source"} for h in heads],
+            "public_keys": lv.public_texts(found.keyring)})
+    named = []
+    for log in report["logs"]:
+        if "store_window" in log and log["log_id"] in found.leaves:
+            difference = lv.name_difference(log["log_id"], log.pop("store_window"),
+                                            found.leaves[log["log_id"]], log["window"]["lo"])
+            if difference is not None:
+                log["first_difference"] = difference
+                named.append(difference)
+        log.pop("store_window", None)
+    report["witness"] = None if witness_dir is None else {
+        "dir": str(witness_dir), "heads": len(heads),
+        "leaves": sum(len(v) for v in found.leaves.values()), "problems": witness_problems}
+    report["problems"] = [*witness_problems, *report["problems"]]
+    report["ok"] = report["ok"] and not witness_problems
+    report["first_difference"] = named[0] if named else None
+    if as_json:
+        print_json(report)
+    elif report["ok"]:
+        out.print(f"ledger ok: {report['leaves']:,} leaves in {len(report['logs'])} log(s), "
+                  f"{report['heads']:,} signed heads hold"
+                  f"{' (witness included)' if witness_dir else ''}, "
+                  f"{report['uncovered']:,} landed since the latest head "
+                  f"({report['seconds']:.1f} s)", highlight=False, markup=False)
+    else:
+        out.print(f"ledger BROKEN: {len(report['problems'])} problem(s)", highlight=False,
+                  markup=False)
+        for difference in named:
+            out.print(f"first difference: {lv.describe(difference)}", highlight=False,
+                      markup=False)
+        for line in report["problems"]:
+            out.print(f"  {line}", highlight=False, markup=False)
+    if not report["ok"]:
         raise typer.Exit(1)

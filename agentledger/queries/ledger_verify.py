@@ -1,0 +1,571 @@
+"""``verify --ledger``: recompute every log's Merkle tree from the stored events and hold
+it to every signed head, in the store and in a witness copy (docs/integrity.md).
+
+Why recompute from ``events`` rather than trust ``ledger_leaves``: the leaves table is in
+the same database an attacker can write, so it proves nothing by itself. The tree is
+rebuilt from what queries actually read: per log (``agent.events/<partition>``), one leaf
+per ``event_id`` at its first landed copy (lowest offset), in offset order, each leaf
+``core.merkle.leaf_input(tenant, run_id, event_id, hash)``. The leaf hashes are computed by
+the engine (``SHA256`` over the same bytes, so only 32 bytes a leaf cross into Python);
+the tree is built level by level in one tight ``hashlib`` loop per level, and every
+head's root, inclusion and consistency proof is read off those levels in O(log n).
+
+What is checked, per log:
+
+- every head (the store's ``checkpoints`` and the witness's) is signed by a known ledger
+  key (purpose ``agentledger.checkpoint.v1``): a head the key did not sign is *forged*;
+- the recomputed tree has the head's root at the head's size, and successive heads are
+  consistent (an RFC 9162 consistency proof from the recomputed tree, checked);
+- two different event ids never claim one Kafka offset (an inserted row).
+
+When a head no longer matches, the store side of the window between the last head that
+matched and the first that did not is returned; :func:`name_difference` compares it with
+the witness's leaves (which the witnessed roots authenticate) and names the first leaf
+that differs: deleted, inserted, altered or reordered. The witness is read by the
+verifier, never sent to the store: the store only answers "what do you hold".
+
+Leaves landed after the latest signed head are not protected yet (the sink signs a head
+every few seconds); they are counted as ``uncovered``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import itertools
+import json
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+from clickhouse_connect.driver.client import Client
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from agentledger.core import merkle, signing
+from agentledger.schemas import topics
+
+HASH: Final = 32
+WINDOW_MAX: Final = 200_000
+"""Store leaves returned to name a difference at most (the window between two heads)."""
+
+
+def log_id(partition: int) -> str:
+    return f"{topics.EVENTS}/{partition}"
+
+
+def partition_of(log: str) -> int:
+    topic, _, part = log.rpartition("/")
+    if topic != topics.EVENTS or not part.isdigit():
+        raise ValueError(f"not a log of {topics.EVENTS}: {log!r}")
+    return int(part)
+
+
+# -- the tree, level by level --------------------------------------------------------------
+
+
+class Levels:
+    """Every aligned perfect subtree of a log's tree: level 0 the leaf hashes, level k the
+    roots of the subtrees of 2**k leaves starting at multiples of 2**k, each level one
+    ``bytes`` of 32-byte hashes. Any MTH the RFC's proofs need is a fold of O(log n) of
+    them, since its ranges start aligned."""
+
+    def __init__(self, leaves: bytes):
+        if len(leaves) % HASH:
+            raise ValueError("leaf hashes are 32 bytes each")
+        self.size = len(leaves) // HASH
+        self.levels = [leaves]
+        sha = hashlib.sha256
+        current = leaves
+        while len(current) >= 2 * HASH:
+            end = len(current) // (2 * HASH) * 2 * HASH
+            current = b"".join([sha(b"\x01" + current[i:i + 2 * HASH]).digest()
+                                for i in range(0, end, 2 * HASH)])
+            self.levels.append(current)
+
+    def leaf(self, index: int) -> bytes:
+        return self.levels[0][index * HASH:(index + 1) * HASH]
+
+    def range_root(self, lo: int, hi: int) -> bytes:
+        """MTH of leaves ``[lo, hi)``; ``lo`` must be aligned to the largest power of two
+        not above ``hi - lo`` (every range the RFC's recursion visits is)."""
+        if hi <= lo:
+            return merkle.EMPTY_ROOT
+        nodes = []
+        pos, n = lo, hi - lo
+        for k in range(n.bit_length() - 1, -1, -1):
+            if n >> k & 1:
+                j = pos >> k
+                nodes.append(self.levels[k][j * HASH:(j + 1) * HASH])
+                pos += 1 << k
+        h = nodes[-1]
+        for left in reversed(nodes[:-1]):
+            h = merkle.node_hash(left, h)
+        return h
+
+    def root(self, size: int) -> bytes:
+        return self.range_root(0, size)
+
+    def inclusion_proof(self, index: int, size: int) -> list[bytes]:
+        """PATH(index, D[size]) (RFC 9162 §2.1.3.1), as :func:`merkle.inclusion_proof`."""
+        if not 0 <= index < size <= self.size:
+            raise ValueError(f"leaf {index} outside a tree of size {size}")
+        proof: list[bytes] = []
+        lo, hi, m = 0, size, index
+        while hi - lo > 1:
+            k = 1 << ((hi - lo - 1).bit_length() - 1)
+            if m < k:
+                proof.append(self.range_root(lo + k, hi))
+                hi = lo + k
+            else:
+                proof.append(self.range_root(lo, lo + k))
+                lo, m = lo + k, m - k
+        proof.reverse()
+        return proof
+
+    def consistency_proof(self, old: int, new: int) -> list[bytes]:
+        """PROOF(old, D[new]) (RFC 9162 §2.1.4.1), as :func:`merkle.consistency_proof`."""
+        if not 0 <= old <= new <= self.size:
+            raise ValueError(f"sizes {old}, {new} outside a tree of size {self.size}")
+        if old in (0, new):
+            return []
+        proof: list[bytes] = []
+        lo, hi, m, complete = 0, new, old, True
+        while True:
+            n = hi - lo
+            if m == n:
+                if not complete:
+                    proof.append(self.range_root(lo, hi))
+                break
+            k = 1 << ((n - 1).bit_length() - 1)
+            if m <= k:
+                proof.append(self.range_root(lo + k, hi))
+                hi = lo + k
+            else:
+                proof.append(self.range_root(lo, lo + k))
+                lo, m, complete = lo + k, m - k, False
+        proof.reverse()
+        return proof
+
+
+# -- heads -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Head:
+    """A signed tree head, from the store or from a witness."""
+
+    log_id: str
+    tree_size: int
+    root_hash: str
+    issued_at_ms: int
+    key_id: str
+    signature: str
+    source: str = "store"
+
+    def message(self) -> bytes:
+        """The signed bytes (contract of core/checkpoint.py)."""
+        return (f"{signing.CHECKPOINT}\n{self.log_id}\n{self.tree_size}\n{self.root_hash}\n"
+                f"{self.issued_at_ms}\n").encode()
+
+    def signed_by(self, keyring: signing.Keyring) -> bool:
+        public = keyring.keys.get(self.key_id)
+        if public is None:
+            return False
+        try:
+            raw = bytes.fromhex(self.signature)
+        except ValueError:  # not hex: the envelope's base64url
+            try:
+                raw = base64.urlsafe_b64decode(self.signature + "=" * (-len(self.signature) % 4))
+            except (binascii.Error, ValueError):
+                return False
+        try:
+            public.verify(raw, self.message())
+        except InvalidSignature:
+            return False
+        return True
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"log_id": self.log_id, "tree_size": self.tree_size,
+                "root_hash": self.root_hash, "issued_at_ms": self.issued_at_ms,
+                "key_id": self.key_id, "signature": self.signature, "source": self.source}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], source: str = "witness") -> Head:
+        issued = d.get("issued_at_ms")
+        if issued is None:
+            issued = _ms(d.get("issued_at"))
+        return cls(str(d["log_id"]), int(d["tree_size"]),
+                   str(d.get("root_hash") or d.get("root") or ""), int(issued),
+                   str(d.get("key_id", "")), str(d.get("signature", "")), source)
+
+
+def _ms(value: Any) -> int:
+    if isinstance(value, int | float):
+        return int(value)
+    import datetime as dt
+
+    if isinstance(value, str):
+        value = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    if isinstance(value, dt.datetime):
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=dt.UTC)
+        return round(value.timestamp() * 1000)
+    raise ValueError(f"not a time: {value!r}")
+
+
+def store_heads(client: Client) -> list[Head]:
+    """Every head in the store's ``checkpoints`` table (none if it does not exist)."""
+    exists = client.query("EXISTS TABLE checkpoints").result_rows[0][0]
+    if not exists:
+        return []
+    found = client.query(
+        "SELECT DISTINCT log_id, tree_size, root_hash, toUnixTimestamp64Milli(issued_at), "
+        "key_id, signature FROM checkpoints ORDER BY log_id, tree_size").result_rows
+    return [Head(str(r[0]), int(r[1]), str(r[2]), int(r[3]), str(r[4]), str(r[5]))
+            for r in found]
+
+
+# -- the witness -----------------------------------------------------------------------------
+
+
+@dataclass
+class Witness:
+    """A witness copy (``agentledger checkpoints export DIR``): heads and leaves per log,
+    and the ledger's public keys."""
+
+    heads: dict[str, list[Head]] = field(default_factory=dict)
+    leaves: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    keyring: signing.Keyring = field(default_factory=signing.Keyring)
+
+    def leaf_hashes(self, log: str) -> bytes:
+        return b"".join(merkle.leaf_hash(merkle.leaf_input(
+            str(leaf["tenant"]), str(leaf["run_id"]), str(leaf["event_id"]),
+            str(leaf["event_hash"]))) for leaf in self.leaves.get(log, []))
+
+
+def read_witness(directory: Path) -> Witness:
+    """Read a witness directory: every ``*.jsonl`` line with a ``tree_size`` is a head,
+    one with an ``event_id`` a leaf (of the line's ``log_id``, or the log the file's
+    heads name); ``keys.json`` holds public keys. ValueError on anything unreadable."""
+    if not directory.is_dir():
+        raise ValueError(f"no witness directory {directory}")
+    witness = Witness()
+    keys_file = directory / "keys.json"
+    if keys_file.is_file():
+        for text in _key_texts(json.loads(keys_file.read_text())):
+            witness.keyring.add(signing.public_from_text(text))
+    for path in sorted(directory.rglob("*.jsonl")):
+        file_log: str | None = None
+        pending: list[dict[str, Any]] = []
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                item = json.loads(line)
+            except ValueError as exc:
+                raise ValueError(f"{path}:{number}: not JSON ({exc})") from None
+            if not isinstance(item, dict):
+                raise ValueError(f"{path}:{number}: not a JSON object")
+            try:
+                if "tree_size" in item:
+                    head = Head.from_dict(item)
+                    file_log = file_log or head.log_id
+                    witness.heads.setdefault(head.log_id, []).append(head)
+                elif "event_id" in item:
+                    pending.append(item)
+            except (KeyError, TypeError, ValueError) as exc:
+                raise ValueError(f"{path}:{number}: {exc}") from None
+        for item in pending:
+            log = str(item.get("log_id") or file_log or _log_from_name(path))
+            witness.leaves.setdefault(log, []).append(item)
+    for log, items in witness.leaves.items():
+        items.sort(key=lambda x: int(x.get("index", x.get("leaf_index", 0))))
+        for position, item in enumerate(items):
+            index = int(item.get("index", item.get("leaf_index", position)))
+            if index != position:
+                raise ValueError(f"witness leaves of {log}: index {index} where {position} "
+                                 "was expected")
+    for heads in witness.heads.values():
+        heads.sort(key=lambda h: (h.tree_size, h.issued_at_ms))
+    return witness
+
+
+def check_witness(witness: Witness) -> list[str]:
+    """The witness held to itself: every head signed by a key it (or the verifier) trusts,
+    and its leaves recompute every head's root. Its leaves are authenticated by the heads
+    they match, so only then can they name a difference in the store."""
+    problems = []
+    for log, heads in sorted(witness.heads.items()):
+        levels = Levels(witness.leaf_hashes(log)) if log in witness.leaves else None
+        for head in heads:
+            if not head.signed_by(witness.keyring):
+                problems.append(f"witness {log}: head at size {head.tree_size} is not "
+                                f"signed by a trusted key (key id {head.key_id or '?'})")
+            elif levels is not None and (head.tree_size > levels.size or
+                                         levels.root(head.tree_size).hex() != head.root_hash):
+                problems.append(f"witness {log}: its own leaves do not give the root of its "
+                                f"head at size {head.tree_size}; the witness copy is "
+                                "damaged")
+    return problems
+
+
+def public_texts(keyring: signing.Keyring) -> list[str]:
+    """The keyring's public keys as ``ledger.pub`` writes them."""
+    return [base64.urlsafe_b64encode(p.public_bytes(Encoding.Raw, PublicFormat.Raw))
+            .decode().rstrip("=") for p in keyring.keys.values()]
+
+
+def _key_texts(data: Any) -> Iterator[str]:
+    if isinstance(data, str):
+        yield data
+    elif isinstance(data, list):
+        for item in data:
+            yield from _key_texts(item)
+    elif isinstance(data, dict):
+        for name in ("public_key", "public", "key"):
+            if isinstance(data.get(name), str):
+                yield data[name]
+                return
+        for name, value in data.items():
+            if name in ("keys", "public_keys") or isinstance(value, str | dict | list):
+                yield from _key_texts(value)
+
+
+def _log_from_name(path: Path) -> str:
+    stem = path.stem.removesuffix(".leaves").removesuffix("-leaves").removesuffix(".heads")
+    if "_" in stem and stem.rsplit("_", 1)[1].isdigit():
+        return log_id(int(stem.rsplit("_", 1)[1]))
+    if "-" in stem and stem.rsplit("-", 1)[1].isdigit():
+        return log_id(int(stem.rsplit("-", 1)[1]))
+    raise ValueError(f"{path}: leaves with no log_id")
+
+
+# -- the store's leaves ----------------------------------------------------------------------
+
+_LEAVES: Final = (
+    "SELECT kafka_offset, SHA256(concat({pre:String}, tenant, '\\n', run_id, '\\n', "
+    "toString(event_id), '\\n', hash)) AS leaf FROM events "
+    "WHERE kafka_partition = {p:UInt16} "
+    "ORDER BY kafka_offset, event_id LIMIT 1 BY event_id")
+_LEAF_PREFIX: Final = (merkle.LEAF_PREFIX + merkle.LEAF_VERSION.encode() + b"\n").decode()
+
+
+def store_partitions(client: Client) -> list[int]:
+    return [int(r[0]) for r in client.query(
+        "SELECT DISTINCT kafka_partition FROM events ORDER BY kafka_partition").result_rows]
+
+
+@dataclass
+class StoreLog:
+    """One log as the store holds it now: leaf hashes in order and their offsets."""
+
+    log_id: str
+    leaves: bytes
+    offsets: list[int]
+    collisions: list[int]
+
+    @property
+    def size(self) -> int:
+        return len(self.offsets)
+
+
+def read_log(client: Client, partition: int) -> StoreLog:
+    """The leaves of one partition's log, recomputed by the engine from ``events``."""
+    table = client.query_arrow(_LEAVES, parameters={"pre": _LEAF_PREFIX, "p": partition})
+    leaf = table.column("leaf").combine_chunks()
+    raw = leaf.buffers()[1].to_pybytes()[leaf.offset * HASH:(leaf.offset + len(leaf)) * HASH]
+    offsets = table.column("kafka_offset").to_pylist()
+    collisions = sorted({o for o, n in itertools.pairwise(offsets) if o == n})
+    return StoreLog(log_id(partition), raw, offsets, collisions)
+
+
+def window(client: Client, log: str, offsets: Sequence[int], lo: int, hi: int
+           ) -> list[dict[str, Any]]:
+    """The store's leaves ``[lo, hi)`` of ``log`` with what they are (to name them)."""
+    hi = min(hi, len(offsets), lo + WINDOW_MAX)
+    if hi <= lo:
+        return []
+    found = client.query(
+        "SELECT kafka_offset, toString(event_id), tenant, run_id, hash, seq FROM events "
+        "WHERE kafka_partition = {p:UInt16} AND kafka_offset >= {a:UInt64} "
+        "AND kafka_offset <= {b:UInt64} ORDER BY kafka_offset, event_id LIMIT 1 BY event_id",
+        parameters={"p": partition_of(log), "a": offsets[lo], "b": offsets[hi - 1]}
+    ).result_rows
+    return [{"index": lo + i, "kafka_offset": int(r[0]), "event_id": r[1], "tenant": r[2],
+             "run_id": r[3], "event_hash": r[4], "seq": int(r[5])}
+            for i, r in enumerate(found[:hi - lo])]
+
+
+# -- checking --------------------------------------------------------------------------------
+
+
+def check_log(store: StoreLog, heads: Iterable[Head], keyring: signing.Keyring
+              ) -> dict[str, Any]:
+    """Hold one log's recomputed tree to its heads (store's and witness's, any order)."""
+    levels = Levels(store.leaves)
+    problems: list[str] = []
+    checked: list[dict[str, Any]] = []
+    last_good: Head | None = None
+    first_bad: Head | None = None
+    ordered = sorted(heads, key=lambda h: (h.tree_size, h.source != "witness"))
+    for head in ordered:
+        entry = {"source": head.source, "tree_size": head.tree_size,
+                 "root_hash": head.root_hash}
+        if not head.signed_by(keyring):
+            entry["verdict"] = "forged"
+            problems.append(f"{head.log_id}: the {head.source}'s head at size "
+                            f"{head.tree_size} is not signed by a known ledger key "
+                            f"(key id {head.key_id or '?'})")
+            checked.append(entry)
+            continue
+        if head.tree_size > store.size:
+            entry["verdict"] = "short"
+            problems.append(f"{head.log_id}: the {head.source}'s signed head covers "
+                            f"{head.tree_size} leaves, the store holds {store.size}")
+        elif levels.root(head.tree_size).hex() != head.root_hash:
+            entry["verdict"] = "mismatch"
+            problems.append(f"{head.log_id}: the tree recomputed from the store does not "
+                            f"have the {head.source}'s signed root at size {head.tree_size}")
+        else:
+            entry["verdict"] = "ok"
+            if last_good is not None and last_good.tree_size < head.tree_size:
+                proof = levels.consistency_proof(last_good.tree_size, head.tree_size)
+                entry["consistent"] = merkle.verify_consistency(
+                    last_good.tree_size, head.tree_size, bytes.fromhex(last_good.root_hash),
+                    bytes.fromhex(head.root_hash), proof)
+                if not entry["consistent"]:  # pragma: no cover - both roots matched
+                    problems.append(f"{head.log_id}: heads {last_good.tree_size} and "
+                                    f"{head.tree_size} are not consistent")
+            if first_bad is None:
+                last_good = head
+        if entry["verdict"] != "ok" and first_bad is None:
+            first_bad = head
+        checked.append(entry)
+    for offset in store.collisions[:10]:
+        problems.append(f"{store.log_id}: two different events claim offset {offset} "
+                        "(one was inserted)")
+    covered = max((h.tree_size for h in ordered if h.source == "store"), default=0)
+    result: dict[str, Any] = {
+        "log_id": store.log_id, "leaves": store.size, "heads": len(checked),
+        "heads_ok": sum(1 for c in checked if c["verdict"] == "ok"),
+        "covered": min(covered, store.size), "uncovered": max(store.size - covered, 0),
+        "root": levels.root(store.size).hex(), "ok": not problems, "problems": problems,
+        "checked": checked}
+    if first_bad is not None:
+        lo = last_good.tree_size if last_good is not None else 0
+        result["window"] = {"lo": lo, "hi": first_bad.tree_size,
+                            "last_good": last_good.tree_size if last_good else 0,
+                            "first_bad": first_bad.tree_size}
+    return result
+
+
+def since_filter(heads: Sequence[Head], since_ms: int | None) -> list[Head]:
+    """The heads issued at or after ``since_ms``, and per source the last one before (the
+    anchor the first later head must be consistent with)."""
+    if since_ms is None:
+        return list(heads)
+    kept = [h for h in heads if h.issued_at_ms >= since_ms]
+    for source in {h.source for h in heads}:
+        before = [h for h in heads if h.source == source and h.issued_at_ms < since_ms]
+        if before:
+            kept.append(max(before, key=lambda h: (h.tree_size, h.issued_at_ms)))
+    return kept
+
+
+def verify_ledger(client: Client, keyring: signing.Keyring,
+                  witness_heads: Sequence[Head] = (), *, since_ms: int | None = None,
+                  with_windows: bool = True) -> dict[str, Any]:
+    """Recompute every log and hold it to the store's and ``witness_heads``' signed heads.
+
+    Each log that fails carries ``window``: its first failing head and the last one that
+    held; with ``with_windows`` also ``store_window``, the store's leaves between them (at
+    most :data:`WINDOW_MAX`), for :func:`name_difference`."""
+    started = time.monotonic()
+    heads: dict[str, list[Head]] = {}
+    for head in [*store_heads(client), *witness_heads]:
+        heads.setdefault(head.log_id, []).append(head)
+    parts = set(store_partitions(client))
+    for log in heads:
+        try:
+            parts.add(partition_of(log))
+        except ValueError:
+            continue
+    logs = []
+    for p in sorted(parts):
+        store = read_log(client, p)
+        result = check_log(store, since_filter(heads.get(store.log_id, []), since_ms),
+                           keyring)
+        if with_windows and "window" in result:
+            w = result["window"]
+            result["store_window"] = window(client, store.log_id, store.offsets, w["lo"],
+                                            w["hi"])
+        logs.append(result)
+    problems = [p for log in logs for p in log["problems"]]
+    return {"ok": not problems, "logs": logs, "leaves": sum(g["leaves"] for g in logs),
+            "heads": sum(g["heads"] for g in logs),
+            "uncovered": sum(g["uncovered"] for g in logs), "problems": problems,
+            "seconds": round(time.monotonic() - started, 3)}
+
+
+# -- naming the first difference -------------------------------------------------------------
+
+
+def name_difference(log: str, store_window: Sequence[Mapping[str, Any]],
+                    witness_leaves: Sequence[Mapping[str, Any]], lo: int
+                    ) -> dict[str, Any] | None:
+    """The first leaf from ``lo`` on where the store and the witness differ, and what
+    changed: ``deleted`` (the witness's event is not in the store's window), ``inserted``
+    (the store's event is nowhere in the witness), ``altered`` (same event id, other
+    contents) or ``reordered`` (both events exist, elsewhere). None if they agree."""
+    witness_ids = {str(w["event_id"]) for w in witness_leaves}
+    store_ids = {str(s["event_id"]) for s in store_window}
+    end = max(len(witness_leaves), lo + len(store_window))
+    for index in range(lo, end):
+        w = witness_leaves[index] if index < len(witness_leaves) else None
+        s = store_window[index - lo] if index - lo < len(store_window) else None
+        if w is not None and s is not None and all(
+                str(w[k]) == str(s[k]) for k in ("event_id", "tenant", "run_id",
+                                                 "event_hash")):
+            continue
+        if w is None and s is not None:
+            if str(s["event_id"]) in witness_ids:
+                return _named(log, index, "reordered", s, f"event {s['event_id']} moved "
+                              f"after the witness's last leaf")
+            return _named(log, index, "inserted", s, "not in the witness: a leaf beyond "
+                          "every witnessed head")
+        if w is None:  # pragma: no cover - end bounds it
+            return None
+        if s is None or str(w["event_id"]) not in store_ids:
+            what = "" if s is None else f"; the store has event {s['event_id']} there"
+            return _named(log, index, "deleted", w, f"the store no longer holds it{what}")
+        if str(w["event_id"]) == str(s["event_id"]):
+            changed = [k for k in ("tenant", "run_id", "event_hash") if str(w[k]) != str(s[k])]
+            return _named(log, index, "altered", w, "changed: " + ", ".join(
+                f"{k} {w[k]} → {s[k]}" for k in changed), store=s)
+        if str(s["event_id"]) not in witness_ids:
+            return _named(log, index, "inserted", s, f"not in the witness; the witness has "
+                          f"event {w['event_id']} (run {w['run_id']}) there", witness=w)
+        return _named(log, index, "reordered", w, f"the store has event {s['event_id']} "
+                      f"(run {s['run_id']}) at this index", store=s)
+    return None
+
+
+def _named(log: str, index: int, change: str, leaf: Mapping[str, Any], detail: str,
+           **other: Mapping[str, Any]) -> dict[str, Any]:
+    found = {"log_id": log, "index": index, "change": change,
+             "event_id": str(leaf["event_id"]), "run_id": str(leaf["run_id"]),
+             "tenant": str(leaf["tenant"]), "detail": detail}
+    for name, value in other.items():
+        found[name] = dict(value)
+    return found
+
+
+def describe(named: Mapping[str, Any]) -> str:
+    """One line naming a differing leaf."""
+    return (f"{named['log_id']} leaf {named['index']}: {named['change'].upper()} event "
+            f"{named['event_id']} of run {named['run_id']} (tenant {named['tenant']}): "
+            f"{named['detail']}")
