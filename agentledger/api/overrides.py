@@ -45,6 +45,7 @@ class OverrideRequest(BaseModel):
 
 
 def _publish(request: Request, body: OverrideRequest, who: Principal) -> dict[str, Any]:
+    from agentledger.api.override_event import record_override
     from agentledger.core import signing
     from agentledger.producers.overrides import publish_override
 
@@ -54,10 +55,15 @@ def _publish(request: Request, body: OverrideRequest, who: Principal) -> dict[st
         signal = publish_override(bootstrap, scope, STATES[body.state], body.reason,
                                   by=who.name, key=signing.ledger_key(settings),
                                   security=settings.kafka_security)
+        # and as a human.override event with the key's name (agentledger/api/override_event.py)
+        run_id = record_override(bootstrap, settings.kafka_security, tenant=body.tenant,
+                                 agent=body.agent, who=who.name, state=signal.state,
+                                 why=body.reason)
     except TimeoutError as exc:
         raise HTTPException(503, str(exc), headers={"Retry-After": "5"}) from None
     return {"key": signal.key, "scope": scope, "state": signal.state,
-            "version": signal.version, "reason": signal.reason, "by": who.name}
+            "version": signal.version, "reason": signal.reason, "by": who.name,
+            "run_id": run_id}
 
 
 @router.post("/v1/control/overrides", summary="hold an agent in read_only or halted, pin it "
