@@ -236,8 +236,11 @@ INCIDENT = Dashboard(
               "OR trace_id = ${trace_id:sqlstring}) AND "
               f"{TENANTS} ORDER BY run_id, seq LIMIT 1 BY event_id",
               "Every step of the run (or of each run of the trace), in order.",
-              links=(("Replay bundle (API)", "${api_url}/v1/replay/${__data.fields.run_id}"),
-                     ("Verify chain (API)", "${api_url}/v1/verify/${__data.fields.run_id}")),
+              # the console's run page: timeline, verify badge and replay download, behind
+              # a browser sign-in (the /v1 routes answer JSON and need a key header)
+              links=(("Run page (console)", "${api_url}/console/runs/${__data.fields.run_id}"),
+                     ("Trace page (console)",
+                      "${api_url}/console/runs/${__data.fields.trace_id}")),
               width=24),
         Panel("Event log", "logs",
               "SELECT ts AS timestamp, concat(event_type, ' ', agent, ' ', tool, ' ', status, ' ', "

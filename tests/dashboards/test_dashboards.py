@@ -87,6 +87,12 @@ def test_build_writes_four_valid_dashboards_every_panel_on_clickhouse(tmp_path: 
     links = [link["url"] for p in economics["panels"]
              for link in p.get("fieldConfig", {}).get("defaults", {}).get("links", [])]
     assert any("var-trace_id=${__data.fields.trace_id}" in url for url in links)
+    # incident search opens runs in the console (a page), never the JSON routes
+    incident = json.loads((tmp_path / "json" / "agentledger-incident.json").read_text())
+    links = [link["url"] for p in incident["panels"]
+             for link in p.get("fieldConfig", {}).get("defaults", {}).get("links", [])]
+    assert "${api_url}/console/runs/${__data.fields.run_id}" in links
+    assert not [url for url in links if "/v1/" in url], links
 
 
 def test_macros_expand_like_the_plugin():
