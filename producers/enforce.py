@@ -16,6 +16,23 @@ the approval id, and :meth:`ToolGuard.resume` picks the same request up later. A
 that outlives its queue's expiry is recorded ``expired`` and ends as the queue says:
 ``abort`` finishes the run aborted, ``deny`` refuses the call and lets the run go on.
 
+Before the policy, arguments are validated against the JSON Schema the catalog declares for
+the action (``schema``): invalid ones are refused with rule ``schema`` (recorded as a
+``policy.decision`` deny), the reason naming each field, before the tool is touched.
+
+When the control loop refuses with fallback ``ask_user_to_confirm`` (a run over its
+budget) and the run acts for an end user (``on_behalf_of``), the call is not refused
+outright: an approval is requested in that user's queue (``user:<on_behalf_of>``, one vote,
+expiry from the catalog's ``confirm`` section) and the call waits for it like an
+escalation. Confirmed, the call goes on to the policy; declined, the call is refused
+(``user_declined``) and the run finishes ``aborted``.
+
+A call that goes ahead carries the catalog's controls (timeout, retries, backoff: see
+:mod:`agentledger.producers.controls`) on its :class:`ToolCallContext`; run the tool with
+``ctx.invoke(fn, read_back=...)`` or :meth:`ToolGuard.invoke`. A write that may be retried
+and has no idempotency key gets one minted here (after the policy decided on the
+caller's), so every attempt carries the same key.
+
 The catalog's mode of an action always wins over the mode the caller declares: a refund
 called ``mode="read"`` is a write. If the policy could not be loaded the guard fails closed
 for writes (reads go on) and says why in every refusal; the mode then still comes from a
@@ -27,15 +44,23 @@ write (refused), as a loaded policy refuses an action its catalog does not list.
 from __future__ import annotations
 
 import contextlib
+import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
 from agentledger.core.ids import uuid7
+from agentledger.producers.controls import ToolControls
 from agentledger.producers.gate import DEFAULT_DIR, GUARD_POLICY_ID, Decision, Gate, PolicyError
-from agentledger.producers.tool_policy_files import Catalog, load_catalog
+from agentledger.producers.tool_policy_files import (
+    USER_QUEUE_PREFIX,
+    Catalog,
+    Queue,
+    load_catalog,
+)
 from agentledger.schemas.approvals import APPROVED, REJECTED
 
 if TYPE_CHECKING:
@@ -46,6 +71,13 @@ if TYPE_CHECKING:
 
 RECORD_ALLOW_RISKS = frozenset({"high", "money"})
 POLICY_UNAVAILABLE = "policy_unavailable"
+ASK_USER = "ask_user_to_confirm"
+"""The control loop's fallback (a budget's) that asks the run's end user instead of refusing."""
+USER_DECLINED = "user_declined"
+DEFAULT_CONFIRM = Queue(USER_QUEUE_PREFIX, 300.0, 900.0, "abort")
+_QUEUE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@/+-]{0,127}$")
+"""A queue name as events and the approvals API take it."""
+T = TypeVar("T")
 
 
 class ControlVerdict(Protocol):
@@ -106,6 +138,8 @@ class _Waiting:
     kwargs: dict[str, Any]
     decision: Decision
     requested_at: datetime
+    confirm: bool = False
+    """An end user's confirmation (``ask_user_to_confirm``), not the policy's approvers."""
 
 
 def load_gate(directory: Path | str | None = None) -> Gate | PolicyError:
@@ -181,13 +215,14 @@ class ToolGuard:
     def preflight(self, *, tenant: str, agent: str, tool: str, action: str, mode: str,
                   args: Mapping[str, Any], idempotency_key: str | None = None,
                   resource_tenant: str | None = None, control: ControlVerdict | None = None,
-                  approvals: int = 0) -> tuple[str, Decision]:
+                  approvals: int = 0, validate_args: bool = False) -> tuple[str, Decision]:
         """The enforced mode and the decision :meth:`call` would reach, without a run:
         nothing recorded, nothing waited for. ``control`` is the control loop's verdict
         for that mode (a refusal wins, as in :meth:`call`); ``args`` must be redacted
         already; ``approvals`` counts distinct approvers of this very call. Used by
         ``POST /v1/gate/check``, so an agent in any language gets the SDK's answer from
-        the same code."""
+        the same code. ``validate_args``: check ``args`` against the action's JSON Schema
+        first (a ``schema`` deny), as :meth:`call` does."""
         mode = self.mode_of(tool, action, mode)
         if control is not None and not control.allowed:
             return mode, Decision("deny", control.rule, control.reason, GUARD_POLICY_ID,
@@ -196,6 +231,9 @@ class ToolGuard:
             return mode, Decision("allow", POLICY_UNAVAILABLE,
                                   f"policy not loaded: {self.gate}; reads go on",
                                   "unloaded", "unloaded")
+        invalid = self.schema_check(tool, action, args) if validate_args else None
+        if invalid is not None:
+            return mode, invalid
         return mode, decide_call(self.gate, tenant=tenant, agent=agent, tool=tool,
                                  action=action, args=args, idempotency_key=idempotency_key,
                                  resource_tenant=resource_tenant, approvals=approvals)
@@ -216,9 +254,44 @@ class ToolGuard:
         if self.control is not None:
             verdict = self.control.check(tool, mode, run=run, action=action)  # type: ignore[arg-type]
             if not verdict.allowed:
+                if getattr(verdict, "fallback", "") == ASK_USER and \
+                        self.user_queue(run) is not None and self.approvals is not None:
+                    return self._ask_user(run, tool, action, mode, args, verdict,
+                                          {"idempotency_key": idempotency_key,
+                                           "resource_tenant": resource_tenant, **kwargs},
+                                          wait_s)
                 raise ToolDenied(verdict.rule, verdict.reason)
+        return self._gated(run, tool, action, mode, args, idempotency_key, resource_tenant,
+                           wait_s, kwargs)
+
+    def invoke(self, run: RunContext, tool: str, action: str,
+               fn: Callable[[ToolCallContext], T], *, mode: str, args: Mapping[str, Any],
+               read_back: Callable[[Any], Any] | None = None, **kwargs: Any) -> T:
+        """Gate the call (:meth:`call`, same keywords), then run ``fn(ctx)`` under the
+        catalog's controls (:meth:`ToolCallContext.invoke`: timeout, retries, read-back);
+        ``fn``'s value. ``ctx.idempotency_key`` is the key every attempt must send."""
+        with self.call(run, tool, action, mode=mode, args=args, **kwargs) as ctx:
+            return ctx.invoke(fn, ctx, read_back=read_back)
+
+    def schema_check(self, tool: str, action: str, args: Mapping[str, Any]
+                     ) -> Decision | None:
+        """The ``schema`` deny for arguments that break the action's declared JSON Schema
+        (None when they hold, no schema is declared, or no policy is loaded)."""
+        return self.gate.schema_deny(tool, action, args) if isinstance(self.gate, Gate) \
+            else None
+
+    def _gated(self, run: RunContext, tool: str, action: str, mode: str,
+               args: Mapping[str, Any], idempotency_key: str | None,
+               resource_tenant: str | None, wait_s: float, kwargs: dict[str, Any]
+               ) -> ToolCallContext:
+        """:meth:`call` after the control loop: schema, policy, approvals."""
         if isinstance(self.gate, PolicyError) and mode != "write":
             return self._open(run, tool, action, mode, args, idempotency_key, kwargs)
+        invalid = self.schema_check(tool, action, args)
+        if invalid is not None:
+            self._record(run, invalid, tool, action)
+            self.denials[invalid.rule] = self.denials.get(invalid.rule, 0) + 1
+            raise ToolDenied(invalid.rule, invalid.reason, invalid)
         decision = self.decide(run, tool, action, args, idempotency_key, resource_tenant)
         if decision.decision == "deny":
             self._record(run, decision, tool, action)
@@ -234,6 +307,30 @@ class ToolGuard:
         if self.records_allow(tool, action):
             self._record(run, decision, tool, action)
         return self._open(run, tool, action, mode, args, idempotency_key, kwargs)
+
+    def user_queue(self, run: RunContext) -> str | None:
+        """The queue of the end user ``run`` acts for (``user:<on_behalf_of>``), or None
+        when it acts for nobody (or a name no queue can carry)."""
+        who = run.on_behalf_of
+        if not who:
+            return None
+        queue = f"{USER_QUEUE_PREFIX}{who}"
+        return queue if _QUEUE_NAME.match(queue) else None
+
+    def _ask_user(self, run: RunContext, tool: str, action: str, mode: str,
+                  args: Mapping[str, Any], verdict: ControlVerdict, kwargs: dict[str, Any],
+                  wait_s: float) -> ToolCallContext:
+        """Ask the run's end user to confirm what the control loop refused, then wait."""
+        queue_name = self.user_queue(run) or USER_QUEUE_PREFIX
+        base = self.gate.catalog.confirm if isinstance(self.gate, Gate) else DEFAULT_CONFIRM
+        queue = Queue(queue_name, base.sla_s, base.expires_in_s, base.on_expiry)
+        reason = f"{verdict.rule}: {verdict.reason}; asking {run.on_behalf_of} to confirm"
+        decision = Decision("escalate", ASK_USER, reason[:4096], GUARD_POLICY_ID,
+                            verdict.policy_version or "control", 1, queue_name, queue)
+        approval_id = self.request(run, decision, tool, action, args)
+        self.waiting[approval_id] = _Waiting(run, tool, action, mode, dict(args), kwargs,
+                                             decision, run.ledger.clock(), confirm=True)
+        return self.resume(run, approval_id, wait_s=wait_s)
 
     def request(self, run: RunContext, decision: Decision, tool: str, action: str,
                 args: Mapping[str, Any]) -> str:
@@ -296,10 +393,20 @@ class ToolGuard:
             "approval_id": approval_id, "approvers": approvers,
             "reason": deny_reasons[0] if deny_reasons else None})
         del self.waiting[approval_id]
-        if state.status == REJECTED:
-            raise ToolDenied("approval_rejected", f"approval {approval_id} was denied")
         kw = dict(pending.kwargs)
         key, tenant = kw.pop("idempotency_key"), kw.pop("resource_tenant")
+        if pending.confirm:
+            if state.status == REJECTED:
+                reason = f"{run.on_behalf_of} declined {pending.tool}:{pending.action} " \
+                         f"(approval {approval_id})"
+                run.finish("aborted", error=reason)
+                raise ToolDenied(USER_DECLINED, reason)
+            # confirmed: the control loop's refusal is waived for this call; the policy
+            # (and its own approvers, if it escalates) still decides
+            return self._gated(run, pending.tool, pending.action, pending.mode, pending.args,
+                               key, tenant, 0.0, kw)
+        if state.status == REJECTED:
+            raise ToolDenied("approval_rejected", f"approval {approval_id} was denied")
         after = self.decide(run, pending.tool, pending.action, pending.args, key, tenant,
                             approvals=len(approvers))
         if not after.allowed:
@@ -331,9 +438,17 @@ class ToolGuard:
             "rule": decision.rule, "decision": decision.decision,
             "action": f"{tool}:{action}", "reason": decision.reason[:4096] or None})
 
-    @staticmethod
-    def _open(run: RunContext, tool: str, action: str, mode: str, args: Mapping[str, Any],
-              idempotency_key: str | None, kwargs: dict[str, Any]) -> ToolCallContext:
+    def _open(self, run: RunContext, tool: str, action: str, mode: str,
+              args: Mapping[str, Any], idempotency_key: str | None, kwargs: dict[str, Any]
+              ) -> ToolCallContext:
         extra = {k: v for k, v in kwargs.items() if k in ("tool_version", "schema")}
+        controls: ToolControls | None = None
+        if isinstance(self.gate, Gate):
+            controls = self.gate.controls_of(tool, action)
+            if extra.get("schema") is None and (declared := self.gate.schema_of(tool, action)):
+                extra["schema"] = declared  # the hash then names the schema enforced
+        if controls is not None and controls.retries and mode == "write" \
+                and idempotency_key is None:
+            idempotency_key = uuid7()  # one key for every attempt of this write
         return run.tool_call(tool, action, mode=mode, args=args,
-                             idempotency_key=idempotency_key, **extra)
+                             idempotency_key=idempotency_key, controls=controls, **extra)

@@ -13,6 +13,12 @@ forbid policies all carry ``@approvals`` and ``@approver_role`` is an *escalatio
 many distinct approvers of that queue); any other deny is final; an allow is an allow.
 Every :class:`Decision` names the policy version (catalog version + content hash), the
 rule (the deciding policy's ``@id``) and the reason (its ``@reason``).
+
+Before Cedar, an action whose catalog entry declares a JSON Schema (``schema``) has its
+arguments validated strictly (:meth:`Gate.check_args`, ``jsonschema_rs``, compiled once
+at load): an invalid call is a deny with rule ``schema`` whose reason names the field and
+what it breaks, never the value (a secret in a wrong field must not land in the ledger),
+so a model can re-prompt on it.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import cedarpy
+import jsonschema_rs
 
 from agentledger.producers.tool_policy_files import (
     ANY_TENANT,
@@ -32,6 +39,7 @@ from agentledger.producers.tool_policy_files import (
     Catalog,
     PolicyError,
     Queue,
+    ToolControls,
     agent_entities,
     cedar_entities,
     cedar_schema,
@@ -48,6 +56,8 @@ __all__ = ["DEFAULT_DIR", "Decision", "Gate", "PolicyError"]
 
 Outcome = Literal["allow", "deny", "escalate"]
 DEFAULT_DENY = "default-deny"
+SCHEMA_RULE = "schema"
+"""The rule of a deny for arguments that break the action's JSON Schema."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +101,8 @@ class Gate:
         self._fleet = [name for name, (tenants, _) in catalog.agents.items()
                        if ANY_TENANT in tenants]
         self._by_tenant: dict[str, cedarpy.Entities] = {}
+        self._validators = {uid: jsonschema_rs.validator_for(a.schema)
+                            for uid, a in catalog.actions.items() if a.schema is not None}
 
     @classmethod
     def load(cls, directory: Path | str | None = None) -> Gate:
@@ -185,6 +197,30 @@ class Gate:
     def _deny(self, rule: str, reason: str) -> Decision:
         return Decision("deny", rule, reason, self.policy_id, self.version)
 
+    def check_args(self, tool: str, action: str, args: Mapping[str, Any]) -> str | None:
+        """Why ``args`` break the action's declared JSON Schema (every problem, each
+        naming its field), or None if they hold or no schema is declared."""
+        validator = self._validators.get(f"{tool}:{action}")
+        if validator is None:
+            return None
+        problems = [_problem(e) for e in validator.iter_errors(dict(args))]
+        if not problems:
+            return None
+        return f"{tool}:{action} arguments break the tool's schema: " + "; ".join(problems)
+
+    def schema_deny(self, tool: str, action: str, args: Mapping[str, Any]) -> Decision | None:
+        """The ``schema`` deny for ``args``, or None when they hold."""
+        why = self.check_args(tool, action, args)
+        return self._deny(SCHEMA_RULE, why[:4096]) if why is not None else None
+
+    def controls_of(self, tool: str, action: str) -> ToolControls | None:
+        spec = self.catalog.actions.get(f"{tool}:{action}")
+        return spec.controls if spec else None
+
+    def schema_of(self, tool: str, action: str) -> dict[str, Any] | None:
+        spec = self.catalog.actions.get(f"{tool}:{action}")
+        return spec.schema if spec else None
+
     def queue(self, role: str) -> Queue | None:
         return self.catalog.queues.get(role)
 
@@ -195,6 +231,34 @@ class Gate:
     def risk_of(self, tool: str, action: str) -> str | None:
         spec = self.catalog.actions.get(f"{tool}:{action}")
         return spec.risk if spec else None
+
+
+def _field(path: Any) -> str:
+    """A JSON path as a model reads it: ``items[0].sku``."""
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _problem(error: Any) -> str:
+    """One schema violation, naming the field and the rule broken, without the value."""
+    kind = error.kind
+    where = _field(error.instance_path)
+    if isinstance(kind, jsonschema_rs.ValidationErrorKind.Required):
+        name = _field([*error.instance_path, kind.property])
+        return f"argument {name!r} is required"
+    if isinstance(kind, jsonschema_rs.ValidationErrorKind.AdditionalProperties):
+        names = ", ".join(repr(_field([*error.instance_path, u])) for u in kind.unexpected)
+        return f"argument {names} is not allowed (no such field in the schema)"
+    subject = f"argument {where!r}" if where else "the arguments"
+    if isinstance(kind, jsonschema_rs.ValidationErrorKind.Type):
+        return f"{subject} must be of type {' or '.join(map(str, kind.types))}"
+    keyword = str(error.schema_path[-1]) if error.schema_path else type(kind).__name__
+    limit = getattr(kind, "limit", None)
+    if isinstance(limit, (int, float, str)) and not isinstance(limit, bool):
+        return f"{subject} breaks {keyword!r} ({limit})"
+    return f"{subject} breaks {keyword!r}"
 
 
 def _coerce(name: str, value: Any, kind: str) -> Any:

@@ -1,7 +1,10 @@
 """Reading a policy directory: the tool catalog (YAML) and the Cedar policies.
 
 A policy directory holds ``catalog.yaml`` (agents with tenants and roles, tools with
-actions, modes, risk levels and typed arguments, approval queues) and one or more
+actions, modes, risk levels and typed arguments, approval queues; per tool or action the
+agent-side controls — ``timeout_s``, ``retries``, ``backoff_s``, ``backoff_max_s``,
+``retry_on`` — and per action a JSON Schema of its arguments, ``schema``, checked with
+``jsonschema_rs`` when the catalog loads) and one or more
 ``*.cedar`` files. The Cedar schema and entities are generated from the catalog, so there
 is one place to say what exists, and Cedar's validator then refuses a policy that names an
 unknown action, role or argument, or compares a string with a number.
@@ -20,13 +23,19 @@ from pathlib import Path
 from typing import Any, Literal
 
 import cedarpy
+import jsonschema_rs
 import yaml
+
+from agentledger.producers.controls import NO_CONTROLS, ToolControls
 
 DEFAULT_DIR = Path(__file__).parent / "policies" / "default"
 ARG_TYPES = ("Long", "String", "Boolean")
 MODES = ("read", "write")
 ANY_TENANT = "*"
 """In an agent's ``tenants``: the agent runs in every tenant (a fleet agent)."""
+CONTROL_KEYS = ("timeout_s", "retries", "backoff_s", "backoff_max_s", "retry_on")
+USER_QUEUE_PREFIX = "user:"
+"""The queue of an end user asked to confirm (``user:<on_behalf_of>``)."""
 
 
 class PolicyError(ValueError):
@@ -49,6 +58,9 @@ class ToolAction:
     mode: Literal["read", "write"]
     risk: str
     args: dict[str, str] = field(default_factory=dict)
+    controls: ToolControls = NO_CONTROLS
+    schema: dict[str, Any] | None = None
+    """The JSON Schema the call's arguments must satisfy (None: not checked)."""
 
     @property
     def uid(self) -> str:
@@ -73,6 +85,10 @@ class Catalog:
     tools: dict[str, str]  # tool -> risk
     actions: dict[str, ToolAction]  # "tool:action" -> ToolAction
     queues: dict[str, Queue]
+    confirm: Queue = field(default_factory=lambda: Queue(USER_QUEUE_PREFIX, 300.0, 900.0,
+                                                         "abort"))
+    """How long an end user asked to confirm (``ask_user_to_confirm``) has: the catalog's
+    ``confirm`` section (``sla_s``, ``expires_in_s``, ``on_expiry``)."""
 
 
 def _require(cond: bool, path: Path, text: str, needle: str, reason: str) -> None:
@@ -111,6 +127,7 @@ def load_catalog(path: Path) -> Catalog:
         _require(isinstance(spec, dict) and isinstance(spec.get("actions"), dict), path, text,
                  f"{tool}:", f"tool {tool}: needs a mapping of actions")
         tools[str(tool)] = str(spec.get("risk", "low"))
+        tool_controls = _controls(spec, NO_CONTROLS, path, text, f"{tool}:", str(tool))
         for action, a in spec["actions"].items():
             where = f"{action}:"
             _require(isinstance(a, dict) and a.get("mode") in MODES, path, text, where,
@@ -119,17 +136,82 @@ def load_catalog(path: Path) -> Catalog:
             bad = [k for k, v in args.items() if v not in ARG_TYPES]
             _require(not bad, path, text, where,
                      f"{tool}.{action}: argument types must be one of {', '.join(ARG_TYPES)}")
-            item = ToolAction(str(tool), str(action), a["mode"], str(a.get("risk", "low")), args)
+            item = ToolAction(str(tool), str(action), a["mode"], str(a.get("risk", "low")), args,
+                              _controls(a, tool_controls, path, text, where, f"{tool}.{action}"),
+                              _schema(a, path, text, where, f"{tool}.{action}"))
             actions[item.uid] = item
     queues = {}
     for role, q in (doc["queues"] or {}).items():
+        queues[str(role)] = _queue(str(role), q, path, text, f"{role}:")
+    confirm = _queue(USER_QUEUE_PREFIX, doc["confirm"], path, text, "confirm:") \
+        if doc.get("confirm") is not None else Queue(USER_QUEUE_PREFIX, 300.0, 900.0, "abort")
+    return Catalog(str(doc["policy_id"]), str(doc["version"]), agents, tools, actions, queues,
+                   confirm)
+
+
+def _queue(role: str, q: Any, path: Path, text: str, where: str) -> Queue:
+    try:
         ok = isinstance(q, dict) and q.get("on_expiry") in ("abort", "deny") and \
             float(q.get("sla_s", -1)) >= 0 and float(q.get("expires_in_s", -1)) > 0
-        _require(ok, path, text, f"{role}:",
-                 f"queue {role}: needs sla_s >= 0, expires_in_s > 0, on_expiry abort|deny")
-        queues[str(role)] = Queue(str(role), float(q["sla_s"]), float(q["expires_in_s"]),
-                                  q["on_expiry"])
-    return Catalog(str(doc["policy_id"]), str(doc["version"]), agents, tools, actions, queues)
+    except (TypeError, ValueError):
+        ok = False
+    _require(ok, path, text, where,
+             f"queue {role}: needs sla_s >= 0, expires_in_s > 0, on_expiry abort|deny")
+    return Queue(role, float(q["sla_s"]), float(q["expires_in_s"]), q["on_expiry"])
+
+
+def _controls(spec: dict[str, Any], base: ToolControls, path: Path, text: str, where: str,
+              name: str) -> ToolControls:
+    """The controls a tool or action declares, over ``base`` (the tool's, for an action)."""
+    given = {k: spec[k] for k in CONTROL_KEYS if k in spec}
+    if not given:
+        return base
+    merged = {"timeout_s": base.timeout_s, "retries": base.retries,
+              "backoff_s": base.backoff_s, "backoff_max_s": base.backoff_max_s,
+              "retry_on": base.retry_on}
+    try:
+        for key in ("timeout_s", "backoff_s", "backoff_max_s"):
+            if key in given:
+                value = given[key]
+                if isinstance(value, bool) or float(value) <= 0:
+                    raise ValueError
+                merged[key] = float(value)
+        if "retries" in given:
+            retries = given["retries"]
+            if isinstance(retries, bool) or not isinstance(retries, int) \
+                    or not 0 <= retries <= 10:
+                raise ValueError
+            merged["retries"] = retries
+        if "retry_on" in given:
+            found = given["retry_on"] or []
+            if not isinstance(found, list) or not all(
+                    isinstance(r, str) or (isinstance(r, int) and not isinstance(r, bool))
+                    for r in found):
+                raise ValueError
+            merged["retry_on"] = tuple(found)
+    except (TypeError, ValueError):
+        raise PolicyError(path, _line_of(text, where),
+                          f"{name}: timeout_s, backoff_s and backoff_max_s must be numbers "
+                          "> 0, retries an integer 0..10, retry_on a list of exception "
+                          "names, HTTP statuses and 'timeout'") from None
+    return ToolControls(**merged)
+
+
+def _schema(spec: dict[str, Any], path: Path, text: str, where: str,
+            name: str) -> dict[str, Any] | None:
+    """The action's argument schema, refused at load if it is no valid JSON Schema."""
+    schema = spec.get("schema")
+    if schema is None:
+        return None
+    _require(isinstance(schema, dict), path, text, where,
+             f"{name}: schema must be a JSON Schema object")
+    try:
+        jsonschema_rs.validator_for(schema)
+    except (jsonschema_rs.ValidationError, ValueError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise PolicyError(path, _line_of(text, where),
+                          f"{name}: schema is not a valid JSON Schema: {first}") from None
+    return dict(schema)
 
 
 # -- Cedar schema and entities from the catalog -----------------------------------------------

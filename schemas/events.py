@@ -147,6 +147,9 @@ class ToolCall(_Strict):
     args: dict[str, Any] = Field(description="tool arguments after redaction")
     args_hash: SHA256
     idempotency_key: Annotated[str, Field(max_length=256)] | None = None
+    attempt: Annotated[int, Field(ge=1, le=100, strict=True)] | None = Field(
+        default=None, description="1-based attempt of a call that may be retried (every "
+        "attempt reuses the call's idempotency_key)")
 
 
 class SideEffect(_Strict):
@@ -161,6 +164,8 @@ class ToolResult(_Strict):
     latency_ms: NonNegativeFloat
     side_effect: SideEffect | None = None
     verified: bool | None = Field(default=None, description="post-action read-back held")
+    attempt: Annotated[int, Field(ge=1, le=100, strict=True)] | None = Field(
+        default=None, description="the attempt this result ends (see tool.call)")
 
 
 class PolicyDecision(_Strict):

@@ -22,6 +22,14 @@ an SDK run's, so the budget signal refuses it here; while it is still open in th
 process's OTLP/HTTP intake, the spend of the spans received so far is checked against
 that budget on every call (rule ``budget_exceeded``).
 
+Arguments sent with the check (``args`` present in the body) are validated against the
+JSON Schema the catalog declares for the action, as the SDK does: invalid ones are a deny
+with rule ``schema`` whose reason names each field (the arguments are the agent's redacted
+ones, so a schema should not constrain a field the agent redacts). An allow carries the
+catalog's agent-side controls for the action (``controls``: ``timeout_s``, ``retries``,
+``backoff_s``, ``backoff_max_s``, ``retry_on``) when it declares any, for the agent to
+apply: the gate cannot bound or retry a call it does not make.
+
 Decisions are recorded as the SDK records them (a ``policy.decision`` for every deny and
 escalation and for allows of high-risk and money actions; an escalation also as
 ``approval.requested``, so the approvals API lists it and takes votes on it). The
@@ -55,6 +63,7 @@ from agentledger.api.responses import OrjsonResponse
 from agentledger.auth import Principal
 from agentledger.core.ids import uuid7
 from agentledger.producers.context import RunContext, sha256_json
+from agentledger.producers.controls import NO_CONTROLS
 from agentledger.producers.emitter import BufferFull, Ledger
 from agentledger.producers.enforce import ToolGuard, load_gate
 from agentledger.producers.gate import Decision, Gate
@@ -84,7 +93,8 @@ class GateCheck(BaseModel):
     mode: Literal["read", "write"] = Field(
         description="the mode the agent declares; the catalog's mode of the action wins")
     args: dict[str, Any] = Field(default_factory=dict, max_length=256,
-                                 description="tool arguments, redacted by the agent")
+                                 description="tool arguments, redacted by the agent; when "
+                                 "given, validated against the action's JSON Schema")
     idempotency_key: Annotated[str | None, Field(max_length=256)] = None
     resource_tenant: Annotated[str | None, Field(max_length=128)] = None
     agent: Annotated[str | None, Field(max_length=257, description=(
@@ -193,7 +203,8 @@ class GateService:
                                     action=body.action, mode=mode, args=args,
                                     idempotency_key=body.idempotency_key,
                                     resource_tenant=body.resource_tenant, control=verdict,
-                                    approvals=approvals)
+                                    approvals=approvals,
+                                    validate_args="args" in body.model_fields_set)
 
     def record(self, who: Principal, tenant: str, agent: str, body: GateCheck,
                decision: Decision) -> dict[str, Any]:
@@ -373,6 +384,11 @@ async def gate_check(request: Request, body: GateCheck) -> Any:
         raise HTTPException(503, f"could not record the decision: {exc}",
                             headers={"Retry-After": "5"}) from None
     service.checks += 1
+    gate = service.guard.gate
+    controls = gate.controls_of(body.tool, body.action) \
+        if decision.decision == "allow" and isinstance(gate, Gate) else None
+    if controls is not None and controls != NO_CONTROLS:
+        extra["controls"] = controls.as_dict()
     return OrjsonResponse({  # plain JSON types already: no jsonable_encoder pass
         "decision": decision.decision, "rule": decision.rule,
         "reason": decision.reason or None, "policy_id": decision.policy_id,

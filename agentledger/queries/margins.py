@@ -5,6 +5,10 @@ and the same figures come out however the rows are grouped. A successful run ear
 revenue rate valid on its day (ASOF join on ``valid_from``); other runs earn nothing and
 still cost. Grouped by model, a run's cost is each model's share (``cost_by_model``) and
 its revenue is split in proportion to that cost.
+
+Beside the money, ``verified_writes`` gives each tool's verified-write rate over the same
+tenants and time (:mod:`agentledger.queries.verification`): a margin earned on writes
+nobody confirmed is worth knowing about.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from typing import Any, Final, Literal
 
 from clickhouse_connect.driver.client import Client
 
+from agentledger.queries import verification
 from agentledger.queries.common import Forbidden, QueryError, Scope, Where, rows
 
 GroupBy = Literal["workflow", "tenant", "agent", "model", "day"]
@@ -74,7 +79,10 @@ def margins(client: Client, scope: Scope, by: GroupBy, since: dt.datetime | None
         "cost_sum": sum(g["cost_micros"] for g in groups),
         "revenue_sum": sum(g["revenue_micros"] for g in groups),
     })
-    return {"by": by, "since": since, "until": until, "groups": groups, "total": totals}
+    checked = verification.verified_writes(client, scope, since, until)
+    verified = [{"tool": key[0], **figures} for key, figures in sorted(checked.items())]
+    return {"by": by, "since": since, "until": until, "groups": groups, "total": totals,
+            "verified_writes": verified}
 
 
 def _figures(row: dict[str, Any]) -> dict[str, Any]:

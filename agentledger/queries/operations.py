@@ -8,7 +8,7 @@ from typing import Any, Final
 
 from clickhouse_connect.driver.client import Client
 
-from agentledger.queries import pipeline
+from agentledger.queries import pipeline, verification
 from agentledger.queries.common import Forbidden, Scope, Where, rows
 from agentledger.schemas.ddl import RETENTION, table_ttl_days
 from agentledger.schemas.signals import CLEARED, CLOSED, NORMAL
@@ -22,7 +22,8 @@ def tool_health(client: Client, scope: Scope, since: dt.datetime | None,
                 until: dt.datetime | None, *, tenant: str | None = None,
                 agent: str | None = None, tool: str | None = None,
                 bucket_minutes: int | None = None) -> dict[str, Any]:
-    """Calls, errors, timeouts, error rate and latency quantiles per tool (and per bucket)."""
+    """Calls, errors, timeouts, error rate and latency quantiles per tool (and per bucket),
+    and the verified-write rate (:mod:`agentledger.queries.verification`)."""
     scope = scope.narrow(tenant)
     where = Where().scope(scope).between("minute", since, until, "DateTime('UTC')")
     where.equals("agent", agent).equals("tool", tool)
@@ -37,7 +38,11 @@ def tool_health(client: Client, scope: Scope, since: dt.datetime | None,
         f"FROM tool_health_minute WHERE {where.sql()} "
         f"GROUP BY {'bucket, ' if bucket else ''}tool ORDER BY {'bucket, ' if bucket else ''}tool"
     ), where.params)
+    checked = verification.verified_writes(client, scope, since, until, agent=agent,
+                                           tool=tool, bucket_minutes=bucket_minutes)
     for row in found:
+        row.update(checked.get((row["bucket"], row["tool"]) if bucket else (row["tool"],),
+                               verification.EMPTY))
         failed = row["errors"] + row["timeouts"]
         row["error_rate"] = round(failed / row["calls"], 6) if row["calls"] else None
         p50, p95, p99 = (round(float(q), 3) for q in row.pop("latency_ms"))
