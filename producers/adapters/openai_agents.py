@@ -42,11 +42,12 @@ chain.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import dataclasses
 import json
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -236,6 +237,16 @@ class AgentsLedger:
                     **runner_kwargs: Any) -> AgentRun:
         """:meth:`resume` from synchronous code (its own event loop)."""
         return asyncio.run(self.resume(paused, wait_s=wait_s, **runner_kwargs))
+
+    @contextlib.contextmanager
+    def bind(self, run: RunContext, agent: Agent[Any] | None = None) -> Iterator[None]:
+        """Gated tools invoked in this block (your own tests of a tool, a bench) record and
+        decide on ``run``, as inside :meth:`run`; the run is not started or finished here."""
+        token = _SESSION.set(_Session(run, agent or Agent(name="bound")))
+        try:
+            yield
+        finally:
+            _SESSION.reset(token)
 
     async def _drive(self, session: _Session, agent: Agent[Any], start: Any,
                      runner_kwargs: dict[str, Any]) -> AgentRun:
