@@ -17,6 +17,11 @@ way in a process of its own and driven at the same rate by the same client; and 
 in-process decision (``ToolGuard.preflight``: mode, control verdict, Cedar policy) over
 the same mix, one call at a time. The last line is one JSON object;
 ``gate_check_p99_ms`` is checked against the issue's goal (<= 5 ms).
+
+``--adapter-openai-agents`` measures the OpenAI Agents SDK adapter instead (see
+:func:`adapter_openai_agents`): the recording and gating it adds to a no-op tool, in
+process, beside the raw tool's own invocation, and a decided approval → the resumed
+agent's tool running.
 """
 
 from __future__ import annotations
@@ -185,11 +190,173 @@ def measure(rate: float, seconds: float, say: Any) -> dict[str, Any]:
             "baseline_constant_route": const_run}
 
 
+ADAPTER_OVERHEAD_GOAL_P99_MS = 1.0
+APPROVAL_RESUME_GOAL_P99_MS = 1000.0
+
+
+def _quantiles(samples_ns: list[int]) -> dict[str, float]:
+    ordered = sorted(samples_ns)
+    n = len(ordered)
+    return {"p50_ms": round(ordered[n // 2] / 1e6, 4),
+            "p99_ms": round(ordered[min(n - 1, int(n * 0.99))] / 1e6, 4),
+            "max_ms": round(ordered[-1] / 1e6, 4)}
+
+
+def adapter_openai_agents(calls: int, trials: int, say: Any) -> dict[str, Any]:
+    """The OpenAI Agents SDK adapter, in process, on an embedded broker (issue 24).
+
+    Overhead: a no-op ``function_tool`` invoked as the SDK invokes it (``needs_approval``,
+    then ``on_invoke_tool`` with a ``ToolContext``), gated by ``AgentsLedger.guard_tool``
+    (control verdict, Cedar policy, ``tool.call`` / ``tool.result`` queued to Kafka; a
+    small refund also records its allow), against the same tool unwrapped (the SDK's own
+    argument parsing and the call), interleaved call by call. ``overhead`` is the paired
+    difference (gated minus raw) per call.
+
+    Approval → resumed agent: a run pauses on a refund that needs two approvals; the agent
+    waits in ``AgentsLedger.resume``; the final vote is published as the API does (a
+    signed approval state, ``ApprovalDesk.publish``) and the clock runs from just before
+    that publish until the approved tool starts running in the resumed run.
+    """
+    import asyncio
+    from datetime import UTC, datetime
+
+    from agents import Agent, RunConfig, function_tool
+    from agents.run_context import RunContextWrapper
+    from agents.testing import ScriptedModel, assistant_message, function_call
+    from agents.tool_context import ToolContext
+    from agents.usage import Usage
+
+    from agentledger.api.approvals import ApprovalDesk
+    from agentledger.broker import EmbeddedBroker
+    from agentledger.core import signing
+    from agentledger.core.kafka import client_config, default_topics, ensure_topics
+    from agentledger.producers.adapters.openai_agents import AgentsLedger
+    from agentledger.producers.approval_follower import ApprovalFollower
+    from agentledger.producers.emitter import AgentIdentity, Ledger
+    from agentledger.producers.enforce import ToolGuard, load_gate
+    from agentledger.schemas.approvals import APPROVED, ApprovalState, Vote
+
+    offline = RunConfig(tracing_disabled=True)
+    with EmbeddedBroker() as broker:
+        ensure_topics(client_config(broker.bootstrap, "admin"), default_topics(3))
+        desk_key = signing.LedgerKey.generate()
+        desk = ApprovalDesk(broker.bootstrap, key=desk_key)
+        ring = signing.Keyring({})
+        ring.add(desk_key.public)
+        approvals = ApprovalFollower(broker.bootstrap, trusted=ring).start()
+        ledger = Ledger.connect(broker.bootstrap, AgentIdentity(
+            tenant="acme", agent="refund-agent", agent_version="1", principal="bench"))
+        al = AgentsLedger(ledger, ToolGuard(load_gate(), approvals=approvals),
+                          workflow="bench_openai_agents", model_name="gpt-4o-mini")
+        ran: list[float] = []
+
+        @function_tool
+        def get_charge(id: str) -> str:
+            """A no-op read."""
+            return id
+
+        @function_tool
+        def create_refund(charge: str, amount: int) -> str:
+            """A refund that only notes when it ran."""
+            ran.append(time.perf_counter())
+            return charge
+
+        gated = {"read": (get_charge, al.guard_tool(get_charge, tool_name="stripe",
+                                                    action="get_charge"), {"id": "ch_1"}),
+                 "money_write": (create_refund, al.guard_tool(
+                     create_refund, tool_name="stripe", action="create_refund"),
+                     {"charge": "ch_1", "amount": 50})}
+
+        async def overhead(raw: Any, tool: Any, args: dict[str, Any]) -> dict[str, Any]:
+            text = json.dumps(args)
+            wrapper: RunContextWrapper[Any] = RunContextWrapper(context=None)
+            raw_ns, gated_ns, diff_ns = [], [], []
+            with ledger.run("bench_openai_agents") as run, al.bind(run):
+                for i in range(calls + 500):
+                    ctx = ToolContext(context=None, tool_name=raw.name,
+                                      tool_call_id=f"c{i}", tool_arguments=text)
+                    t0 = time.perf_counter_ns()
+                    await raw.on_invoke_tool(ctx, text)
+                    t1 = time.perf_counter_ns()
+                    assert not await tool.needs_approval(wrapper, args, f"c{i}")
+                    await tool.on_invoke_tool(ctx, text)
+                    t2 = time.perf_counter_ns()
+                    if i >= 500:  # warm-up
+                        raw_ns.append(t1 - t0)
+                        gated_ns.append(t2 - t1)
+                        diff_ns.append((t2 - t1) - (t1 - t0))
+                    if i % 1000 == 999:
+                        ledger.flush(30)  # keep the producer's queue short, outside timing
+            return {"calls": calls, "raw_tool": _quantiles(raw_ns),
+                    "gated_tool": _quantiles(gated_ns), "overhead": _quantiles(diff_ns)}
+
+        async def approval_trial() -> float:
+            model = ScriptedModel([
+                [function_call("create_refund", {"charge": "ch_1", "amount": 450},
+                               call_id="c1")],
+                [assistant_message("done")]],
+                default_usage=Usage(requests=1, input_tokens=100, output_tokens=20,
+                                    total_tokens=120))
+            agent = Agent(name="refunds", model=model, tools=[gated["money_write"][1]])
+            paused = await al.run(agent, "refund 450", run_config=offline)
+            (approval_id,) = paused.approval_ids
+            waiting = al.guard.waiting[approval_id]
+            resumed = asyncio.create_task(al.resume(paused, wait_s=30, run_config=offline))
+            await asyncio.sleep(0.05)  # the agent is in its wait before the vote lands
+            now = datetime.now(UTC)
+            decided = ApprovalState(
+                approval_id=approval_id, tenant="acme", agent="refund-agent",
+                run_id=paused.run.run_id, action="stripe:create_refund",
+                approver_role=waiting.decision.approver_role or "finance",
+                approvals_required=waiting.decision.approvals_required or 2,
+                status=APPROVED, version=2, requested_at=waiting.requested_at,
+                resolved_at=now, votes=[Vote(approver="ana@finance", decision="approve"),
+                                        Vote(approver="ben@finance", decision="approve")])
+            count = len(ran)
+            t0 = time.perf_counter()
+            await asyncio.to_thread(desk.publish, decided)
+            done = await resumed
+            assert not done.paused and len(ran) == count + 1, "the tool ran exactly once"
+            return ran[-1] - t0
+
+        async def measure_all() -> dict[str, Any]:
+            found: dict[str, Any] = {}
+            for kind, (raw, tool, args) in gated.items():
+                say(f"adapter overhead, {kind}: {calls} calls")
+                found[kind] = await overhead(raw, tool, args)
+            say(f"approval → resumed agent: {trials} trials")
+            lat = [await approval_trial() for _ in range(trials)]
+            found["approval_to_resumed"] = {
+                "trials": trials, **_quantiles([int(x * 1e9) for x in lat])}
+            return found
+
+        try:
+            result = asyncio.run(measure_all())
+            ledger.flush(30)
+        finally:
+            approvals.close()
+            desk.close()
+    worst = max(result[k]["overhead"]["p99_ms"] for k in gated)
+    result["adapter_overhead_p99_ms"] = worst
+    result["approval_to_resumed_p99_ms"] = result["approval_to_resumed"]["p99_ms"]
+    result["goal_overhead_p99_ms"] = ADAPTER_OVERHEAD_GOAL_P99_MS
+    result["goal_approval_to_resumed_p99_ms"] = APPROVAL_RESUME_GOAL_P99_MS
+    result["goal_met"] = worst <= ADAPTER_OVERHEAD_GOAL_P99_MS and \
+        result["approval_to_resumed_p99_ms"] <= APPROVAL_RESUME_GOAL_P99_MS
+    return result
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rate", type=float, default=1000.0, help="requests per second")
     parser.add_argument("--seconds", type=float, default=10.0, help="measured duration")
     parser.add_argument("--json", action="store_true", help="print only the JSON line")
+    parser.add_argument("--adapter-openai-agents", action="store_true",
+                        help="measure the OpenAI Agents SDK adapter instead (in process)")
+    parser.add_argument("--calls", type=int, default=5000,
+                        help="adapter: tool calls per kind (read, money write)")
+    parser.add_argument("--approval-trials", type=int, default=30,
+                        help="adapter: approval → resumed agent trials")
     parser.add_argument("--serve", choices=["gate", "constant"], help=argparse.SUPPRESS)
     parser.add_argument("--url-file", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -201,6 +368,13 @@ def main() -> int:
         if not args.json:
             print(text, file=sys.stderr)
 
+    if args.adapter_openai_agents:
+        result = adapter_openai_agents(args.calls, args.approval_trials, say)
+        if not args.json:
+            for name, value in result.items():
+                print(f"{name:>32}: {value}")
+        print(json.dumps(result))
+        return 0 if result["goal_met"] else 1
     result = measure(args.rate, args.seconds, say)
     result["baseline_toolguard_decision"] = in_process(20_000)
     result["gate_check_p99_ms"] = result["gate_check"]["p99_ms"]
