@@ -33,6 +33,7 @@ by a lock, so tools a ``ToolNode`` runs in parallel keep one chain.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -90,6 +91,18 @@ def approval_ids(result: Mapping[str, Any]) -> list[str]:
         if isinstance(value, Mapping) and isinstance(value.get("approval_id"), str):
             found.append(value["approval_id"])
     return found
+
+
+def _paused(snapshot: Any) -> list[Any]:
+    """The interrupts of a graph's state that wait for approvers (they name an approval)."""
+    return [i for i in snapshot.interrupts
+            if isinstance(i.value, Mapping) and "approval_id" in i.value]
+
+
+def _answer(paused: list[Any]) -> Command[Any]:
+    """The resume: each paused interrupt gets the approval id it names (the decision
+    itself is read from the signed approval state, never from here)."""
+    return Command(resume={i.id: {"approval_id": i.value["approval_id"]} for i in paused})
 
 
 class LangGraphLedger:
@@ -151,28 +164,45 @@ class LangGraphLedger:
         try:
             result: dict[str, Any] = graph.invoke(graph_input,
                                                   self.config(thread_id, **configurable))
-        except GraphBubbleUp:
-            raise
         except BaseException as exc:
-            self.finish(thread_id, "failure", f"{type(exc).__name__}: {exc}")
+            self._failed(thread_id, exc)
             raise
-        if not result.get("__interrupt__"):
-            self.finish(thread_id)
-        return result
+        return self._ended(thread_id, result)
+
+    async def ainvoke(self, graph: Any, graph_input: Any, thread_id: str,
+                      **configurable: Any) -> dict[str, Any]:
+        """:meth:`invoke` for graphs run with ``graph.ainvoke`` (async nodes and tools)."""
+        try:
+            result: dict[str, Any] = await graph.ainvoke(
+                graph_input, self.config(thread_id, **configurable))
+        except BaseException as exc:
+            self._failed(thread_id, exc)
+            raise
+        return self._ended(thread_id, result)
 
     def resume(self, graph: Any, thread_id: str, *, wait_s: float = 60.0,
                **configurable: Any) -> dict[str, Any]:
         """Wait up to ``wait_s`` for the approvers of every approval the thread is paused
         on, then resume it from its checkpointer (``Command(resume=...)`` naming each
         approval id). Still undecided, the graph pauses again on the same request."""
-        config = self.config(thread_id, **configurable)
-        paused = [i for i in graph.get_state(config).interrupts
-                  if isinstance(i.value, Mapping) and "approval_id" in i.value]
+        paused = _paused(graph.get_state(self.config(thread_id, **configurable)))
+        self._wait(paused, wait_s)
+        return self.invoke(graph, _answer(paused), thread_id, **configurable)
+
+    async def aresume(self, graph: Any, thread_id: str, *, wait_s: float = 60.0,
+                      **configurable: Any) -> dict[str, Any]:
+        """:meth:`resume` for graphs run with ``graph.ainvoke`` (the wait is on a thread)."""
+        paused = _paused(await graph.aget_state(self.config(thread_id, **configurable)))
+        await asyncio.to_thread(self._wait, paused, wait_s)
+        return await self.ainvoke(graph, _answer(paused), thread_id, **configurable)
+
+    def _wait(self, paused: list[Any], wait_s: float) -> None:
+        """Wait (up to ``wait_s`` in all) until every paused approval is decided."""
         follower = self.guard.approvals
+        if follower is None:
+            return
         deadline = time.monotonic() + wait_s
         for pending in paused:
-            if follower is None:
-                break
             approval_id = pending.value["approval_id"]
 
             def decided(approval_id: str = approval_id) -> bool:
@@ -180,9 +210,15 @@ class LangGraphLedger:
                 return state is not None and state.final
 
             follower.wait_for(decided, max(0.0, deadline - time.monotonic()))
-        answer: Command[Any] = Command(
-            resume={i.id: {"approval_id": i.value["approval_id"]} for i in paused})
-        return self.invoke(graph, answer, thread_id, **configurable)
+
+    def _failed(self, thread_id: str, exc: BaseException) -> None:
+        if not isinstance(exc, GraphBubbleUp):
+            self.finish(thread_id, "failure", f"{type(exc).__name__}: {exc}")
+
+    def _ended(self, thread_id: str, result: dict[str, Any]) -> dict[str, Any]:
+        if not result.get("__interrupt__"):
+            self.finish(thread_id)
+        return result
 
     # -- tools --------------------------------------------------------------------------
 

@@ -12,6 +12,7 @@ model (no network).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from typing import Any
 
@@ -58,7 +59,8 @@ class RefundAgent:
     """A refund agent as LangGraph builds one: a model node and a ToolNode, checkpointed;
     the model is scripted (``turns``), and what it was shown at each turn is kept."""
 
-    def __init__(self, stack: GateStack, tenant: str, turns: list[Any]):
+    def __init__(self, stack: GateStack, tenant: str, turns: list[Any],
+                 is_async: bool = False):
         bootstrap = stack.settings.kafka_bootstrap or ""
         self.ledger = Ledger.connect(bootstrap, AgentIdentity(
             tenant=tenant, agent=AGENT, agent_version="1", principal=f"svc-{AGENT}"))
@@ -70,22 +72,35 @@ class RefundAgent:
         self.ran: list[int] = []
         self.seen: list[list[BaseMessage]] = []
 
-        @tool
-        def create_refund(charge: str, amount: int) -> str:
+        def refund(charge: str, amount: int) -> str:
             """Refund ``amount`` USD of a charge."""
             self.ran.append(amount)
             return f"refunded {amount} USD of {charge}"
 
+        async def refund_async(charge: str, amount: int) -> str:
+            """Refund ``amount`` USD of a charge."""
+            return refund(charge, amount)
+
+        @tool
+        def lookup(charge: str) -> str:
+            """Look a charge up (not gated: recorded by the callback handler)."""
+            return f"{charge}: 450 USD, paid"
+
+        create_refund = tool("create_refund")(refund_async if is_async else refund)
         tools = [self.lg.guard_tool(create_refund, tool_name="stripe",
-                                    action="create_refund")]
+                                    action="create_refund"), lookup]
         model = ScriptedChatModel(messages=iter(turns)).bind_tools(tools)
 
         def agent(state: MessagesState) -> dict[str, Any]:
             self.seen.append(list(state["messages"]))
             return {"messages": [model.invoke(state["messages"])]}
 
+        async def agent_async(state: MessagesState) -> dict[str, Any]:
+            self.seen.append(list(state["messages"]))
+            return {"messages": [await model.ainvoke(state["messages"])]}
+
         graph = StateGraph(MessagesState)
-        graph.add_node("agent", agent)
+        graph.add_node("agent", agent_async if is_async else agent)
         graph.add_node("tools", ToolNode(tools))
         graph.add_edge(START, "agent")
         graph.add_conditional_edges("agent", tools_condition)
@@ -159,6 +174,47 @@ def test_two_approvals_interrupt_and_resume_the_graph_and_the_tool_runs_once(
         "SELECT model, cost_usd FROM events FINAL WHERE run_id = {r:String} AND "
         "event_type = 'model.call' ORDER BY seq LIMIT 1", r=run.run_id)
     assert priced[0] == "gpt-4o-mini" and priced[1] > 0, priced
+    verified = stack.call("GET", f"/v1/verify/{run.run_id}", "reader")
+    assert verified.status_code == 200 and verified.json()["ok"], verified.text
+
+
+def test_an_async_graph_pauses_and_resumes_and_ungated_tools_are_recorded(
+        stack: GateStack) -> None:
+    both = ScriptedChatModel.says(tool_calls=[
+        {"name": "lookup", "args": {"charge": "ch_2"}, "id": "call_look"},
+        {"name": "create_refund", "args": {"charge": "ch_2", "amount": 300},
+         "id": "call_300"}])
+    agent = RefundAgent(stack, "acme", [both, ScriptedChatModel.says("Refunded.")],
+                        is_async=True)
+
+    async def scenario() -> tuple[str, Any]:
+        paused = await agent.lg.ainvoke(agent.graph, {"messages": [HumanMessage("x")]},
+                                        "thread-async")
+        (approval_id,) = approval_ids(paused)
+        for key in ("ana", "ben"):
+            wait_for(lambda key=key: stack.call(
+                "POST", f"/v1/approvals/{approval_id}/approve", key,
+                json={"reason": "ok"}).status_code == 200, 60, what=f"{key}'s vote")
+        return approval_id, await agent.lg.aresume(agent.graph, "thread-async", wait_s=30)
+
+    try:
+        run = agent.lg.run("thread-async")
+        approval_id, done = asyncio.run(scenario())
+        assert approval_ids(done) == [] and agent.ran == [300]
+        assert run.outcome == "success"
+    finally:
+        agent.close()
+    types = landed(stack, run.run_id, len(run.event_ids))
+    calls = stack.query("SELECT tool, action FROM events FINAL WHERE run_id = {r:String} "
+                        "AND event_type = 'tool.call' ORDER BY seq", r=run.run_id)
+    # ToolNode runs the ungated lookup again when the node re-executes on resume (it is
+    # recorded each time it runs); the gated refund runs once
+    assert calls.count(("stripe", "create_refund")) == 1
+    assert calls.count(("lookup", "lookup")) == 2, calls
+    assert types.count("approval.requested") == 1 and types[-1] == "run.finished"
+    assert stack.query("SELECT JSONExtractString(body, 'approval_id'), decision FROM events "
+                       "FINAL WHERE run_id = {r:String} AND event_type = "
+                       "'approval.resolved'", r=run.run_id) == [(approval_id, "approved")]
     verified = stack.call("GET", f"/v1/verify/{run.run_id}", "reader")
     assert verified.status_code == 200 and verified.json()["ok"], verified.text
 
