@@ -54,6 +54,7 @@ for command in (stack.up, stack.broker, stack.sink, simulate.simulate, stack.str
     app.command()(command)
 
 app.command()(reconcile.reconcile)  # agentledger/cli/reconcile.py
+app.command("verify-bundle")(runs.verify_bundle)  # offline: a bundle and a public key
 app.add_typer(control.control_app, name="control")
 app.add_typer(safe_mode.safe_mode_app, name="safe-mode")
 app.add_typer(margins.revenue_app, name="revenue")

@@ -157,11 +157,61 @@ def verify(
                           highlight=False)
                 if run.get("custody"):
                     out.print(f"  custody from {run['custody']}", highlight=False)
+                if run.get("inclusion"):
+                    out.print(f"  {_inclusion_line(run['inclusion'])}", highlight=False,
+                              markup=False)
             else:
                 out.print(f"run {run['run_id']}: BROKEN at seq {run['broken_seq']} "
                           f"(event {run['broken_event_id']}): {run['problem']}",
                           highlight=False)
     if not result["ok"]:
+        raise typer.Exit(1)
+
+
+def _inclusion_line(proof: dict) -> str:
+    status = proof.get("status")
+    if status == "included":
+        return (f"in the signed head of {proof['log_id']} at size {proof['tree_size']:,} "
+                f"(leaf {proof['leaf_index']:,}, {len(proof['proof'])} proof hashes)")
+    if status == "pending":
+        return f"landed after the latest signed head of {proof['log_id']} (covered soon)"
+    if status == "unavailable":
+        return f"no signed head for {proof.get('log_id')} yet (checkpoints off?)"
+    return f"NOT a leaf of {proof.get('log_id')}'s tree recomputed from the store"
+
+
+def verify_bundle(
+    bundle_file: Annotated[Path, typer.Argument(help="a replay bundle (agentledger replay)")],
+    public_key: Annotated[list[str], typer.Option(
+        "--public-key", help="a trusted ledger public key (base64, or a ledger.pub file); "
+                             "repeatable")],
+    as_json: JsonFlag = False,
+) -> None:
+    """Check a replay bundle offline, with the ledger's public key alone: each run's hash
+    chain, its last event in the bundle's inclusion proof, the proof up to the signed
+    head's root, and the head's signature. Needs no ledger. Exits 1 if any fails."""
+    from agentledger.core import offline, signing
+
+    try:
+        keyring = signing.Keyring.parse(public_key)
+        bundle = json.loads(bundle_file.read_text())
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{bundle_file}: {exc}") from None
+    if not keyring:
+        raise UserError("give the ledger's public key with --public-key")
+    if not isinstance(bundle, dict):
+        raise UserError(f"{bundle_file}: not a replay bundle")
+    problems = offline.check_bundle(bundle, keyring)
+    if as_json:
+        print_json({"ok": not problems, "runs": len(bundle.get("runs") or []),
+                    "problems": problems})
+    elif problems:
+        for line in problems:
+            out.print(f"BROKEN: {line}", highlight=False, markup=False)
+    else:
+        out.print(f"bundle ok: {len(bundle['runs'])} run(s) chained and in signed heads",
+                  highlight=False, markup=False)
+    if problems:
         raise typer.Exit(1)
 
 

@@ -27,6 +27,7 @@ from clickhouse_connect.driver.client import Client
 from agentledger import __version__
 from agentledger.queries.common import NotFound, Scope, Where, rows
 from agentledger.queries.events import StoredEvent
+from agentledger.queries.inclusion import run_inclusion
 from agentledger.schemas.event_row import EVENT_COLUMNS, event_row
 from agentledger.schemas.integrity import verify_chain
 
@@ -222,8 +223,8 @@ def verify(client: Client, scope: Scope, ref: str) -> dict[str, Any]:
     """Verify every run of ``ref`` (a run id or a trace id), streaming each run's events."""
     runs_of = run_ids(client, scope, ref)
     last_seqs = _last_seqs(client, scope, runs_of)
-    runs = [verify_run(_stored(client, scope, ref, run_id), last_seqs.get(run_id))
-            for run_id in runs_of]
+    runs = [{**verify_run(_stored(client, scope, ref, run_id), last_seqs.get(run_id)),
+             "inclusion": run_inclusion(client, scope, run_id)} for run_id in runs_of]
     return {"ref": ref, "ok": all(r["ok"] for r in runs), "runs": runs}
 
 
@@ -345,6 +346,7 @@ def _run_bundle(client: Client, scope: Scope, ref: str, run_id: str,
     verification = verify_run(_stored(client, scope, ref, run_id), last_seq)
     verdicts.append(bool(verification["ok"]))
     yield b',"verification":' + orjson.dumps(verification, option=orjson.OPT_NON_STR_KEYS)
+    yield b',"inclusion":' + orjson.dumps(run_inclusion(client, scope, run_id))
     yield b"}"
 
 
