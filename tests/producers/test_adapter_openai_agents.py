@@ -19,21 +19,21 @@ import pytest
 
 pytest.importorskip("agents")
 
-from agents import Agent, RunConfig, function_tool  # noqa: E402
-from agents.testing import ScriptedModel, assistant_message, function_call  # noqa: E402
-from agents.usage import Usage  # noqa: E402
+from agents import Agent, RunConfig, function_tool
+from agents.testing import ScriptedModel, assistant_message, function_call
+from agents.usage import Usage
 
-from agentledger.broker import EmbeddedBroker  # noqa: E402
-from agentledger.core.kafka import client_config, default_topics, ensure_topics  # noqa: E402
-from agentledger.core.settings import Settings  # noqa: E402
-from agentledger.producers.adapters.openai_agents import AgentsLedger  # noqa: E402
-from agentledger.producers.approval_follower import ApprovalFollower  # noqa: E402
-from agentledger.producers.emitter import AgentIdentity, Ledger  # noqa: E402
-from agentledger.producers.gate import Gate  # noqa: E402
-from agentledger.producers.guard import ControlFollower, SafeModeGuard  # noqa: E402
-from agentledger.schemas.signals import OPEN  # noqa: E402
-from tests.helpers import wait_for  # noqa: E402
-from tests.shell.gate_stack import AGENT, GateStack, gate_stack  # noqa: E402
+from agentledger.broker import EmbeddedBroker
+from agentledger.core.kafka import client_config, default_topics, ensure_topics
+from agentledger.core.settings import Settings
+from agentledger.producers.adapters.openai_agents import AgentsLedger
+from agentledger.producers.approval_follower import ApprovalFollower
+from agentledger.producers.emitter import AgentIdentity, Ledger
+from agentledger.producers.gate import Gate
+from agentledger.producers.guard import ControlFollower, SafeModeGuard
+from agentledger.schemas.signals import OPEN
+from tests.helpers import wait_for
+from tests.shell.gate_stack import AGENT, GateStack, gate_stack
 
 pytestmark = pytest.mark.integration
 
@@ -193,3 +193,58 @@ def test_an_open_breaker_refuses_the_next_write(stack: GateStack) -> None:
         "SELECT count() FROM events FINAL WHERE event_type = 'policy.decision' AND "
         "tenant = 'globex' AND JSONExtractString(body, 'rule') = 'breaker_open'")[0][0] >= 1,
         60, what="the breaker's refusal in the ledger")
+
+
+def test_a_rejected_approval_reaches_the_model_and_ungated_tools_are_recorded(
+        stack: GateStack) -> None:
+    agent = RefundAgent(stack, "acme", [
+        [function_call("get_charge", {"charge": "ch_7"}, call_id="call_get")],
+        refund(300, "call_300"), [assistant_message("The refund was not approved.")]])
+    looked_up: list[str] = []
+
+    @function_tool
+    def get_charge(charge: str) -> str:
+        """Look a charge up (ungated: recorded by the run hooks)."""
+        looked_up.append(charge)
+        return f"{charge}: 300 USD"
+
+    agent.agent.tools.append(get_charge)
+    try:
+        paused = agent.al.run_sync(agent.agent, "refund ch_7", run_config=OFFLINE)
+        (approval_id,) = paused.approval_ids
+        run = paused.run
+        denied = wait_for(lambda: (r := stack.call(
+            "POST", f"/v1/approvals/{approval_id}/deny", "ana",
+            json={"reason": "duplicate refund"})).status_code == 200 and r.json(), 60,
+            what="ana's denial (the request landed)")
+        assert denied["status"] == "rejected"
+        done = agent.al.resume_sync(paused, wait_s=30, run_config=OFFLINE)
+        assert agent.ran == [] and looked_up == ["ch_7"]
+        assert "rule: approval_rejected" in agent.tool_output(), agent.tool_output()
+        assert done.final_output == "The refund was not approved."
+        assert run.finished and run.outcome == "success"
+    finally:
+        agent.close()
+    types = landed(stack, run.run_id, len(run.event_ids))
+    assert types == ["run.started", "model.call", "tool.call", "tool.result", "model.call",
+                     "policy.decision", "approval.requested", "approval.resolved",
+                     "model.call", "run.finished"]
+    (resolved,) = stack.query(
+        "SELECT decision FROM events FINAL WHERE run_id = {r:String} AND "
+        "event_type = 'approval.resolved'", r=run.run_id)
+    assert resolved == ("rejected",)
+
+
+def test_without_the_extra_the_import_names_it() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['agents'] = None\n"
+            "try:\n    import agentledger.producers.adapters.openai_agents\n"
+            "except ImportError as exc:\n    print(exc)\n"
+            "import agentledger.producers.enforce, agentledger.producers.adapters\n"
+            "print('agents' in sys.modules and sys.modules['agents'] is not None)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120, check=True).stdout
+    assert "pip install 'agentledger[openai-agents]'" in out, out
+    assert out.strip().endswith("False"), "the base SDK must not import the framework"
