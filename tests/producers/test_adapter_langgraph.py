@@ -191,10 +191,12 @@ def test_an_async_graph_pauses_and_resumes_and_ungated_tools_are_recorded(
         paused = await agent.lg.ainvoke(agent.graph, {"messages": [HumanMessage("x")]},
                                         "thread-async")
         (approval_id,) = approval_ids(paused)
-        for key in ("ana", "ben"):
-            wait_for(lambda key=key: stack.call(
-                "POST", f"/v1/approvals/{approval_id}/approve", key,
-                json={"reason": "ok"}).status_code == 200, 60, what=f"{key}'s vote")
+        def voted(key: str) -> bool:
+            return stack.call("POST", f"/v1/approvals/{approval_id}/approve", key,
+                              json={"reason": "ok"}).status_code == 200
+
+        wait_for(lambda: voted("ana"), 60, what="ana's vote (the request landed)")
+        assert voted("ben")
         return approval_id, await agent.lg.aresume(agent.graph, "thread-async", wait_s=30)
 
     try:
