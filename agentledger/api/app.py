@@ -17,6 +17,7 @@ from agentledger.api import (
     approvals,
     audit_export,
     control,
+    control_board,
     control_stream,
     events,
     gate,
@@ -80,6 +81,7 @@ def create_app(client: Client, keys: KeySource, *, database: str = "agentledger"
     app.router.routes.extend(regression.router.routes)  # GET /v1/regression/*
     app.router.routes.extend(permissions.router.routes)  # GET /v1/permissions
     app.router.routes.extend(webhooks.router.routes)  # GET /v1/webhooks
+    app.router.routes.extend(control_board.router.routes)  # GET /v1/control/board
     traces.install(app)  # POST /v1/traces
     app.router.routes.extend(control_stream.router.routes)  # GET /v1/control/stream
     app.router.on_shutdown.append(lambda: control_stream.stop(app))

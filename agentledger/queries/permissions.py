@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -382,5 +383,9 @@ def view(gate: Gate, scope: Scope, tenant: str | None, entries: Iterable[KeyEntr
     found["roles"] = role_holders(gate, entries, chosen)
     found["version"] = (policy_versions.version_view(gate, data_dir) if data_dir is not None
                         else {"version": gate.version, "previous": None, "diff": ""})
+    if scope.tenants is not None:  # the policy is shared: other tenants' names stay unsaid
+        for other in set(tenants_of(gate)) - scope.tenants:
+            found["version"]["diff"] = re.sub(rf"\b{re.escape(other)}\b", "(another tenant)",
+                                              found["version"]["diff"])
     found["tenants"] = sorted(scope.tenants) if scope.tenants is not None else tenants_of(gate)
     return found

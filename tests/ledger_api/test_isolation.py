@@ -45,6 +45,9 @@ def _probe_paths(store: Store) -> dict[str, dict[str, Any]]:
         "/v1/control/stream": {"tenant": "globex"},  # refused before it streams
         "/v1/control/explain": {"scope": "acme/triage-bot"},  # globex's: 403 (asserted below)
         "/v1/control/results": {"since": "30d"},
+        "/v1/control/board": {},
+        "/v1/permissions": {},
+        "/v1/webhooks": {},
         "/v1/watch": {},
         "/v1/margins": {"by": "tenant", "since": "30d"},
         "/v1/gate": {"baseline": "agent_version=1.4.2", "candidate": "agent_version=3.1.0",
@@ -84,7 +87,8 @@ def test_a_tenant_key_sees_nothing_of_another_tenant(store: Store):
         bogus = httpx.get(store.api.url + path, params=params, timeout=30,
                           headers={"X-API-Key": "al_not-a-key"})
         assert bogus.status_code == 401
-        if path in ("/v1/events", "/v1/margins", "/v1/control/state", "/v1/export"):
+        if path in ("/v1/events", "/v1/margins", "/v1/control/state", "/v1/export",
+                    "/v1/control/board", "/v1/permissions", "/v1/webhooks"):
             assert store.get(path, "acme", tenant="globex", **params).status_code == 403
     assert store.get("/v1/control/explain", "acme", scope="globex/triage-bot").status_code \
         == 403
