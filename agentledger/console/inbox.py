@@ -24,6 +24,8 @@ from agentledger.queries.common import parse_time
 
 router = APIRouter()
 HISTORY = 50
+LIMIT = 200
+"""Requests read per inbox view: the newest 200 of the window, as `GET /v1/approvals`."""
 WINDOW = "7d"
 
 
@@ -64,7 +66,7 @@ def mine(user: User, item: dict[str, Any]) -> bool:
 
 @router.get("/console/inbox", response_class=HTMLResponse, include_in_schema=False)
 def inbox(request: Request, user: SignedIn, client: Store) -> Response:
-    found = api.views(request, user.principal, client, since=parse_time(WINDOW), limit=1000)
+    found = api.views(request, user.principal, client, since=parse_time(WINDOW), limit=LIMIT)
     rules = q.escalation_rules(client, user.scope, [i["run_id"] for i in found
                                                      if i["status"] == "pending"])
     pending, history = [], []
