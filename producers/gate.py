@@ -33,13 +33,13 @@ from typing import Any, Literal
 import cedarpy
 import jsonschema_rs
 
+from agentledger.producers.controls import ToolControls
 from agentledger.producers.tool_policy_files import (
     ANY_TENANT,
     DEFAULT_DIR,
     Catalog,
     PolicyError,
     Queue,
-    ToolControls,
     agent_entities,
     cedar_entities,
     cedar_schema,

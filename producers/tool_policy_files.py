@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -166,9 +166,7 @@ def _controls(spec: dict[str, Any], base: ToolControls, path: Path, text: str, w
     given = {k: spec[k] for k in CONTROL_KEYS if k in spec}
     if not given:
         return base
-    merged = {"timeout_s": base.timeout_s, "retries": base.retries,
-              "backoff_s": base.backoff_s, "backoff_max_s": base.backoff_max_s,
-              "retry_on": base.retry_on}
+    merged: dict[str, Any] = {}
     try:
         for key in ("timeout_s", "backoff_s", "backoff_max_s"):
             if key in given:
@@ -194,7 +192,7 @@ def _controls(spec: dict[str, Any], base: ToolControls, path: Path, text: str, w
                           f"{name}: timeout_s, backoff_s and backoff_max_s must be numbers "
                           "> 0, retries an integer 0..10, retry_on a list of exception "
                           "names, HTTP statuses and 'timeout'") from None
-    return ToolControls(**merged)
+    return replace(base, **merged)
 
 
 def _schema(spec: dict[str, Any], path: Path, text: str, where: str,

@@ -67,7 +67,8 @@ def health(
         table(report["open_breakers"] + report["safe_modes"],
                ["kind", "scope", "rule", "state", "since", "reason"],
                title="degraded", empty="nothing")
-        table(tools, ["tool", "calls", "errors", "timeouts", "error_rate", "p95_ms"],
+        table(tools, ["tool", "calls", "errors", "timeouts", "error_rate", "p95_ms",
+                      "verified_rate"],
                title=f"tools, last {since}", empty="no tool calls")
     if report["status"] != "ok" or (report["reconcile"] or {}).get("missing"):
         raise typer.Exit(2)
