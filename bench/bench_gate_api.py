@@ -210,7 +210,9 @@ def adapter_openai_agents(calls: int, trials: int, say: Any) -> dict[str, Any]:
     (control verdict, Cedar policy, ``tool.call`` / ``tool.result`` queued to Kafka; a
     small refund also records its allow), against the same tool unwrapped (the SDK's own
     argument parsing and the call), interleaved call by call. ``overhead`` is the paired
-    difference (gated minus raw) per call.
+    difference (gated minus raw) per call. Beside it, the same call gated and recorded by
+    ``ToolGuard.call`` directly (``baseline_toolguard_direct``: the SDK's own cost) and the
+    adapter's share beyond it (``adapter_beyond_toolguard``, paired).
 
     Approval → resumed agent: a run pauses on a refund that needs two approvals; the agent
     waits in ``AgentsLedger.resume``; the final vote is published as the API does (a
@@ -270,7 +272,8 @@ def adapter_openai_agents(calls: int, trials: int, say: Any) -> dict[str, Any]:
         async def overhead(raw: Any, tool: Any, args: dict[str, Any]) -> dict[str, Any]:
             text = json.dumps(args)
             wrapper: RunContextWrapper[Any] = RunContextWrapper(context=None)
-            raw_ns, gated_ns, diff_ns = [], [], []
+            action = "get_charge" if raw is get_charge else "create_refund"
+            raw_ns, gated_ns, diff_ns, direct_ns, own_ns = [], [], [], [], []
             with ledger.run("bench_openai_agents") as run, al.bind(run):
                 for i in range(calls + 500):
                     ctx = ToolContext(context=None, tool_name=raw.name,
@@ -281,14 +284,23 @@ def adapter_openai_agents(calls: int, trials: int, say: Any) -> dict[str, Any]:
                     assert not await tool.needs_approval(wrapper, args, f"c{i}")
                     await tool.on_invoke_tool(ctx, text)
                     t2 = time.perf_counter_ns()
+                    # the same call gated and recorded by ToolGuard directly (no adapter)
+                    with al.guard.call(run, "stripe", action, mode="write", args=args,
+                                       idempotency_key=f"d{i}"):
+                        await raw.on_invoke_tool(ctx, text)
+                    t3 = time.perf_counter_ns()
                     if i >= 500:  # warm-up
                         raw_ns.append(t1 - t0)
                         gated_ns.append(t2 - t1)
                         diff_ns.append((t2 - t1) - (t1 - t0))
+                        direct_ns.append(t3 - t2)
+                        own_ns.append((t2 - t1) - (t3 - t2))
                     if i % 1000 == 999:
                         ledger.flush(30)  # keep the producer's queue short, outside timing
             return {"calls": calls, "raw_tool": _quantiles(raw_ns),
-                    "gated_tool": _quantiles(gated_ns), "overhead": _quantiles(diff_ns)}
+                    "gated_tool": _quantiles(gated_ns), "overhead": _quantiles(diff_ns),
+                    "baseline_toolguard_direct": _quantiles(direct_ns),
+                    "adapter_beyond_toolguard": _quantiles(own_ns)}
 
         async def approval_trial() -> float:
             model = ScriptedModel([
