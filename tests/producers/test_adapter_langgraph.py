@@ -13,6 +13,8 @@ model (no network).
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -267,3 +269,16 @@ def test_an_open_breaker_refuses_the_next_write(stack: GateStack) -> None:
         "SELECT count() FROM events FINAL WHERE event_type = 'policy.decision' AND "
         "tenant = 'globex' AND JSONExtractString(body, 'rule') = 'breaker_open'")[0][0] >= 1,
         60, what="the breaker's refusal in the ledger")
+
+
+def test_without_the_extra_the_import_names_it() -> None:
+    code = ("import sys; sys.modules['langgraph'] = None\n"
+            "import agentledger.producers.enforce, agentledger.producers.adapters\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+            "('langgraph', 'langchain_core') and sys.modules[m] is not None))\n"
+            "try:\n    import agentledger.producers.adapters.langgraph\n"
+            "except ImportError as exc:\n    print(exc)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120, check=True).stdout
+    assert "pip install 'agentledger[langgraph]'" in out, out
+    assert out.startswith("[]\n"), "the base SDK must not import the framework"
