@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ from clickhouse_connect.driver.client import Client
 
 from agentledger.auth import append_entry, entry_for, new_key
 from agentledger.broker import EmbeddedBroker
-from agentledger.core import discovery
+from agentledger.core import discovery, signing
 from agentledger.core.kafka import client_config, default_topics, ensure_topics
 from agentledger.core.settings import Settings
 from agentledger.core.store import client_for
@@ -46,6 +47,7 @@ class Stack:
     env: dict[str, str]
     client: Client
     witness: Path
+    public_key: str
 
     def sql(self, statement: str, **params: Any) -> None:
         """A write by the attacker, straight to the store."""
@@ -125,7 +127,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
                 take_witness(settings, env, witness)
                 attacker.command("CREATE TABLE events_pristine AS events")
                 attacker.command("INSERT INTO events_pristine SELECT * FROM events")
-                yield Stack(env, attacker, witness)
+                yield Stack(env, attacker, witness, signing.ledger_key(settings).public_text)
             finally:
                 attacker.close()
                 discovery.withdraw(settings, discovery.STORE_FILE)
@@ -182,6 +184,47 @@ def test_an_untouched_ledger_verifies_against_its_witness(stack: Stack) -> None:
     shown = subprocess.run([*CLI, "verify", "--ledger", "--witness", str(stack.witness)],
                            env=stack.env, capture_output=True, text=True, timeout=180)
     assert shown.returncode == 0 and shown.stdout.startswith("ledger ok:"), shown.stdout
+
+
+NODE_CHECK = Path(__file__).with_name("bundle_check.test.mjs")
+
+
+def test_a_bundle_carries_an_inclusion_proof_checked_offline(stack: Stack,
+                                                              tmp_path: Path) -> None:
+    run_id, events = _a_run(stack)
+    verified = subprocess.run([*CLI, "verify", run_id, "--json"], env=stack.env,
+                              capture_output=True, text=True, timeout=120)
+    assert verified.returncode == 0, verified.stderr
+    proof = json.loads(verified.stdout)["runs"][0]["inclusion"]
+    assert proof["status"] == "included" and proof["leaf"]["event_id"] == events[-1][0]
+    assert len(json.dumps(proof)) <= 2048, proof
+    bundle = tmp_path / "bundle.json"
+    replay = subprocess.run([*CLI, "replay", run_id, "-o", str(bundle)], env=stack.env,
+                            capture_output=True, text=True, timeout=120)
+    assert replay.returncode == 0, replay.stderr
+    document = json.loads(bundle.read_text())
+    assert document["runs"][0]["inclusion"] == proof
+    public = stack.public_key
+    ok = subprocess.run([*CLI, "verify-bundle", str(bundle), "--public-key", public],
+                        env=stack.env, capture_output=True, text=True, timeout=60)
+    assert ok.returncode == 0 and ok.stdout.startswith("bundle ok"), ok.stdout + ok.stderr
+    document["runs"][0]["events"][1]["body"]["args"] = {"n": -1}
+    tampered = tmp_path / "tampered.json"
+    tampered.write_text(json.dumps(document))
+    refused = subprocess.run([*CLI, "verify-bundle", str(tampered), "--public-key", public,
+                              "--json"], env=stack.env, capture_output=True, text=True,
+                             timeout=60)
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert "chain broken at seq 1" in json.loads(refused.stdout)["problems"][0]
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("node is not installed")
+    done = subprocess.run([node, "--test", str(NODE_CHECK)], capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "BUNDLE_FILE": str(bundle),
+                                            "TAMPERED_FILE": str(tampered),
+                                            "LEDGER_PUBLIC_KEY": public})
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    assert "# pass 2" in done.stdout and "# fail 0" in done.stdout, done.stdout
 
 
 def test_a_deleted_run_is_named(store: Stack) -> None:
