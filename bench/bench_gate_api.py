@@ -358,6 +358,175 @@ def adapter_openai_agents(calls: int, trials: int, say: Any) -> dict[str, Any]:
     return result
 
 
+def adapter_langgraph(calls: int, trials: int, say: Any) -> dict[str, Any]:
+    """The LangGraph adapter, in process, on an embedded broker (issue 24).
+
+    Overhead: a no-op LangChain tool invoked as ``ToolNode`` invokes it (a ``ToolCall``
+    and the thread's config), gated by ``LangGraphLedger.guard_tool`` (Cedar policy,
+    ``tool.call`` / ``tool.result`` queued to Kafka, the callback handler; a small refund
+    also records its allow), against the same tool unwrapped, interleaved call by call;
+    ``overhead`` is the paired difference. Beside them, the same call gated and recorded
+    by ``ToolGuard.call`` directly (``baseline_toolguard_direct``: the SDK's own cost) and
+    the adapter's share beyond it (``adapter_beyond_toolguard``, paired).
+
+    Approval → resumed graph: a compiled graph (``InMemorySaver``) pauses on a refund that
+    needs two approvals (``interrupt``); ``LangGraphLedger.resume`` waits; the final vote
+    is published as the API does (``ApprovalDesk.publish``) and the clock runs from just
+    before that publish until the approved tool runs in the resumed graph. One unmeasured
+    trial first warms the producer and the follower up.
+    """
+    import threading
+    from datetime import UTC, datetime
+
+    from langchain_core.messages import HumanMessage
+    from langchain_core.tools import tool
+    from langgraph.checkpoint.memory import InMemorySaver
+    from langgraph.graph import START, MessagesState, StateGraph
+    from langgraph.prebuilt import ToolNode, tools_condition
+
+    from agentledger.api.approvals import ApprovalDesk
+    from agentledger.broker import EmbeddedBroker
+    from agentledger.core import signing
+    from agentledger.core.kafka import client_config, default_topics, ensure_topics
+    from agentledger.producers.adapters.langgraph import (
+        LangGraphLedger,
+        ScriptedChatModel,
+        approval_ids,
+    )
+    from agentledger.producers.approval_follower import ApprovalFollower
+    from agentledger.producers.emitter import Ledger
+    from agentledger.producers.enforce import ToolGuard, load_gate
+    from agentledger.producers.identity import AgentIdentity
+    from agentledger.schemas.approvals import APPROVED, ApprovalState, Vote
+
+    ran: list[float] = []
+
+    @tool
+    def get_charge(id: str) -> str:  # the catalog's argument name
+        """A no-op read."""
+        return id
+
+    @tool
+    def create_refund(charge: str, amount: int) -> str:
+        """A refund that only notes when it ran."""
+        ran.append(time.perf_counter())
+        return charge
+
+    with EmbeddedBroker() as broker:
+        ensure_topics(client_config(broker.bootstrap, "admin"), default_topics(3))
+        desk_key = signing.LedgerKey.generate()
+        desk = ApprovalDesk(broker.bootstrap, key=desk_key)
+        approvals = ApprovalFollower(broker.bootstrap, trusted=desk_key.keyring()).start()
+        ledger = Ledger.connect(broker.bootstrap, AgentIdentity(
+            tenant="acme", agent="refund-agent", agent_version="1", principal="bench"))
+        guard = ToolGuard(load_gate(), approvals=approvals)
+        lg = LangGraphLedger(ledger, guard, workflow="bench_langgraph")
+        kinds: dict[str, tuple[Any, str, dict[str, Any]]] = {
+            "read": (get_charge, "get_charge", {"id": "ch_1"}),
+            "money_write": (create_refund, "create_refund",
+                            {"charge": "ch_1", "amount": 50})}
+
+        def overhead(raw: Any, action: str, args: dict[str, Any]) -> dict[str, Any]:
+            gated = lg.guard_tool(raw, tool_name="stripe", action=action)
+            config = lg.config(f"bench-{action}")
+            plain = {"configurable": {"thread_id": "bench-raw"}}
+            raw_ns, gated_ns, diff_ns, direct_ns, own_ns = [], [], [], [], []
+            with ledger.run("bench_toolguard") as direct_run:
+                for i in range(calls + 500):
+                    call = {"name": raw.name, "args": args, "id": f"c{i}",
+                            "type": "tool_call"}
+                    t0 = time.perf_counter_ns()
+                    raw.invoke(call, plain)
+                    t1 = time.perf_counter_ns()
+                    gated.invoke(call, config)
+                    t2 = time.perf_counter_ns()
+                    # the same call gated and recorded by ToolGuard directly (no adapter)
+                    with guard.call(direct_run, "stripe", action, mode="write", args=args,
+                                    idempotency_key=f"d{i}"):
+                        raw.invoke(call, plain)
+                    t3 = time.perf_counter_ns()
+                    if i >= 500:  # warm-up
+                        raw_ns.append(t1 - t0)
+                        gated_ns.append(t2 - t1)
+                        diff_ns.append((t2 - t1) - (t1 - t0))
+                        direct_ns.append(t3 - t2)
+                        own_ns.append((t2 - t1) - (t3 - t2))
+                    if i % 1000 == 999:
+                        ledger.flush(30)  # keep the producer's queue short, outside timing
+            lg.finish(f"bench-{action}")
+            return {"calls": calls, "raw_tool": _quantiles(raw_ns),
+                    "gated_tool": _quantiles(gated_ns), "overhead": _quantiles(diff_ns),
+                    "baseline_toolguard_direct": _quantiles(direct_ns),
+                    "adapter_beyond_toolguard": _quantiles(own_ns)}
+
+        refund = lg.guard_tool(create_refund, tool_name="stripe", action="create_refund")
+
+        def turns() -> Any:
+            while True:
+                yield ScriptedChatModel.says(tool_calls=[{
+                    "name": "create_refund", "id": "c1",
+                    "args": {"charge": "ch_1", "amount": 450}}])
+                yield ScriptedChatModel.says("done")
+
+        model = ScriptedChatModel(messages=turns())
+        graph = StateGraph(MessagesState)
+        graph.add_node("agent", lambda s: {"messages": [model.invoke(s["messages"])]})
+        graph.add_node("tools", ToolNode([refund]))
+        graph.add_edge(START, "agent")
+        graph.add_conditional_edges("agent", tools_condition)
+        graph.add_edge("tools", "agent")
+        app = graph.compile(checkpointer=InMemorySaver())
+
+        def approval_trial(n: int) -> float:
+            thread = f"bench-approval-{n}"
+            paused = lg.invoke(app, {"messages": [HumanMessage("refund 450")]}, thread)
+            (approval_id,) = approval_ids(paused)
+            waiting = guard.waiting[approval_id]
+            resumed = threading.Thread(target=lg.resume, args=(app, thread),
+                                       kwargs={"wait_s": 30})
+            resumed.start()
+            time.sleep(0.05)  # the graph is in its wait before the vote lands
+            now = datetime.now(UTC)
+            decided = ApprovalState(
+                approval_id=approval_id, tenant="acme", agent="refund-agent",
+                run_id=lg.run(thread).run_id, action="stripe:create_refund",
+                approver_role=waiting.decision.approver_role or "finance",
+                approvals_required=waiting.decision.approvals_required or 2,
+                status=APPROVED, version=2, requested_at=waiting.requested_at,
+                resolved_at=now, votes=[Vote(approver="ana@finance", decision="approve"),
+                                        Vote(approver="ben@finance", decision="approve")])
+            count = len(ran)
+            t0 = time.perf_counter()
+            desk.publish(decided)
+            resumed.join(60)
+            assert thread not in lg.threads and len(ran) == count + 1, \
+                "the graph resumed, finished, and the tool ran exactly once"
+            return ran[-1] - t0
+
+        try:
+            result: dict[str, Any] = {}
+            for kind, (raw, action, args) in kinds.items():
+                say(f"adapter overhead, {kind}: {calls} calls")
+                result[kind] = overhead(raw, action, args)
+            say(f"approval → resumed graph: {trials} trials")
+            approval_trial(0)
+            lat = [approval_trial(n) for n in range(1, trials + 1)]
+            result["approval_to_resumed"] = {
+                "trials": trials, **_quantiles([int(x * 1e9) for x in lat])}
+            ledger.flush(30)
+        finally:
+            approvals.close()
+            desk.close()
+    worst = max(result[k]["overhead"]["p99_ms"] for k in kinds)
+    result["adapter_overhead_p99_ms"] = worst
+    result["approval_to_resumed_p99_ms"] = result["approval_to_resumed"]["p99_ms"]
+    result["goal_overhead_p99_ms"] = ADAPTER_OVERHEAD_GOAL_P99_MS
+    result["goal_approval_to_resumed_p99_ms"] = APPROVAL_RESUME_GOAL_P99_MS
+    result["goal_met"] = worst <= ADAPTER_OVERHEAD_GOAL_P99_MS and \
+        result["approval_to_resumed_p99_ms"] <= APPROVAL_RESUME_GOAL_P99_MS
+    return result
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rate", type=float, default=1000.0, help="requests per second")
@@ -365,6 +534,8 @@ def main() -> int:
     parser.add_argument("--json", action="store_true", help="print only the JSON line")
     parser.add_argument("--adapter-openai-agents", action="store_true",
                         help="measure the OpenAI Agents SDK adapter instead (in process)")
+    parser.add_argument("--adapter-langgraph", action="store_true",
+                        help="measure the LangGraph adapter instead (in process)")
     parser.add_argument("--calls", type=int, default=5000,
                         help="adapter: tool calls per kind (read, money write)")
     parser.add_argument("--approval-trials", type=int, default=30,
@@ -380,8 +551,10 @@ def main() -> int:
         if not args.json:
             print(text, file=sys.stderr)
 
-    if args.adapter_openai_agents:
-        result = adapter_openai_agents(args.calls, args.approval_trials, say)
+    if args.adapter_openai_agents or args.adapter_langgraph:
+        measure_adapter = adapter_langgraph if args.adapter_langgraph else \
+            adapter_openai_agents
+        result = measure_adapter(args.calls, args.approval_trials, say)
         if not args.json:
             for name, value in result.items():
                 print(f"{name:>32}: {value}")
