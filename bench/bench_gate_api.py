@@ -21,7 +21,9 @@ the same mix, one call at a time. The last line is one JSON object;
 ``--adapter-openai-agents`` measures the OpenAI Agents SDK adapter instead (see
 :func:`adapter_openai_agents`): the recording and gating it adds to a no-op tool, in
 process, beside the raw tool's own invocation, and a decided approval → the resumed
-agent's tool running.
+agent's tool running. ``--adapter-langgraph`` does the same for the LangGraph adapter
+(see :func:`adapter_langgraph`): a gated LangChain tool, and a graph paused by
+``interrupt()`` resumed from its checkpointer.
 """
 
 from __future__ import annotations
