@@ -53,6 +53,7 @@ from agentledger.schemas.signals import (
     breaker_scope,
     control_key,
     run_scope,
+    version_scope,
 )
 
 if TYPE_CHECKING:
@@ -162,7 +163,10 @@ class SafeModeGuard:
     """
 
     def __init__(self, follower: ControlFollower, tenant: str, agent: str, *,
-                 stale_after_s: float = 10.0, fail_closed_reads: bool = False):
+                 stale_after_s: float = 10.0, fail_closed_reads: bool = False,
+                 agent_version: str | None = None):
+        """``agent_version``: this process's version, so the canary's safe mode on
+        ``tenant/agent/version/<v>`` (a bad release) applies here too."""
         for name in (tenant, agent):  # "acme"/"eu/x" would read tenant "acme/eu"'s scope
             if (error := scope_name_error(name)) is not None:
                 raise ValueError(error)
@@ -170,6 +174,8 @@ class SafeModeGuard:
         self.tenant = tenant
         self.agent = agent
         self.scope = agent_scope(tenant, agent)
+        self.version_scope = version_scope(tenant, agent, agent_version) \
+            if agent_version else None
         self.stale_after_s = stale_after_s
         self.fail_closed_reads = fail_closed_reads
         self.refusals = 0
@@ -213,9 +219,10 @@ class SafeModeGuard:
         return ALLOW
 
     def _safe_modes(self) -> list[ControlSignal]:
-        prefix = control_key("safe_mode", self.scope) + ":"
+        prefixes = tuple(control_key("safe_mode", scope) + ":"
+                         for scope in (self.scope, self.version_scope) if scope)
         return [s for k, s in list(self.follower.state.items())
-                if k.startswith(prefix) and s.state != NORMAL]
+                if k.startswith(prefixes) and s.state != NORMAL]
 
     def check(self, tool: str, mode: Mode, *, run: RunContext | None = None,
               action: str = "") -> Verdict:

@@ -11,6 +11,7 @@ Scopes are slash-separated, tenant first (the `agent.control` key, see docs/reli
 
 - breaker: ``tenant/*/tool`` (one breaker per tenant and tool, across agents);
 - safe mode and overrides: ``tenant/agent``;
+- safe mode of one agent version (the canary): ``tenant/agent/version/<agent_version>``;
 - budget: ``tenant/agent/run/<run_id>``;
 - heartbeat: ``worker/<worker id>`` (liveness and event-time progress of a stream worker).
 """
@@ -104,6 +105,11 @@ def breaker_scope(tenant: str, tool: str) -> str:
 
 def agent_scope(tenant: str, agent: str) -> str:
     return f"{tenant}/{agent}"
+
+
+def version_scope(tenant: str, agent: str, agent_version: str) -> str:
+    """One version of an agent (the canary degrades a bad release, not the agent)."""
+    return f"{tenant}/{agent}/version/{agent_version}"
 
 
 def run_scope(tenant: str, agent: str, run_id: str) -> str:

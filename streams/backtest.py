@@ -3,8 +3,10 @@
 The history comes in event-time order (as ``[ts_us, tenant, agent, tool, status,
 latency_ms, event_id, error_type]`` rows, paged by the caller); the rows of one tenant
 within ``record_s`` of event time make one input record, as a worker would have received
-them in a batch. What comes out is every transition the policy would have made,
-to be set beside the transitions that were made (``control_signals``).
+them in a batch. ``run.finished`` rows (tool ``""``, outcome, agent_version) replay the
+canary (:mod:`agentledger.streams.canary`). What comes out is every transition the
+policy would have made, to be set beside the transitions that were made
+(``control_signals``).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any
 from agentledger.schemas.signals import ControlSignal
 from agentledger.streams.control_policy import Policy
 from agentledger.streams.decide import Controller
-from agentledger.streams.facts import ToolResult
+from agentledger.streams.facts import Fact, RunFinished, ToolResult
 
 
 @dataclass
@@ -26,8 +28,9 @@ class Backtest:
     controller: Controller = field(init=False)
     signals: list[ControlSignal] = field(default_factory=list)
     results: int = 0
+    runs_finished: int = 0
     _start: float = 0.0
-    _batches: dict[str, list[ToolResult]] = field(default_factory=dict)
+    _batches: dict[str, list[Fact]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.controller = Controller(self.policy, tool_health=False)
@@ -43,8 +46,13 @@ class Backtest:
             batch = batches.get(tenant)
             if batch is None:
                 batch = batches[tenant] = []
-            batch.append(ToolResult(ts, agent, tool, status, latency, event_id, error_type))
-            self.results += 1
+            if tool == "":  # a run.finished row (the canary): outcome, agent_version
+                batch.append(RunFinished(ts, agent, "", status, error_type))
+                self.runs_finished += 1
+            else:
+                batch.append(ToolResult(ts, agent, tool, status, latency, event_id,
+                                        error_type))
+                self.results += 1
 
     def _flush(self) -> None:
         for tenant, batch in self._batches.items():

@@ -126,6 +126,22 @@ class SafeModeRule(_Policy):
                              "multiple of windows.hop_s and at most windows.window_s")
 
 
+class CanaryPolicy(_Policy):
+    """A new agent version's live success rate against its baseline's (the version with
+    the most runs when it appeared), after every finished run, with an always-valid
+    sequential test (mSPRT, :mod:`agentledger.streams.canary`): the version is degraded
+    once the evidence of a drop reaches ``1/alpha``; a healthy version is degraded with
+    probability about ``alpha`` however long it runs."""
+
+    enabled: bool = True
+    alpha: float = Field(0.005, gt=0, lt=0.5)
+    mixture_sd: float = Field(0.07, gt=0, le=1, description="the drop in success rate "
+                              "the test is tuned to find fastest (half-normal mixture scale)")
+    margin: float = Field(0.0, ge=0, lt=1, description="a drop up to this is tolerated")
+    min_runs: int = Field(30, ge=1, description="runs in each arm before any decision")
+    action: Literal["degrade_to_read_only", "halt"] = "degrade_to_read_only"
+
+
 class BudgetPolicy(_Policy):
     fallback: Literal["ask_user_to_confirm", "abort_run", "degrade_to_read_only"] = (
         "ask_user_to_confirm")
@@ -146,6 +162,7 @@ class Policy(_Policy):
     windows: Windows = Windows()
     breaker: BreakerPolicy = BreakerPolicy()
     safe_mode: list[SafeModeRule] = Field(default_factory=list)
+    canary: CanaryPolicy = CanaryPolicy()
     budgets: BudgetPolicy = BudgetPolicy()
     economics: EconomicsPolicy = EconomicsPolicy()
 

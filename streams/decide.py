@@ -25,9 +25,11 @@ from agentledger.schemas.signals import (
     agent_scope,
     breaker_scope,
     control_key,
+    version_scope,
 )
 from agentledger.streams.breaker import Breaker, Transition
 from agentledger.streams.callers import ToolCallers
+from agentledger.streams.canary import Canaries, Degrade
 from agentledger.streams.clocks import SourceClocks
 from agentledger.streams.control_policy import Policy
 from agentledger.streams.economics import Economics
@@ -44,7 +46,7 @@ from agentledger.streams.facts import (
     ToolResult,
 )
 from agentledger.streams.health import ToolHealth
-from agentledger.streams.safemode import SafeMode
+from agentledger.streams.safemode import DEGRADED_STATE, SafeMode
 from agentledger.streams.windows import CountWindow
 
 BREAKERS = "breakers"
@@ -94,6 +96,10 @@ class Controller:
         """Agents with an on-time failure in the record being applied."""
         self.health = ToolHealth(self.window_s, self.hop_s)
         self.economics = Economics(policy.economics.window_s)
+        c = policy.canary
+        self.canaries = Canaries(alpha=c.alpha, mixture_sd=c.mixture_sd, margin=c.margin,
+                                 min_runs=c.min_runs, state=DEGRADED_STATE[c.action]) \
+            if c.enabled else None
 
     # -- durable state -------------------------------------------------------------------
 
@@ -107,6 +113,10 @@ class Controller:
                 b.restore(snap)
                 if b.state == OPEN:
                     self.open_breakers.add((snap["tenant"], snap["tool"]))
+            elif snap.get("canary"):
+                if self.canaries is not None:
+                    self.canaries.restore(snap["tenant"], snap["agent"], snap["version"],
+                                          snap)
             else:
                 rule = next((r for r in self.policy.safe_mode if r.name == snap["rule"]), None)
                 if rule is None:  # rule removed from the policy since: forget it
@@ -129,6 +139,8 @@ class Controller:
         for agent in [k for k in self.agent_windows if k[0] in tenants]:
             del self.agent_windows[agent]
         self.callers.forget(tenants)
+        if self.canaries is not None:
+            self.canaries.forget(tenants)
         self.open_breakers = {k for k in self.open_breakers if k[0] not in tenants}
         self.degraded = {k for k in self.degraded if k[0] not in tenants}
 
@@ -177,6 +189,43 @@ class Controller:
             "tenant": tenant, "agent": agent, "rule": rule}
         out.state.append((SAFE_MODES, tenant, control_key("safe_mode", scope, rule), snap))
 
+    def _canary(self, out: Decisions, tenant: str, fact: RunFinished, ts: float) -> None:
+        """The canary's look after one finished run (:mod:`agentledger.streams.canary`):
+        a new candidate is persisted (its baseline survives a restart); a conclusive look
+        degrades the version: safe mode on ``tenant/agent/version/<v>``, rule ``canary``."""
+        assert self.canaries is not None
+        found = self.canaries.finished(tenant, fact.agent, fact.agent_version,
+                                       fact.outcome == "success", ts)
+        for key in self.canaries.new:
+            self._canary_state(out, *key)
+        self.canaries.new.clear()
+        if found is not None:
+            self._canary_moved(out, found)
+
+    def _canary_state(self, out: Decisions, tenant: str, agent: str, version: str) -> None:
+        cand = self.canaries.candidates[(tenant, agent, version)]  # type: ignore[union-attr]
+        scope = version_scope(tenant, agent, version)
+        snap = cand.snapshot() | {"tenant": tenant, "agent": agent, "version": version,
+                                  "rule": "canary", "canary": True}
+        out.state.append((SAFE_MODES, tenant, control_key("safe_mode", scope, "canary"), snap))
+
+    def _canary_moved(self, out: Decisions, found: Degrade) -> None:
+        look, cand, c = found.evidence, found.candidate, self.policy.canary
+        reason = (f"canary: {found.version} succeeded {look.candidate_success:.1%} of "
+                  f"{look.candidate_runs} runs against baseline {cand.baseline} "
+                  f"{look.baseline_success:.1%} of {look.baseline_runs} (drop "
+                  f"{100 * look.drop:.1f} points); mSPRT likelihood ratio "
+                  f"{look.likelihood_ratio:.4g} >= 1/alpha {1 / c.alpha:.4g} (alpha "
+                  f"{c.alpha:g}, mixture_sd {c.mixture_sd:g}, margin {c.margin:g})")
+        details = {"test": "msprt_half_normal", "baseline_version": cand.baseline,
+                   "candidate_version": found.version, "alpha": c.alpha,
+                   "mixture_sd": c.mixture_sd, "margin": c.margin, **look.as_dict()}
+        t = Transition("normal", cand.state, cand.version, found.ts, reason,
+                       details=tuple(details.items()))
+        scope = version_scope(found.tenant, found.agent, found.version)
+        out.signals.append(self._signal("safe_mode", scope, "canary", t))
+        self._canary_state(out, found.tenant, found.agent, found.version)
+
     def _signal(self, kind: str, scope: str, rule: str, t: Transition) -> ControlSignal:
         details = dict(t.details) | {"policy_version": self.policy.version,
                                      "decided_at": t.ts}
@@ -208,6 +257,8 @@ class Controller:
                 self._result(out, tenant, agent, fact, ts, arrival, late_failures)
             else:
                 self._economics(tenant, agent, fact, ts)
+                if isinstance(fact, RunFinished) and self.canaries is not None:
+                    self._canary(out, tenant, fact, ts)
         failing, self._failing = self._failing, set()
         for agent, late_failures in touched.items():
             self._agent_moved(out, tenant, agent, late_failures, agent in failing)

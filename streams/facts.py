@@ -47,6 +47,8 @@ class RunFinished(NamedTuple):
     agent: str
     workflow: str
     outcome: str
+    agent_version: str = ""
+    """For the canary; a fact from before it existed (4 fields on the wire) has none."""
 
 
 class PolicyDecision(NamedTuple):

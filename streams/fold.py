@@ -111,7 +111,8 @@ class RunFolder:
                 run.cost_micros += micros
                 self._check_budget(run_id, run, event, ts, out)
         elif etype == "run.finished":
-            facts.append(RunFinished(ts, agent, workflow, body["outcome"]))
+            facts.append(RunFinished(ts, agent, workflow, body["outcome"],
+                                     str(event.get("agent_version") or "")))
             if self.runs.pop(run_id, None) is not None:
                 out.runs_changed[run_id] = None
         elif etype == "policy.decision":

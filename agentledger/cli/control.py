@@ -141,6 +141,7 @@ def run_backtest(ledger: Any, policy: Any, *, since: str | None, until: str | No
                     for k in sorted(set(would_eps) | set(made_eps))
                     if would_eps.get(k) != made_eps.get(k)]
     return {"policy_version": policy.version, "results": run.results,
+            "runs_finished": run.runs_finished,
             "seconds": round(replayed, 2), "would": [list(k) for k in would_keys],
             "made": [list(k) for k in made_keys], "same": len(diff["same"]),
             "only_backtest": [list(k) for k in diff["only_backtest"]],

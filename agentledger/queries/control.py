@@ -17,15 +17,18 @@ from clickhouse_connect.driver.client import Client
 from agentledger.queries.common import NotFound, QueryError, Scope, Where, rows
 from agentledger.schemas.signals import CLEARED, CLOSED, NORMAL
 
-_SCOPE: Final = re.compile(r"^[A-Za-z0-9_.:@-]{1,128}/(\*/)?[A-Za-z0-9_.:@-]{1,128}$")
+_SCOPE: Final = re.compile(r"^[A-Za-z0-9_.:@-]{1,128}/(\*/)?[A-Za-z0-9_.:@-]{1,128}"
+                           r"(/version/[A-Za-z0-9_.:@/+-]{1,128})?$")
 AT_REST: Final = (CLOSED, NORMAL, CLEARED)
 MAX_RESULTS_PAGE: Final = 200_000
 
 
 def _parse_scope(target: str) -> tuple[str, str]:
-    """``tenant/agent`` (safe mode, overrides) or ``tenant/*/tool`` (breaker)."""
+    """``tenant/agent`` (safe mode, overrides), ``tenant/agent/version/<v>`` (the canary)
+    or ``tenant/*/tool`` (breaker)."""
     if not _SCOPE.match(target):
-        raise QueryError(f"scope must be TENANT/AGENT or TENANT/*/TOOL, got {target!r}")
+        raise QueryError(f"scope must be TENANT/AGENT, TENANT/AGENT/version/VERSION or "
+                         f"TENANT/*/TOOL, got {target!r}")
     return target.split("/", 1)[0], target
 
 
@@ -77,19 +80,24 @@ def tool_results(client: Client, scope: Scope, since: dt.datetime | None,
                  limit: int = 50_000) -> dict[str, Any]:
     """One page of ``tool.result`` rows as compact tuples ``[ts_us, tenant, agent, tool,
     status, latency_ms, event_id, error_type]`` ordered by (ts, event_id); pass the last
-    row's (ts_us, event_id) as ``after`` for the next page."""
+    row's (ts_us, event_id) as ``after`` for the next page. ``run.finished`` rows come in
+    the same order, for the canary, as ``[ts_us, tenant, agent, "", outcome, 0,
+    event_id, agent_version]`` (a tool result always names its tool)."""
     if not 1 <= limit <= MAX_RESULTS_PAGE:
         raise QueryError(f"limit must be between 1 and {MAX_RESULTS_PAGE}")
     scope = scope.narrow(tenant)
     where = Where().scope(scope).between("ts", since, until).equals("tenant", tenant)
-    where.add("event_type = 'tool.result'")
+    where.add("event_type IN ('tool.result', 'run.finished')")
     if after is not None:
         where.add("(toUnixTimestamp64Micro(ts), toString(event_id)) > "
                   "({after_us:Int64}, {after_id:String})", after_us=after[0],
                   after_id=after[1])
     result = client.query(
-        "SELECT toUnixTimestamp64Micro(ts), tenant, agent, tool, status, latency_ms, "
-        "toString(event_id), error_type FROM events FINAL "
+        "SELECT toUnixTimestamp64Micro(ts), tenant, agent, "
+        "if(event_type = 'run.finished', '', tool), "
+        "if(event_type = 'run.finished', outcome, status), "
+        "if(event_type = 'run.finished', 0, latency_ms), toString(event_id), "
+        "if(event_type = 'run.finished', agent_version, error_type) FROM events FINAL "
         f"WHERE {where.sql()} ORDER BY ts, toString(event_id) LIMIT {int(limit)}",
         parameters=where.params, settings={"readonly": 2, "max_execution_time": 60})
     page = [list(r) for r in result.result_rows]

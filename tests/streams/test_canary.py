@@ -1,0 +1,127 @@
+"""The canary in the control loop, live: a real broker, a real stream worker, the real sink
+into chdb and the real API. A baseline version and a candidate whose success rate is 20
+points lower run side by side (one candidate run in five, as a canary gets a share of the
+traffic); the worker's mSPRT degrades the candidate's version scope within 300 of its
+runs, the guard of that version refuses writes while the baseline's does not, ``control
+explain`` names the numbers, and ``control backtest`` replays the same decision.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+
+from agentledger.api_client import LedgerClient
+from agentledger.auth import KeyRing, entry_for, new_key
+from agentledger.cli.control import run_backtest
+from agentledger.core.settings import Settings
+from agentledger.producers.emitter import AgentIdentity, Ledger
+from agentledger.producers.guard import ControlFollower, SafeModeGuard
+from agentledger.schemas.signals import READ_ONLY, control_key, version_scope
+from agentledger.services import start_api
+from agentledger.streams.control_policy import load_policy
+from tests.helpers import wait_for
+from tests.sinkutil import SinkThread
+from tests.streamutil import StreamWorker
+
+pytestmark = pytest.mark.integration
+BOUND = 300  # the goal: degraded within 300 of the candidate's runs
+
+
+def test_the_canary_degrades_a_bad_version_live_and_explain_names_the_numbers(
+        settings: Settings, service_env: dict[str, str], tmp_path: Path) -> None:
+    bootstrap = settings.kafka_bootstrap or ""
+    key = control_key("safe_mode", version_scope("acme", "triage-bot", "1.4.2"), "canary")
+    rng = random.Random(7)
+
+    def ledger(version: str) -> Ledger:
+        return Ledger.connect(bootstrap, AgentIdentity("acme", "triage-bot", version, "svc"))
+
+    with StreamWorker(service_env, tmp_path / "worker.log") as worker, \
+            ControlFollower(bootstrap) as follower, SinkThread(settings) as sink, \
+            ledger("1.4.1") as base, ledger("1.4.2") as cand:
+        worker.wait_ready(follower)
+        bad = SafeModeGuard(follower, "acme", "triage-bot", agent_version="1.4.2",
+                            stale_after_s=3600)
+        good = SafeModeGuard(follower, "acme", "triage-bot", agent_version="1.4.1",
+                             stale_after_s=3600)
+        assert bad.decide("crm", "write").allowed
+        # the baseline is live first: the candidate's baseline is the version with the
+        # most runs when the candidate appears
+        for n in range(150):
+            last = base.clock().timestamp()  # the last run finishes after this
+            with base.run("ticket_triage", inputs={"n": n}) as run:
+                run.finish("success" if rng.random() < 0.9 else "failure")
+        base.flush()
+        wait_for(lambda: follower.event_time >= last, 60, what="the baseline's runs decided")
+        candidate_runs = 0
+        for n in range(5 * BOUND):  # stop at the bound: the test asserts it was enough
+            is_cand = n % 5 == 4
+            led = cand if is_cand else base
+            with led.run("ticket_triage", inputs={"n": n}) as run:
+                run.finish("success" if rng.random() < (0.7 if is_cand else 0.9)
+                           else "failure")
+            candidate_runs += is_cand
+            if is_cand and candidate_runs % 25 == 0:
+                cand.flush()
+                base.flush()
+                if key in follower.state:
+                    break
+        cand.flush()
+        base.flush()
+        wait_for(lambda: key in follower.state, 90,
+                 what=f"the canary degrading 1.4.2 (worker log {worker.log_path}; control "
+                      f"state {sorted(follower.state)}, heartbeats "
+                      f"{[h.details for h in follower.heartbeats.values()]})")
+        # a little more traffic: the backtest replays in event-time order, not the
+        # worker's arrival order, and must reach the same conclusion
+        for n in range(250):
+            led = cand if n % 5 == 4 else base
+            with led.run("ticket_triage", inputs={"n": n}) as run:
+                run.finish("success" if rng.random() < (0.7 if n % 5 == 4 else 0.9)
+                           else "failure")
+        base.flush()
+        cand.flush()
+        signal = wait_for(lambda: follower.state.get(key), 60,
+                          what=f"the canary degrading 1.4.2 (worker log {worker.log_path})")
+        assert signal.state == READ_ONLY and signal.rule == "canary"
+        assert signal.details["candidate_runs"] <= BOUND
+        assert signal.details["baseline_version"] == "1.4.1"
+        assert signal.details["likelihood_ratio"] >= 1 / signal.details["alpha"]
+        assert signal.details["candidate_success"] < signal.details["baseline_success"]
+        # the guard obeys it for that version only
+        refused = bad.decide("crm", "write")
+        assert not refused.allowed and refused.rule == "safe_mode_read_only"
+        assert bad.decide("crm", "read").allowed
+        assert good.decide("crm", "write").allowed
+
+        wait_for(lambda: sink.query(
+            "SELECT count() FROM agentledger.control_signals FINAL WHERE rule = 'canary'"
+        )[0][0] == 1, 60, what="the canary's transition in control_signals")
+        api_key = new_key()
+        api = start_api(settings, sink.client,
+                        keys=KeyRing([entry_for("ops", api_key, ["*"])]),
+                        host="127.0.0.1", port=0)
+        try:
+            with LedgerClient(api.url, api_key) as client:
+                why = client.get("/v1/control/explain",
+                                 scope="acme/triage-bot/version/1.4.2")
+                state = why["states"][0]
+                assert state["rule"] == "canary" and state["state"] == READ_ONLY
+                numbers = state["explanation"]
+                assert numbers["test"] == "msprt_half_normal"
+                assert numbers["candidate_runs"] == signal.details["candidate_runs"]
+                for word in ("1.4.2 succeeded", "baseline 1.4.1", "likelihood ratio",
+                             "1/alpha 200"):
+                    assert word in state["reason"], state["reason"]
+                stored = sink.query("SELECT count() FROM agentledger.events FINAL WHERE "
+                                    "event_type = 'run.finished'")[0][0]
+                report = run_backtest(client, load_policy(), since="1d")
+            assert report["runs_finished"] == stored
+            replayed = [t for t in report["would"] if t[2] == "canary"]
+            assert replayed == [t for t in report["made"] if t[2] == "canary"] and replayed
+        finally:
+            api.server.should_exit = True
+            api.thread.join(10)
