@@ -68,7 +68,11 @@ def _print_explanation(out: Any, details: dict[str, Any], indent: str) -> None:
     keys = ("rule_kind", "window", "window_s", "calls", "errors", "error_rate", "threshold",
             "confidence", "lower_bound", "critical_errors", "min_calls", "exit_below",
             "min_hold_s", "recovered_below", "llr", "bound", "wait_s", "agent_time",
-            "late_window")
+            "late_window",
+            # the canary (streams/canary.py)
+            "test", "baseline_version", "baseline_runs", "baseline_success",
+            "candidate_runs", "candidate_success", "drop", "likelihood_ratio", "alpha",
+            "mixture_sd", "margin")
     shown = [f"{k}={details[k]}" for k in keys if k in details]
     if shown:
         out.print(f"{indent}rule: {' '.join(shown)}", highlight=False)
