@@ -175,6 +175,11 @@ class KeyRing:
     def __len__(self) -> int:
         return len(self._by_hash)
 
+    def principals(self) -> list[Principal]:
+        """Every key's principal (names, scopes, roles; never a key or digest): who holds
+        which approver role, for the permissions view."""
+        return list(self._by_hash.values())
+
 
 def keys_file(settings: Settings) -> Path:
     return settings.api_keys_file or settings.data_dir / "api-keys.yaml"
@@ -339,3 +344,7 @@ class ReloadingKeyRing:
     def __len__(self) -> int:
         self._refresh()
         return len(self._ring)
+
+    def principals(self) -> list[Principal]:
+        self._refresh()
+        return self._ring.principals()

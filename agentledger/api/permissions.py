@@ -20,8 +20,7 @@ from fastapi.params import Query
 
 from agentledger.api.deps import Caller, settings_of
 from agentledger.api.responses import OrjsonResponse
-from agentledger.auth import KeyConfigError, KeyEntry, load_entries
-from agentledger.core.settings import Settings
+from agentledger.auth import Principal
 from agentledger.producers.gate import Gate, PolicyError
 from agentledger.queries import permissions
 from agentledger.queries.common import Scope
@@ -35,12 +34,11 @@ def loaded_gate() -> Gate:
     return Gate.load(None)
 
 
-def key_entries(settings: Settings) -> list[KeyEntry]:
-    """The configured keys (the file's and the environment's); none if unreadable."""
-    try:
-        return load_entries(settings)
-    except KeyConfigError:
-        return []
+def key_principals(request: Request) -> list[Principal]:
+    """The keys this server accepts (its key ring: the keys file, the environment and the
+    local operator key), as principals."""
+    listed = getattr(request.app.state.keys, "principals", None)
+    return list(listed()) if callable(listed) else []
 
 
 def permissions_view(request: Request, scope: Scope, tenant: str | None) -> dict[str, Any]:
@@ -50,7 +48,7 @@ def permissions_view(request: Request, scope: Scope, tenant: str | None) -> dict
     except PolicyError as exc:
         raise HTTPException(503, f"the tool policy does not load: {exc}") from None
     settings = settings_of(request.app)
-    return permissions.view(gate, scope, tenant, key_entries(settings), settings.data_dir)
+    return permissions.view(gate, scope, tenant, key_principals(request), settings.data_dir)
 
 
 @router.get("/v1/permissions", summary="agents x tool actions → allow, deny or N approvals "

@@ -137,7 +137,7 @@ def policy_matrix(
     "201 ≤ amount ≤ 800: 2 x finance"), evaluated from the policy itself; who holds each
     approver role (from the keys file); the policy version and its diff from the
     previous one recorded. The same answer as GET /v1/permissions."""
-    from agentledger.auth import KeyConfigError, load_entries
+    from agentledger.auth import KeyConfigError, KeyRing, load_entries
     from agentledger.core.settings import load_settings
     from agentledger.queries import permissions
     from agentledger.queries.common import ALL
@@ -148,7 +148,8 @@ def policy_matrix(
         entries = load_entries(settings)
     except KeyConfigError as exc:
         raise UserError(str(exc)) from None
-    found = permissions.view(gate, ALL, tenant, entries, settings.data_dir)
+    found = permissions.view(gate, ALL, tenant, KeyRing(entries).principals(),
+                             settings.data_dir)
     if as_json:
         print_json(found)
         return

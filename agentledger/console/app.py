@@ -22,13 +22,13 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from agentledger.api.errors import first_line
-from agentledger.console import inbox, runs, search, signin
+from agentledger.console import control, inbox, permissions, runs, search, signin, webhooks
 from agentledger.console.session import SessionStore, SignInRequired, render, sign_in_url
 from agentledger.queries.common import Forbidden, NotFound, QueryError
 
 log = logging.getLogger("agentledger.console")
 
-PAGES = (signin, inbox, runs, search)
+PAGES = (signin, inbox, runs, search, permissions, control, webhooks)
 """Each page module's ``router``; a new page adds its module here (see the package doc)."""
 
 STATIC = Path(__file__).with_name("static")

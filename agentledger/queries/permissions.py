@@ -28,6 +28,7 @@ from __future__ import annotations
 import itertools
 import json
 import re
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +36,7 @@ from typing import Any
 
 import cedarpy
 
-from agentledger.auth import ALL_TENANTS, KeyEntry
+from agentledger.auth import Principal
 from agentledger.producers.gate import Decision, Gate
 from agentledger.producers.tool_policy_files import ANY_TENANT
 from agentledger.queries.common import Scope
@@ -337,17 +338,21 @@ def decide(found: Mapping[str, Any], gate: Gate, case: Mapping[str, Any]) -> dic
 # -- who holds the approver roles ----------------------------------------------------------------
 
 
-def role_holders(gate: Gate, entries: Iterable[KeyEntry], tenant: str) -> list[dict[str, Any]]:
+def role_holders(gate: Gate, principals: Iterable[Principal], tenant: str
+                 ) -> list[dict[str, Any]]:
     """Each approval queue (and any other role a key holds) with the keys of ``tenant``
-    (or operator keys) that hold it: name and state, never the key or its digest."""
+    (or operator keys) that hold it: name and state, never the key or its digest.
+    ``principals``: the keys the server accepts (revoked ones are not among them)."""
     roles: dict[str, list[dict[str, Any]]] = {r: [] for r in gate.catalog.queues}
-    for entry in entries:
-        if tenant not in entry.tenants and ALL_TENANTS not in entry.tenants:
+    now = time.time()
+    for who in principals:
+        if not who.allowed(tenant):
             continue
-        for role in entry.roles:
+        expired = who.expires_at is not None and who.expires_at <= now
+        for role in sorted(who.roles):
             roles.setdefault(role, []).append({
-                "name": entry.name, "state": entry.state(),
-                "operator": ALL_TENANTS in entry.tenants, "acts_for": list(entry.agents)})
+                "name": who.name, "state": "expired" if expired else "active",
+                "operator": who.operator, "acts_for": sorted(who.agents)})
     out = []
     for role, holders in roles.items():
         queue = gate.catalog.queues.get(role)
@@ -372,7 +377,7 @@ def pick_tenant(gate: Gate, scope: Scope, tenant: str | None) -> str:
     return (tenants_of(gate) or ["default"])[0]
 
 
-def view(gate: Gate, scope: Scope, tenant: str | None, entries: Iterable[KeyEntry],
+def view(gate: Gate, scope: Scope, tenant: str | None, principals: Iterable[Principal],
          data_dir: Path | None) -> dict[str, Any]:
     """The matrix of one tenant, who holds each approver role, and the policy version with
     its diff from the previous one (:mod:`agentledger.queries.policy_versions`)."""
@@ -380,7 +385,7 @@ def view(gate: Gate, scope: Scope, tenant: str | None, entries: Iterable[KeyEntr
 
     chosen = pick_tenant(gate, scope, tenant)
     found = matrix(gate, chosen)
-    found["roles"] = role_holders(gate, entries, chosen)
+    found["roles"] = role_holders(gate, principals, chosen)
     found["version"] = (policy_versions.version_view(gate, data_dir) if data_dir is not None
                         else {"version": gate.version, "previous": None, "diff": ""})
     if scope.tenants is not None:  # the policy is shared: other tenants' names stay unsaid

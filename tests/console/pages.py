@@ -13,4 +13,7 @@ PAGES: list[tuple[str, str, str]] = [
     ("run", "/console/runs/{run}", "ana"),
     ("search", "/console/search?since=1h", "ana"),
     ("not-found", "/console/runs/no-such-run", "ana"),
+    ("permissions", "/console/permissions", "ana"),
+    ("control", "/console/control?scope=acme/refund-agent", "ana"),
+    ("webhooks", "/console/webhooks", "ana"),
 ]

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from agentledger.auth import entry_for
+from agentledger.auth import KeyRing, entry_for
 from agentledger.producers.gate import Gate
 from agentledger.producers.tool_policy_cases import decide_case, load_cases
 from agentledger.producers.tool_policy_files import DEFAULT_DIR
@@ -60,7 +60,8 @@ def test_role_holders_are_the_keys_of_the_tenant_never_their_digests(gate: Gate)
     entries = [entry_for("alice", "al_a", ["acme"], roles=["finance"]),
                entry_for("bob", "al_b", ["globex"], roles=["finance"]),
                entry_for("ops", "al_o", ["*"], roles=["support-lead"])]
-    roles = {r["role"]: r for r in permissions.role_holders(gate, entries, "acme")}
+    principals = KeyRing(entries).principals()
+    roles = {r["role"]: r for r in permissions.role_holders(gate, principals, "acme")}
     assert [h["name"] for h in roles["finance"]["holders"]] == ["alice"]
     assert [h["name"] for h in roles["support-lead"]["holders"]] == ["ops"]
     assert "sha256" not in json.dumps(roles) and entries[0].sha256 not in json.dumps(roles)
