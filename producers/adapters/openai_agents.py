@@ -56,6 +56,7 @@ try:
     from agents.items import ModelResponse
     from agents.result import RunResult
     from agents.run_context import RunContextWrapper
+    from agents.tool import maybe_invoke_function_tool_failure_error_function
     from agents.tool_context import ToolContext
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError(
@@ -354,11 +355,25 @@ class AgentsLedger:
             assert refused is not None
             return refusal_text(gated.catalog_tool, gated.catalog_action, refused)
         call.__enter__()
+        invoker = gated.inner.on_invoke_tool
+        # A decorated tool's invoker turns the function's exception into a message for the
+        # model; call what it wraps instead, so the error is recorded (status=error, which
+        # breakers count) before the SDK's own handler formats it, as the invoker would.
+        impl = getattr(invoker, "_invoke_tool_impl", None)
         try:
-            out = await gated.inner.on_invoke_tool(ctx, arguments)
+            out = await (impl or invoker)(ctx, arguments)
         except BaseException as exc:
             call.__exit__(type(exc), exc, exc.__traceback__)
-            raise
+            if impl is None or not isinstance(exc, Exception):
+                raise
+            message = await maybe_invoke_function_tool_failure_error_function(
+                function_tool=gated.inner, context=ctx, error=exc)
+            if message is None:
+                raise
+            handled = getattr(invoker, "_on_handled_error", None)
+            if handled is not None:
+                handled(gated.inner, exc, arguments, ctx)
+            return message
         call.__exit__(None, None, None)
         return out
 

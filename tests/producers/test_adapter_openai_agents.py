@@ -68,6 +68,8 @@ class RefundAgent:
         def create_refund(charge: str, amount: int) -> str:
             """Refund ``amount`` USD of a charge."""
             self.ran.append(amount)
+            if amount == 13:
+                raise ConnectionError("stripe answered 502")
             return f"refunded {amount} USD of {charge}"
 
         self.model = ScriptedModel(turns, default_usage=Usage(
@@ -175,16 +177,25 @@ def test_a_denied_tool_never_runs_and_the_model_gets_the_refusal(stack: GateStac
 def test_an_open_breaker_refuses_the_next_write(stack: GateStack) -> None:
     # tenant globex: the breaker opened here leaves acme's stripe alone
     agent = RefundAgent(stack, "globex", [
-        refund(50, "call_50"), [assistant_message("Refunded.")],
+        refund(50, "call_50"), refund(13, "call_13"), [assistant_message("Refunded.")],
         refund(60, "call_60"), [assistant_message("Stripe is unavailable.")]])
     try:
-        agent.al.run_sync(agent.agent, "refund 50", run_config=OFFLINE)
-        assert agent.ran == [50]
+        first = agent.al.run_sync(agent.agent, "refund 50 and 13", run_config=OFFLINE)
+        assert agent.ran == [50, 13]
+        # the tool's failure reaches the model as the SDK's own error message, and the
+        # ledger records it as an error (what breakers count), not as a success
+        assert agent.tool_output().startswith("An error occurred while running the tool"), \
+            agent.tool_output()
+        assert landed(stack, first.run.run_id, len(first.run.event_ids))
+        results = stack.query(
+            "SELECT status, error_type FROM events FINAL WHERE run_id = {r:String} AND "
+            "event_type = 'tool.result' ORDER BY seq", r=first.run.run_id)
+        assert results == [("ok", ""), ("error", "ConnectionError")], results
         stack.breaker("globex", "stripe", OPEN, 1)
         wait_for(lambda: not agent.safe.decide("stripe", "write"), 30,
                  what="the agent's control follower to see the breaker")
         done = agent.al.run_sync(agent.agent, "refund 60", run_config=OFFLINE)
-        assert agent.ran == [50], "the write after the breaker opened never ran"
+        assert agent.ran == [50, 13], "the write after the breaker opened never ran"
         assert "rule: breaker_open" in agent.tool_output(), agent.tool_output()
         assert done.final_output == "Stripe is unavailable."
     finally:
