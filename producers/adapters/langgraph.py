@@ -102,6 +102,8 @@ def _paused(snapshot: Any) -> list[Any]:
 def _answer(paused: list[Any]) -> Command[Any]:
     """The resume: each paused interrupt gets the approval id it names (the decision
     itself is read from the signed approval state, never from here)."""
+    if not paused:
+        raise ValueError("the thread is not paused on an approval: nothing to resume")
     return Command(resume={i.id: {"approval_id": i.value["approval_id"]} for i in paused})
 
 
