@@ -114,6 +114,7 @@ def default_topics(events_partitions: int) -> list[TopicSpec]:
         TopicSpec(topics.CONTROL, 1, {"cleanup.policy": "compact"}),
         TopicSpec(topics.METRICS, 1),
         TopicSpec(APPROVALS_TOPIC, 1, {"cleanup.policy": "compact"}),
+        TopicSpec(topics.CHECKPOINTS, 1, {"cleanup.policy": "compact"}),
     ]
 
 

@@ -10,6 +10,9 @@ CONTROL: Final = "agent.control"
 """Compacted safe-mode, breaker and budget state per scope."""
 METRICS: Final = "agent.metrics"
 """Windowed aggregates per tenant/agent/workflow."""
+CHECKPOINTS: Final = "agentledger.checkpoints"
+"""Compacted signed tree heads of the ledger's Merkle logs, keyed by log_id (the latest
+head per log; the ``checkpoints`` table keeps them all)."""
 
 # Header names carried on DLQ records; the sink writes them, operators grep for them.
 H_REASON: Final = "x-reject-reason"
