@@ -133,6 +133,9 @@ def main() -> None:
         finally:
             approvals.close()
             control.follower.close()
+            desk = getattr(api.server.config.app.state, "approvals", None)
+            if desk is not None:  # the API's own follower of the votes
+                desk.close()
             api.stop()
             sink.stop()
             sink_thread.join(60)
