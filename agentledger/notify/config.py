@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Final, Literal
+from typing import Any, Final, Literal
 from urllib.parse import urlsplit
 
 import yaml
@@ -43,7 +43,7 @@ class Webhook(BaseModel):
                                description='tenants whose notices it gets; "*" = every one')
     queues: list[str] = Field(default_factory=list, description="approval notices only for "
                               "these queues (approver roles); empty = every queue")
-    events: list[Kind] = Field(default_factory=lambda: list(KINDS))
+    events: list[Kind] = Field(default_factory=lambda: list(KINDS))  # type: ignore[arg-type]
     secret: SecretStr | None = Field(default=None, description="HMAC-SHA256 signing secret")
     secret_env: str | None = Field(default=None, description="or: the variable holding it")
     timeout_s: float = Field(default=5.0, gt=0, le=60)
@@ -72,7 +72,7 @@ class Webhook(BaseModel):
             return False
         return not (queue and self.queues and queue not in self.queues)
 
-    def public(self) -> dict[str, object]:
+    def public(self) -> dict[str, Any]:
         """What a reader may see: never the secret, nor the URL's path or query."""
         parts = urlsplit(self.url)
         return {"name": self.name, "format": self.format, "tenants": self.tenants,

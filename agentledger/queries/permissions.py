@@ -205,7 +205,8 @@ def _merge(a: Piece, b: Piece) -> Piece | None:
 
 def _ask(gate: Gate, tenant: str, agent: str, tool: str, action: str,
          args: dict[str, Any]) -> dict[str, Any]:
-    base = {"tenant": tenant, "agent": agent, "tool": tool, "action": action, "args": args}
+    base: dict[str, Any] = {"tenant": tenant, "agent": agent, "tool": tool, "action": action,
+                            "args": args}
     first = gate.decide(**base, idempotency_key="k")
     answers: dict[str, Any] = {"outcome": _outcome(first)}
     if first.decision == "escalate":
