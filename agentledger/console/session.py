@@ -161,8 +161,9 @@ def signed_in(request: Request) -> User:
     if principal is None:  # revoked or expired since sign-in
         store_of(request.app).drop(session.sid)
         raise SignInRequired()
-    request.state.console_user = User(principal, session)
-    return request.state.console_user  # type: ignore[no-any-return]
+    user = User(principal, session)
+    request.state.console_user = user
+    return user
 
 
 async def checked_form(request: Request) -> dict[str, str]:
