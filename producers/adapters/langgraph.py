@@ -186,24 +186,44 @@ class LangGraphLedger:
                **configurable: Any) -> dict[str, Any]:
         """Wait up to ``wait_s`` for the approvers of every approval the thread is paused
         on, then resume it from its checkpointer (``Command(resume=...)`` naming each
-        approval id). Still undecided, the graph pauses again on the same request."""
-        paused = _paused(graph.get_state(self.config(thread_id, **configurable)))
-        self._wait(paused, wait_s)
-        return self.invoke(graph, _answer(paused), thread_id, **configurable)
+        approval id). Still undecided, the graph pauses again on the same request. A
+        graph that pauses next on a request already decided (tool calls escalated in
+        parallel surface one interrupt at a time) is resumed again at once."""
+        deadline = time.monotonic() + wait_s
+        config = self.config(thread_id, **configurable)
+        while True:
+            paused = _paused(graph.get_state(config))
+            self._wait(paused, deadline - time.monotonic())
+            result = self.invoke(graph, _answer(paused), thread_id, **configurable)
+            if not self._decided(approval_ids(result)):
+                return result
 
     async def aresume(self, graph: Any, thread_id: str, *, wait_s: float = 60.0,
                       **configurable: Any) -> dict[str, Any]:
         """:meth:`resume` for graphs run with ``graph.ainvoke`` (the wait is on a thread)."""
-        paused = _paused(await graph.aget_state(self.config(thread_id, **configurable)))
-        await asyncio.to_thread(self._wait, paused, wait_s)
-        return await self.ainvoke(graph, _answer(paused), thread_id, **configurable)
+        deadline = time.monotonic() + wait_s
+        config = self.config(thread_id, **configurable)
+        while True:
+            paused = _paused(await graph.aget_state(config))
+            await asyncio.to_thread(self._wait, paused, deadline - time.monotonic())
+            result = await self.ainvoke(graph, _answer(paused), thread_id, **configurable)
+            if not self._decided(approval_ids(result)):
+                return result
+
+    def _decided(self, approval_ids: list[str]) -> bool:
+        """Whether the graph paused again, on requests whose decision is already known."""
+        follower = self.guard.approvals
+        if not approval_ids or follower is None:
+            return False
+        return all((state := follower.get(a)) is not None and state.final
+                   for a in approval_ids)
 
     def _wait(self, paused: list[Any], wait_s: float) -> None:
         """Wait (up to ``wait_s`` in all) until every paused approval is decided."""
         follower = self.guard.approvals
         if follower is None:
             return
-        deadline = time.monotonic() + wait_s
+        deadline = time.monotonic() + max(0.0, wait_s)
         for pending in paused:
             approval_id = pending.value["approval_id"]
 
