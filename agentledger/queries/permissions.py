@@ -25,6 +25,7 @@ gate agree on every case the policy's authors wrote down.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import re
@@ -282,8 +283,10 @@ def tenants_of(gate: Gate) -> list[str]:
                    if t != ANY_TENANT})
 
 
+@functools.lru_cache(maxsize=256)
 def matrix(gate: Gate, tenant: str) -> dict[str, Any]:
-    """Every agent of ``tenant`` x every tool action → its cell (see the module doc)."""
+    """Every agent of ``tenant`` x every tool action → its cell (see the module doc).
+    Cached per (gate, tenant): a loaded gate never changes; callers must not mutate it."""
     literals = policy_literals(_policy_text(gate))
     agents = []
     for name in agents_of(gate, tenant):
@@ -385,7 +388,7 @@ def view(gate: Gate, scope: Scope, tenant: str | None, principals: Iterable[Prin
     from agentledger.queries import policy_versions
 
     chosen = pick_tenant(gate, scope, tenant)
-    found = matrix(gate, chosen)
+    found = dict(matrix(gate, chosen))  # a copy: the cached matrix stays as it was
     found["roles"] = role_holders(gate, principals, chosen)
     found["version"] = (policy_versions.version_view(gate, data_dir) if data_dir is not None
                         else {"version": gate.version, "previous": None, "diff": ""})
