@@ -17,6 +17,7 @@ from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
 import orjson
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from opentelemetry import trace
 from opentelemetry.trace import Span, Status, StatusCode
 
@@ -50,7 +51,7 @@ class EventLedger(Protocol):
     clock: Callable[[], datetime]
     redactor: Redactor
     prices: PriceTable
-    signing_key: bytes | None
+    signing_key: bytes | Ed25519PrivateKey | None
     tracer: trace.Tracer
 
     def check(self, event_type: str, body: dict[str, Any]) -> None: ...
@@ -151,7 +152,8 @@ class RunContext:
             del event["canon"]  # the legacy form holds it, and verifies as before
             digest = event_hash(event, self.prev_hash)
         event["hash"] = digest
-        event["sig"] = sign(digest, self.ledger.signing_key) if self.ledger.signing_key else None
+        key = self.ledger.signing_key  # HMAC (a secret) or ed25519 (the catalog has its public)
+        event["sig"] = sign(digest, key) if key is not None and key != b"" else None
         self.ledger.send(event, traceparent(ctx))
         self.prev_hash = digest
         self.seq += 1

@@ -29,6 +29,7 @@ from typing import Any
 
 import orjson
 from confluent_kafka import KafkaError, Message, Producer
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from opentelemetry import trace
 from pydantic import ValidationError
 
@@ -80,7 +81,7 @@ class Ledger:
         *,
         topic: str = topics.EVENTS,
         redact_keys: Iterable[str] = DEFAULT_REDACT_KEYS,
-        signing_key: bytes | None = None,
+        signing_key: bytes | Ed25519PrivateKey | None = None,
         prices: PriceTable = DEFAULT_PRICES,
         buffer_timeout_s: float = 5.0,
         validate: bool = True,

@@ -89,6 +89,10 @@ class Catalog:
                                                          "abort"))
     """How long an end user asked to confirm (``ask_user_to_confirm``) has: the catalog's
     ``confirm`` section (``sla_s``, ``expires_in_s``, ``on_expiry``)."""
+    agent_keys: dict[str, str] = field(default_factory=dict)
+    """Agent → its ed25519 public key (base64url, raw 32 bytes), for agents that sign their
+    events (``Ledger(signing_key=<Ed25519PrivateKey>)``): ``verify`` then names every
+    event of theirs unsigned or not signed by this key (docs/integrity.md)."""
 
 
 def _require(cond: bool, path: Path, text: str, needle: str, reason: str) -> None:
@@ -117,11 +121,16 @@ def load_catalog(path: Path) -> Catalog:
     _require(isinstance(doc, dict), path, text, "", "expected a mapping at the top")
     for key in ("policy_id", "version", "agents", "tools", "queues"):
         _require(key in doc, path, text, "", f"missing {key!r}")
-    agents = {}
+    agents, agent_keys = {}, {}
     for name, spec in (doc["agents"] or {}).items():
         ok = isinstance(spec, dict) and spec.get("tenants") and spec.get("roles") is not None
         _require(bool(ok), path, text, f"{name}:", f"agent {name}: needs tenants and roles")
         agents[str(name)] = (tuple(map(str, spec["tenants"])), tuple(map(str, spec["roles"])))
+        if spec.get("public_key") is not None:
+            _require(_is_ed25519_public(spec["public_key"]), path, text, f"{name}:",
+                     f"agent {name}: public_key must be an ed25519 public key "
+                     "(base64url of its 32 raw bytes, as `agentledger keys` prints)")
+            agent_keys[str(name)] = str(spec["public_key"]).strip()
     tools, actions = {}, {}
     for tool, spec in (doc["tools"] or {}).items():
         _require(isinstance(spec, dict) and isinstance(spec.get("actions"), dict), path, text,
@@ -146,7 +155,20 @@ def load_catalog(path: Path) -> Catalog:
     confirm = _queue(USER_QUEUE_PREFIX, doc["confirm"], path, text, "confirm:") \
         if doc.get("confirm") is not None else Queue(USER_QUEUE_PREFIX, 300.0, 900.0, "abort")
     return Catalog(str(doc["policy_id"]), str(doc["version"]), agents, tools, actions, queues,
-                   confirm)
+                   confirm, agent_keys)
+
+
+def _is_ed25519_public(text: Any) -> bool:
+    import base64
+    import binascii
+
+    if not isinstance(text, str):
+        return False
+    try:
+        raw = base64.urlsafe_b64decode(text.strip() + "=" * (-len(text.strip()) % 4))
+    except (binascii.Error, ValueError):
+        return False
+    return len(raw) == 32
 
 
 def _queue(role: str, q: Any, path: Path, text: str, where: str) -> Queue:

@@ -30,6 +30,10 @@ SCHEMA_VERSION: Final = 1
 HEX32 = Annotated[str, Field(pattern=r"^[0-9a-f]{32}$", description="OTel trace id, 32 hex")]
 HEX16 = Annotated[str, Field(pattern=r"^[0-9a-f]{16}$", description="OTel span id, 16 hex")]
 SHA256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$", description="sha256, 64 lowercase hex")]
+Signature = Annotated[str, Field(
+    pattern=r"^[0-9a-f]{64}(?:[0-9a-f]{64})?$",
+    description="the agent's signature of the event hash: HMAC-SHA256 (64 lowercase hex) "
+                "or ed25519 (128 lowercase hex), see schemas/integrity.py")]
 Name = Annotated[
     str,
     Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:@/+-]*$"),
@@ -254,7 +258,7 @@ class Envelope(_Strict):
     env: Name
     prev_hash: SHA256
     hash: SHA256
-    sig: SHA256 | None = None
+    sig: Signature | None = None
     canon: Literal["jcs"] | None = Field(
         default=None, description="canonical form under hash: absent = legacy (orjson, "
                                   "sorted keys); 'jcs' = RFC 8785")

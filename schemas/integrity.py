@@ -22,6 +22,11 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 import orjson
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+    Ed25519PrivateKey,
+    Ed25519PublicKey,
+)
 
 from agentledger.schemas.canonical import canonicalize
 
@@ -56,9 +61,36 @@ def event_hash(event: Mapping[str, Any], prev_hash: str) -> str:
     return hashlib.sha256(canonical_json(event) + prev_hash.encode("ascii")).hexdigest()
 
 
-def sign(event_hash_hex: str, key: bytes) -> str:
-    """HMAC-SHA256 of the event hash with the principal's key."""
+def sign(event_hash_hex: str, key: bytes | Ed25519PrivateKey) -> str:
+    """The ``sig`` of an event: HMAC-SHA256 of the event hash with the principal's secret
+    key (64 hex), or, with an ed25519 private key, its signature of
+    :func:`signed_bytes` (128 hex), which anyone holding the public key can check."""
+    if isinstance(key, Ed25519PrivateKey):
+        return key.sign(signed_bytes(event_hash_hex)).hex()
     return hmac.new(key, event_hash_hex.encode("ascii"), hashlib.sha256).hexdigest()
+
+
+EVENT_SIG_PURPOSE: Final = "agentledger.event.v1"
+"""What an agent's ed25519 ``sig`` signs: this purpose, a newline, the event's hash (hex),
+so an agent's key can never sign a checkpoint or a control record by mistake."""
+
+
+def signed_bytes(event_hash_hex: str) -> bytes:
+    return f"{EVENT_SIG_PURPOSE}\n{event_hash_hex}".encode("ascii")
+
+
+def check_sig(event: Mapping[str, Any], public: Ed25519PublicKey) -> str | None:
+    """Why ``event``'s ``sig`` is not its agent's ed25519 signature of its hash, or None
+    when it is. (The hash itself is checked by :func:`verify_chain`.)"""
+    sig = event.get("sig")
+    if not sig:
+        return "unsigned"
+    try:
+        public.verify(bytes.fromhex(str(sig)), signed_bytes(str(event.get("hash"))))
+    except (InvalidSignature, ValueError):
+        return "wrongly signed" if len(str(sig)) == 128 else \
+            "signed with an HMAC key, not the agent's registered ed25519 key"
+    return None
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,7 +1,9 @@
 """Events and runs: search, a run's timeline, its replay bundle, its hash-chain check."""
 
+import functools
 from typing import Annotated, Any, Literal
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
 
@@ -62,4 +64,15 @@ def replay_bundle(caller: Caller, client: Store, ref: RunRef) -> StreamingRespon
 
 @router.get("/v1/verify/{ref}", summary="hash-chain and column verification of stored runs")
 def verify(caller: Caller, client: Store, ref: RunRef) -> Any:
-    return replay.verify(client, caller, ref)
+    return replay.verify(client, caller, ref, agent_keys())
+
+
+@functools.cache
+def agent_keys() -> dict[str, Ed25519PublicKey]:
+    """The ed25519 public keys agents registered in the served tool policy's catalog
+    (``public_key`` of an agent): their events must be signed by them."""
+    from agentledger.api.permissions import loaded_gate
+    from agentledger.core.signing import public_from_text
+
+    return {name: public_from_text(text)
+            for name, text in loaded_gate().catalog.agent_keys.items()}

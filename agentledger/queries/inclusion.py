@@ -15,7 +15,6 @@ nothing but that those leaves exist.
 
 from __future__ import annotations
 
-import bisect
 from typing import Any, Final
 
 from clickhouse_connect.driver.client import Client
@@ -64,7 +63,7 @@ def run_inclusion(client: Client, scope: Scope, run_id: str) -> dict[str, Any]:
     store = lv.read_log(client, int(event["kafka_partition"]))
     wanted = merkle.leaf_hash(merkle.leaf_input(**leaf))
     offset = int(event["kafka_offset"])
-    index = bisect.bisect_left(store.offsets, offset)
+    index = int(store.offsets.searchsorted(offset))
     while index < store.size and store.offsets[index] == offset and \
             store.leaves[index * lv.HASH:(index + 1) * lv.HASH] != wanted:
         index += 1

@@ -33,7 +33,6 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import itertools
 import json
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -365,7 +364,7 @@ class StoreLog:
 
     log_id: str
     leaves: bytes
-    offsets: list[int]
+    offsets: Any  # numpy uint64, ascending
     collisions: list[int]
 
     @property
@@ -378,8 +377,8 @@ def read_log(client: Client, partition: int) -> StoreLog:
     table = client.query_arrow(_LEAVES, parameters={"pre": _LEAF_PREFIX, "p": partition})
     leaf = table.column("leaf").combine_chunks()
     raw = leaf.buffers()[1].to_pybytes()[leaf.offset * HASH:(leaf.offset + len(leaf)) * HASH]
-    offsets = table.column("kafka_offset").to_pylist()
-    collisions = sorted({o for o, n in itertools.pairwise(offsets) if o == n})
+    offsets = table.column("kafka_offset").to_numpy()
+    collisions = sorted({int(o) for o in offsets[1:][offsets[1:] == offsets[:-1]]})
     return StoreLog(log_id(partition), raw, offsets, collisions)
 
 
@@ -393,7 +392,7 @@ def window(client: Client, log: str, offsets: Sequence[int], lo: int, hi: int
         "SELECT kafka_offset, toString(event_id), tenant, run_id, hash, seq FROM events "
         "WHERE kafka_partition = {p:UInt16} AND kafka_offset >= {a:UInt64} "
         "AND kafka_offset <= {b:UInt64} ORDER BY kafka_offset, event_id LIMIT 1 BY event_id",
-        parameters={"p": partition_of(log), "a": offsets[lo], "b": offsets[hi - 1]}
+        parameters={"p": partition_of(log), "a": int(offsets[lo]), "b": int(offsets[hi - 1])}
     ).result_rows
     return [{"index": lo + i, "kafka_offset": int(r[0]), "event_id": r[1], "tenant": r[2],
              "run_id": r[3], "event_hash": r[4], "seq": int(r[5])}

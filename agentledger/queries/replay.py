@@ -18,18 +18,19 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, Final
 
 import orjson
 from clickhouse_connect.driver.client import Client
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from agentledger import __version__
 from agentledger.queries.common import NotFound, Scope, Where, rows
 from agentledger.queries.events import StoredEvent
 from agentledger.queries.inclusion import run_inclusion
 from agentledger.schemas.event_row import EVENT_COLUMNS, event_row
-from agentledger.schemas.integrity import verify_chain
+from agentledger.schemas.integrity import check_sig, verify_chain
 
 BUNDLE_VERSION: Final = 1
 PAGE_ROWS: Final = 1000
@@ -61,9 +62,10 @@ def column_drift(stored: StoredEvent, event: dict[str, Any]) -> str | None:
     return None
 
 
-def verify_run(events: Iterable[StoredEvent], last_seq_ingested: int | None
-               ) -> dict[str, Any]:
-    """Chain, columns and completeness of one run; names the first broken link.
+def verify_run(events: Iterable[StoredEvent], last_seq_ingested: int | None,
+               agent_keys: Mapping[str, Ed25519PublicKey] | None = None) -> dict[str, Any]:
+    """Chain, columns, completeness and, for agents in ``agent_keys`` (their registered
+    ed25519 public keys), every event's ``sig``; names the first broken link.
 
     ``events`` may be a stream (pages from :func:`run_pages`): it is read once, and only
     the first and last events are kept.
@@ -74,9 +76,11 @@ def verify_run(events: Iterable[StoredEvent], last_seq_ingested: int | None
     first_stored: StoredEvent | None = None
     bad_json: StoredEvent | None = None
     drift: tuple[StoredEvent, str] | None = None
+    unsigned: tuple[StoredEvent, str] | None = None
+    signatures = {"checked": 0, "bad": 0}
 
     def parsed() -> Iterator[dict[str, Any]]:
-        nonlocal count, first, last, first_stored, bad_json, drift
+        nonlocal count, first, last, first_stored, bad_json, drift, unsigned
         for stored in events:
             count += 1
             first_stored = first_stored or stored
@@ -96,6 +100,14 @@ def verify_run(events: Iterable[StoredEvent], last_seq_ingested: int | None
                     column = "body"
                 if column:
                     drift = (stored, column)
+            public = agent_keys.get(str(event.get("agent"))) if agent_keys else None
+            if public is not None:
+                signatures["checked"] += 1
+                why = check_sig(event, public)
+                if why is not None:
+                    signatures["bad"] += 1
+                    unsigned = unsigned or (stored, f"{why}: agent {event.get('agent')} "
+                                                    "must sign with its registered key")
             yield event
 
     stream = parsed()
@@ -108,11 +120,15 @@ def verify_run(events: Iterable[StoredEvent], last_seq_ingested: int | None
         return _broken(run_id, count, bad_json, "raw is not valid JSON")
     assert first is not None and last is not None
     result = {"run_id": run_id, **chain.to_dict(), "custody": custody(first)}
+    if signatures["checked"]:
+        result["signatures"] = signatures
     if not chain.ok:
         return result
     if drift is not None:
         return _broken(run_id, count, drift[0],
                        f"column {drift[1]} differs from the event's stored JSON")
+    if unsigned is not None:
+        return {**_broken(run_id, count, unsigned[0], unsigned[1]), "signatures": signatures}
     if last_seq_ingested is not None and last_seq_ingested > last["seq"]:
         return {**result, "ok": False, "broken_seq": last["seq"] + 1, "broken_event_id": None,
                 "problem": f"events after seq {last['seq']} are missing: seq "
@@ -219,11 +235,14 @@ def _stored(client: Client, scope: Scope, ref: str, run_id: str,
         yield from page
 
 
-def verify(client: Client, scope: Scope, ref: str) -> dict[str, Any]:
-    """Verify every run of ``ref`` (a run id or a trace id), streaming each run's events."""
+def verify(client: Client, scope: Scope, ref: str,
+           agent_keys: Mapping[str, Ed25519PublicKey] | None = None) -> dict[str, Any]:
+    """Verify every run of ``ref`` (a run id or a trace id), streaming each run's events;
+    agents in ``agent_keys`` must have signed each event with that key."""
     runs_of = run_ids(client, scope, ref)
     last_seqs = _last_seqs(client, scope, runs_of)
-    runs = [{**verify_run(_stored(client, scope, ref, run_id), last_seqs.get(run_id)),
+    runs = [{**verify_run(_stored(client, scope, ref, run_id), last_seqs.get(run_id),
+                          agent_keys),
              "inclusion": run_inclusion(client, scope, run_id)} for run_id in runs_of]
     return {"ref": ref, "ok": all(r["ok"] for r in runs), "runs": runs}
 

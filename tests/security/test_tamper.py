@@ -23,6 +23,7 @@ from typing import Any
 import orjson
 import pytest
 from clickhouse_connect.driver.client import Client
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agentledger.auth import append_entry, entry_for, new_key
 from agentledger.broker import EmbeddedBroker
@@ -31,6 +32,8 @@ from agentledger.core.kafka import client_config, default_topics, ensure_topics
 from agentledger.core.settings import Settings
 from agentledger.core.store import client_for
 from agentledger.producers.emitter import AgentIdentity, Ledger
+from agentledger.queries.common import ALL
+from agentledger.queries.replay import verify as verify_runs
 from agentledger.schemas.event_row import EVENT_COLUMNS, event_row
 from agentledger.schemas.integrity import GENESIS, event_hash
 from agentledger.services import start_api
@@ -40,6 +43,9 @@ from tests.sinkutil import SinkThread
 
 pytestmark = pytest.mark.integration
 RUNS_PER_PHASE = 8
+SIGNER = "signing-bot"  # an agent with an ed25519 key registered in the catalog
+SIGNER_KEY, WRONG_KEY = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
+SIGNED_EVENTS = 3 * 4
 
 
 @dataclass
@@ -66,8 +72,8 @@ class Stack:
         return done.returncode, report, done.stderr
 
 
-def _runs(ledger: Ledger, phase: int) -> None:
-    for n in range(RUNS_PER_PHASE):
+def _runs(ledger: Ledger, phase: int, runs: int = RUNS_PER_PHASE) -> None:
+    for n in range(runs):
         with ledger.run("ticket_triage", inputs={"phase": phase, "n": n}) as run:
             with run.tool_call("crm", "lookup", mode="read", args={"n": n}):
                 pass
@@ -115,7 +121,12 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
                                   principal="svc")
             with Ledger.connect(broker.bootstrap, ident) as ledger:
                 _runs(ledger, 2)
-            total = first + RUNS_PER_PHASE * 4
+            signer = AgentIdentity(tenant="acme", agent=SIGNER, agent_version="1.0",
+                                   principal="svc")
+            for signing_key in (SIGNER_KEY, WRONG_KEY, None):  # one run each
+                with Ledger.connect(broker.bootstrap, signer, signing_key=signing_key) as led:
+                    _runs(led, 2, runs=1)
+            total = first + RUNS_PER_PHASE * 4 + SIGNED_EVENTS
             wait_for(lambda: sink.query("SELECT count() FROM events")[0][0] >= total,
                      timeout_s=60, what=f"{total} events landing")
             wait_covered(sink, total)
@@ -180,7 +191,7 @@ def test_an_untouched_ledger_verifies_against_its_witness(stack: Stack) -> None:
     assert code == 0, (err, report)
     assert report["ok"] and report["problems"] == [] and report["uncovered"] == 0, report
     assert report["witness"]["heads"] >= 1 and report["witness"]["problems"] == []
-    assert report["leaves"] == RUNS_PER_PHASE * 3 * 4
+    assert report["leaves"] == RUNS_PER_PHASE * 3 * 4 + SIGNED_EVENTS
     shown = subprocess.run([*CLI, "verify", "--ledger", "--witness", str(stack.witness)],
                            env=stack.env, capture_output=True, text=True, timeout=180)
     assert shown.returncode == 0 and shown.stdout.startswith("ledger ok:"), shown.stdout
@@ -314,3 +325,24 @@ def test_an_older_snapshot_restored_is_named(store: Stack) -> None:
         assert first and (first["change"], first["event_id"], first["run_id"]) == (
             "deleted", event_id, run_id), (first, newest)
     assert any("the store holds" in p for p in report["problems"]), report["problems"]
+
+
+def test_events_of_an_agent_that_must_sign_are_checked_against_its_registered_key(
+        stack: Stack) -> None:
+    """The agent's public key as the catalog registers it (``public_key`` of the agent);
+    its runs signed by that key verify, one signed by another key or unsigned is named."""
+    keys = {SIGNER: SIGNER_KEY.public_key()}
+    runs = [r[0] for r in stack.query(
+        "SELECT run_id FROM events WHERE agent = {a:String} AND seq = 0 "
+        "ORDER BY kafka_partition, kafka_offset", a=SIGNER)]
+    results = [verify_runs(stack.client, ALL, r, keys)["runs"][0] for r in runs]
+    assert len(results) == 3, results
+    good = [r for r in results if r["ok"]]
+    assert len(good) == 1 and good[0]["signatures"] == {"checked": 4, "bad": 0}, results
+    wrong = next(r for r in results if not r["ok"] and "wrongly signed" in r["problem"])
+    assert wrong["broken_seq"] == 0 and wrong["signatures"] == {"checked": 4, "bad": 4}
+    assert wrong["broken_event_id"] and f"agent {SIGNER} must sign" in wrong["problem"]
+    unsigned = next(r for r in results if not r["ok"] and r is not wrong)
+    assert unsigned["problem"].startswith("unsigned"), unsigned
+    # without a registered key the same runs verify as before (the signature is optional)
+    assert all(verify_runs(stack.client, ALL, r)["runs"][0]["ok"] for r in runs)
