@@ -345,11 +345,25 @@ def _log_from_name(path: Path) -> str:
 
 # -- the store's leaves ----------------------------------------------------------------------
 
+_LEAF_SQL: Final = ("SHA256(concat({pre:String}, tenant, '\\n', run_id, '\\n', "
+                    "toString(event_id), '\\n', hash))")
 _LEAVES: Final = (
-    "SELECT kafka_offset, SHA256(concat({pre:String}, tenant, '\\n', run_id, '\\n', "
-    "toString(event_id), '\\n', hash)) AS leaf FROM events "
+    f"SELECT kafka_offset, {_LEAF_SQL} AS leaf FROM events "
     "WHERE kafka_partition = {p:UInt16} "
     "ORDER BY kafka_offset, event_id LIMIT 1 BY event_id")
+# With the sink's leaf records: an event's position is the lowest offset it was seen at,
+# in events or as the sink recorded its leaf. A producer's retry lands a second copy at a
+# later offset and the replacing merge may keep that one; the leaf is still where the
+# first copy landed. Positions only order the leaves, whose contents come from events,
+# so a position moved by hand changes the root like any other reordering.
+_LEAVES_HINTED: Final = (
+    "SELECT least(e.o, ifNull(l.o, e.o)) AS kafka_offset, e.leaf AS leaf FROM ("
+    f" SELECT event_id, min(kafka_offset) AS o, argMin({_LEAF_SQL}, kafka_offset) AS leaf"
+    " FROM events WHERE kafka_partition = {p:UInt16} GROUP BY event_id) AS e "
+    "LEFT JOIN (SELECT toUUIDOrZero(event_id) AS event_id, min(kafka_offset) AS o "
+    " FROM ledger_leaves WHERE log_id = {log:String} GROUP BY event_id) AS l "
+    "USING event_id ORDER BY kafka_offset, e.event_id "
+    "SETTINGS join_use_nulls = 1")
 _LEAF_PREFIX: Final = (merkle.LEAF_PREFIX + merkle.LEAF_VERSION.encode() + b"\n").decode()
 
 
@@ -374,7 +388,9 @@ class StoreLog:
 
 def read_log(client: Client, partition: int) -> StoreLog:
     """The leaves of one partition's log, recomputed by the engine from ``events``."""
-    table = client.query_arrow(_LEAVES, parameters={"pre": _LEAF_PREFIX, "p": partition})
+    hinted = client.query("EXISTS TABLE ledger_leaves").result_rows[0][0]
+    table = client.query_arrow(_LEAVES_HINTED if hinted else _LEAVES, parameters={
+        "pre": _LEAF_PREFIX, "p": partition, "log": log_id(partition)})
     leaf = table.column("leaf").combine_chunks()
     raw = leaf.buffers()[1].to_pybytes()[leaf.offset * HASH:(leaf.offset + len(leaf)) * HASH]
     offsets = table.column("kafka_offset").to_numpy()
