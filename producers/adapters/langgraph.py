@@ -186,16 +186,18 @@ class LangGraphLedger:
                **configurable: Any) -> dict[str, Any]:
         """Wait up to ``wait_s`` for the approvers of every approval the thread is paused
         on, then resume it from its checkpointer (``Command(resume=...)`` naming each
-        approval id). Still undecided, the graph pauses again on the same request. A
-        graph that pauses next on a request already decided (tool calls escalated in
-        parallel surface one interrupt at a time) is resumed again at once."""
+        approval id). Still undecided, the graph pauses again on the same request. Tool
+        calls escalated in parallel are asked at once but surface one interrupt at a
+        time: while the graph pauses next on one of those, it is waited for and resumed
+        again (within ``wait_s``); a request made after this resume began is returned."""
         deadline = time.monotonic() + wait_s
         config = self.config(thread_id, **configurable)
+        asked = set(self.thread(thread_id).asked.values())
         while True:
             paused = _paused(graph.get_state(config))
             self._wait(paused, deadline - time.monotonic())
             result = self.invoke(graph, _answer(paused), thread_id, **configurable)
-            if not self._decided(approval_ids(result)):
+            if not self._again(result, asked, deadline):
                 return result
 
     async def aresume(self, graph: Any, thread_id: str, *, wait_s: float = 60.0,
@@ -203,20 +205,23 @@ class LangGraphLedger:
         """:meth:`resume` for graphs run with ``graph.ainvoke`` (the wait is on a thread)."""
         deadline = time.monotonic() + wait_s
         config = self.config(thread_id, **configurable)
+        asked = set(self.thread(thread_id).asked.values())
         while True:
             paused = _paused(await graph.aget_state(config))
             await asyncio.to_thread(self._wait, paused, deadline - time.monotonic())
             result = await self.ainvoke(graph, _answer(paused), thread_id, **configurable)
-            if not self._decided(approval_ids(result)):
+            if not self._again(result, asked, deadline):
                 return result
 
-    def _decided(self, approval_ids: list[str]) -> bool:
-        """Whether the graph paused again, on requests whose decision is already known."""
+    def _again(self, result: dict[str, Any], asked: set[str], deadline: float) -> bool:
+        """Whether to resume again: the graph paused next on requests that were already
+        asked when the resume began, and they are decided or there is time to wait."""
         follower = self.guard.approvals
-        if not approval_ids or follower is None:
+        now = approval_ids(result)
+        if not now or follower is None or not set(now) <= asked:
             return False
-        return all((state := follower.get(a)) is not None and state.final
-                   for a in approval_ids)
+        return time.monotonic() < deadline or all(
+            (state := follower.get(a)) is not None and state.final for a in now)
 
     def _wait(self, paused: list[Any], wait_s: float) -> None:
         """Wait (up to ``wait_s`` in all) until every paused approval is decided."""

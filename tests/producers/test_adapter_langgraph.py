@@ -229,6 +229,40 @@ def test_an_async_graph_pauses_and_resumes_and_ungated_tools_are_recorded(
     assert verified.status_code == 200 and verified.json()["ok"], verified.text
 
 
+def test_parallel_escalations_are_asked_at_once_and_one_resume_runs_both(
+        stack: GateStack) -> None:
+    two = ScriptedChatModel.says(tool_calls=[
+        {"name": "create_refund", "args": {"charge": "ch_3", "amount": 250}, "id": "p1"},
+        {"name": "create_refund", "args": {"charge": "ch_4", "amount": 260}, "id": "p2"}])
+    agent = RefundAgent(stack, "acme", [two, ScriptedChatModel.says("Both refunded.")])
+    try:
+        run = agent.lg.run("thread-parallel")
+        agent.lg.invoke(agent.graph, {"messages": [HumanMessage("two refunds")]},
+                        "thread-parallel")
+
+        def both() -> list[str] | None:
+            found = [a for (a,) in stack.query(
+                "SELECT JSONExtractString(body, 'approval_id') FROM events FINAL WHERE "
+                "run_id = {r:String} AND event_type = 'approval.requested'", r=run.run_id)]
+            return found if len(found) == 2 else None
+
+        requested = wait_for(both, 60, what="both requests in the store") or []
+        for approval_id in requested:
+            for key in ("ana", "ben"):
+                voted = stack.call("POST", f"/v1/approvals/{approval_id}/approve", key,
+                                   json={"reason": "ok"})
+                assert voted.status_code == 200, voted.text
+        done = agent.lg.resume(agent.graph, "thread-parallel", wait_s=30)
+        assert approval_ids(done) == []
+        assert sorted(agent.ran) == [250, 260], "each tool ran exactly once"
+    finally:
+        agent.close()
+    types = landed(stack, run.run_id, len(run.event_ids))
+    assert types.count("approval.requested") == 2 and types.count("tool.call") == 2, types
+    verified = stack.call("GET", f"/v1/verify/{run.run_id}", "reader")
+    assert verified.status_code == 200 and verified.json()["ok"], verified.text
+
+
 def test_a_denied_tool_never_runs_and_the_model_gets_the_refusal(stack: GateStack) -> None:
     agent = RefundAgent(stack, "acme", [refund(900, "call_900"),
                                         ScriptedChatModel.says("I cannot refund 900 USD.")])
