@@ -70,10 +70,8 @@ def slack(notice: Notice, delivery_id: str) -> dict[str, Any]:
     return {"text": f"{notice.title}: {notice.text}",
             "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": body}},
                        {"type": "context", "elements": [
-                           {"type": "mrkdwn", "text": _mrkdwn(context)}]}],
-            "metadata": {"event_type": notice.kind.replace(".", "_"),
-                         "event_payload": {"delivery_id": delivery_id,
-                                           "subject": notice.subject}}}
+                           {"type": "mrkdwn", "text": _mrkdwn(
+                               f"{context} · {notice.subject} · delivery {delivery_id}")}]}]}
 
 
 def body_of(notice: Notice, delivery_id: str, fmt: str) -> bytes:
