@@ -6,7 +6,8 @@ two-approver refund.
   "1 of 2"; the agent's own key is refused; approver B approves; the agent proceeds;
 - tenant isolation: globex's approver sees nothing of acme, and acme's run URL is a 404;
 - CSRF: a POST without the session's token is a 403; the cookie's flags; the key is
-  never shown back;
+  never shown back; a bad parameter is a 400 page; sign-out ends the session on the
+  server (its old cookie no longer works);
 - the run page: a finished run verifies ok, a run tampered with in the store is broken;
   the replay bundle downloads;
 - every page in :data:`tests.console.pages.PAGES`: no serious or critical axe-core
@@ -155,6 +156,25 @@ def test_a_post_without_the_csrf_token_is_refused(browser: Any, stack: ConsoleSt
     with_token = ctx.request.post(target, form={"reason": "a real form", "csrf": token},
                                   max_redirects=0)
     assert with_token.status == 404, "with its token the POST gets past CSRF (to a 404)"
+
+    bad = page.goto("/console/search?since=the-day-before")
+    assert bad is not None and bad.status == 400
+    assert "since" in page.locator("main").inner_text()
+    assert "Traceback" not in page.content()
+
+    page.goto("/console/inbox")
+    page.locator("form.signout button").click()
+    page.wait_for_url("**/console/signin")
+    assert not [c for c in ctx.cookies() if c["name"] == "agentledger_console"
+                and c["value"] == cookie["value"]], "sign-out keeps the session cookie"
+    again = page.goto("/console/inbox")
+    assert again is not None and again.url.split("?")[0].endswith("/console/signin")
+    replayed = browser.new_context(base_url=stack.url)
+    replayed.add_cookies([{**cookie}])
+    stale = replayed.new_page()
+    stale.goto("/console/inbox")
+    assert "/console/signin" in stale.url, "a signed-out session id still works"
+    replayed.close()
 
 
 def test_the_run_page_shows_verify_ok_then_broken_after_tampering(
