@@ -7,7 +7,7 @@ import json
 import re
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -168,7 +168,7 @@ def verify(
         raise typer.Exit(1)
 
 
-def _inclusion_line(proof: dict) -> str:
+def _inclusion_line(proof: dict[str, Any]) -> str:
     status = proof.get("status")
     if status == "included":
         return (f"in the signed head of {proof['log_id']} at size {proof['tree_size']:,} "

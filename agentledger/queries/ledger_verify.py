@@ -212,7 +212,7 @@ def _ms(value: Any) -> int:
     if isinstance(value, dt.datetime):
         if value.tzinfo is None:
             value = value.replace(tzinfo=dt.UTC)
-        return round(value.timestamp() * 1000)
+        return int(round(value.timestamp() * 1000))
     raise ValueError(f"not a time: {value!r}")
 
 
