@@ -110,6 +110,9 @@ def test_hold_and_release_through_the_control_page(browser: Any, stack: ConsoleS
     reader.context.close()
 
     page = _page(browser, stack, operator_key)
+    forged = page.request.post(f"{stack.url}/console/control/override", form={
+        "tenant": "acme", "agent": HELD_AGENT, "state": "halted", "reason": "no token"})
+    assert forged.status == 403
     for state, reason in (("read_only", "incident 42: refunds look wrong"),
                           ("clear", "incident 42 resolved")):
         page.goto(f"/console/control?scope=acme/{HELD_AGENT}")
