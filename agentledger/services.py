@@ -14,7 +14,7 @@ from typing import IO
 
 import uvicorn
 from clickhouse_connect.driver.client import Client
-from confluent_kafka import Consumer
+from confluent_kafka import Consumer, Producer
 from fastapi import FastAPI
 
 from agentledger.api import create_app
@@ -26,15 +26,17 @@ from agentledger.auth import (
     load_entries,
     mint_operator_key,
 )
-from agentledger.core import discovery
+from agentledger.core import discovery, signing
 from agentledger.core.dead_letters import DeadLetters
 from agentledger.core.kafka import client_config, default_topics, ensure_topics
 from agentledger.core.settings import Settings
 from agentledger.core.store import StoreBusy, claim_store, client_for
 from agentledger.monitor import PipelineReporter
 from agentledger.queries.pipeline import HealthLimits
+from agentledger.schemas import topics
 from agentledger.sinks.clickhouse import BatchPolicy, ClickHouseWriter
 from agentledger.sinks.consumer import Sink, SinkStats
+from agentledger.sinks.ledger import LedgerLogs, LedgerWriter, TopicPublisher
 from agentledger.sinks.migrate import migrate
 
 log = logging.getLogger(__name__)
@@ -50,11 +52,20 @@ def open_store(settings: Settings) -> Client:
 
 def build_sink(settings: Settings, bootstrap: str, client: Client) -> Sink:
     extra = settings.kafka_security
+    writer: ClickHouseWriter | LedgerWriter = ClickHouseWriter(client,
+                                                               settings.clickhouse_database)
+    if settings.checkpoints_enabled:  # the Merkle logs and signed heads (sinks/ledger.py)
+        publisher = TopicPublisher(Producer(client_config(bootstrap, "producer", extra=extra)),
+                                   topics.CHECKPOINTS)
+        writer = LedgerWriter(writer, LedgerLogs(
+            client, settings.clickhouse_database, signing.ledger_key(settings),
+            interval_s=settings.checkpoint_interval_seconds,
+            interval_events=settings.checkpoint_interval_events, publish=publisher))
     return Sink(
         Consumer(client_config(bootstrap, "consumer", group_id=settings.sink_group,
                                session_timeout_ms=settings.kafka_session_timeout_ms,
                                extra=extra)),
-        ClickHouseWriter(client, settings.clickhouse_database),
+        writer,
         DeadLetters(client_config(bootstrap, "producer", extra=extra),
                     max_payload_bytes=settings.dlq_max_payload_bytes),
         policy=BatchPolicy(settings.sink_batch_rows, settings.sink_batch_bytes,

@@ -78,6 +78,15 @@ class Settings(BaseSettings):
         default=30.0, gt=0, description="messages waiting and no commit this long = stalled")
     store_claim_seconds: float = Field(
         default=60.0, ge=0, description="how long a starting sink retries a busy store lock")
+    checkpoints_enabled: bool = Field(
+        default=True, description="the sink keeps a Merkle log per agent.events partition and "
+        "signs its heads (docs/integrity.md); off only to measure its cost")
+    checkpoint_interval_seconds: float = Field(
+        default=2.0, gt=0, description="a signed head per log at most this long after a leaf "
+        "landed (while the sink flushes: at least every sink_status_seconds)")
+    checkpoint_interval_events: int = Field(
+        default=100_000, ge=1, description="... or once this many leaves are uncovered, "
+        "whichever comes first")
 
     health_silent_seconds: float = Field(
         default=30.0, gt=0, description="a sink or stream worker not heard from this long "

@@ -14,6 +14,7 @@ import typer
 from agentledger.cli import (
     approvals,
     audit_export,
+    checkpoints,
     control,
     dashboards,
     gate,
@@ -56,6 +57,7 @@ for command in (stack.up, stack.broker, stack.sink, simulate.simulate, stack.str
 app.command()(reconcile.reconcile)  # agentledger/cli/reconcile.py
 app.command("verify-bundle")(runs.verify_bundle)  # offline: a bundle and a public key
 app.add_typer(control.control_app, name="control")
+app.add_typer(checkpoints.checkpoints_app, name="checkpoints")  # the witness
 app.add_typer(safe_mode.safe_mode_app, name="safe-mode")
 app.add_typer(margins.revenue_app, name="revenue")
 app.add_typer(health.retention_app, name="retention")
