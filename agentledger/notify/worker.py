@@ -18,8 +18,9 @@ Each notice goes to every webhook that wants its kind, tenant and queue, once: t
 delivery id is a hash of (webhook, kind, tenant, subject) and the delivery log
 (``agent.webhooks``, read at start) remembers what was sent before a restart.
 
-Limits: SLA clocks live in memory; requests pending when the worker restarts are not
-re-read (their offsets were committed), so they get no SLA notices from the new process.
+SLA clocks live in memory; at start the requests still pending are read back from the
+ledger API (:mod:`.backlog`), so a restart loses no clock (only a notice due while the
+worker was down comes late).
 """
 
 from __future__ import annotations
@@ -40,11 +41,13 @@ import orjson
 from confluent_kafka import Consumer, KafkaException
 from pydantic import ValidationError
 
+from agentledger.auth import client_key
 from agentledger.core import discovery, signing
 from agentledger.core.follower import CompactedFollower
 from agentledger.core.kafka import client_config
 from agentledger.core.settings import Settings
 from agentledger.notify import config as cfg
+from agentledger.notify.backlog import pending_requests
 from agentledger.notify.deliveries import DeliveryFollower, DeliveryLog, DeliveryRecord
 from agentledger.notify.payloads import Notice
 from agentledger.notify.sender import deliver
@@ -98,12 +101,16 @@ class Notifier:
                  key: signing.LedgerKey | None = None,
                  trusted: signing.Keyring | Literal["auto"] | None = "auto",
                  console_url: str | None = None, max_age_s: float = 600.0,
-                 senders: int = 4, tick_s: float = 0.2):
+                 senders: int = 4, tick_s: float = 0.2, api_url: str | None = None,
+                 api_key: str | None = None):
+        """``api_url``/``api_key``: where to read the requests pending at start (default:
+        the local stack's API and operator key, see :mod:`.backlog`)."""
         self.settings = settings
         self.bootstrap = bootstrap
         self.config_path = config_path or cfg.webhooks_file(settings)
         self.console_url = console_url.rstrip("/") if console_url else None
         self.max_age_s = max_age_s
+        self.api_url, self.api_key = api_url, api_key
         self.tick_s = tick_s
         self.config = cfg.WebhooksConfig()
         self._config_stamp: tuple[int, int] | None = None
@@ -119,6 +126,7 @@ class Notifier:
         self._decided: OrderedDict[str, None] = OrderedDict()
         self._sent: OrderedDict[str, None] = OrderedDict()
         self._stop = threading.Event()
+        self._dispatching = threading.Lock()
         self._pool = ThreadPoolExecutor(senders, thread_name_prefix="webhook")
         self._http = httpx.Client(follow_redirects=False)
         self._threads: list[threading.Thread] = []
@@ -139,6 +147,8 @@ class Notifier:
         self._threads = [threading.Thread(target=self._events, args=(consumer,),
                                           name="notify-events", daemon=True),
                          threading.Thread(target=self._tick_loop, name="notify-tick",
+                                          daemon=True),
+                         threading.Thread(target=self._rebuild_loop, name="notify-backlog",
                                           daemon=True)]
         for thread in self._threads:
             thread.start()
@@ -200,11 +210,41 @@ class Notifier:
             event = orjson.loads(value)
         except orjson.JSONDecodeError:
             return
-        if not isinstance(event, dict) or event.get("event_type") != "approval.requested":
-            return
+        if isinstance(event, dict) and event.get("event_type") == "approval.requested":
+            self.take_request(event)
+
+    def rebuild(self) -> list[str]:
+        """Take the requests the ledger still holds pending (:mod:`.backlog`); their ids.
+        Tried in the background at start until the API answers (``agentledger up``
+        starts the API beside this worker)."""
+        found = discovery.lookup(self.settings, discovery.STORE_FILE) or {}
+        url = self.api_url or self.settings.api_url or found.get("api_url")
+        key = self.api_key or client_key(self.settings)
+        if not url or not key:
+            raise LookupError("no ledger API or key to read pending requests from")
+        events = pending_requests(str(url), key)
+        for event in events:
+            self.take_request(event)
+        return [e["body"]["approval_id"] for e in events]
+
+    def _rebuild_loop(self, timeout_s: float = 120.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        last: Exception | None = None
+        while not self._stop.is_set() and time.monotonic() < deadline:
+            try:
+                log.info("pending approval requests taken from the ledger: %d",
+                         len(self.rebuild()))
+                return
+            except (LookupError, httpx.HTTPError, ValueError, KeyError) as exc:
+                last = exc
+            self._stop.wait(2.0)
+        log.warning("pending requests not read from the ledger: %s", last)
+
+    def take_request(self, event: dict[str, Any]) -> None:
+        """One ``approval.requested`` event: announce it and start its SLA clock."""
         body = event.get("body") or {}
         approval_id = body.get("approval_id")
-        if not approval_id or approval_id in self._decided:
+        if not approval_id or approval_id in self._decided or approval_id in self.pending:
             return
         requested_at = _epoch(event.get("ts"))
         expires_in = body.get("expires_in_s")
@@ -336,9 +376,10 @@ class Notifier:
             if not hook.wants(notice.kind, notice.tenant, notice.queue):
                 continue
             delivery_id = notice.delivery_id(hook.name)
-            if delivery_id in self._sent or delivery_id in self.deliveries.records:
-                continue
-            self._remember(self._sent, delivery_id)
+            with self._dispatching:  # the events, backlog and tick threads all dispatch
+                if delivery_id in self._sent or delivery_id in self.deliveries.records:
+                    continue
+                self._remember(self._sent, delivery_id)
             self._pool.submit(self._deliver, hook, notice, config)
             started += 1
         return started

@@ -7,7 +7,8 @@ package's stack (tests/console/stack.py):
   events with the key's name and the signed override's ``by``; a tenant key gets no form;
 - a local receiver gets a signed webhook for a new request, answers 500 twice, gets it
   again until it answers 200, and the Webhooks page and ``GET /v1/webhooks`` show the
-  three attempts.
+  three attempts; a request pending before the sender started is read back from the
+  ledger API with its SLA clock.
 """
 
 from __future__ import annotations
@@ -160,8 +161,26 @@ class _Receiver:
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
 
+def _ask_approval(stack: ConsoleStack, approval_id: str, queue: str) -> None:
+    ledger = Ledger.connect(stack.settings.kafka_bootstrap or "", AgentIdentity(
+        tenant="acme", agent="triage-bot", agent_version="1", principal="svc-triage"))
+    with ledger.run("escalate_ticket") as run:
+        run.emit("approval.requested", {
+            "approver": queue, "action": "zendesk:set_priority", "approval_id": approval_id,
+            "approvals_required": 1, "sla_s": 600, "expires_in_s": 1800,
+            "reason": "a lead confirms urgent tickets"})
+    ledger.flush(15)
+
+
 @pytest.fixture(scope="module")
-def notifier(stack: ConsoleStack) -> Iterator[tuple[Notifier, _Receiver]]:
+def notifier(stack: ConsoleStack, operator_key: str) -> Iterator[tuple[Notifier, _Receiver]]:
+    # pending before the sender starts: read back from the ledger API at start (backlog);
+    # a queue no hook wants and nobody approves, so nothing else sees it
+    _ask_approval(stack, "ap-before-start", "security-review")
+    wait_for(lambda: stack.query("SELECT count() FROM events WHERE event_type = "
+                                 "'approval.requested' AND run_id IN (SELECT run_id FROM "
+                                 "events WHERE body LIKE '%ap-before-start%')")[0][0], 60,
+             what="the early request in the store")
     receiver = _Receiver([500, 500])
     path = stack.settings.data_dir / "webhooks.yaml"  # where the API reads it too
     path.write_text(yaml.safe_dump({"backoff_s": 0.2, "webhooks": [
@@ -169,7 +188,8 @@ def notifier(stack: ConsoleStack) -> Iterator[tuple[Notifier, _Receiver]]:
          "queues": ["support-lead"], "events": [cfg.APPROVAL_REQUESTED], "secret": SECRET}]}))
     bootstrap = stack.settings.kafka_bootstrap or ""
     with Notifier(stack.settings, bootstrap, config_path=path,
-                  key=signing.ledger_key(stack.settings)) as running:
+                  key=signing.ledger_key(stack.settings), api_url=stack.url,
+                  api_key=operator_key) as running:
         yield running, receiver
     receiver.server.shutdown()
 
@@ -177,14 +197,7 @@ def notifier(stack: ConsoleStack) -> Iterator[tuple[Notifier, _Receiver]]:
 def test_a_webhook_retried_after_two_500s_shows_its_attempts(
         browser: Any, stack: ConsoleStack, notifier: tuple[Notifier, _Receiver]) -> None:
     _, receiver = notifier
-    ledger = Ledger.connect(stack.settings.kafka_bootstrap or "", AgentIdentity(
-        tenant="acme", agent="triage-bot", agent_version="1", principal="svc-triage"))
-    with ledger.run("escalate_ticket") as run:
-        run.emit("approval.requested", {
-            "approver": "support-lead", "action": "zendesk:set_priority",
-            "approval_id": "ap-webhook-console-1", "approvals_required": 1, "sla_s": 600,
-            "expires_in_s": 1800, "reason": "a lead confirms urgent tickets"})
-    ledger.flush(15)
+    _ask_approval(stack, "ap-webhook-console-1", "support-lead")
     wait_for(lambda: len(receiver.got) >= 3, 60,
              what=f"three posts at the receiver (got {len(receiver.got)})")
     for headers, body in receiver.got:
@@ -209,3 +222,11 @@ def test_a_webhook_retried_after_two_500s_shows_its_attempts(
     assert "support-leads" in page.locator("#hooks").inner_text()
     assert SECRET not in page.content() and "/hook" not in page.locator("#hooks").inner_text()
     page.context.close()
+
+
+def test_requests_pending_before_the_sender_started_get_their_sla_clock(
+        notifier: tuple[Notifier, _Receiver]) -> None:
+    running, _ = notifier
+    assert "ap-before-start" in running.rebuild()
+    item = running.pending["ap-before-start"]
+    assert (item["queue"], item["sla_s"], item["tenant"]) == ("security-review", 600, "acme")
