@@ -110,6 +110,28 @@ OPERATIONS = Dashboard(
               "Liveness reports of the sink and the stream workers (the control loop), any "
               "tenant. A line that drops to nothing is a component that went silent.",
               width=24, axis="heartbeats per minute"),
+        Panel("Release gate: versions side by side", "table",
+              "SELECT agent, agent_version, count() AS runs, "
+              "countIf(outcome = 'success') / count() AS success_rate, "
+              # the 95 % Wilson score interval of the success rate (z = 1.96)
+              "(success_rate + 1.9208 / runs - 1.96 * sqrt(success_rate * (1 - success_rate) "
+              "/ runs + 0.9604 / (runs * runs))) / (1 + 3.8416 / runs) AS success_low_95, "
+              "(success_rate + 1.9208 / runs + 1.96 * sqrt(success_rate * (1 - success_rate) "
+              "/ runs + 0.9604 / (runs * runs))) / (1 + 3.8416 / runs) AS success_high_95, "
+              "sum(JSONExtractFloat(body, 'totals', 'cost_usd')) "
+              "/ nullIf(countIf(outcome = 'success'), 0) AS cost_per_success_usd, "
+              "quantile(0.95)(latency_ms) AS p95_latency_ms FROM events FINAL "
+              f"WHERE event_type = 'run.finished' AND $__timeFilter(ts) AND {TENANTS} "
+              "GROUP BY agent, agent_version ORDER BY agent, runs DESC LIMIT 200",
+              "Each agent version's finished runs in the time range: success rate with its "
+              "95 % Wilson interval, cost per successful task, p95 latency. Intervals that "
+              "overlap are no verdict: `agentledger gate --baseline agent_version=A "
+              "--candidate agent_version=B` (GET /v1/gate) tests every metric, controls "
+              "the multiple comparisons and exits 0/1/2/3 (docs/release-gate.md). The "
+              "canary's decisions on live versions show in 'Safe mode, with reasons' "
+              "(scope tenant/agent/version/V, rule canary).",
+              unit="percentunit", width=24, picture=("agent_version", "success_rate"),
+              axis="tasks succeeded (%)"),
     ),
 )
 
