@@ -93,7 +93,9 @@ def main() -> int:
     parser.add_argument("--iterations", type=int, default=40)
     parser.add_argument("--votes", type=int, default=30)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--dir", default=None, help="keep the store here (default: temp)")
+    parser.add_argument("--dir", default=None,
+                        help="keep the store here (default: temp); a store already there "
+                             "is reused (--events is then ignored)")
     parser.add_argument("--json", action="store_true", help="end with one JSON line")
     args = parser.parse_args()
 
@@ -108,10 +110,16 @@ def main() -> int:
                           AGENTLEDGER_LEDGER_KEY_DIR=str(signing.key_dir(settings)))
         signing.ledger_key(settings)
         t0 = time.perf_counter()
-        load(settings, chunks, args.events, args.workers)
+        reused = (settings.data_dir / "chdb").exists()
+        if not reused:
+            load(settings, chunks, args.events, args.workers)
         build_s = time.perf_counter() - t0
         client = client_for(settings)
-        rows, ids = approval_rows(300 + args.votes, 0)
+        asked = client.command("SELECT count() FROM events WHERE event_type = "
+                               "'approval.requested' AND tenant = {t:String} AND "
+                               "startsWith(JSONExtractString(body, 'approval_id'), 'bench-')",
+                               parameters={"t": TENANT})
+        rows, ids = approval_rows(300 + args.votes if not asked else args.votes, int(asked))
         client.insert("events", rows, column_names=list(EVENT_COLUMNS))
         n = client.command("SELECT count() FROM events")
         deadline = time.monotonic() + 120
@@ -189,7 +197,8 @@ def main() -> int:
         api.stop()
 
     slowest = max(pages, key=lambda k: pages[k]["p95"])
-    print(f"\nstore: {n:,} events (built in {build_s:.0f} s); tenant {TENANT}; "
+    built = "reused" if reused else f"built in {build_s:.0f} s"
+    print(f"\nstore: {n:,} events ({built}); tenant {TENANT}; "
           f"{args.iterations} iterations per page; cores: {os.cpu_count()}")
     print(f"{'page':<20} {'p50 ms':>8} {'p95 ms':>8}   JSON route it reads (p95 ms)")
     for name, found in pages.items():

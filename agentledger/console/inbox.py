@@ -67,8 +67,10 @@ def mine(user: User, item: dict[str, Any]) -> bool:
 @router.get("/console/inbox", response_class=HTMLResponse, include_in_schema=False)
 def inbox(request: Request, user: SignedIn, client: Store) -> Response:
     found = api.views(request, user.principal, client, since=parse_time(WINDOW), limit=LIMIT)
-    rules = q.escalation_rules(client, user.scope, [i["run_id"] for i in found
-                                                     if i["status"] == "pending"])
+    waiting = [i for i in found if i["status"] == "pending"]
+    first = min((i["requested_at"] for i in waiting), default=None)
+    rules = q.escalation_rules(client, user.scope, [i["run_id"] for i in waiting],
+                               since=first - dt.timedelta(hours=1) if first else None)
     pending, history = [], []
     for item in found:
         item["clock"] = _clock(item)

@@ -181,13 +181,14 @@ _RULES = (
 )
 
 
-def escalation_rules(client: Client, scope: Scope,
-                     run_ids: list[str]) -> dict[tuple[str, str], dict[str, Any]]:
+def escalation_rules(client: Client, scope: Scope, run_ids: list[str],
+                     since: dt.datetime | None = None) -> dict[tuple[str, str], dict[str, Any]]:
     """The policy rule that escalated each (run, action): the ``policy.decision`` an
-    approval request follows on its run, for the inbox to name the rule that asked."""
+    approval request follows on its run, for the inbox to name the rule that asked.
+    ``since`` bounds the scan (the decisions come just before their requests)."""
     if not run_ids:
         return {}
-    where = Where().scope(scope)
+    where = Where().scope(scope).between("ts", since, None)
     found = rows(client, _RULES.format(where=where.sql()),
                  {**where.params, "run_ids": sorted(set(run_ids))})
     return {(r["run_id"], r["action"]): r for r in found}
