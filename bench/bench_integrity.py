@@ -1,0 +1,261 @@
+"""Integrity benchmarks (issue 23), one named measurement per function.
+
+    .venv/bin/python bench/bench_integrity.py [--events 200000] [--rate 5000]
+        [--seconds 20] [--only NAME ...] [--json]
+
+- ``checkpoint_overhead``: the real sink (child process, real embedded broker, chdb)
+  landing the same ``--events`` messages twice, once with ``checkpoints_enabled`` and once
+  without (order alternated over ``--rounds``, best of each), so the figure is
+  ``checkpoint_overhead_pct = (rate_off / rate_on - 1) * 100`` (goal <= 5) beside both
+  raw rates.
+- ``coverage``: events produced at ``--rate`` events/s for ``--seconds`` to a sink with
+  checkpoints on (default interval); for every leaf, landing (its ``ledger_leaves`` row,
+  written in the flush that landed the event) to the issue time of the first signed head
+  that covers it: ``covered_p99_s`` (goal <= 10), beside the raw baseline
+  ``landed_p99_s`` (event produced -> landed in ``events``) of the same run.
+
+Other measurements (``verify_ledger_10m_s``) are added as functions of their own and
+listed in MEASUREMENTS. ``--json`` prints one JSON object as the last line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import bisect
+import json
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+from confluent_kafka import Producer
+
+from agentledger.broker import EmbeddedBroker
+from agentledger.core.kafka import client_config, default_topics, ensure_topics
+from agentledger.core.settings import Settings
+from agentledger.producers.emitter import Ledger
+from agentledger.producers.simulator import Simulator
+from agentledger.schemas import topics
+
+WARMUP = 500
+"""events produced (and covered) before the paced traffic of ``coverage`` starts"""
+
+
+def seed_events(n: int = 2000) -> list[dict[str, Any]]:
+    seed: list[dict[str, Any]] = []
+
+    class Capture(Ledger):
+        def send(self, event: dict[str, Any], traceparent: Any) -> None:
+            seed.append(event)
+
+    Simulator(lambda ident: Capture({"bootstrap.servers": "127.0.0.1:1", "log_level": 0},
+                                    ident), seed=1).run(n)
+    return seed
+
+
+def _event(seed: list[dict[str, Any]], i: int, ts: datetime | None = None) -> tuple[bytes, bytes]:
+    ev = dict(seed[i % len(seed)])
+    ev["event_id"] = str(uuid.UUID(int=(0x0190 << 112) | (0x7 << 76) | (2 << 62) | i))
+    if ts is not None:
+        ev["ts"] = ts.isoformat(timespec="microseconds").replace("+00:00", "Z")
+    return orjson.dumps(ev), ev["run_id"].encode()
+
+
+def _produce(bootstrap: str, payloads: list[tuple[bytes, bytes]]) -> None:
+    producer = Producer(client_config(bootstrap, "producer", **{"linger.ms": 20}))
+    for value, key in payloads:
+        while True:
+            try:
+                producer.produce(topics.EVENTS, value=value, key=key)
+                break
+            except BufferError:
+                producer.poll(0.05)
+    producer.flush(120)
+
+
+def _child(args: list[str]) -> dict[str, Any]:
+    out = subprocess.run([sys.executable, __file__, "--child", *args], capture_output=True,
+                         text=True, timeout=1800)
+    if out.returncode != 0:
+        raise RuntimeError(out.stderr[-3000:])
+    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+# -- children -------------------------------------------------------------------------------
+
+
+def child_sink(bootstrap: str, data_dir: str, expected: int, checkpoints: bool,
+               group: str) -> None:
+    """Run the real sink until ``expected`` events are inserted; print its seconds."""
+    from agentledger.services import build_sink, open_store
+
+    settings = Settings(data_dir=Path(data_dir), kafka_bootstrap=bootstrap,
+                        checkpoints_enabled=checkpoints, sink_group=group)
+    client = open_store(settings)
+    sink = build_sink(settings, bootstrap, client)
+    marks: dict[str, float] = {}
+
+    def watch() -> None:
+        while sink.stats.consumed == 0:
+            time.sleep(0.005)
+        marks["first"] = time.perf_counter()
+        while sink.stats.inserted < expected:
+            time.sleep(0.01)
+        marks["done"] = time.perf_counter()
+        sink.stop()
+
+    threading.Thread(target=watch, daemon=True).start()
+    sink.run()
+    print(json.dumps({"seconds": marks["done"] - marks["first"],
+                      "inserted": sink.stats.inserted}))
+
+
+def child_coverage(bootstrap: str, data_dir: str, expected: int) -> None:
+    """Run the sink with checkpoints until every event is covered; then read, per leaf,
+    landing and first covering head, and per event, produced -> landed."""
+    from agentledger.services import build_sink, open_store
+
+    settings = Settings(data_dir=Path(data_dir), kafka_bootstrap=bootstrap)
+    client = open_store(settings)
+    sink = build_sink(settings, bootstrap, client)
+    covered_sql = ("SELECT sum(s) FROM (SELECT max(tree_size) AS s FROM checkpoints "
+                   "GROUP BY log_id)")
+
+    def watch() -> None:
+        ready = Path(data_dir) / "ready"
+        while (covered := client.query(covered_sql).result_rows[0][0] or 0) < expected:
+            if covered >= WARMUP and not ready.exists():
+                ready.write_text("covered the warm-up events\n")
+            time.sleep(0.2)
+        sink.stop()
+
+    threading.Thread(target=watch, daemon=True).start()
+    sink.run()
+    heads: dict[str, tuple[list[int], list[float]]] = {}
+    for log_id, size, issued in client.query(
+            "SELECT log_id, tree_size, toUnixTimestamp64Milli(issued_at) FROM checkpoints "
+            "ORDER BY log_id, tree_size").result_rows:
+        sizes, times = heads.setdefault(str(log_id), ([], []))
+        sizes.append(int(size))
+        times.append(int(issued) / 1000)
+    covered = []
+    for log_id, index, landed in client.query(
+            "SELECT log_id, leaf_index, toUnixTimestamp64Milli(landed_at) "
+            "FROM ledger_leaves").result_rows:
+        sizes, times = heads[str(log_id)]
+        at = bisect.bisect_right(sizes, int(index))  # first head with size > index
+        covered.append(times[at] - int(landed) / 1000)
+    landed = [float(r[0]) / 1000 for r in client.query(
+        "SELECT toUnixTimestamp64Milli(ingested_at) - toUnixTimestamp64Milli(ts) "
+        "FROM events").result_rows]
+    print(json.dumps({"covered_p99_s": _p(covered, 0.99), "covered_p50_s": _p(covered, 0.5),
+                      "landed_p99_s": _p(landed, 0.99), "landed_p50_s": _p(landed, 0.5),
+                      "leaves": len(covered), "heads": sum(len(s) for s, _ in heads.values())}))
+
+
+def _p(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 3) if ordered else -1.0
+
+
+# -- measurements ---------------------------------------------------------------------------
+
+
+def checkpoint_overhead(opts: argparse.Namespace, work: Path) -> dict[str, Any]:
+    seed = seed_events()
+    n = opts.events
+    best = {True: float("inf"), False: float("inf")}
+    with EmbeddedBroker() as broker:
+        ensure_topics(client_config(broker.bootstrap, "admin"), default_topics(3))
+        _produce(broker.bootstrap, [_event(seed, i) for i in range(n)])
+        for r in range(opts.rounds):
+            for on in ((True, False) if r % 2 == 0 else (False, True)):
+                got = _child(["sink", broker.bootstrap, str(work / f"s{r}{int(on)}"), str(n),
+                              "1" if on else "0", f"bench-{r}-{int(on)}"])
+                best[on] = min(best[on], got["seconds"])
+    rate_on, rate_off = n / best[True], n / best[False]
+    return {"checkpoint_overhead_pct": round((rate_off / rate_on - 1) * 100, 2),
+            "sink_events_per_s_with_checkpoints": round(rate_on),
+            "sink_events_per_s_without_checkpoints": round(rate_off),
+            "overhead_events": n, "overhead_rounds": opts.rounds}
+
+
+def coverage(opts: argparse.Namespace, work: Path) -> dict[str, Any]:
+    seed = seed_events()
+    n = int(opts.rate * opts.seconds)
+    with EmbeddedBroker() as broker:
+        ensure_topics(client_config(broker.bootstrap, "admin"), default_topics(3))
+        result: list[dict[str, Any]] = []
+        child = threading.Thread(target=lambda: result.append(_child(
+            ["coverage", broker.bootstrap, str(work / "coverage"), str(n + WARMUP)])))
+        child.start()
+        producer = Producer(client_config(broker.bootstrap, "producer", **{"linger.ms": 5}))
+        # the measured traffic starts once the sink covers a warm-up (store open, assigned)
+        for i in range(WARMUP):
+            value, key = _event(seed, n + i, datetime.now(UTC))
+            producer.produce(topics.EVENTS, value=value, key=key)
+        producer.flush(30)
+        deadline = time.monotonic() + 120
+        while not (work / "coverage" / "ready").exists():
+            if time.monotonic() > deadline or not child.is_alive():
+                raise RuntimeError("the coverage sink did not start")
+            time.sleep(0.1)
+        start = time.perf_counter()
+        for i in range(n):
+            due = start + i / opts.rate
+            pause = due - time.perf_counter()
+            if pause > 0:
+                time.sleep(pause)
+            value, key = _event(seed, i, datetime.now(UTC))
+            producer.produce(topics.EVENTS, value=value, key=key)
+            producer.poll(0)
+        producer.flush(60)
+        achieved = n / (time.perf_counter() - start)
+        child.join()
+    return {**result[0], "coverage_rate_target": opts.rate,
+            "coverage_rate_achieved": round(achieved), "coverage_events": n}
+
+
+MEASUREMENTS: dict[str, Callable[[argparse.Namespace, Path], dict[str, Any]]] = {
+    "checkpoint_overhead": checkpoint_overhead,
+    "coverage": coverage,
+}
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--child":
+        kind, rest = sys.argv[2], sys.argv[3:]
+        if kind == "sink":
+            child_sink(rest[0], rest[1], int(rest[2]), rest[3] == "1", rest[4])
+        else:
+            child_coverage(rest[0], rest[1], int(rest[2]))
+        return
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rate", type=float, default=5000)
+    parser.add_argument("--seconds", type=float, default=20)
+    parser.add_argument("--only", nargs="*", choices=sorted(MEASUREMENTS))
+    parser.add_argument("--json", action="store_true")
+    opts = parser.parse_args()
+    figures: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, measure in MEASUREMENTS.items():
+            if opts.only and name not in opts.only:
+                continue
+            figures.update(measure(opts, Path(tmp)))
+            if not opts.json:
+                print(name, {k: v for k, v in figures.items()}, flush=True)
+    if opts.json:
+        print(json.dumps(figures))
+
+
+if __name__ == "__main__":
+    main()
