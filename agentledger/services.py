@@ -17,7 +17,7 @@ from clickhouse_connect.driver.client import Client
 from confluent_kafka import Consumer, Producer
 from fastapi import FastAPI
 
-from agentledger.api import create_app
+from agentledger.api.app import create_app
 from agentledger.auth import (
     KeyEntry,
     KeyRing,
