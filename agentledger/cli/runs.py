@@ -220,26 +220,26 @@ def _verify_ledger(witness_dir: Path | None, since: str | None, public_keys: lis
     """The CLI half of ``verify --ledger``: the witness is read and checked here, only its
     signed heads and public keys go to the API, and differences are named here."""
     from agentledger.core import signing
-    from agentledger.queries import ledger_verify as lv
+    from agentledger.queries import witness as wv
 
     try:
         keyring = signing.Keyring.parse(public_keys)
-        found = lv.read_witness(witness_dir) if witness_dir is not None else lv.Witness()
+        found = wv.read_witness(witness_dir) if witness_dir is not None else wv.Witness()
     except (OSError, ValueError) as exc:
         raise UserError(str(exc)) from None
     for kid, public in keyring.keys.items():
         found.keyring.keys[kid] = public
-    witness_problems = lv.check_witness(found) if witness_dir is not None else []
+    witness_problems = wv.check_witness(found) if witness_dir is not None else []
     heads = [h for hs in found.heads.values() for h in hs]
     with connect.ledger() as ledger:
         report = ledger.post("/v1/ledger/verify", {
             "since": since, "witness_heads": [
                 {k: v for k, v in h.to_dict().items() if k != "source"} for h in heads],
-            "public_keys": lv.public_texts(found.keyring)})
+            "public_keys": wv.public_texts(found.keyring)})
     named = []
     for log in report["logs"]:
         if "store_window" in log and log["log_id"] in found.leaves:
-            difference = lv.name_difference(log["log_id"], log.pop("store_window"),
+            difference = wv.name_difference(log["log_id"], log.pop("store_window"),
                                             found.leaves[log["log_id"]], log["window"]["lo"])
             if difference is not None:
                 log["first_difference"] = difference
@@ -263,7 +263,7 @@ def _verify_ledger(witness_dir: Path | None, since: str | None, public_keys: lis
         out.print(f"ledger BROKEN: {len(report['problems'])} problem(s)", highlight=False,
                   markup=False)
         for difference in named:
-            out.print(f"first difference: {lv.describe(difference)}", highlight=False,
+            out.print(f"first difference: {wv.describe(difference)}", highlight=False,
                       markup=False)
         for line in report["problems"]:
             out.print(f"  {line}", highlight=False, markup=False)

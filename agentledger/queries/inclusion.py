@@ -20,6 +20,7 @@ from typing import Any, Final
 from clickhouse_connect.driver.client import Client
 
 from agentledger.core import merkle
+from agentledger.core.merkle_levels import HASH, Levels
 from agentledger.queries import ledger_verify as lv
 from agentledger.queries.common import Scope, Where, rows
 
@@ -65,7 +66,7 @@ def run_inclusion(client: Client, scope: Scope, run_id: str) -> dict[str, Any]:
     offset = int(event["kafka_offset"])
     index = int(store.offsets.searchsorted(offset))
     while index < store.size and store.offsets[index] == offset and \
-            store.leaves[index * lv.HASH:(index + 1) * lv.HASH] != wanted:
+            store.leaves[index * HASH:(index + 1) * HASH] != wanted:
         index += 1
     if index >= store.size or store.offsets[index] != offset:
         return {**base, "status": "absent"}
@@ -74,7 +75,7 @@ def run_inclusion(client: Client, scope: Scope, run_id: str) -> dict[str, Any]:
                 "head": _head(head)}
     if head.tree_size > store.size:
         return {**base, "status": "absent", "leaf_index": index, "head": _head(head)}
-    proof = lv.Levels(store.leaves[:head.tree_size * lv.HASH]).inclusion_proof(
+    proof = Levels(store.leaves[:head.tree_size * HASH]).inclusion_proof(
         index, head.tree_size)
     return {**base, "status": "included", "leaf_index": index,
             "tree_size": head.tree_size, "proof": [p.hex() for p in proof],

@@ -32,23 +32,19 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
-import json
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any, Final
 
 from clickhouse_connect.driver.client import Client
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from agentledger.core import merkle, signing
+from agentledger.core.merkle_levels import HASH, Levels
 from agentledger.schemas import topics
 
-HASH: Final = 32
 WINDOW_MAX: Final = 200_000
 """Store leaves returned to name a difference at most (the window between two heads)."""
 
@@ -62,93 +58,6 @@ def partition_of(log: str) -> int:
     if topic != topics.EVENTS or not part.isdigit():
         raise ValueError(f"not a log of {topics.EVENTS}: {log!r}")
     return int(part)
-
-
-# -- the tree, level by level --------------------------------------------------------------
-
-
-class Levels:
-    """Every aligned perfect subtree of a log's tree: level 0 the leaf hashes, level k the
-    roots of the subtrees of 2**k leaves starting at multiples of 2**k, each level one
-    ``bytes`` of 32-byte hashes. Any MTH the RFC's proofs need is a fold of O(log n) of
-    them, since its ranges start aligned."""
-
-    def __init__(self, leaves: bytes):
-        if len(leaves) % HASH:
-            raise ValueError("leaf hashes are 32 bytes each")
-        self.size = len(leaves) // HASH
-        self.levels = [leaves]
-        sha = hashlib.sha256
-        current = leaves
-        while len(current) >= 2 * HASH:
-            end = len(current) // (2 * HASH) * 2 * HASH
-            current = b"".join([sha(b"\x01" + current[i:i + 2 * HASH]).digest()
-                                for i in range(0, end, 2 * HASH)])
-            self.levels.append(current)
-
-    def leaf(self, index: int) -> bytes:
-        return self.levels[0][index * HASH:(index + 1) * HASH]
-
-    def range_root(self, lo: int, hi: int) -> bytes:
-        """MTH of leaves ``[lo, hi)``; ``lo`` must be aligned to the largest power of two
-        not above ``hi - lo`` (every range the RFC's recursion visits is)."""
-        if hi <= lo:
-            return merkle.EMPTY_ROOT
-        nodes = []
-        pos, n = lo, hi - lo
-        for k in range(n.bit_length() - 1, -1, -1):
-            if n >> k & 1:
-                j = pos >> k
-                nodes.append(self.levels[k][j * HASH:(j + 1) * HASH])
-                pos += 1 << k
-        h = nodes[-1]
-        for left in reversed(nodes[:-1]):
-            h = merkle.node_hash(left, h)
-        return h
-
-    def root(self, size: int) -> bytes:
-        return self.range_root(0, size)
-
-    def inclusion_proof(self, index: int, size: int) -> list[bytes]:
-        """PATH(index, D[size]) (RFC 9162 §2.1.3.1), as :func:`merkle.inclusion_proof`."""
-        if not 0 <= index < size <= self.size:
-            raise ValueError(f"leaf {index} outside a tree of size {size}")
-        proof: list[bytes] = []
-        lo, hi, m = 0, size, index
-        while hi - lo > 1:
-            k = 1 << ((hi - lo - 1).bit_length() - 1)
-            if m < k:
-                proof.append(self.range_root(lo + k, hi))
-                hi = lo + k
-            else:
-                proof.append(self.range_root(lo, lo + k))
-                lo, m = lo + k, m - k
-        proof.reverse()
-        return proof
-
-    def consistency_proof(self, old: int, new: int) -> list[bytes]:
-        """PROOF(old, D[new]) (RFC 9162 §2.1.4.1), as :func:`merkle.consistency_proof`."""
-        if not 0 <= old <= new <= self.size:
-            raise ValueError(f"sizes {old}, {new} outside a tree of size {self.size}")
-        if old in (0, new):
-            return []
-        proof: list[bytes] = []
-        lo, hi, m, complete = 0, new, old, True
-        while True:
-            n = hi - lo
-            if m == n:
-                if not complete:
-                    proof.append(self.range_root(lo, hi))
-                break
-            k = 1 << ((n - 1).bit_length() - 1)
-            if m <= k:
-                proof.append(self.range_root(lo + k, hi))
-                hi = lo + k
-            else:
-                proof.append(self.range_root(lo, lo + k))
-                lo, m, complete = lo + k, m - k, False
-        proof.reverse()
-        return proof
 
 
 # -- heads -----------------------------------------------------------------------------------
@@ -228,121 +137,6 @@ def store_heads(client: Client) -> list[Head]:
         "key_id, signature FROM checkpoints ORDER BY log_id, tree_size").result_rows
     return [Head(str(r[0]), int(r[1]), str(r[2]), int(r[3]), str(r[4]), str(r[5]))
             for r in found]
-
-
-# -- the witness -----------------------------------------------------------------------------
-
-
-@dataclass
-class Witness:
-    """A witness copy (``agentledger checkpoints export DIR``): heads and leaves per log,
-    and the ledger's public keys."""
-
-    heads: dict[str, list[Head]] = field(default_factory=dict)
-    leaves: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
-    keyring: signing.Keyring = field(default_factory=signing.Keyring)
-
-    def leaf_hashes(self, log: str) -> bytes:
-        return b"".join(merkle.leaf_hash(merkle.leaf_input(
-            str(leaf["tenant"]), str(leaf["run_id"]), str(leaf["event_id"]),
-            str(leaf["event_hash"]))) for leaf in self.leaves.get(log, []))
-
-
-def read_witness(directory: Path) -> Witness:
-    """Read a witness directory: every ``*.jsonl`` line with a ``tree_size`` is a head,
-    one with an ``event_id`` a leaf (of the line's ``log_id``, or the log the file's
-    heads name); ``keys.json`` holds public keys. ValueError on anything unreadable."""
-    if not directory.is_dir():
-        raise ValueError(f"no witness directory {directory}")
-    witness = Witness()
-    keys_file = directory / "keys.json"
-    if keys_file.is_file():
-        for text in _key_texts(json.loads(keys_file.read_text())):
-            witness.keyring.add(signing.public_from_text(text))
-    for path in sorted(directory.rglob("*.jsonl")):
-        file_log: str | None = None
-        pending: list[dict[str, Any]] = []
-        for number, line in enumerate(path.read_text().splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                item = json.loads(line)
-            except ValueError as exc:
-                raise ValueError(f"{path}:{number}: not JSON ({exc})") from None
-            if not isinstance(item, dict):
-                raise ValueError(f"{path}:{number}: not a JSON object")
-            try:
-                if "tree_size" in item:
-                    head = Head.from_dict(item)
-                    file_log = file_log or head.log_id
-                    witness.heads.setdefault(head.log_id, []).append(head)
-                elif "event_id" in item:
-                    pending.append(item)
-            except (KeyError, TypeError, ValueError) as exc:
-                raise ValueError(f"{path}:{number}: {exc}") from None
-        for item in pending:
-            log = str(item.get("log_id") or file_log or _log_from_name(path))
-            witness.leaves.setdefault(log, []).append(item)
-    for log, items in witness.leaves.items():
-        items.sort(key=lambda x: int(x.get("index", x.get("leaf_index", 0))))
-        for position, item in enumerate(items):
-            index = int(item.get("index", item.get("leaf_index", position)))
-            if index != position:
-                raise ValueError(f"witness leaves of {log}: index {index} where {position} "
-                                 "was expected")
-    for heads in witness.heads.values():
-        heads.sort(key=lambda h: (h.tree_size, h.issued_at_ms))
-    return witness
-
-
-def check_witness(witness: Witness) -> list[str]:
-    """The witness held to itself: every head signed by a key it (or the verifier) trusts,
-    and its leaves recompute every head's root. Its leaves are authenticated by the heads
-    they match, so only then can they name a difference in the store."""
-    problems = []
-    for log, heads in sorted(witness.heads.items()):
-        levels = Levels(witness.leaf_hashes(log)) if log in witness.leaves else None
-        for head in heads:
-            if not head.signed_by(witness.keyring):
-                problems.append(f"witness {log}: head at size {head.tree_size} is not "
-                                f"signed by a trusted key (key id {head.key_id or '?'})")
-            elif levels is not None and (head.tree_size > levels.size or
-                                         levels.root(head.tree_size).hex() != head.root_hash):
-                problems.append(f"witness {log}: its own leaves do not give the root of its "
-                                f"head at size {head.tree_size}; the witness copy is "
-                                "damaged")
-    return problems
-
-
-def public_texts(keyring: signing.Keyring) -> list[str]:
-    """The keyring's public keys as ``ledger.pub`` writes them."""
-    return [base64.urlsafe_b64encode(p.public_bytes(Encoding.Raw, PublicFormat.Raw))
-            .decode().rstrip("=") for p in keyring.keys.values()]
-
-
-def _key_texts(data: Any) -> Iterator[str]:
-    if isinstance(data, str):
-        yield data
-    elif isinstance(data, list):
-        for item in data:
-            yield from _key_texts(item)
-    elif isinstance(data, dict):
-        for name in ("public_key", "public", "key"):
-            if isinstance(data.get(name), str):
-                yield data[name]
-                return
-        for name, value in data.items():
-            if name in ("keys", "public_keys") or isinstance(value, str | dict | list):
-                yield from _key_texts(value)
-
-
-def _log_from_name(path: Path) -> str:
-    stem = path.stem.removesuffix(".leaves").removesuffix("-leaves").removesuffix(".heads")
-    if "_" in stem and stem.rsplit("_", 1)[1].isdigit():
-        return log_id(int(stem.rsplit("_", 1)[1]))
-    if "-" in stem and stem.rsplit("-", 1)[1].isdigit():
-        return log_id(int(stem.rsplit("-", 1)[1]))
-    raise ValueError(f"{path}: leaves with no log_id")
 
 
 # -- the store's leaves ----------------------------------------------------------------------
@@ -537,63 +331,3 @@ def verify_ledger(client: Client, keyring: signing.Keyring,
             "heads": sum(g["heads"] for g in logs),
             "uncovered": sum(g["uncovered"] for g in logs), "problems": problems,
             "seconds": round(time.monotonic() - started, 3)}
-
-
-# -- naming the first difference -------------------------------------------------------------
-
-
-def name_difference(log: str, store_window: Sequence[Mapping[str, Any]],
-                    witness_leaves: Sequence[Mapping[str, Any]], lo: int
-                    ) -> dict[str, Any] | None:
-    """The first leaf from ``lo`` on where the store and the witness differ, and what
-    changed: ``deleted`` (the witness's event is not in the store's window), ``inserted``
-    (the store's event is nowhere in the witness), ``altered`` (same event id, other
-    contents) or ``reordered`` (both events exist, elsewhere). None if they agree."""
-    witness_ids = {str(w["event_id"]) for w in witness_leaves}
-    store_ids = {str(s["event_id"]) for s in store_window}
-    end = max(len(witness_leaves), lo + len(store_window))
-    for index in range(lo, end):
-        w = witness_leaves[index] if index < len(witness_leaves) else None
-        s = store_window[index - lo] if index - lo < len(store_window) else None
-        if w is not None and s is not None and all(
-                str(w[k]) == str(s[k]) for k in ("event_id", "tenant", "run_id",
-                                                 "event_hash")):
-            continue
-        if w is None and s is not None:
-            if str(s["event_id"]) in witness_ids:
-                return _named(log, index, "reordered", s, f"event {s['event_id']} moved "
-                              f"after the witness's last leaf")
-            return _named(log, index, "inserted", s, "not in the witness: a leaf beyond "
-                          "every witnessed head")
-        if w is None:  # pragma: no cover - end bounds it
-            return None
-        if s is None or str(w["event_id"]) not in store_ids:
-            what = "" if s is None else f"; the store has event {s['event_id']} there"
-            return _named(log, index, "deleted", w, f"the store no longer holds it{what}")
-        if str(w["event_id"]) == str(s["event_id"]):
-            changed = [k for k in ("tenant", "run_id", "event_hash") if str(w[k]) != str(s[k])]
-            return _named(log, index, "altered", w, "changed: " + ", ".join(
-                f"{k} {w[k]} → {s[k]}" for k in changed), store=s)
-        if str(s["event_id"]) not in witness_ids:
-            return _named(log, index, "inserted", s, f"not in the witness; the witness has "
-                          f"event {w['event_id']} (run {w['run_id']}) there", witness=w)
-        return _named(log, index, "reordered", w, f"the store has event {s['event_id']} "
-                      f"(run {s['run_id']}) at this index", store=s)
-    return None
-
-
-def _named(log: str, index: int, change: str, leaf: Mapping[str, Any], detail: str,
-           **other: Mapping[str, Any]) -> dict[str, Any]:
-    found = {"log_id": log, "index": index, "change": change,
-             "event_id": str(leaf["event_id"]), "run_id": str(leaf["run_id"]),
-             "tenant": str(leaf["tenant"]), "detail": detail}
-    for name, value in other.items():
-        found[name] = dict(value)
-    return found
-
-
-def describe(named: Mapping[str, Any]) -> str:
-    """One line naming a differing leaf."""
-    return (f"{named['log_id']} leaf {named['index']}: {named['change'].upper()} event "
-            f"{named['event_id']} of run {named['run_id']} (tenant {named['tenant']}): "
-            f"{named['detail']}")

@@ -237,8 +237,7 @@ def _stored(client: Client, scope: Scope, ref: str, run_id: str,
 
 def verify(client: Client, scope: Scope, ref: str,
            agent_keys: Mapping[str, Ed25519PublicKey] | None = None) -> dict[str, Any]:
-    """Verify every run of ``ref`` (a run id or a trace id), streaming each run's events;
-    agents in ``agent_keys`` must have signed each event with that key."""
+    """Verify every run of ``ref`` (run or trace id), streaming; see :func:`verify_run`."""
     runs_of = run_ids(client, scope, ref)
     last_seqs = _last_seqs(client, scope, runs_of)
     runs = [{**verify_run(_stored(client, scope, ref, run_id), last_seqs.get(run_id),

@@ -7,7 +7,9 @@ from __future__ import annotations
 import hashlib
 
 from agentledger.core import merkle, signing
+from agentledger.core.merkle_levels import Levels
 from agentledger.queries import ledger_verify as lv
+from agentledger.queries import witness as wv
 
 
 def _leaves(n: int) -> list[bytes]:
@@ -16,7 +18,7 @@ def _leaves(n: int) -> list[bytes]:
 
 def test_levels_match_the_rfc_functions_for_every_size_index_and_pair() -> None:
     leaves = _leaves(37)
-    levels = lv.Levels(b"".join(leaves))
+    levels = Levels(b"".join(leaves))
     assert levels.size == 37
     for size in range(0, 38):
         assert levels.root(size) == merkle.root(leaves[:size]), size
@@ -66,19 +68,19 @@ def _leaf(i: int, run: str = "r1", h: str | None = None) -> dict[str, object]:
 
 def test_name_difference_says_what_changed() -> None:
     witness = [_leaf(i) for i in range(6)]
-    assert lv.name_difference("L", witness, witness, 0) is None
-    deleted = lv.name_difference("L", witness[:2] + witness[3:], witness, 0)
+    assert wv.name_difference("L", witness, witness, 0) is None
+    deleted = wv.name_difference("L", witness[:2] + witness[3:], witness, 0)
     assert deleted and deleted["change"] == "deleted" and deleted["event_id"] == "e2"
     assert deleted["index"] == 2
-    altered = lv.name_difference("L", [*witness[:4], _leaf(4, h="f" * 64), witness[5]],
+    altered = wv.name_difference("L", [*witness[:4], _leaf(4, h="f" * 64), witness[5]],
                                  witness, 0)
     assert altered and altered["change"] == "altered" and "event_hash" in altered["detail"]
-    inserted = lv.name_difference("L", [*witness[:3], _leaf(99, run="forged"), *witness[3:]],
+    inserted = wv.name_difference("L", [*witness[:3], _leaf(99, run="forged"), *witness[3:]],
                                   witness, 0)
     assert inserted and inserted["change"] == "inserted" and inserted["run_id"] == "forged"
-    swapped = lv.name_difference("L", [witness[0], witness[2], witness[1], *witness[3:]],
+    swapped = wv.name_difference("L", [witness[0], witness[2], witness[1], *witness[3:]],
                                  witness, 0)
     assert swapped and swapped["change"] == "reordered" and swapped["index"] == 1
-    truncated = lv.name_difference("L", witness[2:4], witness, 2)
+    truncated = wv.name_difference("L", witness[2:4], witness, 2)
     assert truncated and truncated["change"] == "deleted" and truncated["index"] == 4
-    assert "DELETED event e4" in lv.describe(truncated)
+    assert "DELETED event e4" in wv.describe(truncated)
