@@ -14,8 +14,18 @@
   that covers it: ``covered_p99_s`` (goal <= 10), beside the raw baseline
   ``landed_p99_s`` (event produced -> landed in ``events``) of the same run.
 
-Other measurements (``verify_ledger_10m_s``) are added as functions of their own and
-listed in MEASUREMENTS. ``--json`` prints one JSON object as the last line.
+- ``verify_ledger``: ``--verify-events`` events (default 10M; generated in chdb with
+  INSERT … SELECT FROM numbers(), with the sink's leaf records and one signed head per
+  log) recomputed and held to the heads, the work of ``agentledger verify --ledger`` in
+  process: ``verify_ledger_10m_s`` (scaled to 10M when fewer; goal <= 60) beside the raw
+  baseline ``raw_sha256_leaves_10m_s``, Python's ``hashlib.sha256`` over the same leaf
+  bytes (read beforehand, untimed).
+- ``offline_check``: ``agentledger.core.offline.check_bundle`` on a bundle of one 8-event
+  run proven in a log of ``--proof-tree-size`` leaves: ``offline_check_ms`` (median of
+  200; goal <= 50) and ``inclusion_proof_bytes`` (goal <= 2048), beside the raw baseline
+  ``raw_ed25519_verify_ms`` (the head's signature alone).
+
+``--json`` prints one JSON object as the last line.
 """
 
 from __future__ import annotations
@@ -223,9 +233,157 @@ def coverage(opts: argparse.Namespace, work: Path) -> dict[str, Any]:
             "coverage_rate_achieved": round(achieved), "coverage_events": n}
 
 
+# --- verify --ledger and offline checks (engineer B) ---------------------------------------
+
+_GEN_EVENTS = """
+INSERT INTO events (event_id, event_type, ts, tenant, agent, run_id, seq, prev_hash, hash,
+                    body, raw, kafka_partition, kafka_offset)
+SELECT generateUUIDv4(number), 'tool.call',
+       toDateTime64('2026-11-01 00:00:00', 6, 'UTC') + intDiv(number, 100),
+       concat('tenant-', toString(intDiv(number, 8) % 20)), 'bench-agent',
+       concat('run-', lower(hex(SHA256(toString(intDiv(number, 8)))))), number % 8, '',
+       lower(hex(SHA256(toString(number)))), '{{}}', '{{}}',
+       intDiv(number, 8) % 3, number
+FROM numbers({start}, {count})"""
+
+
+_GEN_LEAVES = """
+INSERT INTO ledger_leaves (log_id, leaf_index, event_id, tenant, run_id, event_hash,
+                           kafka_offset, leaf_hash)
+SELECT concat('agent.events/', toString(kafka_partition)), 0, toString(event_id), tenant,
+       run_id, hash, kafka_offset, '' FROM events"""
+
+
+def _ledger_store(events: int, data_dir: Path) -> tuple[Any, Any]:
+    """An embedded store holding ``events`` events (the columns a leaf reads filled) and
+    the sink's leaf records, generated in the engine with INSERT … SELECT FROM numbers(),
+    and one signed head per log over everything, as the sink would have signed it."""
+    from agentledger.core import checkpoint, signing
+    from agentledger.core.merkle_levels import Levels
+    from agentledger.queries import ledger_verify as lv
+    from agentledger.services import open_store
+
+    client = open_store(Settings(data_dir=data_dir))
+    step = 2_000_000
+    for start in range(0, events, step):
+        client.command(_GEN_EVENTS.format(start=start, count=min(step, events - start)))
+    client.command(_GEN_LEAVES)
+    key = signing.LedgerKey.generate()
+    for p in lv.store_partitions(client):
+        log = lv.read_log(client, p)
+        ms = int(time.time() * 1000)
+        head = checkpoint.sign_head(key, log.log_id, log.size,
+                                    Levels(log.leaves).root(log.size).hex(), ms)
+        client.insert("checkpoints", [[head.log_id, head.tree_size, head.root_hash,
+                                       datetime.fromtimestamp(ms / 1000, UTC), head.key_id,
+                                       head.signature]],
+                      column_names=["log_id", "tree_size", "root_hash", "issued_at",
+                                    "key_id", "signature"])
+    return client, key
+
+
+def verify_ledger(opts: argparse.Namespace, work: Path) -> dict[str, Any]:
+    """``verify_ledger_10m_s``: recompute every log from ``events`` stored events and hold it
+    to the signed heads (the work of ``agentledger verify --ledger``, in process); beside it
+    the raw baseline: Python's hashlib sha256 over the same leaf bytes, read beforehand."""
+    import hashlib
+
+    from agentledger.core import merkle
+    from agentledger.queries import ledger_verify as lv
+
+    events = opts.verify_events
+    with tempfile.TemporaryDirectory(prefix="bench-verify-", dir=work) as tmp:
+        started = time.perf_counter()
+        client, key = _ledger_store(events, Path(tmp))
+        setup_s = time.perf_counter() - started
+        started = time.perf_counter()
+        report = lv.verify_ledger(client, key.keyring())
+        verify_s = time.perf_counter() - started
+        assert report["ok"] and report["leaves"] == events, report["problems"][:3]
+        raw_s = 0.0
+        prefix = merkle.LEAF_PREFIX + merkle.LEAF_VERSION.encode() + b"\n"
+        for start in range(0, events, 1_000_000):
+            chunk = [prefix + f"{t}\n{r}\n{e}\n{h}".encode() for t, r, e, h in client.query(
+                "SELECT tenant, run_id, toString(event_id), hash FROM events "
+                "WHERE kafka_offset >= {a:UInt64} AND kafka_offset < {b:UInt64}",
+                parameters={"a": start, "b": start + 1_000_000}).result_rows]
+            sha = hashlib.sha256
+            t0 = time.perf_counter()
+            for data in chunk:
+                sha(data).digest()
+            raw_s += time.perf_counter() - t0
+        client.close()
+    return {"verify_ledger_events": events, "verify_ledger_s": round(verify_s, 2),
+            "verify_ledger_10m_s": round(verify_s * 10_000_000 / events, 2),
+            "verify_ledger_setup_s": round(setup_s, 1),
+            "raw_sha256_leaves_s": round(raw_s, 2),
+            "raw_sha256_leaves_10m_s": round(raw_s * 10_000_000 / events, 2)}
+
+
+def offline_check(opts: argparse.Namespace, work: Path) -> dict[str, Any]:
+    """``offline_check_ms``: :func:`agentledger.core.offline.check_bundle` on a bundle of one
+    8-event run whose inclusion proof is in a log of ``tree_size`` leaves (proof length
+    log2 of it), median of ``reps``; ``inclusion_proof_bytes``: the proof as JSON. Raw
+    baseline: one ed25519 verify of the head."""
+    import hashlib
+    import statistics
+
+    from agentledger.core import checkpoint, merkle, offline, signing
+    from agentledger.core.merkle_levels import Levels
+    from agentledger.schemas.integrity import GENESIS, event_hash
+
+    tree_size, reps = opts.proof_tree_size, 200
+
+    key = signing.LedgerKey.generate()
+    events, prev = [], GENESIS
+    for seq in range(8):
+        event = {"event_id": f"00000000-0000-4000-8000-{seq:012d}", "run_id": "run-1",
+                 "tenant": "acme", "seq": seq, "canon": "jcs", "event_type": "tool.call",
+                 "body": {"tool": "crm", "args": {"n": seq}}, "prev_hash": prev}
+        event["hash"] = prev = event_hash(event, prev)
+        events.append(event)
+    last = events[-1]
+    leaf = {"tenant": "acme", "run_id": "run-1", "event_id": last["event_id"],
+            "event_hash": last["hash"]}
+    index = tree_size - 3
+    leaves = bytearray()
+    for i in range(tree_size):
+        leaves += (merkle.leaf_hash(merkle.leaf_input(**leaf)) if i == index
+                   else hashlib.sha256(i.to_bytes(8, "big")).digest())
+    levels = Levels(bytes(leaves))
+    head = checkpoint.sign_head(key, "agent.events/0", tree_size,
+                                levels.root(tree_size).hex(), int(time.time() * 1000))
+    proof = {"format": "agentledger.inclusion.v1", "status": "included",
+             "log_id": head.log_id, "leaf": leaf, "leaf_index": index,
+             "tree_size": tree_size,
+             "proof": [p.hex() for p in levels.inclusion_proof(index, tree_size)],
+             "head": head.to_dict()}
+    bundle = {"runs": [{"run_id": "run-1", "events": events, "inclusion": proof}]}
+    text = json.dumps(bundle)
+    ring = key.keyring()
+    assert offline.check_bundle(json.loads(text), ring) == []
+    times, raw = [], []
+    message = head.message()
+    signature = bytes.fromhex(head.signature)
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        assert offline.check_bundle(json.loads(text), ring) == []
+        times.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        key.public.verify(signature, message)
+        raw.append(time.perf_counter() - t0)
+    return {"offline_check_ms": round(statistics.median(times) * 1000, 3),
+            "offline_check_p99_ms": round(sorted(times)[int(reps * 0.99) - 1] * 1000, 3),
+            "offline_check_tree_size": tree_size,
+            "inclusion_proof_bytes": len(json.dumps(proof)),
+            "raw_ed25519_verify_ms": round(statistics.median(raw) * 1000, 3)}
+
+
 MEASUREMENTS: dict[str, Callable[[argparse.Namespace, Path], dict[str, Any]]] = {
     "checkpoint_overhead": checkpoint_overhead,
     "coverage": coverage,
+    "verify_ledger": verify_ledger,
+    "offline_check": offline_check,
 }
 
 
@@ -243,6 +401,10 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=5000)
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--only", nargs="*", choices=sorted(MEASUREMENTS))
+    parser.add_argument("--verify-events", type=int, default=10_000_000,
+                        help="stored events verify_ledger recomputes")
+    parser.add_argument("--proof-tree-size", type=int, default=1_000_000,
+                        help="leaves of the log the offline-checked proof is in")
     parser.add_argument("--json", action="store_true")
     opts = parser.parse_args()
     figures: dict[str, Any] = {}
