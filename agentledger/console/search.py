@@ -26,6 +26,7 @@ NAMES = ("tenant", "agent", "tool", "run_id", "workflow")
 CHOICES = {"event_type": tuple(EVENT_TYPES), "status": get_args(Status),
            "outcome": get_args(Outcome)}
 PAGE = 50
+MAX_PAGE = 200
 Text = Annotated[str, Query(max_length=256)]
 
 
@@ -48,7 +49,8 @@ def search(request: Request, user: SignedIn, client: Store,
            tenant: Text = "", agent: Text = "", tool: Text = "", run_id: Text = "",
            workflow: Text = "", event_type: Text = "", status: Text = "", outcome: Text = "",
            trace_id: Text = "", q: Text = "", since: Text = "24h", until: Text = "",
-           cursor: Annotated[str, Query(max_length=512)] = "") -> Response:
+           cursor: Annotated[str, Query(max_length=512)] = "",
+           limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = PAGE) -> Response:
     form = {"tenant": tenant, "agent": agent, "tool": tool, "run_id": run_id,
             "workflow": workflow, "event_type": event_type, "status": status,
             "outcome": outcome, "trace_id": trace_id, "q": q, "since": since, "until": until}
@@ -59,8 +61,10 @@ def search(request: Request, user: SignedIn, client: Store,
         **{n: _choice(n, form[n]) for n in CHOICES},
         trace_id=trace_id or None, text=q or None,
         since=time_param(since or None, "since"), until=time_param(until or None, "until"))
-    page = events.search(client, user.scope, filters, limit=PAGE, cursor=cursor or None)
-    kept = {k: v for k, v in form.items() if v}
+    page = events.search(client, user.scope, filters, limit=limit, cursor=cursor or None)
+    kept: dict[str, str | int] = {k: v for k, v in form.items() if v}
+    if limit != PAGE:
+        kept["limit"] = limit
     next_url = (f"/console/search?{urlencode({**kept, 'cursor': page['next_cursor']})}"
                 if page["next_cursor"] else None)
     return render(request, "search.html", user=user, form=form, choices=CHOICES,
