@@ -119,9 +119,8 @@ def verify_run(events: Iterable[StoredEvent], last_seq_ingested: int | None,
     if bad_json is not None:
         return _broken(run_id, count, bad_json, "raw is not valid JSON")
     assert first is not None and last is not None
-    result = {"run_id": run_id, **chain.to_dict(), "custody": custody(first)}
-    if signatures["checked"]:
-        result["signatures"] = signatures
+    result = {"run_id": run_id, **chain.to_dict(), "custody": custody(first),
+              **({"signatures": signatures} if signatures["checked"] else {})}
     if not chain.ok:
         return result
     if drift is not None:
@@ -240,9 +239,10 @@ def verify(client: Client, scope: Scope, ref: str,
     """Verify every run of ``ref`` (run or trace id), streaming; see :func:`verify_run`."""
     runs_of = run_ids(client, scope, ref)
     last_seqs = _last_seqs(client, scope, runs_of)
+    trees: dict[str, Any] = {}
     runs = [{**verify_run(_stored(client, scope, ref, run_id), last_seqs.get(run_id),
                           agent_keys),
-             "inclusion": run_inclusion(client, scope, run_id)} for run_id in runs_of]
+             "inclusion": run_inclusion(client, scope, run_id, trees)} for run_id in runs_of]
     return {"ref": ref, "ok": all(r["ok"] for r in runs), "runs": runs}
 
 

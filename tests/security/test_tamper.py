@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import orjson
 import pytest
 from clickhouse_connect.driver.client import Client
@@ -54,6 +55,8 @@ class Stack:
     client: Client
     witness: Path
     public_key: str
+    api_url: str
+    reader_key: str
 
     def sql(self, statement: str, **params: Any) -> None:
         """A write by the attacker, straight to the store."""
@@ -102,8 +105,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         ensure_topics(client_config(broker.bootstrap, "admin"), default_topics(3))
         settings = Settings(data_dir=data / "data", kafka_bootstrap=broker.bootstrap,
                             sink_batch_seconds=0.2)
-        key = new_key()
+        key, reader = new_key(), new_key()
         append_entry(settings, entry_for("auditor", key, ["*"]))
+        append_entry(settings, entry_for("acme-reader", reader, ["acme"]))
         env = {**os.environ, "AGENTLEDGER_DATA_DIR": str(settings.data_dir),
                "AGENTLEDGER_KAFKA_BOOTSTRAP": broker.bootstrap, "AGENTLEDGER_API_KEY": key}
         with SinkThread(settings) as sink:
@@ -138,7 +142,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
                 take_witness(settings, env, witness)
                 attacker.command("CREATE TABLE events_pristine AS events")
                 attacker.command("INSERT INTO events_pristine SELECT * FROM events")
-                yield Stack(env, attacker, witness, signing.ledger_key(settings).public_text)
+                yield Stack(env, attacker, witness, signing.ledger_key(settings).public_text,
+                            api.url, reader)
             finally:
                 attacker.close()
                 discovery.withdraw(settings, discovery.STORE_FILE)
@@ -195,6 +200,15 @@ def test_an_untouched_ledger_verifies_against_its_witness(stack: Stack) -> None:
     shown = subprocess.run([*CLI, "verify", "--ledger", "--witness", str(stack.witness)],
                            env=stack.env, capture_output=True, text=True, timeout=180)
     assert shown.returncode == 0 and shown.stdout.startswith("ledger ok:"), shown.stdout
+    # the whole ledger is every tenant's: a tenant's key is refused; a bad witness is a
+    # clear error, not a traceback
+    refused = httpx.post(f"{stack.api_url}/v1/ledger/verify", json={}, timeout=60,
+                         headers={"Authorization": f"Bearer {stack.reader_key}"})
+    assert refused.status_code == 403, refused.text
+    missing = subprocess.run([*CLI, "verify", "--ledger", "--witness", "/nonexistent/w"],
+                             env=stack.env, capture_output=True, text=True, timeout=120)
+    assert missing.returncode != 0 and "no witness directory" in missing.stderr
+    assert "Traceback" not in missing.stderr
 
 
 NODE_CHECK = Path(__file__).with_name("bundle_check.test.mjs")
