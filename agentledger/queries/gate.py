@@ -3,7 +3,8 @@
 Runs are folded from ``events FINAL`` (a redelivered event counts once). A run belongs to
 a cohort by what it ran with: ``agent_version`` (every event), ``prompt_version`` and
 ``policy_version`` (its ``run.started``), ``model`` (any of its model calls) and
-``tool_version`` (any of its tool calls). Only runs that finished in the window count; the
+``tool_version`` (any of its tool calls), ``release`` (its env ``release:<label>``, the
+runs ``agentledger regression run`` records). Only runs that finished in the window count; the
 events of such a run are read from one day before the window so a run that started
 before it keeps its ``run.started``. Cost and latency samples are capped per arm
 (``groupArraySample``, seeded) so one gate call stays bounded however much is stored; the
@@ -28,7 +29,10 @@ from agentledger.streams.release_gate import (
     parse_config,
 )
 
-SAMPLE_CAP: Final = 50_000
+# Cost and latency samples per arm: plenty for Mann-Whitney (a 10 % shift in cost is
+# found at far fewer) and a p95; a reservoir of 50,000 made the sampling the costliest
+# part of a gate over 10M events (bench/bench_gate.py gate_10m_s).
+SAMPLE_CAP: Final = 10_000
 _COLUMN: Final = {
     "agent_version": "agent_version = {%s:String}",
     "prompt_version": "prompt_version = {%s:String}",
@@ -39,27 +43,36 @@ _COLUMN: Final = {
     # release:<label>, agentledger.streams.regression.release_env)
     "release": "env = concat('release:', {%s:String})",
 }
+# What a cohort key needs from each run, read only when a cohort uses it: a run's body
+# (JSON, compressed) is the costliest column to read, and most gates select by version.
+_NEEDS: Final = {
+    "prompt_version": "anyIf(JSONExtractString(body, 'prompt_version'), "
+                      "event_type = 'run.started') AS prompt_version, ",
+    "policy_version": "anyIf(JSONExtractString(body, 'policy_version'), "
+                      "event_type = 'run.started') AS policy_version, ",
+    "model": "groupUniqArrayIf(model, event_type = 'model.call') AS models, ",
+    "tool_version": "groupUniqArrayIf(tool_version, event_type = 'tool.call') AS tool_versions, ",
+    "release": "any(env) AS env, ",
+}
+# One pass over the window's events, grouped by run, kept when the run finished in the
+# window (HAVING): a semi-join on the finished runs' ids (IN (SELECT ...)) built a set of
+# every run id first and was 5x slower on 10M events (bench/bench_gate.py gate_10m_s). A
+# run's cost is the sum of its model calls' cost_usd, which is what the SDK's and the
+# OTLP intake's run.finished totals.cost_usd add up, read without parsing the body.
 _PER_RUN: Final = (
-    "SELECT tenant, run_id, any(agent_version) AS agent_version, any(env) AS env, "
+    "SELECT tenant, run_id, any(agent_version) AS agent_version, {needs}"
     "maxIf(workflow, event_type IN ('run.started', 'run.finished')) AS workflow, "
-    "anyIf(JSONExtractString(body, 'prompt_version'), event_type = 'run.started') "
-    "AS prompt_version, "
-    "anyIf(JSONExtractString(body, 'policy_version'), event_type = 'run.started') "
-    "AS policy_version, "
-    "groupUniqArrayIf(model, event_type = 'model.call') AS models, "
-    "groupUniqArrayIf(tool_version, event_type = 'tool.call') AS tool_versions, "
     "maxIf(outcome, event_type = 'run.finished') AS outcome, "
-    "maxIf(JSONExtractFloat(body, 'totals', 'cost_usd'), event_type = 'run.finished') "
-    "AS cost_usd, "
+    "sumIf(cost_usd, event_type = 'model.call') AS cost_usd, "
     "maxIf(latency_ms, event_type = 'run.finished') AS duration_ms, "
     "countIf(event_type = 'tool.result') AS tool_results, "
     "countIf(event_type = 'tool.result' AND status IN ('error', 'timeout')) AS tool_errors, "
     "countIf(event_type = 'policy.decision' AND decision = 'deny') > 0 AS blocked, "
-    "(countIf(event_type = 'rollback') > 0 OR outcome = 'rolled_back') AS rolled_back "
+    "(countIf(event_type = 'rollback') > 0 OR outcome = 'rolled_back') AS rolled_back, "
+    "maxIf(ts, event_type = 'run.finished') AS finished_at, "
+    "countIf(event_type = 'run.finished') AS finishes "
     "FROM events FINAL WHERE {events_where} "
-    "AND (tenant, run_id) IN (SELECT tenant, run_id FROM events FINAL "
-    "WHERE event_type = 'run.finished' AND {finished_where}) "
-    "GROUP BY tenant, run_id"
+    "GROUP BY tenant, run_id HAVING {finished_having}"
 )
 
 
@@ -129,7 +142,7 @@ def gate(client: Client, scope: Scope, *, baseline: str, candidate: str,
     base_cohort, cand_cohort = cohorts(baseline, candidate)
     gate_config = config_from(config)
     scope = scope.narrow(tenant)
-    finished = Where().scope(scope).between("ts", since, until)
+    finished = Where().add("finishes > 0").between("finished_at", since, until)
     events = Where().scope(scope)
     if since is not None:
         events.add("ts >= {since:DateTime64(6, 'UTC')} - INTERVAL 1 DAY")
@@ -142,7 +155,10 @@ def gate(client: Client, scope: Scope, *, baseline: str, candidate: str,
     base_cond = _condition(base_cohort, "b", params)
     cand_cond = _condition(cand_cohort, "c", params)
     params.update(outer.params)
-    per_run = _PER_RUN.format(events_where=events.sql(), finished_where=finished.sql())
+    needs = "".join(_NEEDS[key] for key in sorted({*base_cohort, *cand_cohort})
+                    if key in _NEEDS)
+    per_run = _PER_RUN.format(needs=needs, events_where=events.sql(),
+                              finished_having=finished.sql())
     sql = (f"SELECT {_arm_columns('b', base_cond)}, {_arm_columns('c', cand_cond)}, "
            f"countIf({base_cond} AND {cand_cond}) AS overlap "
            f"FROM ({per_run}) WHERE {outer.sql()}")
