@@ -261,6 +261,12 @@ def test_a_deleted_run_is_named(store: Stack) -> None:
     assert (first["change"], first["run_id"], first["event_id"]) == (
         "deleted", run_id, events[0][0]), first
     assert first["log_id"] == f"agent.events/{events[0][2]}"
+    # without a witness the store's own signed heads still catch it, naming the range
+    alone = subprocess.run([*CLI, "verify", "--ledger", "--json"], env=store.env,
+                           capture_output=True, text=True, timeout=180)
+    assert alone.returncode == 1, alone.stdout + alone.stderr
+    log = next(g for g in json.loads(alone.stdout)["logs"] if g["log_id"] == first["log_id"])
+    assert log["window"]["lo"] <= first["index"] < log["window"]["hi"], log["window"]
 
 
 def test_a_rewritten_run_with_a_recomputed_chain_is_named(store: Stack) -> None:
