@@ -162,6 +162,8 @@ class Canaries:
         self.degraded_state = state
         self.totals: dict[tuple[str, str], dict[str, Counts]] = {}
         self.candidates: dict[tuple[str, str, str], Candidate] = {}
+        self.by_agent: dict[tuple[str, str], list[Candidate]] = {}
+        """Each agent's candidates: a finished run touches only its own agent's."""
         self.new: list[tuple[str, str, str]] = []
         """Candidates created since the caller last took them (to persist)."""
 
@@ -176,14 +178,14 @@ class Canaries:
         if mine is None:
             others = [(c.runs, v) for v, c in versions.items()]
             if others:  # a new version beside a running one: a candidate
-                self.candidates[(tenant, agent, version)] = Candidate(
-                    max(others)[1], Counts(), Counts(), started=ts)
+                self._add(tenant, agent, version,
+                          Candidate(max(others)[1], Counts(), Counts(), started=ts))
                 self.new.append((tenant, agent, version))
             mine = versions[version] = Counts()
         mine.add(success)
-        for (t, a, _v), cand in self.candidates.items():
-            if t == tenant and a == agent and cand.baseline == version:
-                cand.base.add(success)
+        for other in self.by_agent.get((tenant, agent), ()):
+            if other.baseline == version:
+                other.base.add(success)
         cand = self.candidates.get((tenant, agent, version))
         if cand is None:
             return None
@@ -205,11 +207,20 @@ class Canaries:
         both versions are known again, so neither is taken for a new one."""
         cand = Candidate.restore(snap)
         cand.base, cand.cand = Counts(), Counts()
-        self.candidates[(tenant, agent, version)] = cand
+        self._add(tenant, agent, version, cand)
         versions = self.totals.setdefault((tenant, agent), {})
         for known in (cand.baseline, version):
             versions.setdefault(known, Counts())
 
+    def _add(self, tenant: str, agent: str, version: str, cand: Candidate) -> None:
+        old = self.candidates.get((tenant, agent, version))
+        mine = self.by_agent.setdefault((tenant, agent), [])
+        if old is not None:
+            mine.remove(old)
+        self.candidates[(tenant, agent, version)] = cand
+        mine.append(cand)
+
     def forget(self, tenants: set[str]) -> None:
         self.totals = {k: v for k, v in self.totals.items() if k[0] not in tenants}
         self.candidates = {k: v for k, v in self.candidates.items() if k[0] not in tenants}
+        self.by_agent = {k: v for k, v in self.by_agent.items() if k[0] not in tenants}

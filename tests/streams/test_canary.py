@@ -125,3 +125,51 @@ def test_the_canary_degrades_a_bad_version_live_and_explain_names_the_numbers(
         finally:
             api.server.should_exit = True
             api.thread.join(10)
+
+
+# -- the pure test (streams/canary.py) ------------------------------------------------------
+
+
+def test_the_mixture_ratio_is_one_sided_and_grows_with_the_drop():
+    from agentledger.streams.canary import Counts, evidence, log_mixture_lr
+
+    assert log_mixture_lr(-0.1, 0.001, 0.07) < 0 < log_mixture_lr(0.1, 0.001, 0.07)
+    assert log_mixture_lr(0.05, 0.001, 0.07) < log_mixture_lr(0.1, 0.001, 0.07)
+    better = evidence(Counts(400, 360), Counts(100, 99), tau=0.07, margin=0, alpha=0.005)
+    assert better.drop < 0 and better.log_lr < better.threshold
+    worse = evidence(Counts(400, 360), Counts(100, 70), tau=0.07, margin=0, alpha=0.005)
+    assert worse.log_lr > worse.threshold and worse.likelihood_ratio > 200
+    # a margin tolerates drops up to it
+    tolerated = evidence(Counts(400, 360), Counts(100, 70), tau=0.07, margin=0.25,
+                         alpha=0.005)
+    assert tolerated.log_lr < tolerated.threshold
+
+
+def test_a_new_version_is_watched_against_the_incumbent_and_survives_a_restart():
+    from agentledger.streams.canary import Canaries
+
+    def make() -> Canaries:
+        return Canaries(alpha=0.005, mixture_sd=0.07, margin=0.0, min_runs=30,
+                        state=READ_ONLY)
+
+    canaries = make()
+    for _ in range(50):
+        assert canaries.finished("acme", "bot", "1.0", True, 1.0) is None
+    assert canaries.candidates == {}  # the first version is nobody's candidate
+    degraded = None
+    for n in range(400):
+        for _ in range(4):
+            canaries.finished("acme", "bot", "1.0", True, 2.0)
+        degraded = canaries.finished("acme", "bot", "2.0", n % 2 == 0, 2.0) or degraded
+        if degraded:
+            break
+    assert degraded is not None and degraded.candidate.baseline == "1.0"
+    assert degraded.version == "2.0" and degraded.candidate.state == READ_ONLY
+    assert canaries.new == [("acme", "bot", "2.0")]
+    # a restart: the candidate comes back with its baseline and state; neither version is
+    # taken for a new one (the old baseline would otherwise be watched against it)
+    again = make()
+    again.restore("acme", "bot", "2.0", degraded.candidate.snapshot())
+    again.finished("acme", "bot", "1.0", False, 3.0)
+    assert list(again.candidates) == [("acme", "bot", "2.0")]
+    assert again.candidates[("acme", "bot", "2.0")].state == READ_ONLY
