@@ -230,7 +230,7 @@ def _verify_ledger(witness_dir: Path | None, since: str | None, public_keys: lis
     for kid, public in keyring.keys.items():
         found.keyring.keys[kid] = public
     witness_problems = wv.check_witness(found) if witness_dir is not None else []
-    heads = [h for hs in found.heads.values() for h in hs]
+    heads = wv.heads_to_send(found)
     with connect.ledger() as ledger:
         report = ledger.post("/v1/ledger/verify", {
             "since": since, "witness_heads": [
@@ -246,7 +246,7 @@ def _verify_ledger(witness_dir: Path | None, since: str | None, public_keys: lis
                 named.append(difference)
         log.pop("store_window", None)
     report["witness"] = None if witness_dir is None else {
-        "dir": str(witness_dir), "heads": len(heads),
+        "dir": str(witness_dir), "heads": sum(len(h) for h in found.heads.values()),
         "leaves": sum(len(v) for v in found.leaves.values()), "problems": witness_problems}
     report["problems"] = [*witness_problems, *report["problems"]]
     report["ok"] = report["ok"] and not witness_problems

@@ -48,10 +48,13 @@ def test_check_log_holds_the_tree_to_signed_heads() -> None:
     good = [_head(key, 4, merkle.root(leaves[:4])), _head(key, 10, merkle.root(leaves))]
     result = lv.check_log(store, good, key.keyring())
     assert result["ok"] and result["heads_ok"] == 2 and result["uncovered"] == 0, result
-    assert result["checked"][1]["consistent"] is True
+    assert result["verdicts"] == {"ok": 2, "forged": 0, "short": 0, "mismatch": 0}
 
-    forged = _head(other, 10, merkle.root(leaves))
-    assert not lv.check_log(store, [forged], key.keyring())["ok"]
+    forged = _head(other, 10, merkle.root(leaves))  # the latest head: its signature counts
+    assert lv.check_log(store, [good[0], forged], key.keyring())["verdicts"]["forged"] == 1
+    wrong = _head(other, 6, merkle.root(leaves[:5] + leaves[6:7]))  # forged and not matching
+    named = lv.check_log(store, [*good, wrong], key.keyring())
+    assert named["verdicts"]["forged"] == 1 and "window" not in named, named
 
     tampered = lv.StoreLog("agent.events/0", b"".join(leaves[:3] + leaves[4:]),
                            list(range(9)), [])
