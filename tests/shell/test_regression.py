@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 
 from agentledger.auth import append_entry, entry_for, new_key
@@ -37,6 +38,7 @@ class Stack:
     env: dict[str, str]
     sink: SinkThread
     set_file: Path
+    api_url: str
 
     def cli(self, *args: str) -> subprocess.CompletedProcess:
         return subprocess.run([*CLI, "regression", *args], env=self.env, capture_output=True,
@@ -72,7 +74,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
                    "AGENTLEDGER_KAFKA_BOOTSTRAP": broker.bootstrap,
                    "AGENTLEDGER_API_KEY": key}
             try:
-                yield Stack(env, sink, data / "set.json")
+                yield Stack(env, sink, data / "set.json", api.url)
             finally:
                 discovery.withdraw(settings, discovery.STORE_FILE)
                 api.stop()
@@ -130,6 +132,11 @@ def test_a_candidate_that_breaks_a_tenth_fails_and_one_that_breaks_none_passes(s
     again = stack.cli("compare", str(stack.set_file), "--baseline", "baseline",
                       "--candidate", "cand-bad")
     assert again.returncode == 2 and "verdict: fail" in again.stdout
+    gate = httpx.get(f"{stack.api_url}/v1/gate", timeout=60, params={
+        "baseline": "release=baseline", "candidate": "release=cand-bad", "since": "1d"},
+        headers={"Authorization": f"Bearer {stack.env['AGENTLEDGER_API_KEY']}"}).json()
+    assert gate["baseline_runs"] == gate["candidate_runs"] == CASES
+    assert gate["verdict"] == "insufficient_data"  # 60 runs: under the gate's min_runs
 
 
 def test_bad_input_is_one_line_and_exit_4(stack: Stack):
