@@ -38,6 +38,11 @@ from typing import Any
 
 from scipy.special import log_ndtr
 
+from agentledger.schemas.signals import control_key, version_scope
+from agentledger.streams.breaker import Transition
+
+RULE = "canary"
+
 
 @dataclass
 class Counts:
@@ -200,6 +205,39 @@ class Canaries:
         cand.state = self.degraded_state
         cand.version += 1
         return Degrade(tenant, agent, version, cand, look, ts)
+
+    def look(self, tenant: str, agent: str, version: str, success: bool, ts: float
+             ) -> tuple[tuple[str, Transition] | None, list[tuple[str, dict[str, Any]]]]:
+        """:meth:`finished`, as the control loop publishes it: the (scope, transition) of a
+        version to degrade — safe mode on ``tenant/agent/version/<v>``, rule ``canary``,
+        the numbers in its reason and details — and the (key, snapshot) records to persist
+        (a new candidate, so its baseline survives a restart; a degraded one)."""
+        found = self.finished(tenant, agent, version, success, ts)
+        keys, self.new = self.new, []
+        if found is not None:
+            keys.append((found.tenant, found.agent, found.version))
+        records = [self._record(*key) for key in keys]
+        if found is None:
+            return None, records
+        look, cand = found.evidence, found.candidate
+        reason = (f"canary: {found.version} succeeded {look.candidate_success:.1%} of "
+                  f"{look.candidate_runs} runs against baseline {cand.baseline} "
+                  f"{look.baseline_success:.1%} of {look.baseline_runs} (drop "
+                  f"{100 * look.drop:.1f} points); mSPRT likelihood ratio "
+                  f"{look.likelihood_ratio:.4g} >= 1/alpha {1 / self.alpha:.4g} (alpha "
+                  f"{self.alpha:g}, mixture_sd {self.tau:g}, margin {self.margin:g})")
+        details = {"test": "msprt_half_normal", "baseline_version": cand.baseline,
+                   "candidate_version": found.version, "alpha": self.alpha,
+                   "mixture_sd": self.tau, "margin": self.margin, **look.as_dict()}
+        moved = Transition("normal", cand.state, cand.version, found.ts, reason,
+                           details=tuple(details.items()))
+        return (version_scope(tenant, agent, found.version), moved), records
+
+    def _record(self, tenant: str, agent: str, version: str) -> tuple[str, dict[str, Any]]:
+        cand = self.candidates[(tenant, agent, version)]
+        key = control_key("safe_mode", version_scope(tenant, agent, version), RULE)
+        return key, cand.snapshot() | {"tenant": tenant, "agent": agent, "version": version,
+                                       "rule": RULE, "canary": True}
 
     def restore(self, tenant: str, agent: str, version: str, snap: dict[str, Any]) -> None:
         """A persisted candidate after a restart. Its counts start again from zero (a new

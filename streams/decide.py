@@ -25,11 +25,10 @@ from agentledger.schemas.signals import (
     agent_scope,
     breaker_scope,
     control_key,
-    version_scope,
 )
 from agentledger.streams.breaker import Breaker, Transition
 from agentledger.streams.callers import ToolCallers
-from agentledger.streams.canary import Canaries, Degrade
+from agentledger.streams.canary import Canaries
 from agentledger.streams.clocks import SourceClocks
 from agentledger.streams.control_policy import Policy
 from agentledger.streams.economics import Economics
@@ -190,41 +189,13 @@ class Controller:
         out.state.append((SAFE_MODES, tenant, control_key("safe_mode", scope, rule), snap))
 
     def _canary(self, out: Decisions, tenant: str, fact: RunFinished, ts: float) -> None:
-        """The canary's look after one finished run (:mod:`agentledger.streams.canary`):
-        a new candidate is persisted (its baseline survives a restart); a conclusive look
-        degrades the version: safe mode on ``tenant/agent/version/<v>``, rule ``canary``."""
+        """The canary's look after one finished run (:mod:`agentledger.streams.canary`)."""
         assert self.canaries is not None
-        found = self.canaries.finished(tenant, fact.agent, fact.agent_version,
-                                       fact.outcome == "success", ts)
-        for key in self.canaries.new:
-            self._canary_state(out, *key)
-        self.canaries.new.clear()
-        if found is not None:
-            self._canary_moved(out, found)
-
-    def _canary_state(self, out: Decisions, tenant: str, agent: str, version: str) -> None:
-        cand = self.canaries.candidates[(tenant, agent, version)]  # type: ignore[union-attr]
-        scope = version_scope(tenant, agent, version)
-        snap = cand.snapshot() | {"tenant": tenant, "agent": agent, "version": version,
-                                  "rule": "canary", "canary": True}
-        out.state.append((SAFE_MODES, tenant, control_key("safe_mode", scope, "canary"), snap))
-
-    def _canary_moved(self, out: Decisions, found: Degrade) -> None:
-        look, cand, c = found.evidence, found.candidate, self.policy.canary
-        reason = (f"canary: {found.version} succeeded {look.candidate_success:.1%} of "
-                  f"{look.candidate_runs} runs against baseline {cand.baseline} "
-                  f"{look.baseline_success:.1%} of {look.baseline_runs} (drop "
-                  f"{100 * look.drop:.1f} points); mSPRT likelihood ratio "
-                  f"{look.likelihood_ratio:.4g} >= 1/alpha {1 / c.alpha:.4g} (alpha "
-                  f"{c.alpha:g}, mixture_sd {c.mixture_sd:g}, margin {c.margin:g})")
-        details = {"test": "msprt_half_normal", "baseline_version": cand.baseline,
-                   "candidate_version": found.version, "alpha": c.alpha,
-                   "mixture_sd": c.mixture_sd, "margin": c.margin, **look.as_dict()}
-        t = Transition("normal", cand.state, cand.version, found.ts, reason,
-                       details=tuple(details.items()))
-        scope = version_scope(found.tenant, found.agent, found.version)
-        out.signals.append(self._signal("safe_mode", scope, "canary", t))
-        self._canary_state(out, found.tenant, found.agent, found.version)
+        moved, records = self.canaries.look(tenant, fact.agent, fact.agent_version,
+                                            fact.outcome == "success", ts)
+        out.state += [(SAFE_MODES, tenant, key, snap) for key, snap in records]
+        if moved is not None:
+            out.signals.append(self._signal("safe_mode", moved[0], "canary", moved[1]))
 
     def _signal(self, kind: str, scope: str, rule: str, t: Transition) -> ControlSignal:
         details = dict(t.details) | {"policy_version": self.policy.version,

@@ -9,6 +9,7 @@ explain`` names the numbers, and ``control backtest`` replays the same decision.
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -30,10 +31,29 @@ pytestmark = pytest.mark.integration
 BOUND = 300  # the goal: degraded within 300 of the candidate's runs
 
 
+KEY = control_key("safe_mode", version_scope("acme", "triage-bot", "1.4.2"), "canary")
+
+
+def _runs(base: Ledger, cand: Ledger, rng: random.Random, n: int, *,
+          stop: Callable[[], bool] = lambda: False) -> None:
+    """``n`` runs, one candidate run (70 % success) in five beside the baseline's (90 %),
+    flushed every 25 candidate runs; stops early once ``stop()``."""
+    for i in range(n):
+        is_cand = i % 5 == 4
+        with (cand if is_cand else base).run("ticket_triage", inputs={"n": i}) as run:
+            run.finish("success" if rng.random() < (0.7 if is_cand else 0.9) else "failure")
+        if is_cand and (i // 5 + 1) % 25 == 0:
+            cand.flush()
+            base.flush()
+            if stop():
+                break
+    cand.flush()
+    base.flush()
+
+
 def test_the_canary_degrades_a_bad_version_live_and_explain_names_the_numbers(
         settings: Settings, service_env: dict[str, str], tmp_path: Path) -> None:
     bootstrap = settings.kafka_bootstrap or ""
-    key = control_key("safe_mode", version_scope("acme", "triage-bot", "1.4.2"), "canary")
     rng = random.Random(7)
 
     def ledger(version: str) -> Ledger:
@@ -56,36 +76,16 @@ def test_the_canary_degrades_a_bad_version_live_and_explain_names_the_numbers(
                 run.finish("success" if rng.random() < 0.9 else "failure")
         base.flush()
         wait_for(lambda: follower.event_time >= last, 60, what="the baseline's runs decided")
-        candidate_runs = 0
-        for n in range(5 * BOUND):  # stop at the bound: the test asserts it was enough
-            is_cand = n % 5 == 4
-            led = cand if is_cand else base
-            with led.run("ticket_triage", inputs={"n": n}) as run:
-                run.finish("success" if rng.random() < (0.7 if is_cand else 0.9)
-                           else "failure")
-            candidate_runs += is_cand
-            if is_cand and candidate_runs % 25 == 0:
-                cand.flush()
-                base.flush()
-                if key in follower.state:
-                    break
-        cand.flush()
-        base.flush()
-        wait_for(lambda: key in follower.state, 90,
+        # stop at the bound: the assertions below say whether it was enough
+        _runs(base, cand, rng, 5 * BOUND, stop=lambda: KEY in follower.state)
+        wait_for(lambda: KEY in follower.state, 90,
                  what=f"the canary degrading 1.4.2 (worker log {worker.log_path}; control "
                       f"state {sorted(follower.state)}, heartbeats "
                       f"{[h.details for h in follower.heartbeats.values()]})")
         # a little more traffic: the backtest replays in event-time order, not the
         # worker's arrival order, and must reach the same conclusion
-        for n in range(250):
-            led = cand if n % 5 == 4 else base
-            with led.run("ticket_triage", inputs={"n": n}) as run:
-                run.finish("success" if rng.random() < (0.7 if n % 5 == 4 else 0.9)
-                           else "failure")
-        base.flush()
-        cand.flush()
-        signal = wait_for(lambda: follower.state.get(key), 60,
-                          what=f"the canary degrading 1.4.2 (worker log {worker.log_path})")
+        _runs(base, cand, rng, 250)
+        signal = follower.state[KEY]
         assert signal.state == READ_ONLY and signal.rule == "canary"
         assert signal.details["candidate_runs"] <= BOUND
         assert signal.details["baseline_version"] == "1.4.1"
@@ -96,35 +96,36 @@ def test_the_canary_degrades_a_bad_version_live_and_explain_names_the_numbers(
         assert not refused.allowed and refused.rule == "safe_mode_read_only"
         assert bad.decide("crm", "read").allowed
         assert good.decide("crm", "write").allowed
+        _explain_and_backtest(settings, sink, signal.details["candidate_runs"])
 
-        wait_for(lambda: sink.query(
-            "SELECT count() FROM agentledger.control_signals FINAL WHERE rule = 'canary'"
-        )[0][0] == 1, 60, what="the canary's transition in control_signals")
-        api_key = new_key()
-        api = start_api(settings, sink.client,
-                        keys=KeyRing([entry_for("ops", api_key, ["*"])]),
-                        host="127.0.0.1", port=0)
-        try:
-            with LedgerClient(api.url, api_key) as client:
-                why = client.get("/v1/control/explain",
-                                 scope="acme/triage-bot/version/1.4.2")
-                state = why["states"][0]
-                assert state["rule"] == "canary" and state["state"] == READ_ONLY
-                numbers = state["explanation"]
-                assert numbers["test"] == "msprt_half_normal"
-                assert numbers["candidate_runs"] == signal.details["candidate_runs"]
-                for word in ("1.4.2 succeeded", "baseline 1.4.1", "likelihood ratio",
-                             "1/alpha 200"):
-                    assert word in state["reason"], state["reason"]
-                stored = sink.query("SELECT count() FROM agentledger.events FINAL WHERE "
-                                    "event_type = 'run.finished'")[0][0]
-                report = run_backtest(client, load_policy(), since="1d")
-            assert report["runs_finished"] == stored
-            replayed = [t for t in report["would"] if t[2] == "canary"]
-            assert replayed == [t for t in report["made"] if t[2] == "canary"] and replayed
-        finally:
-            api.server.should_exit = True
-            api.thread.join(10)
+
+def _explain_and_backtest(settings: Settings, sink: SinkThread, candidate_runs: int) -> None:
+    wait_for(lambda: sink.query(
+        "SELECT count() FROM agentledger.control_signals FINAL WHERE rule = 'canary'"
+    )[0][0] == 1, 60, what="the canary's transition in control_signals")
+    api_key = new_key()
+    api = start_api(settings, sink.client, keys=KeyRing([entry_for("ops", api_key, ["*"])]),
+                    host="127.0.0.1", port=0)
+    try:
+        with LedgerClient(api.url, api_key) as client:
+            why = client.get("/v1/control/explain", scope="acme/triage-bot/version/1.4.2")
+            state = why["states"][0]
+            assert state["rule"] == "canary" and state["state"] == READ_ONLY
+            numbers = state["explanation"]
+            assert numbers["test"] == "msprt_half_normal"
+            assert numbers["candidate_runs"] == candidate_runs
+            for word in ("1.4.2 succeeded", "baseline 1.4.1", "likelihood ratio",
+                         "1/alpha 200"):
+                assert word in state["reason"], state["reason"]
+            stored = sink.query("SELECT count() FROM agentledger.events FINAL WHERE "
+                                "event_type = 'run.finished'")[0][0]
+            report = run_backtest(client, load_policy(), since="1d")
+        assert report["runs_finished"] == stored
+        replayed = [t for t in report["would"] if t[2] == "canary"]
+        assert replayed == [t for t in report["made"] if t[2] == "canary"] and replayed
+    finally:
+        api.server.should_exit = True
+        api.thread.join(10)
 
 
 # -- the pure test (streams/canary.py) ------------------------------------------------------
