@@ -46,6 +46,8 @@ RETENTION: Final[dict[str, Retention]] = {
     "run_summaries": Retention("summaries_ttl_days", "toDateTime(last_event_at)"),
     "tool_health_minute": Retention("health_ttl_days", "minute"),
     "daily_economics": Retention("economics_ttl_days", "day"),
+    # a copy of the events' approval requests (for lookups by id): kept as long as they
+    "approval_requests": Retention("events_ttl_days", "toDateTime(ts)"),
 }
 
 

@@ -31,16 +31,14 @@ _IDS = ("SELECT JSONExtractString(body, 'approval_id') FROM events "
         "WHERE event_type = 'approval.requested' AND {where}")
 
 _FIRST = (
-    # every physical copy (no FINAL): a redelivered copy of the first request lands later
-    # than the first, and must not let a request stored in between become "first"
-    "SELECT JSONExtractString(body, 'approval_id') AS approval_id, event_id, tenant, agent, "
-    "run_id, ts, JSONExtractString(body, 'approver') AS queue, "
-    "JSONExtractString(body, 'action') AS action, JSONExtractString(body, 'reason') AS reason, "
-    "JSONExtractUInt(body, 'approvals_required') AS required, "
-    "JSONExtractFloat(body, 'sla_s') AS sla_s, "
-    "JSONExtractFloat(body, 'expires_in_s') AS expires_in_s, "
-    "JSONExtractRaw(body, 'args') AS args FROM events "
-    "WHERE event_type = 'approval.requested' AND approval_id IN (" + _IDS + ") "
+    # every physical copy: approval_requests (schemas/clickhouse/025) keeps each stored
+    # copy of each request, by approval id, so a redelivered copy of the first request
+    # lands later than the first and cannot let a request stored in between become
+    # "first"; and finding the first of an id is a primary-key lookup, not a scan of
+    # every request's body
+    "SELECT approval_id, event_id, tenant, agent, run_id, ts, queue, action, reason, "
+    "required, sla_s, expires_in_s, args FROM approval_requests "
+    "WHERE approval_id IN (" + _IDS + ") "
     "ORDER BY approval_id, " + _LANDING + " LIMIT 1 BY approval_id"
 )
 
