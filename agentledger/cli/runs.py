@@ -259,6 +259,10 @@ def _verify_ledger(witness_dir: Path | None, since: str | None, public_keys: lis
                   f"{' (witness included)' if witness_dir else ''}, "
                   f"{report['uncovered']:,} landed since the latest head "
                   f"({report['seconds']:.1f} s)", highlight=False, markup=False)
+        if report["leaves"] and not report["heads"]:
+            err.print("warning: no signed head covers any leaf, so nothing is proven yet "
+                      "(checkpoints_enabled off, or the sink has not signed one)",
+                      highlight=False, markup=False)
     else:
         out.print(f"ledger BROKEN: {len(report['problems'])} problem(s)", highlight=False,
                   markup=False)

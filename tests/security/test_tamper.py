@@ -200,6 +200,9 @@ def test_an_untouched_ledger_verifies_against_its_witness(stack: Stack) -> None:
     shown = subprocess.run([*CLI, "verify", "--ledger", "--witness", str(stack.witness)],
                            env=stack.env, capture_output=True, text=True, timeout=180)
     assert shown.returncode == 0 and shown.stdout.startswith("ledger ok:"), shown.stdout
+    recent = subprocess.run([*CLI, "verify", "--ledger", "--since", "1h", "--json"],
+                            env=stack.env, capture_output=True, text=True, timeout=180)
+    assert recent.returncode == 0 and json.loads(recent.stdout)["heads"] >= 1, recent.stderr
     # the whole ledger is every tenant's: a tenant's key is refused; a bad witness is a
     # clear error, not a traceback
     refused = httpx.post(f"{stack.api_url}/v1/ledger/verify", json={}, timeout=60,
