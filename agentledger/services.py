@@ -52,12 +52,12 @@ def open_store(settings: Settings) -> Client:
 
 def build_sink(settings: Settings, bootstrap: str, client: Client) -> Sink:
     extra = settings.kafka_security
-    writer: ClickHouseWriter | LedgerWriter = ClickHouseWriter(client,
-                                                               settings.clickhouse_database)
+    store_writer = ClickHouseWriter(client, settings.clickhouse_database)
+    writer: ClickHouseWriter | LedgerWriter = store_writer
     if settings.checkpoints_enabled:  # the Merkle logs and signed heads (sinks/ledger.py)
         publisher = TopicPublisher(Producer(client_config(bootstrap, "producer", extra=extra)),
                                    topics.CHECKPOINTS)
-        writer = LedgerWriter(writer, LedgerLogs(
+        writer = LedgerWriter(store_writer, LedgerLogs(
             client, settings.clickhouse_database, signing.ledger_key(settings),
             interval_s=settings.checkpoint_interval_seconds,
             interval_events=settings.checkpoint_interval_events, publish=publisher))

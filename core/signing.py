@@ -170,6 +170,11 @@ class Keyring:
         return "ok"
 
 
+def public_text(public: Ed25519PublicKey) -> str:
+    """A public key as one line (base64url of the raw key), as ``ledger.pub`` holds it."""
+    return _b64(_raw_public(public))
+
+
 def public_from_text(text: str) -> Ed25519PublicKey:
     try:
         return Ed25519PublicKey.from_public_bytes(_unb64(text.strip()))

@@ -9,7 +9,8 @@ frontier: one hash per set bit of the size) is kept in memory; the leaves are wr
 Guarantees, and the order that provides them (:meth:`LedgerWriter.write`, on the sink's
 writer thread, before the loop commits the batch's offsets):
 
-1. the batch's ``events`` rows are inserted (as before);
+1. the batch is judged (:meth:`LedgerLogs.plan`: which events become leaves), and its
+   ``events`` rows, less copies of existing leaves, are inserted;
 2. its new leaves are inserted into ``ledger_leaves``;
 3. each touched log's state (frontier, size, next offset covered) is inserted into
    ``ledger_state``;
@@ -22,7 +23,11 @@ writer thread, before the loop commits the batch's offsets):
   event whose ``event_id`` is already a leaf of the log (a producer retry at another
   offset, a duplicate within the batch) is not a second leaf: the store is asked, per
   batch, which of the batch's ids are leaves below the persisted size (``ledger_leaves``
-  is ordered by event id, and UUIDv7 ids keep that lookup on the newest granules).
+  is ordered by event id, and UUIDv7 ids keep that lookup on the newest granules). Such a
+  copy is not inserted into ``events`` either (:meth:`LedgerLogs.plan`): the replacing
+  merge keeps the *last* inserted copy of a key, which would move the event to the later
+  offset in a tree recomputed from ``events`` (``verify --ledger``). A re-read of the
+  leaf's own offset is inserted again as before (the same row, deduplicated).
 - *kill -9 safe.* In-memory state changes only after 3 succeeded. A crash before 3 leaves
   the persisted state at the previous flush: the batch is read again from the committed
   offsets and judged again identically (leaf rows at or beyond the persisted size are
@@ -43,6 +48,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -86,11 +92,43 @@ class LogState:
     """monotonic time the oldest leaf not yet under a signed head landed"""
 
 
+class RecentIds:
+    """The event ids of a log's newest leaves, and the largest id of any older leaf.
+
+    Why: asking the store about every event of every batch cost more than the rest of
+    checkpointing together. An id greater than every leaf id no longer held here
+    (``evicted_max``) cannot be an older leaf (equal ids compare equal), so only ids not
+    held here and not above ``evicted_max`` are looked up: with UUIDv7 ids (time-ordered)
+    that is a retry of an event older than the window, nearly never. Exact for any id;
+    ids that are not time-ordered only cost more lookups.
+    """
+
+    def __init__(self, capacity: int, evicted_max: str = ""):
+        self.capacity = capacity
+        self.evicted_max = evicted_max
+        self.ids: set[str] = set()
+        self._order: deque[str] = deque()
+
+    def must_ask(self, event_id: str) -> bool:
+        return event_id not in self.ids and event_id <= self.evicted_max
+
+    def add(self, ids: Iterable[str]) -> None:
+        for event_id in ids:
+            self.ids.add(event_id)
+            self._order.append(event_id)
+        while len(self._order) > self.capacity:
+            old = self._order.popleft()
+            self.ids.discard(old)
+            self.evicted_max = max(self.evicted_max, old)
+
+
 @dataclass
 class LedgerStats:
     leaves: int = 0
     duplicates: int = 0
     already_covered: int = 0
+    lookups: int = 0
+    """event ids the store was asked about (older than the in-memory window)"""
     heads: int = 0
     publish_failures: int = 0
 
@@ -103,6 +141,7 @@ class Plan:
     leaf_rows: list[list[Any]] = field(default_factory=list)
     state_rows: list[list[Any]] = field(default_factory=list)
     updated: dict[str, LogState] = field(default_factory=dict)
+    new_ids: dict[str, list[str]] = field(default_factory=dict)
     leaves: int = 0
     duplicates: int = 0
     already_covered: int = 0
@@ -113,6 +152,7 @@ class LedgerLogs:
 
     def __init__(self, client: Client, database: str, key: LedgerKey, *,
                  interval_s: float = 2.0, interval_events: int = 100_000,
+                 recent_ids: int = 200_000,
                  publish: Callable[[list[checkpoint.SignedHead]], None] | None = None):
         self.client = client
         self.db = database
@@ -122,6 +162,8 @@ class LedgerLogs:
         self.publish = publish
         self.stats = LedgerStats()
         self.logs: dict[str, LogState] = {}
+        self.recent_capacity = recent_ids
+        self.recent: dict[str, RecentIds] = {}
         self.load()
 
     def load(self) -> None:
@@ -143,64 +185,71 @@ class LedgerLogs:
         for state in self.logs.values():
             if state.tree.size > state.head_size:
                 state.uncovered_since = now
+        self.recent = {str(log_id): RecentIds(self.recent_capacity, str(top))
+                       for log_id, top in self.client.query(
+                           f"SELECT log_id, max(event_id) FROM {self.db}.ledger_leaves "
+                           "GROUP BY log_id").result_rows}
 
     # -- appending -----------------------------------------------------------------------
 
-    def _leaf_offsets(self, log_id: str, size: int, ids: list[str]) -> dict[str, int]:
-        """Which of ``ids`` are leaves of ``log_id`` already (below the persisted size),
-        and at which offset."""
+    def _known(self, log_id: str, size: int, ids: list[str]) -> set[str]:
+        """Which of ``ids`` are leaves of ``log_id`` already (below the persisted size)."""
         if not ids or size == 0:
-            return {}
+            return set()
+        self.stats.lookups += len(ids)
         rows = self.client.query(
-            f"SELECT event_id, min(kafka_offset) FROM {self.db}.ledger_leaves "
+            f"SELECT DISTINCT event_id FROM {self.db}.ledger_leaves "
             "WHERE log_id = {log:String} AND event_id IN {ids:Array(String)} "
-            "AND leaf_index < {size:UInt64} GROUP BY event_id",
+            "AND leaf_index < {size:UInt64}",
             parameters={"log": log_id, "ids": ids, "size": size}).result_rows
-        return {str(r[0]): int(r[1]) for r in rows}
+        return {str(r[0]) for r in rows}
 
     def plan(self, entries: list[Entry]) -> Plan:
         """Judge a batch's events (nothing is written or changed here).
 
-        An entry is *kept* (its ``events`` row inserted) if it becomes a leaf, or if it is
-        a re-read of a leaf's own copy (same offset). A copy of a leaf at another offset
-        is dropped: inserted, it could replace the first copy in the replacing merge and
-        so move the event in a tree recomputed from ``events``.
+        An entry is *kept* (its ``events`` row inserted) only if it becomes a leaf. A copy
+        of a leaf at another offset is dropped: inserted, it could replace the first copy
+        in the replacing merge and so move the event in a tree recomputed from
+        ``events``. An offset an earlier flush covered was stored by that flush (step 1
+        precedes step 3), so it is dropped too.
         """
-        plan = Plan(keep=[True] * len(entries))
+        plan = Plan(keep=[False] * len(entries))
         by_log: dict[int, list[int]] = {}
         for position, entry in enumerate(entries):
             by_log.setdefault(entry[0], []).append(position)
         for partition, positions in sorted(by_log.items()):
             log_id = checkpoint.log_id(partition)
             state = self.logs.get(log_id) or LogState()
+            recent = self.recent.get(log_id) or RecentIds(self.recent_capacity)
             positions.sort(key=lambda i: entries[i][1])
-            leaves = self._leaf_offsets(log_id, state.tree.size,
-                                        list({entries[i][2] for i in positions}))
+            fresh = [i for i in positions if entries[i][1] >= state.next_offset]
+            plan.already_covered += len(positions) - len(fresh)
+            if not fresh:
+                continue
+            ask = list({entries[i][2] for i in fresh if recent.must_ask(entries[i][2])})
+            known = self._known(log_id, state.tree.size, ask)
             tree = state.tree.copy()
-            last = -1
-            for i in positions:
+            new_ids: list[str] = []
+            for i in fresh:
                 _p, offset, event_id, tenant, run_id, event_hash = entries[i]
-                last = max(last, offset)
-                if offset < state.next_offset:  # judged by an earlier flush
-                    plan.already_covered += 1
-                    plan.keep[i] = leaves.get(event_id) == offset
-                    continue
-                if event_id in leaves:
+                if event_id in known or event_id in recent.ids:
                     plan.duplicates += 1
-                    plan.keep[i] = False
                     continue
-                leaves[event_id] = offset
+                known.add(event_id)
+                new_ids.append(event_id)
+                plan.keep[i] = True
                 leaf = merkle.leaf_hash(merkle.leaf_input(tenant, run_id, event_id,
                                                           event_hash))
                 plan.leaf_rows.append([log_id, tree.size, event_id, tenant, run_id,
                                        event_hash, offset, leaf.hex()])
                 tree.append(leaf)
                 plan.leaves += 1
-            if last >= state.next_offset:
-                plan.state_rows.append([log_id, last + 1, tree.size,
-                                        orjson.dumps(tree.to_dict()).decode()])
-                plan.updated[log_id] = LogState(tree, last + 1, state.head_size,
-                                                state.uncovered_since)
+            last = entries[fresh[-1]][1]
+            plan.state_rows.append([log_id, last + 1, tree.size,
+                                    orjson.dumps(tree.to_dict()).decode()])
+            plan.updated[log_id] = LogState(tree, last + 1, state.head_size,
+                                            state.uncovered_since)
+            plan.new_ids[log_id] = new_ids
         return plan
 
     def commit(self, plan: Plan) -> None:
@@ -220,6 +269,8 @@ class LedgerLogs:
             if state.tree.size > state.head_size and state.uncovered_since is None:
                 state.uncovered_since = now
             self.logs[log_id] = state
+            self.recent.setdefault(log_id, RecentIds(self.recent_capacity)).add(
+                plan.new_ids.get(log_id, []))
             self.stats.leaves += state.tree.size - (current.tree.size if current else 0)
         self.stats.duplicates += plan.duplicates
         self.stats.already_covered += plan.already_covered

@@ -23,7 +23,6 @@ reported and exit 1: the witness keeps the signed heads, which is what later pro
 
 from __future__ import annotations
 
-import base64
 import json
 import signal
 import threading
@@ -33,8 +32,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from agentledger.cli import connect
 from agentledger.cli.options import JsonFlag
@@ -108,7 +105,7 @@ class Witness:
         for item in _key_items(self.dir / KEYS_FILE):
             self.keys[item["key_id"]] = item["public_key"]
         for kid, public in keyring.keys.items():
-            self.keys.setdefault(kid, _public_text(public))
+            self.keys.setdefault(kid, signing.public_text(public))
         self.keyring = signing.Keyring()
         for text in self.keys.values():
             self.keyring.add(signing.public_from_text(text))
@@ -247,11 +244,6 @@ def _leaf_hash(item: dict[str, Any]) -> bytes:
                                               str(item["event_id"]), str(item["event_hash"])))
 
 
-def _public_text(public: Ed25519PublicKey) -> str:
-    raw = public.public_bytes(Encoding.Raw, PublicFormat.Raw)
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
 def _key_items(path: Path) -> list[dict[str, str]]:
     if not path.is_file():
         return []
@@ -347,7 +339,8 @@ def export(
     total = Report()
     with connect.ledger() as ledger:
         def query(sql: str, params: dict[str, Any] | None) -> list[list[Any]]:
-            return ledger.query(sql, params, max_rows=PAGE).rows
+            rows: list[list[Any]] = ledger.query(sql, params, max_rows=PAGE).rows
+            return rows
 
         def run(extra: list[checkpoint.SignedHead]) -> None:
             report = witness.absorb(store_heads(query) + extra, query)

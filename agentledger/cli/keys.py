@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import re
 import sys
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -133,3 +135,34 @@ def keys_ledger(
         return
     err.print(f"ledger key {key.key_id} ({directory}); give agents:", highlight=False)
     sys.stdout.write(setting + "\n")
+
+
+@keys_app.command("ledger-public")
+def keys_ledger_public(
+    out: Annotated[Path | None, typer.Option(
+        "--out", help="write the file here (a witness's keys.json) instead of stdout")] = None,
+) -> None:
+    """Publish the ledger's public keys: the current one and every rotated-out one.
+
+    The JSON is the witness's keys.json (`agentledger checkpoints export` merges it into
+    DIR/keys.json by itself): a signed checkpoint names its key id, so heads signed before
+    a rotation keep verifying as long as the witness keeps the old public key. Restart the
+    sink after `keys ledger --rotate`: it signs with the key it loaded at start.
+    """
+    from agentledger.core import signing
+
+    settings = connect.settings()
+    directory = signing.key_dir(settings)
+    current = signing.ledger_key(settings)
+    trusted = signing.local_keyring(directory)
+    trusted.add(current.public)
+    body = {"keys": [{"key_id": kid, "alg": signing.ALG,
+                      "public_key": signing.public_text(public),
+                      "current": kid == current.key_id}
+                     for kid, public in sorted(trusted.keys.items())]}
+    text = json.dumps(body, indent=1) + "\n"
+    if out is None:
+        sys.stdout.write(text)
+    else:
+        out.write_text(text)
+        err.print(f"{len(body['keys'])} ledger public keys written to {out}", highlight=False)

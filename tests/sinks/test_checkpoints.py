@@ -202,9 +202,13 @@ def test_kill_9_mid_batch_then_restart_keeps_the_tree_exact_and_exports_a_witnes
             roots[tree.size] = tree.root().hex()
         assert (tree.size, tree.root().hex()) == (size, root)
         assert all(roots[h["tree_size"]] == h["root_hash"] for h in heads_file)
+    # re-export after a key rotation: nothing new, and the old key stays in keys.json
+    old_kid = ring.keys.keys()
+    signing.rotate(signing.key_dir(settings))
     again = subprocess.run([*CLI, "checkpoints", "export", str(witness), "--json"],
                            env=cli_env, capture_output=True, text=True, timeout=120)
     assert again.returncode == 0, again.stdout + again.stderr
     second = json.loads(again.stdout.strip().splitlines()[-1])
     assert (second["heads_written"], second["leaves_written"]) == (0, 0)
+    assert set(old_kid) < set(second["key_ids"]) and len(second["key_ids"]) == 2
     assert_ledger_verifies(witness, cli_env, n)  # no false alarm after kill -9 and restart
