@@ -152,7 +152,7 @@ class LedgerLogs:
 
     def __init__(self, client: Client, database: str, key: LedgerKey, *,
                  interval_s: float = 2.0, interval_events: int = 100_000,
-                 recent_ids: int = 200_000,
+                 recent_ids: int = 50_000,
                  publish: Callable[[list[checkpoint.SignedHead]], None] | None = None):
         self.client = client
         self.db = database
