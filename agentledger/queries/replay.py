@@ -322,8 +322,8 @@ def _first(events: Iterator[dict[str, Any]]) -> dict[str, Any] | None:
     return next(events, None)
 
 
-def _run_bundle(client: Client, scope: Scope, ref: str, run_id: str,
-                last_seq: int | None, verdicts: list[bool]) -> Iterator[bytes]:
+def _run_bundle(client: Client, scope: Scope, ref: str, run_id: str, last_seq: int | None,
+                verdicts: list[bool], trees: dict[str, Any]) -> Iterator[bytes]:
     """One run's bundle, section by section (the keys of the old whole-run bundle, in its
     order), each section read from the store as it is written."""
     first = _first(_events(client, scope, ref, run_id))
@@ -364,7 +364,7 @@ def _run_bundle(client: Client, scope: Scope, ref: str, run_id: str,
     verification = verify_run(_stored(client, scope, ref, run_id), last_seq)
     verdicts.append(bool(verification["ok"]))
     yield b',"verification":' + orjson.dumps(verification, option=orjson.OPT_NON_STR_KEYS)
-    yield b',"inclusion":' + orjson.dumps(run_inclusion(client, scope, run_id))
+    yield b',"inclusion":' + orjson.dumps(run_inclusion(client, scope, run_id, trees))
     yield b"}"
 
 
@@ -382,12 +382,12 @@ def replay_stream(client: Client, scope: Scope, ref: str) -> Iterator[bytes]:
 
     def chunks() -> Iterator[bytes]:
         verdicts: list[bool] = []
+        trees: dict[str, Any] = {}  # each log's tree, read once for all the runs
         yield orjson.dumps(header)[:-1] + b',"runs":['
         for index, run_id in enumerate(runs_of):
-            if index:
-                yield b","
+            yield from [b","] if index else []
             yield from _run_bundle(client, scope, ref, run_id, last_seqs.get(run_id),
-                                   verdicts)
+                                   verdicts, trees)
         yield b'],"verified":' + orjson.dumps(all(verdicts)) + b"}"
 
     return chunks()
