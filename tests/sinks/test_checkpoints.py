@@ -123,6 +123,11 @@ def assert_ledger_verifies(witness: Path, env: dict[str, str], leaves: int) -> N
     assert json.loads(checked.stdout)["leaves"] == leaves
 
 
+def followed_size(directory: Path) -> int:
+    """Leaves a witness directory holds (all logs)."""
+    return sum(len(p.read_text().splitlines()) for p in directory.glob("*.leaves.jsonl"))
+
+
 def start_sink(env: dict[str, str]) -> subprocess.Popen:
     return subprocess.Popen([*CLI, "sink"], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT)
@@ -148,8 +153,25 @@ def test_kill_9_mid_batch_then_restart_keeps_the_tree_exact_and_exports_a_witnes
         producer.join(60)
         n = produced[0]
         sink = start_sink(env)
+        wait_for(lambda: api_scalar(settings, "SELECT count() FROM events") >= 0, 60,
+                 what="the restarted sink's store API")
+        # a witness following the compacted topic while the sink catches up
+        follow = subprocess.Popen([*CLI, "checkpoints", "export", str(tmp_path / "followed"),
+                                   "--follow", "--json"], env=service_env,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         wait_for(lambda: api_scalar(settings, COVERED) >= n, 90,
                  what=f"signed heads covering all {n} events after the restart")
+        wait_for(lambda: followed_size(tmp_path / "followed") >= n, 60,
+                 what=f"the following witness to reach {n} leaves")
+        # more events now: only the topic tells the follower about their heads
+        n += Simulator(lambda ident: Ledger.connect(settings.kafka_bootstrap, ident),
+                       seed=11).run(10).events
+        wait_for(lambda: followed_size(tmp_path / "followed") >= n, 60,
+                 what=f"the following witness to reach {n} leaves from the topic")
+        follow.send_signal(signal.SIGTERM)
+        out, errors = follow.communicate(timeout=60)
+        assert follow.returncode == 0, out + errors
+        assert json.loads(out.strip().splitlines()[-1])["leaves_written"] == n
         sink.send_signal(signal.SIGTERM)
         output = sink.communicate(timeout=60)[0].decode()
         assert sink.returncode == 0, output
