@@ -5,13 +5,10 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
 import shutil
 import subprocess
 import threading
 import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -27,12 +24,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 
-from agentledger.auth import append_entry, entry_for, new_key
-from agentledger.broker import EmbeddedBroker
-from agentledger.core import discovery
-from agentledger.core.kafka import TopicSpec, client_config, default_topics, ensure_topics
-from agentledger.core.settings import Settings
-from agentledger.core.store import client_for
+from agentledger.core.kafka import client_config
 from agentledger.intake.kafka_loop import KafkaIntake
 from agentledger.intake.publisher import Publisher
 from agentledger.intake.runs import Assembler
@@ -40,78 +32,16 @@ from agentledger.intake.spans import decode_protobuf
 from agentledger.schemas import topics
 from agentledger.schemas.integrity import verify_chain
 from agentledger.schemas.signals import ControlSignal
-from agentledger.services import ApiServer, start_api
 from agentledger.streams.control_policy import parse_policy
 from agentledger.streams.decide import Controller
 from agentledger.streams.fold import RunFolder
 from tests.conftest import CLI, consume_all
 from tests.helpers import wait_for
+from tests.intake.conftest import Stack
 from tests.otlputil import agent_run, request_bytes, request_json, run_spans
-from tests.sinkutil import SinkThread
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@dataclass
-class Stack:
-    settings: Settings
-    api: ApiServer
-    sink: SinkThread
-    keys: dict[str, str]
-    env: dict[str, str]
-
-    @property
-    def bootstrap(self) -> str:
-        return self.settings.kafka_bootstrap or ""
-
-    def post(self, body: bytes, key: str | None = "acme", **headers: str) -> httpx.Response:
-        sent = {"Content-Type": "application/x-protobuf", **headers}
-        if key:
-            sent["Authorization"] = f"Bearer {self.keys[key]}"
-        return httpx.post(f"{self.api.url}/v1/traces", content=body, headers=sent, timeout=30)
-
-    def cli(self, *args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([*CLI, *args], env=self.env, capture_output=True, text=True,
-                              timeout=120)
-
-    def stored(self, trace_id: str) -> list[tuple]:
-        return self.sink.query("SELECT seq, event_type, event_id FROM events FINAL "
-                               "WHERE trace_id = {t:String} ORDER BY seq", t=trace_id)
-
-    def landed(self, trace_id: str, count: int) -> list[tuple]:
-        return wait_for(lambda: (rows := self.stored(trace_id)) and len(rows) >= count and rows,
-                        60, what=f"{count} events of trace {trace_id}")
-
-
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    data = tmp_path_factory.mktemp("otlp")
-    with EmbeddedBroker() as broker:
-        ensure_topics(client_config(broker.bootstrap, "admin"),
-                      [*default_topics(3), TopicSpec("otlp_spans", 3)])
-        settings = Settings(data_dir=data / "data", kafka_bootstrap=broker.bootstrap,
-                            sink_batch_seconds=0.2)
-        keys = {"acme": new_key(), "globex": new_key(), "both": new_key()}
-        for name, tenants in (("acme", ["acme"]), ("globex", ["globex"]),
-                              ("both", ["acme", "globex"])):
-            append_entry(settings, entry_for(f"{name}-writer", keys[name], tenants))
-        with SinkThread(settings) as sink:
-            api = start_api(settings, client_for(settings))
-            app = api.server.config.app
-            app.state.otlp_settings = settings
-            app.state.otlp_grace_s = 0.2
-            app.state.otlp_max_body = 256 * 1024
-            discovery.publish(settings, discovery.STORE_FILE, {"api_url": api.url})
-            keys["operator"] = (settings.run_dir / "api.key").read_text().strip()
-            env = {**os.environ, "AGENTLEDGER_DATA_DIR": str(settings.data_dir),
-                   "AGENTLEDGER_KAFKA_BOOTSTRAP": broker.bootstrap,
-                   "AGENTLEDGER_API_KEY": keys["acme"]}
-            try:
-                yield Stack(settings, api, sink, keys, env)
-            finally:
-                discovery.withdraw(settings, discovery.STORE_FILE)
-                api.stop()
 
 
 def _exporter(stack: Stack, key: str = "acme", **kw: Any) -> OTLPSpanExporter:
@@ -278,55 +208,6 @@ def test_kafka_intake_takes_collector_bytes_proto_json_keyed_unkeyed_and_dedups(
         raw = stack.sink.query("SELECT count() FROM events FINAL WHERE trace_id = {t:String}",
                                t=trace_id)
         assert raw == [(6,)]
-
-
-def test_reconcile_accounts_for_otlp_spans_offsets_and_names_a_deleted_run(stack: Stack):
-    """Every committed otlp_spans message became runs or was dead-lettered; a run deleted
-    from the store afterwards names its messages' offsets and its trace (issue 23)."""
-    topic, group = "otlp_reconcile", "intake-reconcile"
-    ensure_topics(client_config(stack.bootstrap, "admin"), [TopicSpec(topic, 1)])
-    producer = Producer(client_config(stack.bootstrap, "producer"))
-    victim, kept = run_spans(tool="tool-rec-victim"), run_spans(tool="tool-rec-kept")
-    for _trace_id, spans in (victim, kept):
-        for chunk in (spans[:2], spans[2:]):
-            producer.produce(topic, request_bytes(chunk), None)
-    producer.produce(topic, b"\x0a\xff\xff garbage", None)  # dead-lettered whole
-    assert producer.flush(15) == 0
-    intake = KafkaIntake(client_config(stack.bootstrap, "consumer", group_id=group),
-                         Publisher(stack.bootstrap),
-                         Assembler(origin="otlp_kafka", grace_s=0.2, idle_s=5),
-                         tenant="acme", topic=topic)
-    worker = threading.Thread(target=intake.run, daemon=True)
-    worker.start()
-    try:  # both runs published and every message read (the garbage one dead-lettered)
-        wait_for(lambda: intake.stats.events >= 12 and intake.stats.messages >= 5, 60,
-                 what="the intake's 2 runs out of 5 messages")
-    finally:
-        intake.stop()
-        worker.join(30)
-    assert intake.stats.runs == 2 and intake.stats.rejected_messages == 1, intake.stats
-    for trace_id, _spans in (victim, kept):
-        stack.landed(trace_id, 6)
-
-    def reconciled() -> dict[str, Any]:
-        answer = httpx.post(f"{stack.api.url}/v1/reconcile", timeout=120, json={
-            "otlp_topic": topic, "otlp_group": group},
-            headers={"Authorization": f"Bearer {stack.keys['operator']}"})
-        assert answer.status_code == 200, answer.text
-        (found,) = [t for t in answer.json()["topics"] if t["topic"] == topic]
-        return found
-
-    clean = wait_for(lambda: (found := reconciled())["accounted"] == 5 and found,
-                     60, what="the 5 committed otlp messages accounted for")
-    assert clean["ok"] and clean["expected"] == 5 and clean["missing"] == 0, clean
-
-    stack.sink.client.command("ALTER TABLE events DELETE WHERE trace_id = {t:String}",
-                              parameters={"t": victim[0]}, settings={"mutations_sync": 2})
-    found = reconciled()
-    assert not found["ok"] and found["missing"] == 2, found
-    gaps = [g for part in found["partitions"] for g in part["gaps"]]
-    assert [(g["first"], g["traces"]) for g in gaps] == [(0, [victim[0]]), (1, [victim[0]])]
-    assert all("neither in events nor in rejected_events" in g["why"] for g in gaps), gaps
 
 
 def test_bad_otlp_gets_the_right_4xx_and_nothing_half_written(stack: Stack):
