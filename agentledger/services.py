@@ -60,7 +60,8 @@ def build_sink(settings: Settings, bootstrap: str, client: Client) -> Sink:
         writer = LedgerWriter(store_writer, LedgerLogs(
             client, settings.clickhouse_database, signing.ledger_key(settings),
             interval_s=settings.checkpoint_interval_seconds,
-            interval_events=settings.checkpoint_interval_events, publish=publisher))
+            interval_events=settings.checkpoint_interval_events,
+            recent_ids=settings.checkpoint_recent_ids, publish=publisher))
     return Sink(
         Consumer(client_config(bootstrap, "consumer", group_id=settings.sink_group,
                                session_timeout_ms=settings.kafka_session_timeout_ms,

@@ -87,6 +87,9 @@ class Settings(BaseSettings):
     checkpoint_interval_events: int = Field(
         default=100_000, ge=1, description="... or once this many leaves are uncovered, "
         "whichever comes first")
+    checkpoint_recent_ids: int = Field(
+        default=50_000, ge=1, description="newest leaf ids per log the sink holds to tell a "
+        "redelivered event without asking the store (only older ids are looked up)")
 
     health_silent_seconds: float = Field(
         default=30.0, gt=0, description="a sink or stream worker not heard from this long "

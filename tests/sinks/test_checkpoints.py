@@ -66,26 +66,32 @@ HEADS_SQL = ("SELECT log_id, tree_size, root_hash, toUnixTimestamp64Milli(issued
 
 
 def test_redelivered_events_are_one_leaf_and_heads_cover_them(settings: Settings) -> None:
-    settings = settings.model_copy(update={"checkpoint_interval_seconds": 0.3})
+    # a window of 20 recent ids: older duplicates are found by asking the store
+    settings = settings.model_copy(update={"checkpoint_interval_seconds": 0.3,
+                                           "checkpoint_recent_ids": 20})
     bootstrap = settings.kafka_bootstrap or ""
     emitted = Simulator(lambda ident: Ledger.connect(bootstrap, ident), seed=5).run(40).events
     # a producer retry: the same events again, at new offsets (same key, same partition)
     originals = consume_all(bootstrap, topics.EVENTS, emitted)
     again = originals[:: 3]
-    producer = Producer(client_config(bootstrap, "producer"))
-    for msg in again:
-        producer.produce(topics.EVENTS, key=msg.key(), value=msg.value())
-    assert producer.flush(30) == 0
     unique = len({orjson.loads(m.value())["event_id"] for m in originals})
     total = len(originals) + len(again)
 
     with SinkThread(settings) as sink:
+        logs = sink.sink.writes.writer.logs  # type: ignore[attr-defined]
+        wait_for(lambda: logs.stats.leaves >= unique, 60, what=f"{unique} leaves")
+        # the retries arrive once the originals are leaves (and mostly out of the window)
+        producer = Producer(client_config(bootstrap, "producer"))
+        for msg in again:
+            producer.produce(topics.EVENTS, key=msg.key(), value=msg.value())
+        assert producer.flush(30) == 0
+        wait_for(lambda: logs.stats.leaves + logs.stats.duplicates >= total, 30,
+                 what=f"every message judged (saw {logs.stats})")
         wait_for(lambda: sink.query(COVERED)[0][0] >= unique, 60,
                  what=f"signed heads covering {unique} leaves")
-        logs = sink.sink.writes.writer.logs  # type: ignore[attr-defined]
-        wait_for(lambda: logs.stats.leaves + logs.stats.duplicates >= total, 30,
-                 what="every message judged")
         assert logs.stats.leaves == unique and logs.stats.duplicates == len(again)
+        # 3 logs keep 20 ids each: every other retry was found by asking the store
+        assert logs.stats.lookups >= len(again) - 3 * 20 > 0, logs.stats
         # verify --ledger's recomputation from events agrees: no false alarm on redelivery
         verified = ledger_verify.verify_ledger(sink.client, signing.ledger_key(settings).keyring())
         assert verified["ok"] and verified["leaves"] == unique, verified["problems"]
