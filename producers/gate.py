@@ -164,8 +164,17 @@ class Gate:
                                    resource_tenant=resource_tenant, approvals=approvals)
         except ValueError as exc:
             return self._deny("arguments", str(exc))
-        result = cedarpy.is_authorized(request, self._policies, entities)
-        return self._outcome(result)
+        decision = self._outcome(cedarpy.is_authorized(request, self._policies, entities))
+        if decision.decision != "escalate" or approvals >= decision.approvals_required:
+            return decision
+        # Approvers are asked only for a call their votes could let through: asked again
+        # as if they had voted, a call still refused (say, by no permit for this agent)
+        # is refused now, with that reason, rather than escalated to no avail.
+        voted = self.request(tenant=tenant, agent=agent, tool=tool, action=action, args=args,
+                             idempotency_key=idempotency_key, resource_tenant=resource_tenant,
+                             approvals=decision.approvals_required)
+        after = self._outcome(cedarpy.is_authorized(voted, self._policies, entities))
+        return decision if after.decision == "allow" else after
 
     def _tenant_entities(self, tenant: str) -> cedarpy.Entities:
         """The entities plus every fleet agent (``tenants: ["*"]``) in ``tenant``, built
