@@ -100,12 +100,19 @@ class Witness:
 
     def __init__(self, directory: Path, keyring: signing.Keyring):
         self.dir = directory
-        self.dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UserError(f"cannot use {directory} as the witness directory: {exc}"
+                            ) from None
         self.keys: dict[str, str] = {}
         for item in _key_items(self.dir / KEYS_FILE):
             self.keys[item["key_id"]] = item["public_key"]
         for kid, public in keyring.keys.items():
             self.keys.setdefault(kid, signing.public_text(public))
+        if not self.keys:
+            raise UserError(f"no ledger public key: none in {directory / KEYS_FILE}, the "
+                            "key directory, AGENTLEDGER_LEDGER_PUBLIC_KEY or --public-key")
         self.keyring = signing.Keyring()
         for text in self.keys.values():
             self.keyring.add(signing.public_from_text(text))
@@ -268,9 +275,6 @@ def ledger_keyring(extra: list[str]) -> signing.Keyring:
             ring.add(public)
     except (ValueError, OSError) as exc:
         raise UserError(f"a public key could not be read: {exc}") from None
-    if not ring:
-        raise UserError(f"no ledger public key: none in {directory}, "
-                        "AGENTLEDGER_LEDGER_PUBLIC_KEY or --public-key")
     return ring
 
 
