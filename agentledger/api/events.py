@@ -18,7 +18,8 @@ from agentledger.api.params import (
     time_param,
 )
 from agentledger.api.responses import OrjsonResponse
-from agentledger.queries import events, replay, timeline
+from agentledger.queries import events, inclusion, replay, timeline
+from agentledger.queries.common import NotFound
 
 router = APIRouter(default_response_class=OrjsonResponse)
 
@@ -64,7 +65,13 @@ def replay_bundle(caller: Caller, client: Store, ref: RunRef) -> StreamingRespon
 
 @router.get("/v1/verify/{ref}", summary="hash-chain and column verification of stored runs")
 def verify(caller: Caller, client: Store, ref: RunRef) -> Any:
-    return replay.verify(client, caller, ref, agent_keys())
+    try:
+        return replay.verify(client, caller, ref, agent_keys())
+    except NotFound:  # deleted, or never landed: the sink's leaf record tells them apart
+        gone = inclusion.vanished_run(client, caller, ref)
+        if gone is None:
+            raise
+        return gone
 
 
 @functools.cache

@@ -83,6 +83,28 @@ def run_inclusion(client: Client, scope: Scope, run_id: str,
             "head": _head(head)}
 
 
+def vanished_run(client: Client, scope: Scope, run_id: str) -> dict[str, Any] | None:
+    """For a run with no events in the store: the sink's leaf record of it, as a failed
+    verification (a deleted run used to look exactly like one that never existed), or
+    None if the ledger never had it either. The record is scoped like the events (another
+    tenant's run is still a 404) and is only a hint: ``verify --ledger`` is the proof."""
+    if not client.query("EXISTS TABLE ledger_leaves").result_rows[0][0]:
+        return None
+    where = Where().scope(scope).add("run_id = {run:String}", run=run_id)
+    found = rows(client, "SELECT log_id, count() AS n, argMin(event_id, leaf_index) AS first "
+                         f"FROM ledger_leaves FINAL WHERE {where.sql()} GROUP BY log_id",
+                 where.params)
+    if not found:
+        return None
+    leaves = sum(int(r["n"]) for r in found)
+    problem = (f"deleted: the sink landed {leaves} event(s) of this run as leaves of "
+               f"{found[0]['log_id']}, the store holds none of them; run "
+               "`agentledger verify --ledger` to see what else changed")
+    return {"ref": run_id, "ok": False, "runs": [{
+        "run_id": run_id, "ok": False, "events": 0, "broken_seq": None,
+        "broken_event_id": str(found[0]["first"]), "problem": problem}]}
+
+
 def _find(leaves: bytes, wanted: bytes) -> int | None:
     """The index of leaf hash ``wanted`` (a C-speed scan of the packed hashes)."""
     at = leaves.find(wanted)

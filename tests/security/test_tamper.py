@@ -264,6 +264,11 @@ def test_a_deleted_run_is_named(store: Stack) -> None:
     assert (first["change"], first["run_id"], first["event_id"]) == (
         "deleted", run_id, events[0][0]), first
     assert first["log_id"] == f"agent.events/{events[0][2]}"
+    # verify RUN no longer answers 404 as for a run that never existed
+    gone = subprocess.run([*CLI, "verify", run_id, "--json"], env=store.env,
+                          capture_output=True, text=True, timeout=120)
+    assert gone.returncode == 1, gone.stdout + gone.stderr
+    assert json.loads(gone.stdout)["runs"][0]["problem"].startswith("deleted: the sink landed")
     # without a witness the store's own signed heads still catch it, naming the range
     alone = subprocess.run([*CLI, "verify", "--ledger", "--json"], env=store.env,
                            capture_output=True, text=True, timeout=180)
