@@ -23,7 +23,8 @@ acl() {  # acl USER OPERATION RESOURCE-TYPE NAME [prefixed]
 # Creating a topic that exists is a no-op, but Kafka checks the right first: every role
 # whose code ensures the project's topics at start may create (never write) them.
 for user in agent api streams sink intake; do
-    for topic in agent.events agent.events.dlq agent.control agent.metrics agent.approvals; do
+    for topic in agent.events agent.events.dlq agent.control agent.metrics agent.approvals \
+            agentledger.checkpoints; do
         acl "$user" Create topic "$topic"
     done
 done
@@ -58,6 +59,10 @@ acl sink Read topic agent.control
 acl sink Read topic agent.metrics
 acl sink Write topic agent.events.dlq
 acl sink Read group agentledger-sink prefixed
+# ...and signs checkpoints of what it landed (docs/integrity.md); a witness reads them
+acl sink Write topic agentledger.checkpoints
+acl witness Read topic agentledger.checkpoints
+acl witness Read group agentledger-witness prefixed
 
 # the OTLP intake: spans in, events and rejects out
 acl intake Create topic otlp_spans
