@@ -155,7 +155,8 @@ _LEAVES: Final = (
 _LEAVES_HINTED: Final = (
     "SELECT least(e.o, ifNull(l.o, e.o)) AS kafka_offset, e.leaf AS leaf FROM ("
     f" SELECT event_id, min(kafka_offset) AS o, argMin({_LEAF_SQL}, kafka_offset) AS leaf"
-    " FROM events WHERE kafka_partition = {p:UInt16} GROUP BY event_id) AS e "
+    " FROM events WHERE kafka_partition = {p:UInt16} AND kafka_offset >= {start:UInt64}"
+    " GROUP BY event_id) AS e "
     "LEFT JOIN (SELECT toUUIDOrZero(event_id) AS event_id, min(kafka_offset) AS o "
     " FROM ledger_leaves WHERE log_id = {log:String} GROUP BY event_id) AS l "
     "USING event_id ORDER BY kafka_offset, e.event_id "
@@ -182,11 +183,23 @@ class StoreLog:
         return len(self.offsets)
 
 
+def first_offset(client: Client, log: str) -> int:
+    """Where the log begins: the offset of the sink's leaf 0. Events landed before the
+    sink kept logs (a ledger upgraded in place) are not leaves. Moving it by hand adds or
+    drops leading leaves, which changes every root like any other edit."""
+    found = client.query("SELECT min(kafka_offset) FROM ledger_leaves WHERE "
+                         "log_id = {log:String} AND leaf_index = 0",
+                         parameters={"log": log}).result_rows
+    return int(found[0][0]) if found and found[0][0] is not None else 0
+
+
 def read_log(client: Client, partition: int) -> StoreLog:
     """The leaves of one partition's log, recomputed by the engine from ``events``."""
+    log = log_id(partition)
     hinted = client.query("EXISTS TABLE ledger_leaves").result_rows[0][0]
     table = client.query_arrow(_LEAVES_HINTED if hinted else _LEAVES, parameters={
-        "pre": _LEAF_PREFIX, "p": partition, "log": log_id(partition)})
+        "pre": _LEAF_PREFIX, "p": partition, "log": log,
+        "start": first_offset(client, log) if hinted else 0})
     leaf = table.column("leaf").combine_chunks()
     raw = leaf.buffers()[1].to_pybytes()[leaf.offset * HASH:(leaf.offset + len(leaf)) * HASH]
     offsets = table.column("kafka_offset").to_numpy()
