@@ -151,6 +151,10 @@ def test_garbage_goes_to_dlq_and_rejected_events_and_the_sink_keeps_going(settin
 
 def test_redelivered_events_are_invisible_to_queries(settings):
     """A whole topic consumed twice (as after a crash before commit) lands once."""
+    # With checkpoints the sink does not even store offsets its Merkle state already
+    # covers (sinks/ledger.py, tests/sinks/test_checkpoints.py); without them, and for a
+    # crash before the state was persisted, FINAL is what hides the second copy.
+    settings = settings.model_copy(update={"checkpoints_enabled": False})
     emitted = simulate(settings.kafka_bootstrap, runs=40)
     run_sink(settings, len(emitted))
     before = summary_rows(settings)
