@@ -36,26 +36,37 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
-from uuid import UUID
 
 try:
-    from langchain_core.callbacks import BaseCallbackHandler
-    from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
-    from langchain_core.messages import AIMessage, ToolMessage
-    from langchain_core.outputs import LLMResult
     from langchain_core.runnables import RunnableConfig
     from langchain_core.tools import BaseTool
     from langgraph.errors import GraphBubbleUp
-    from langgraph.types import Command, interrupt
+    from langgraph.types import interrupt
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError(
         "agentledger.producers.adapters.langgraph needs LangGraph: "
         "pip install 'agentledger[langgraph]' (langgraph, langchain-core)") from exc
 
-from agentledger.producers.enforce import ApprovalExpired, ApprovalPending, ToolDenied
+from agentledger.producers.adapters.langgraph_model import ScriptedChatModel
+from agentledger.producers.adapters.langgraph_recording import (
+    LedgerCallbackHandler,
+    ThreadState,
+)
+from agentledger.producers.adapters.langgraph_resume import (
+    approval_ids,
+    paused_on_approvals,
+    resume_again,
+    resume_command,
+    wait_for_decisions,
+)
+from agentledger.producers.adapters.langgraph_tools import (
+    GuardedTool,
+    refusal_message,
+    split_tool_input,
+)
+from agentledger.producers.enforce import ApprovalPending, ToolDenied
 
 if TYPE_CHECKING:
     from agentledger.producers.context import RunContext, ToolCallContext
@@ -63,48 +74,9 @@ if TYPE_CHECKING:
     from agentledger.producers.enforce import ToolGuard
 
 __all__ = ["GuardedTool", "LangGraphLedger", "LedgerCallbackHandler", "ScriptedChatModel",
-           "approval_ids"]
+           "ThreadState", "approval_ids"]
 
 IdempotencyKey = Callable[[Mapping[str, Any]], str | None]
-
-
-@dataclass
-class _Thread:
-    """The ledger's side of one LangGraph thread: its run and what its tools did."""
-
-    run: RunContext
-    lock: threading.RLock = field(default_factory=threading.RLock)
-    asked: dict[str, str] = field(default_factory=dict)
-    """tool-call id → the approval id asked for it (survives the node's re-execution)."""
-    done: dict[str, Any] = field(default_factory=dict)
-    """tool-call id → what the tool returned (a re-executed node does not run it again)."""
-    open_tools: dict[UUID, ToolCallContext] = field(default_factory=dict)
-    models: dict[UUID, tuple[float, str, str]] = field(default_factory=dict)
-
-
-def approval_ids(result: Mapping[str, Any]) -> list[str]:
-    """The approval ids a paused graph's result (``graph.invoke``'s ``__interrupt__``)
-    waits for; empty if the graph did not pause for approvers."""
-    found = []
-    for pending in result.get("__interrupt__", ()) or ():
-        value = getattr(pending, "value", None)
-        if isinstance(value, Mapping) and isinstance(value.get("approval_id"), str):
-            found.append(value["approval_id"])
-    return found
-
-
-def _paused(snapshot: Any) -> list[Any]:
-    """The interrupts of a graph's state that wait for approvers (they name an approval)."""
-    return [i for i in snapshot.interrupts
-            if isinstance(i.value, Mapping) and "approval_id" in i.value]
-
-
-def _answer(paused: list[Any]) -> Command[Any]:
-    """The resume: each paused interrupt gets the approval id it names (the decision
-    itself is read from the signed approval state, never from here)."""
-    if not paused:
-        raise ValueError("the thread is not paused on an approval: nothing to resume")
-    return Command(resume={i.id: {"approval_id": i.value["approval_id"]} for i in paused})
 
 
 class LangGraphLedger:
@@ -120,20 +92,20 @@ class LangGraphLedger:
         self.workflow = workflow
         self.role = role
         self.run_kwargs = dict(run_kwargs or {})
-        self.threads: dict[str, _Thread] = {}
+        self.threads: dict[str, ThreadState] = {}
         self.guarded: set[str] = set()
         self._lock = threading.Lock()
 
     # -- runs ---------------------------------------------------------------------------
 
-    def thread(self, thread_id: str) -> _Thread:
+    def thread(self, thread_id: str) -> ThreadState:
         """The thread's state, its ledger run started (``run.started``) on first use."""
         with self._lock:
             found = self.threads.get(thread_id)
             if found is None:
                 run = self.ledger.run(self.workflow, **self.run_kwargs)
                 run.__enter__()
-                found = self.threads[thread_id] = _Thread(run)
+                found = self.threads[thread_id] = ThreadState(run)
             return found
 
     def run(self, thread_id: str) -> RunContext:
@@ -194,10 +166,10 @@ class LangGraphLedger:
         config = self.config(thread_id, **configurable)
         asked = set(self.thread(thread_id).asked.values())
         while True:
-            paused = _paused(graph.get_state(config))
-            self._wait(paused, deadline - time.monotonic())
-            result = self.invoke(graph, _answer(paused), thread_id, **configurable)
-            if not self._again(result, asked, deadline):
+            paused = paused_on_approvals(graph.get_state(config))
+            wait_for_decisions(self.guard.approvals, paused, deadline - time.monotonic())
+            result = self.invoke(graph, resume_command(paused), thread_id, **configurable)
+            if not resume_again(self.guard.approvals, result, asked, deadline):
                 return result
 
     async def aresume(self, graph: Any, thread_id: str, *, wait_s: float = 60.0,
@@ -207,36 +179,13 @@ class LangGraphLedger:
         config = self.config(thread_id, **configurable)
         asked = set(self.thread(thread_id).asked.values())
         while True:
-            paused = _paused(await graph.aget_state(config))
-            await asyncio.to_thread(self._wait, paused, deadline - time.monotonic())
-            result = await self.ainvoke(graph, _answer(paused), thread_id, **configurable)
-            if not self._again(result, asked, deadline):
+            paused = paused_on_approvals(await graph.aget_state(config))
+            await asyncio.to_thread(wait_for_decisions, self.guard.approvals, paused,
+                                    deadline - time.monotonic())
+            result = await self.ainvoke(graph, resume_command(paused), thread_id,
+                                        **configurable)
+            if not resume_again(self.guard.approvals, result, asked, deadline):
                 return result
-
-    def _again(self, result: dict[str, Any], asked: set[str], deadline: float) -> bool:
-        """Whether to resume again: the graph paused next on requests that were already
-        asked when the resume began, and they are decided or there is time to wait."""
-        follower = self.guard.approvals
-        now = approval_ids(result)
-        if not now or follower is None or not set(now) <= asked:
-            return False
-        return time.monotonic() < deadline or all(
-            (state := follower.get(a)) is not None and state.final for a in now)
-
-    def _wait(self, paused: list[Any], wait_s: float) -> None:
-        """Wait (up to ``wait_s`` in all) until every paused approval is decided."""
-        follower = self.guard.approvals
-        if follower is None:
-            return
-        deadline = time.monotonic() + max(0.0, wait_s)
-        for pending in paused:
-            approval_id = pending.value["approval_id"]
-
-            def decided(approval_id: str = approval_id) -> bool:
-                state = follower.get(approval_id)
-                return state is not None and state.final
-
-            follower.wait_for(decided, max(0.0, deadline - time.monotonic()))
 
     def _failed(self, thread_id: str, exc: BaseException) -> None:
         if not isinstance(exc, GraphBubbleUp):
@@ -264,7 +213,7 @@ class LangGraphLedger:
                            key_of=idempotency_key)
 
     def begin(self, tool: GuardedTool, tool_input: Any, config: RunnableConfig | None
-              ) -> tuple[_Thread, str | None, ToolCallContext | None, Any]:
+              ) -> tuple[ThreadState, str | None, ToolCallContext | None, Any]:
         """Decide one call (maybe pausing the graph for approvers): ``(thread, call id,
         the open tool-call context, None)`` to run it, or ``(..., None, answer)`` with the
         answer to give without running it: a refusal (the error ``ToolMessage`` the model
@@ -275,19 +224,19 @@ class LangGraphLedger:
             raise ValueError("a gated tool runs in a LangGraph thread: invoke the graph "
                              "with LangGraphLedger.config(thread_id)")
         state = self.thread(thread_id)
-        call_id, args = _split(tool_input)
+        call_id, args = split_tool_input(tool_input)
         if call_id is not None and call_id in state.done:
             return state, call_id, None, state.done[call_id]  # the tool ran already
         try:
             call = self._decide(state, tool, args, call_id)
         except ToolDenied as refused:
-            return state, call_id, None, self._refusal(tool, call_id, refused)
+            return state, call_id, None, refusal_message(tool, call_id, refused)
         with state.lock:
             call.__enter__()
         return state, call_id, call, None
 
     @staticmethod
-    def end(state: _Thread, call_id: str | None, call: ToolCallContext, out: Any,
+    def end(state: ThreadState, call_id: str | None, call: ToolCallContext, out: Any,
             error: BaseException | None = None) -> None:
         """Record the tool's result (``tool.result``) and remember it for re-executions."""
         with state.lock:
@@ -298,7 +247,7 @@ class LangGraphLedger:
         if call_id is not None and error is None:
             state.done[call_id] = out
 
-    def _decide(self, state: _Thread, tool: GuardedTool, args: dict[str, Any],
+    def _decide(self, state: ThreadState, tool: GuardedTool, args: dict[str, Any],
                 call_id: str | None) -> ToolCallContext:
         run = state.run
         if run.finished:
@@ -318,7 +267,7 @@ class LangGraphLedger:
                     state.asked[call_id] = approval_id
         return self._await(state, tool, approval_id, call_id)
 
-    def _await(self, state: _Thread, tool: GuardedTool, approval_id: str,
+    def _await(self, state: ThreadState, tool: GuardedTool, approval_id: str,
                call_id: str | None) -> ToolCallContext:
         """Pause the graph on ``approval_id`` until it is resumed after the decision."""
         waiting = self.guard.waiting.get(approval_id)
@@ -349,227 +298,3 @@ class LangGraphLedger:
             if call_id is not None:
                 state.asked.pop(call_id, None)
             return call
-
-    def _refusal(self, tool: GuardedTool, call_id: str | None, refused: ToolDenied
-                 ) -> ToolMessage | str:
-        reason = refused.reason or refused.rule
-        if isinstance(refused, ApprovalExpired) and refused.outcome == "aborted":
-            advice = "The run was aborted: stop and tell the user."
-        else:
-            advice = "Do not retry the same call; tell the user or choose another action."
-        text = (f"Refused by agentledger before {tool.catalog_tool}:{tool.catalog_action} "
-                f"ran. rule: {refused.rule}. reason: {reason}. {advice}")
-        if call_id is None:
-            return text
-        return ToolMessage(content=text, tool_call_id=call_id, name=tool.name,
-                           status="error",
-                           artifact={"refused": True, "rule": refused.rule,
-                                     "reason": refused.reason})
-
-
-def _split(tool_input: Any) -> tuple[str | None, dict[str, Any]]:
-    """(tool-call id, args) of what ``ToolNode`` passes: a ``ToolCall`` or plain args."""
-    if isinstance(tool_input, Mapping) and tool_input.get("type") == "tool_call":
-        call_id = tool_input.get("id")
-        return (call_id if isinstance(call_id, str) else None), dict(tool_input["args"])
-    if isinstance(tool_input, Mapping):
-        return None, dict(tool_input)
-    return None, {"input": tool_input}
-
-
-class GuardedTool(BaseTool):
-    """A LangChain tool behind the ledger's gate (made by :meth:`LangGraphLedger.guard_tool`).
-    Same name, description and argument schema as the tool it wraps, so the model sees no
-    difference; the wrapped tool runs (with its own callbacks) only when the gate allows."""
-
-    inner: BaseTool
-    adapter: Any
-    catalog_tool: str
-    catalog_action: str
-    declared_mode: str = "write"
-    key_of: Any = None
-
-    def _run(self, *args: Any, **kwargs: Any) -> Any:  # pragma: no cover - invoke is used
-        raise NotImplementedError("GuardedTool runs through invoke/ainvoke")
-
-    def invoke(self, input: Any, config: RunnableConfig | None = None,
-               **kwargs: Any) -> Any:
-        adapter: LangGraphLedger = self.adapter
-        state, call_id, call, answer = adapter.begin(self, input, config)
-        if call is None:
-            return answer
-        try:
-            out = self.inner.invoke(input, config, **kwargs)
-        except BaseException as exc:
-            adapter.end(state, call_id, call, None, exc)
-            raise
-        adapter.end(state, call_id, call, out)
-        return out
-
-    async def ainvoke(self, input: Any, config: RunnableConfig | None = None,
-                      **kwargs: Any) -> Any:
-        # the decision is made in line: it is in memory, and its events are queued to
-        # Kafka, so nothing here waits on the network
-        adapter: LangGraphLedger = self.adapter
-        state, call_id, call, answer = adapter.begin(self, input, config)
-        if call is None:
-            return answer
-        try:
-            out = await self.inner.ainvoke(input, config, **kwargs)
-        except BaseException as exc:
-            adapter.end(state, call_id, call, None, exc)
-            raise
-        adapter.end(state, call_id, call, out)
-        return out
-
-
-class LedgerCallbackHandler(BaseCallbackHandler):
-    """Records one LangGraph thread's model calls and ungated tool calls on its run.
-
-    Model calls are priced by the ledger's price table from the usage the model reports
-    (``usage_metadata``, else ``llm_output["token_usage"]``); provider and model come
-    from the message's ``response_metadata`` (``model_provider``, ``model_name``), else
-    from LangChain's ``ls_provider`` / ``ls_model_name``. Gated tools are recorded by
-    :class:`GuardedTool` (with the decision), so the handler skips them.
-    """
-
-    raise_error = False
-
-    def __init__(self, adapter: LangGraphLedger, thread_id: str):
-        self.adapter = adapter
-        self.thread_id = thread_id
-
-    def _state(self) -> _Thread | None:
-        found = self.adapter.threads.get(self.thread_id)
-        return found if found is not None and not found.run.finished else None
-
-    # -- the graph ------------------------------------------------------------------------
-
-    def on_chain_error(self, error: BaseException, *, run_id: UUID,
-                       parent_run_id: UUID | None = None, **kwargs: Any) -> None:
-        if parent_run_id is None and not isinstance(error, GraphBubbleUp):
-            self.adapter.finish(self.thread_id, "failure", f"{type(error).__name__}: {error}")
-
-    # -- models ---------------------------------------------------------------------------
-
-    def on_chat_model_start(self, serialized: dict[str, Any], messages: list[list[Any]], *,
-                            run_id: UUID, parent_run_id: UUID | None = None,
-                            metadata: dict[str, Any] | None = None, **kwargs: Any) -> None:
-        state = self._state()
-        if state is not None:
-            meta = metadata or {}
-            state.models[run_id] = (time.perf_counter(), str(meta.get("ls_provider") or ""),
-                                    str(meta.get("ls_model_name") or ""))
-
-    def on_llm_start(self, serialized: dict[str, Any], prompts: list[str], *, run_id: UUID,
-                     parent_run_id: UUID | None = None,
-                     metadata: dict[str, Any] | None = None, **kwargs: Any) -> None:
-        self.on_chat_model_start(serialized, [], run_id=run_id, metadata=metadata)
-
-    def on_llm_end(self, response: LLMResult, *, run_id: UUID,
-                   parent_run_id: UUID | None = None, **kwargs: Any) -> None:
-        state = self._state()
-        started = state.models.pop(run_id, None) if state is not None else None
-        if state is None or started is None:
-            return
-        t0, provider, model = started
-        tokens_in = tokens_out = cached = 0
-        meta: Mapping[str, Any] = {}
-        message = _first_message(response)
-        if message is not None:
-            meta = message.response_metadata or {}
-            usage = message.usage_metadata
-            if usage:
-                tokens_in, tokens_out = usage["input_tokens"], usage["output_tokens"]
-                cached = int((usage.get("input_token_details") or {}).get("cache_read") or 0)
-        if not tokens_in and not tokens_out:
-            token_usage = (response.llm_output or {}).get("token_usage") or {}
-            tokens_in = int(token_usage.get("prompt_tokens") or 0)
-            tokens_out = int(token_usage.get("completion_tokens") or 0)
-        model = str(meta.get("model_name") or (response.llm_output or {}).get("model_name")
-                    or model or "unknown")
-        provider = str(meta.get("model_provider") or provider or "unknown")
-        with state.lock:
-            state.run.model_call(provider=provider, model=model,
-                                 model_version=str(meta.get("system_fingerprint") or model),
-                                 role=self.adapter.role, tokens_in=tokens_in,
-                                 tokens_out=tokens_out, cached_tokens=cached,
-                                 latency_ms=round((time.perf_counter() - t0) * 1000, 3))
-
-    def on_llm_error(self, error: BaseException, *, run_id: UUID,
-                     parent_run_id: UUID | None = None, **kwargs: Any) -> None:
-        state = self._state()
-        started = state.models.pop(run_id, None) if state is not None else None
-        if state is None or started is None:
-            return
-        t0, provider, model = started
-        with state.lock:
-            state.run.model_call(provider=provider or "unknown", model=model or "unknown",
-                                 model_version=model or "unknown", role=self.adapter.role,
-                                 tokens_in=0, tokens_out=0, status="error",
-                                 latency_ms=round((time.perf_counter() - t0) * 1000, 3))
-
-    # -- ungated tools --------------------------------------------------------------------
-
-    def on_tool_start(self, serialized: dict[str, Any], input_str: str, *, run_id: UUID,
-                      parent_run_id: UUID | None = None,
-                      inputs: dict[str, Any] | None = None, **kwargs: Any) -> None:
-        name = str(kwargs.get("name") or serialized.get("name") or "tool")
-        state = self._state()
-        if state is None or name in self.adapter.guarded:
-            return
-        mode = self.adapter.guard.mode_of(name, name, "read")
-        with state.lock:
-            call = state.run.tool_call(name, name, mode=mode,
-                                       args=inputs if inputs is not None else
-                                       {"input": input_str})
-            call.__enter__()
-        state.open_tools[run_id] = call
-
-    def on_tool_end(self, output: Any, *, run_id: UUID, parent_run_id: UUID | None = None,
-                    **kwargs: Any) -> None:
-        self._close_tool(run_id, None)
-
-    def on_tool_error(self, error: BaseException, *, run_id: UUID,
-                      parent_run_id: UUID | None = None, **kwargs: Any) -> None:
-        self._close_tool(run_id, error)
-
-    def _close_tool(self, run_id: UUID, error: BaseException | None) -> None:
-        found = self.adapter.threads.get(self.thread_id)
-        call = found.open_tools.pop(run_id, None) if found is not None else None
-        if found is None or call is None:
-            return
-        with found.lock:
-            if error is None:
-                call.__exit__(None, None, None)
-            else:
-                call.__exit__(type(error), error, error.__traceback__)
-
-
-def _first_message(response: LLMResult) -> AIMessage | None:
-    for generations in response.generations:
-        for generation in generations:
-            message = getattr(generation, "message", None)
-            if isinstance(message, AIMessage):
-                return message
-    return None
-
-
-class ScriptedChatModel(GenericFakeChatModel):
-    """A chat model that answers from a script (offline examples, tests, benches): each
-    call returns the next message. ``bind_tools`` returns the model itself, so graphs
-    written for a real model (``model.bind_tools(tools)``) run unchanged."""
-
-    def bind_tools(self, tools: Sequence[Any], **kwargs: Any) -> Any:
-        return self
-
-    @staticmethod
-    def says(content: str = "", *, tool_calls: Sequence[Mapping[str, Any]] = (),
-             model: str = "gpt-4o-mini", provider: str = "openai", tokens_in: int = 120,
-             tokens_out: int = 30) -> AIMessage:
-        """A scripted answer with the usage and model a provider would report."""
-        return AIMessage(content=content, tool_calls=[dict(c) for c in tool_calls],
-                         usage_metadata={"input_tokens": tokens_in,
-                                         "output_tokens": tokens_out,
-                                         "total_tokens": tokens_in + tokens_out},
-                         response_metadata={"model_name": model, "model_provider": provider})
