@@ -25,7 +25,8 @@ budget) and the run acts for an end user (``on_behalf_of``), the call is not ref
 outright: an approval is requested in that user's queue (``user:<on_behalf_of>``, one vote,
 expiry from the catalog's ``confirm`` section) and the call waits for it like an
 escalation. Confirmed, the call goes on to the policy; declined, the call is refused
-(``user_declined``) and the run finishes ``aborted``.
+(``user_declined``) and the run finishes ``aborted`` (see
+:mod:`agentledger.producers.user_confirm`).
 
 A call that goes ahead carries the catalog's controls (timeout, retries, backoff: see
 :mod:`agentledger.producers.controls`) on its :class:`ToolCallContext`; run the tool with
@@ -38,28 +39,36 @@ called ``mode="read"`` is a write. If the policy could not be loaded the guard f
 for writes (reads go on) and says why in every refusal; the mode then still comes from a
 catalog, never from the caller: the policy directory's own ``catalog.yaml`` if it alone
 still loads, else the packaged default catalog, and an action neither knows is taken for a
-write (refused), as a loaded policy refuses an action its catalog does not list.
+write (refused), as a loaded policy refuses an action its catalog does not list (see
+:mod:`agentledger.producers.policy_loading`). The exceptions a refused or waiting call
+raises live in :mod:`agentledger.producers.refusals`; all of these names are importable
+from here as well.
 """
 
 from __future__ import annotations
 
-import contextlib
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
 from agentledger.core.ids import uuid7
 from agentledger.producers.controls import ToolControls
-from agentledger.producers.gate import DEFAULT_DIR, GUARD_POLICY_ID, Decision, Gate, PolicyError
-from agentledger.producers.tool_policy_files import (
-    USER_QUEUE_PREFIX,
-    Catalog,
-    Queue,
-    load_catalog,
+from agentledger.producers.gate import GUARD_POLICY_ID, Decision, Gate, PolicyError
+from agentledger.producers.policy_loading import (
+    POLICY_UNAVAILABLE,
+    decide_call,
+    load_gate,
+    modes_without_policy,
+)
+from agentledger.producers.refusals import ApprovalExpired, ApprovalPending, ToolDenied
+from agentledger.producers.user_confirm import (
+    ASK_USER,
+    DEFAULT_CONFIRM,
+    USER_DECLINED,
+    confirm_decision,
+    user_queue,
 )
 from agentledger.schemas.approvals import APPROVED, REJECTED
 
@@ -69,14 +78,12 @@ if TYPE_CHECKING:
     from agentledger.producers.approval_follower import ApprovalFollower
     from agentledger.producers.context import RunContext, ToolCallContext
 
+__all__ = ["ASK_USER", "DEFAULT_CONFIRM", "POLICY_UNAVAILABLE", "RECORD_ALLOW_RISKS",
+           "USER_DECLINED", "ApprovalExpired", "ApprovalPending", "ControlLoop",
+           "ControlVerdict", "ToolDenied", "ToolGuard", "decide_call", "load_gate",
+           "modes_without_policy"]
+
 RECORD_ALLOW_RISKS = frozenset({"high", "money"})
-POLICY_UNAVAILABLE = "policy_unavailable"
-ASK_USER = "ask_user_to_confirm"
-"""The control loop's fallback (a budget's) that asks the run's end user instead of refusing."""
-USER_DECLINED = "user_declined"
-DEFAULT_CONFIRM = Queue(USER_QUEUE_PREFIX, 300.0, 900.0, "abort")
-_QUEUE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@/+-]{0,127}$")
-"""A queue name as events and the approvals API take it."""
 T = TypeVar("T")
 
 
@@ -101,33 +108,6 @@ class ControlLoop(Protocol):
               run: RunContext | None = None, action: str = "") -> ControlVerdict: ...
 
 
-class ToolDenied(RuntimeError):
-    """The call was refused before it was made; ``rule`` and ``reason`` say by what."""
-
-    def __init__(self, rule: str, reason: str, decision: Decision | None = None):
-        super().__init__(f"{rule}: {reason}" if reason else rule)
-        self.rule = rule
-        self.reason = reason
-        self.decision = decision
-
-
-class ApprovalExpired(ToolDenied):
-    """Nobody decided in time; ``outcome`` is what the queue's policy made of the run."""
-
-    def __init__(self, approval_id: str, outcome: str):
-        super().__init__("approval_expired", f"approval {approval_id} expired")
-        self.approval_id = approval_id
-        self.outcome = outcome
-
-
-class ApprovalPending(RuntimeError):
-    """Still waiting for approvers; resume with ``guard.resume(run, approval_id)``."""
-
-    def __init__(self, approval_id: str, state: str):
-        super().__init__(f"approval {approval_id} still {state}")
-        self.approval_id = approval_id
-
-
 @dataclass
 class _Waiting:
     run: RunContext
@@ -140,47 +120,6 @@ class _Waiting:
     requested_at: datetime
     confirm: bool = False
     """An end user's confirmation (``ask_user_to_confirm``), not the policy's approvers."""
-
-
-def load_gate(directory: Path | str | None = None) -> Gate | PolicyError:
-    """The gate, or the reason it could not be loaded (a guard built on that fails closed
-    for writes instead of crashing the agent)."""
-    try:
-        return Gate.load(directory)
-    except PolicyError as exc:
-        root = Path(directory) if directory is not None else DEFAULT_DIR
-        with contextlib.suppress(PolicyError):  # else: the packaged catalog's modes
-            exc.catalog = load_catalog(root / "catalog.yaml")
-        return exc
-
-
-def modes_without_policy(error: PolicyError) -> dict[str, str]:
-    """``"tool:action"`` → mode, for a guard whose policy did not load: the failed
-    directory's catalog if it loaded, else the packaged default catalog (else none: every
-    call is then taken for a write and refused)."""
-    catalog: Catalog | None = error.catalog
-    if catalog is None:
-        try:
-            catalog = load_catalog(DEFAULT_DIR / "catalog.yaml")
-        except PolicyError:
-            return {}
-    return {uid: spec.mode for uid, spec in catalog.actions.items()}
-
-
-def decide_call(gate: Gate | PolicyError, *, tenant: str, agent: str, tool: str,
-                action: str, args: Mapping[str, Any], idempotency_key: str | None = None,
-                resource_tenant: str | None = None, approvals: int = 0) -> Decision:
-    """The policy's answer for one call of ``tenant/agent`` on redacted ``args``: pure (no
-    run, no recording), so the SDK's guard and the HTTP gate decide with the same code.
-    Without a loaded policy it is a deny naming why (the caller lets reads through)."""
-    if isinstance(gate, PolicyError):
-        return Decision("deny", POLICY_UNAVAILABLE,
-                        f"policy not loaded: {gate}; {tool}:{action} is a write "
-                        f"or not in the catalog, and writes are refused until it loads",
-                        "unloaded", "unloaded")
-    return gate.decide(tenant=tenant, agent=agent, tool=tool, action=action, args=args,
-                       idempotency_key=idempotency_key, resource_tenant=resource_tenant,
-                       approvals=approvals)
 
 
 class ToolGuard:
@@ -311,22 +250,13 @@ class ToolGuard:
     def user_queue(self, run: RunContext) -> str | None:
         """The queue of the end user ``run`` acts for (``user:<on_behalf_of>``), or None
         when it acts for nobody (or a name no queue can carry)."""
-        who = run.on_behalf_of
-        if not who:
-            return None
-        queue = f"{USER_QUEUE_PREFIX}{who}"
-        return queue if _QUEUE_NAME.match(queue) else None
+        return user_queue(run)
 
     def _ask_user(self, run: RunContext, tool: str, action: str, mode: str,
                   args: Mapping[str, Any], verdict: ControlVerdict, kwargs: dict[str, Any],
                   wait_s: float) -> ToolCallContext:
         """Ask the run's end user to confirm what the control loop refused, then wait."""
-        queue_name = self.user_queue(run) or USER_QUEUE_PREFIX
-        base = self.gate.catalog.confirm if isinstance(self.gate, Gate) else DEFAULT_CONFIRM
-        queue = Queue(queue_name, base.sla_s, base.expires_in_s, base.on_expiry)
-        reason = f"{verdict.rule}: {verdict.reason}; asking {run.on_behalf_of} to confirm"
-        decision = Decision("escalate", ASK_USER, reason[:4096], GUARD_POLICY_ID,
-                            verdict.policy_version or "control", 1, queue_name, queue)
+        decision = confirm_decision(self.gate, run, verdict)
         approval_id = self.request(run, decision, tool, action, args)
         self.waiting[approval_id] = _Waiting(run, tool, action, mode, dict(args), kwargs,
                                              decision, run.ledger.clock(), confirm=True)
