@@ -9,33 +9,21 @@ import json
 import re
 import shutil
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import Producer
 
 from agentledger.core import discovery
-from agentledger.core.kafka import client_config
 from agentledger.core.settings import Settings
-from agentledger.dashboards.alerts import RULES, evaluate
 from agentledger.dashboards.build import ALERTING_FILE, dashboard, generated
 from agentledger.dashboards.check import run_panels, shape_problem
 from agentledger.dashboards.macros import expand, sqlstring
 from agentledger.dashboards.panels import DASHBOARDS, DATASOURCE_TYPE, DATASOURCE_UID
-from agentledger.producers.emitter import Ledger
-from agentledger.producers.guard import ControlFollower
-from agentledger.producers.scenarios import run_scenario
-from agentledger.producers.simulator import Simulator
-from agentledger.schemas import topics
 from agentledger.services import open_store, start_api
 from tests.cdp import Browser
 from tests.conftest import CLI
-from tests.helpers import wait_for
 from tests.report_checks import check_report_page
-from tests.sinkutil import SinkThread
-from tests.streamutil import StreamWorker
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
@@ -109,57 +97,7 @@ def test_macros_expand_like_the_plugin():
     assert all(dashboard(spec).to_json_data()["panels"] for spec in DASHBOARDS)
 
 
-# -- every panel against a real store ------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def filled(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    import os
-
-    from agentledger.broker import EmbeddedBroker
-    from agentledger.core.kafka import default_topics, ensure_topics
-
-    data = tmp_path_factory.mktemp("dash")
-    with EmbeddedBroker() as broker:
-        bootstrap = broker.bootstrap
-        ensure_topics(client_config(bootstrap, "admin"), default_topics(3))
-        settings = Settings(data_dir=data / "data", kafka_bootstrap=bootstrap,
-                            sink_batch_seconds=0.3)
-        env = {**os.environ, "AGENTLEDGER_DATA_DIR": str(settings.data_dir),
-               "AGENTLEDGER_KAFKA_BOOTSTRAP": bootstrap, "PYTHONUNBUFFERED": "1"}
-        with StreamWorker(env, data / "worker.log") as worker, \
-                ControlFollower(bootstrap) as follower, SinkThread(settings) as sink:
-            worker.wait_ready(follower)
-            Simulator(lambda ident: Ledger.connect(bootstrap, ident), seed=4,
-                      tenants=("acme", "globex")).run(120)
-            result = run_scenario("tool-outage",
-                                  lambda ident, clock: Ledger.connect(bootstrap, ident,
-                                                                      clock=clock),
-                                  follower=follower, seed=3)
-            wait_for(lambda: follower.event_time >= result.end_ts, 30, what="decisions")
-            garbage = Producer(client_config(bootstrap, "producer"))
-            for payload in (b"not json", b"{}", b'{"event_type": "tool.call"}'):
-                garbage.produce(topics.EVENTS, payload, b"junk")
-            assert garbage.flush(10) == 0
-            wait_for(lambda: sink.query("SELECT count() FROM control_signals FINAL WHERE "
-                                        "kind = 'breaker' AND state = 'CLOSED'")[0][0] >= 1
-                     and sink.query("SELECT count() FROM rejected_events")[0][0] >= 3,
-                     60, what="signals and rejects landed")
-            wait_for(lambda: sink.query("SELECT count() FROM events")[0][0] >= result.events,
-                     60, what="scenario events landed")
-        client = open_store(settings)
-        client.insert("revenue", [["acme", "crm_update", dt.date(2020, 1, 1), 1_250_000, ""]],
-                      column_names=["tenant", "workflow", "valid_from",
-                                    "revenue_per_success_micros", "note"])
-        first, last = client.query("SELECT min(ts), max(ts) FROM events").result_rows[0]
-        run_id = client.query("SELECT run_id FROM daily_economics WHERE outcome = 'aborted' "
-                              "LIMIT 1").result_rows[0][0]
-        try:
-            yield {"settings": settings, "client": client, "run_id": run_id,
-                   "from": first.replace(tzinfo=dt.UTC) - dt.timedelta(minutes=5),
-                   "to": last.replace(tzinfo=dt.UTC) + dt.timedelta(minutes=5)}
-        finally:
-            client.close()
+# -- every panel against a real store (``filled``: tests/dashboards/conftest.py) ----------
 
 
 def test_every_panel_runs_and_returns_rows_of_its_shape(filled: dict[str, Any]):
@@ -266,82 +204,6 @@ def test_report_draws_offline_every_chart_with_units_and_utc_time_axes(
     assert seen["charts"] == panels and seen["sections"] == len(DASHBOARDS), seen
     assert seen["time_axes"] >= 12, seen
 
-
-# -- alert rules ---------------------------------------------------------------------------
-
-
-def _provisioned_rules() -> dict[str, dict[str, Any]]:
-    import yaml
-
-    doc = yaml.safe_load((REPO / "dashboards" / ALERTING_FILE).read_text())
-    assert doc["apiVersion"] == 1 and len(doc["groups"]) == 1
-    return {rule["uid"]: rule for rule in doc["groups"][0]["rules"]}
-
-
-def test_alert_rules_are_provisioned_linked_and_documented():
-    rules = _provisioned_rules()
-    assert set(rules) == {r.uid for r in RULES} and len(rules) == 7
-    readme = (REPO / "README.md").read_text()
-    boards = {spec.uid: json.loads((REPO / "dashboards" / "json" / f"{spec.uid}.json")
-                                   .read_text()) for spec in DASHBOARDS}
-    for uid, rule in rules.items():
-        refs = {d["refId"]: d for d in rule["data"]}
-        assert refs["A"]["datasourceUid"] == DATASOURCE_UID
-        assert refs["A"]["model"]["rawSql"].startswith("SELECT")
-        assert refs["B"]["model"]["type"] == "reduce" and refs["B"]["model"]["expression"] == "A"
-        assert refs["C"]["model"]["type"] == "threshold" and rule["condition"] == "C"
-        assert re.fullmatch(r"\d+[smh]", rule["for"]) and rule["labels"]["severity"]
-        assert "$" not in json.dumps(rule["labels"]), "labels are env-interpolated"
-        notes = rule["annotations"]
-        anchor = notes["runbook_url"].split("#")[1]
-        assert f'<a id="{anchor}"></a>' in readme, f"{uid}: no runbook section {anchor}"
-        panel = [p for p in boards[notes["__dashboardUid__"]]["panels"]
-                 if str(p["id"]) == notes["__panelId__"]]
-        assert panel, f"{uid}: links to a missing panel"
-
-
-def test_every_alert_rule_runs_and_the_outage_fires_the_breaker_and_safe_mode_rules(
-        filled: dict[str, Any]):
-    client = filled["client"]
-
-    def query(sql: str) -> tuple[list[str], list[str], list[list[Any]]]:
-        result = client.query(sql, settings={"readonly": 2})
-        return (list(result.column_names), [t.name for t in result.column_types],
-                [list(r) for r in result.result_rows])
-
-    def firing(uid: str, at: dt.datetime) -> list[dict[str, str]]:
-        return [i.labels for i in evaluate(rules[uid], query, at) if i.firing]
-
-    rules = _provisioned_rules()
-    opened = client.query("SELECT min(ts) FROM control_signals WHERE kind = 'breaker' "
-                          "AND state = 'OPEN'").result_rows[0][0].replace(tzinfo=dt.UTC)
-    beat = client.query("SELECT max(ts) FROM heartbeats").result_rows[0][0].replace(
-        tzinfo=dt.UTC)
-    during, after = opened + dt.timedelta(seconds=20), filled["to"] + dt.timedelta(minutes=20)
-    for rule in rules.values():  # every query runs, before, during and after
-        for at in (during, after, beat + dt.timedelta(seconds=5)):
-            evaluate(rule, query, at)
-    reasons = {(scope, state): reason for scope, state, reason in client.query(
-        "SELECT scope, state, reason FROM control_signals FINAL WHERE ts <= {t:DateTime64(6, "
-        "'UTC')} ORDER BY version", parameters={"t": during}).result_rows}
-    breakers = firing("agentledger-breaker-open", during)
-    assert [b["scope"] for b in breakers] == ["acme/*/salesforce"], breakers
-    assert breakers[0]["reason"] == reasons[("acme/*/salesforce", "OPEN")] != ""
-    agents = {a["agent"]: a["reason"] for a in firing("agentledger-agent-read-only", during)}
-    assert agents.get("acme/crm-agent") == reasons[("acme/crm-agent", "read_only")] != "", \
-        agents
-    # healthy: long after the outage recovered, and a tenant that never had one
-    assert not firing("agentledger-breaker-open", after)
-    assert not firing("agentledger-agent-read-only", after)
-    for uid in ("agentledger-breaker-open", "agentledger-agent-read-only"):
-        for at in (during, after):
-            assert all(i.labels["tenant"] == "acme" for i in evaluate(rules[uid], query, at))
-    # the pipeline rule: quiet right after a heartbeat, firing once the test stopped them
-    assert not firing("agentledger-pipeline-stalled", beat + dt.timedelta(seconds=5))
-    assert {f["component"] for f in firing("agentledger-pipeline-stalled", after)} == {
-        "sink", "streams"}
-    assert not firing("agentledger-dlq-rate", during)  # 3 rejects are not a flood
-    assert not firing("agentledger-cost-per-success", during)
 
 
 # -- agentledger watch ---------------------------------------------------------------------
