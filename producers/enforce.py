@@ -256,7 +256,9 @@ class ToolGuard:
                   args: Mapping[str, Any], verdict: ControlVerdict, kwargs: dict[str, Any],
                   wait_s: float) -> ToolCallContext:
         """Ask the run's end user to confirm what the control loop refused, then wait."""
-        decision = confirm_decision(self.gate, run, verdict)
+        decision = confirm_decision(self.gate, run, rule=verdict.rule,
+                                    reason=verdict.reason,
+                                    policy_version=verdict.policy_version)
         approval_id = self.request(run, decision, tool, action, args)
         self.waiting[approval_id] = _Waiting(run, tool, action, mode, dict(args), kwargs,
                                              decision, run.ledger.clock(), confirm=True)

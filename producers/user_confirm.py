@@ -18,7 +18,6 @@ from agentledger.producers.tool_policy_files import USER_QUEUE_PREFIX, Queue
 
 if TYPE_CHECKING:
     from agentledger.producers.context import RunContext
-    from agentledger.producers.enforce import ControlVerdict
 
 __all__ = ["ASK_USER", "DEFAULT_CONFIRM", "USER_DECLINED", "confirm_decision", "user_queue"]
 
@@ -40,13 +39,14 @@ def user_queue(run: RunContext) -> str | None:
     return queue if QUEUE_NAME.match(queue) else None
 
 
-def confirm_decision(gate: Gate | PolicyError, run: RunContext, verdict: ControlVerdict
-                     ) -> Decision:
-    """The escalation that asks the run's end user to confirm what ``verdict`` refused:
-    their queue, one vote, SLA and expiry from the catalog's ``confirm`` section."""
+def confirm_decision(gate: Gate | PolicyError, run: RunContext, *, rule: str, reason: str,
+                     policy_version: str) -> Decision:
+    """The escalation that asks the run's end user to confirm what the control loop
+    refused (its ``rule``, ``reason`` and ``policy_version``): their queue, one vote, SLA
+    and expiry from the catalog's ``confirm`` section."""
     queue_name = user_queue(run) or USER_QUEUE_PREFIX
     base = gate.catalog.confirm if isinstance(gate, Gate) else DEFAULT_CONFIRM
     queue = Queue(queue_name, base.sla_s, base.expires_in_s, base.on_expiry)
-    reason = f"{verdict.rule}: {verdict.reason}; asking {run.on_behalf_of} to confirm"
-    return Decision("escalate", ASK_USER, reason[:4096], GUARD_POLICY_ID,
-                    verdict.policy_version or "control", 1, queue_name, queue)
+    asking = f"{rule}: {reason}; asking {run.on_behalf_of} to confirm"
+    return Decision("escalate", ASK_USER, asking[:4096], GUARD_POLICY_ID,
+                    policy_version or "control", 1, queue_name, queue)

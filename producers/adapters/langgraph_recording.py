@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 from uuid import UUID
 
 from langchain_core.callbacks import BaseCallbackHandler
@@ -21,10 +21,10 @@ from langchain_core.outputs import LLMResult
 from langgraph.errors import GraphBubbleUp
 
 if TYPE_CHECKING:
-    from agentledger.producers.adapters.langgraph import LangGraphLedger
     from agentledger.producers.context import RunContext, ToolCallContext
+    from agentledger.producers.enforce import ToolGuard
 
-__all__ = ["LedgerCallbackHandler", "ThreadState", "first_message"]
+__all__ = ["LedgerCallbackHandler", "ThreadOwner", "ThreadState", "first_message"]
 
 
 @dataclass
@@ -41,6 +41,18 @@ class ThreadState:
     models: dict[UUID, tuple[float, str, str]] = field(default_factory=dict)
 
 
+class ThreadOwner(Protocol):
+    """What :class:`LedgerCallbackHandler` asks of its adapter (a ``LangGraphLedger``)."""
+
+    threads: dict[str, ThreadState]
+    guarded: set[str]
+    guard: ToolGuard
+    role: str
+
+    def finish(self, thread_id: str, outcome: str = "success", error: str | None = None
+               ) -> None: ...
+
+
 class LedgerCallbackHandler(BaseCallbackHandler):
     """Records one LangGraph thread's model calls and ungated tool calls on its run.
 
@@ -53,7 +65,7 @@ class LedgerCallbackHandler(BaseCallbackHandler):
 
     raise_error = False
 
-    def __init__(self, adapter: LangGraphLedger, thread_id: str):
+    def __init__(self, adapter: ThreadOwner, thread_id: str):
         self.adapter = adapter
         self.thread_id = thread_id
 

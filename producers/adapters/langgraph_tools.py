@@ -8,7 +8,7 @@ reason: something it can act on, never a crash.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from langchain_core.messages import ToolMessage
 from langchain_core.runnables import RunnableConfig
@@ -17,9 +17,20 @@ from langchain_core.tools import BaseTool
 from agentledger.producers.enforce import ApprovalExpired, ToolDenied
 
 if TYPE_CHECKING:
-    from agentledger.producers.adapters.langgraph import LangGraphLedger
+    from agentledger.producers.adapters.langgraph_recording import ThreadState
+    from agentledger.producers.context import ToolCallContext
 
-__all__ = ["GuardedTool", "refusal_message", "split_tool_input"]
+__all__ = ["GuardedTool", "ToolGate", "refusal_message", "split_tool_input"]
+
+
+class ToolGate(Protocol):
+    """What a :class:`GuardedTool` asks of its adapter (a ``LangGraphLedger``)."""
+
+    def begin(self, tool: GuardedTool, tool_input: Any, config: RunnableConfig | None
+              ) -> tuple[ThreadState, str | None, ToolCallContext | None, Any]: ...
+
+    def end(self, state: ThreadState, call_id: str | None, call: ToolCallContext, out: Any,
+            error: BaseException | None = None) -> None: ...
 
 
 def split_tool_input(tool_input: Any) -> tuple[str | None, dict[str, Any]]:
@@ -68,7 +79,7 @@ class GuardedTool(BaseTool):
 
     def invoke(self, input: Any, config: RunnableConfig | None = None,
                **kwargs: Any) -> Any:
-        adapter: LangGraphLedger = self.adapter
+        adapter: ToolGate = self.adapter
         state, call_id, call, answer = adapter.begin(self, input, config)
         if call is None:
             return answer
@@ -84,7 +95,7 @@ class GuardedTool(BaseTool):
                       **kwargs: Any) -> Any:
         # the decision is made in line: it is in memory, and its events are queued to
         # Kafka, so nothing here waits on the network
-        adapter: LangGraphLedger = self.adapter
+        adapter: ToolGate = self.adapter
         state, call_id, call, answer = adapter.begin(self, input, config)
         if call is None:
             return answer

@@ -10,17 +10,28 @@ from __future__ import annotations
 
 import json
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from agents import Agent, RunHooks
 from agents.items import ModelResponse
 from agents.run_context import RunContextWrapper
 
 if TYPE_CHECKING:
-    from agentledger.producers.adapters.openai_agents import AgentsLedger
     from agentledger.producers.adapters.openai_agents_session import AgentSession
+    from agentledger.producers.adapters.openai_agents_tools import GatedTool
+    from agentledger.producers.enforce import ToolGuard
 
-__all__ = ["LedgerRunHooks"]
+__all__ = ["HooksOwner", "LedgerRunHooks"]
+
+
+class HooksOwner(Protocol):
+    """What :class:`LedgerRunHooks` asks of its adapter (an ``AgentsLedger``)."""
+
+    guard: ToolGuard
+    role: str
+    provider: str
+    model_name: str | None
+    gated: dict[str, GatedTool]
 
 
 class LedgerRunHooks(RunHooks[Any]):
@@ -32,7 +43,7 @@ class LedgerRunHooks(RunHooks[Any]):
     (``hooks=`` to :meth:`AgentsLedger.run`) are called after the ledger's.
     """
 
-    def __init__(self, adapter: AgentsLedger, session: AgentSession,
+    def __init__(self, adapter: HooksOwner, session: AgentSession,
                  inner: RunHooks[Any] | None = None):
         self.adapter = adapter
         self.session = session
