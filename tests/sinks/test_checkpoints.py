@@ -139,6 +139,58 @@ def start_sink(env: dict[str, str]) -> subprocess.Popen:
                             stderr=subprocess.STDOUT)
 
 
+def assert_store_tree_is_exact(settings: Settings, n: int) -> dict[str, tuple[int, str]]:
+    """The leaves, the persisted frontier and the latest heads all equal a recomputation
+    from the stored events, and every head ever signed verifies; the recomputed roots."""
+    events = query(settings, EVENTS_SQL)
+    expected = recomputed_roots(events)
+    assert sum(size for size, _ in expected.values()) == n
+    assert query(settings, "SELECT count(), uniqExact(event_id), uniqExact(log_id, leaf_index) "
+                 "FROM ledger_leaves FINAL") == [(n, n, n)]
+    heads = latest_heads(query(settings, HEADS_SQL))
+    state = {r[0]: r[1] for r in query(
+        settings, "SELECT log_id, argMax(frontier, next_offset) FROM ledger_state "
+        "GROUP BY log_id")}
+    ring = signing.ledger_key(settings).keyring()
+    for log, (size, root) in expected.items():
+        frontier = merkle.CompactRange.from_dict(orjson.loads(state[log]))
+        assert (frontier.size, frontier.root().hex()) == (size, root), log
+        assert (heads[log].tree_size, heads[log].root_hash) == (size, root), log
+    for row in query(settings, HEADS_SQL):  # every head ever signed still verifies
+        head = checkpoint.SignedHead(str(row[0]), int(row[1]), str(row[2]), int(row[3]),
+                                     str(row[4]), str(row[5]))
+        assert checkpoint.verify_head(head, ring), head
+
+    return expected
+
+
+def assert_witness_checks_alone(witness: Path, cli_env: dict[str, str],
+                                expected: dict[str, tuple[int, str]], n: int) -> None:
+    """``checkpoints export``: heads, leaves and keys out of the store, and each log's
+    leaves recompute every head's root, checked with ``keys.json`` alone."""
+    done = subprocess.run([*CLI, "checkpoints", "export", str(witness), "--json"],
+                          env=cli_env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    first = json.loads(done.stdout.strip().splitlines()[-1])
+    assert first["heads_written"] >= len(expected) and first["leaves_written"] == n
+    keys = signing.Keyring.parse(k["public_key"] for k in
+                                 json.loads((witness / "keys.json").read_text())["keys"])
+    for log, (size, root) in expected.items():
+        stem = log.replace("/", "_")
+        heads_file = [json.loads(line) for line in
+                      (witness / f"{stem}.heads.jsonl").read_text().splitlines()]
+        assert heads_file and all(checkpoint.verify_head(
+            checkpoint.SignedHead.from_dict(h), keys) for h in heads_file)
+        tree = merkle.CompactRange()
+        roots = {}
+        for line in (witness / f"{stem}.leaves.jsonl").read_text().splitlines():
+            leaf = json.loads(line)
+            assert leaf["index"] == tree.size
+            tree.append(merkle.leaf_hash(merkle.leaf_input(
+                leaf["tenant"], leaf["run_id"], leaf["event_id"], leaf["event_hash"])))
+            roots[tree.size] = tree.root().hex()
+        assert (tree.size, tree.root().hex()) == (size, root)
+        assert all(roots[h["tree_size"]] == h["root_hash"] for h in heads_file)
 def test_kill_9_mid_batch_then_restart_keeps_the_tree_exact_and_exports_a_witness(
         settings: Settings, service_env: dict[str, str], tmp_path: Path) -> None:
     env = {**service_env, "AGENTLEDGER_SINK_BATCH_ROWS": "300",
@@ -185,51 +237,10 @@ def test_kill_9_mid_batch_then_restart_keeps_the_tree_exact_and_exports_a_witnes
         if sink.poll() is None:
             sink.kill()
     # the store is free now: read it directly
-    events = query(settings, EVENTS_SQL)
-    expected = recomputed_roots(events)
-    assert sum(size for size, _ in expected.values()) == n
-    assert query(settings, "SELECT count(), uniqExact(event_id), uniqExact(log_id, leaf_index) "
-                 "FROM ledger_leaves FINAL") == [(n, n, n)]
-    heads = latest_heads(query(settings, HEADS_SQL))
-    state = {r[0]: r[1] for r in query(
-        settings, "SELECT log_id, argMax(frontier, next_offset) FROM ledger_state "
-        "GROUP BY log_id")}
+    expected = assert_store_tree_is_exact(settings, n)
+    witness, cli_env = tmp_path / "witness", dict(service_env)
+    assert_witness_checks_alone(witness, cli_env, expected, n)
     ring = signing.ledger_key(settings).keyring()
-    for log, (size, root) in expected.items():
-        frontier = merkle.CompactRange.from_dict(orjson.loads(state[log]))
-        assert (frontier.size, frontier.root().hex()) == (size, root), log
-        assert (heads[log].tree_size, heads[log].root_hash) == (size, root), log
-    for row in query(settings, HEADS_SQL):  # every head ever signed still verifies
-        head = checkpoint.SignedHead(str(row[0]), int(row[1]), str(row[2]), int(row[3]),
-                                     str(row[4]), str(row[5]))
-        assert checkpoint.verify_head(head, ring), head
-
-    # the witness: heads, leaves and keys out of the store; checked with keys.json alone
-    witness = tmp_path / "witness"
-    cli_env = {k: v for k, v in service_env.items()}
-    done = subprocess.run([*CLI, "checkpoints", "export", str(witness), "--json"],
-                          env=cli_env, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stdout + done.stderr
-    first = json.loads(done.stdout.strip().splitlines()[-1])
-    assert first["heads_written"] >= len(expected) and first["leaves_written"] == n
-    keys = signing.Keyring.parse(k["public_key"] for k in
-                                 json.loads((witness / "keys.json").read_text())["keys"])
-    for log, (size, root) in expected.items():
-        stem = log.replace("/", "_")
-        heads_file = [json.loads(line) for line in
-                      (witness / f"{stem}.heads.jsonl").read_text().splitlines()]
-        assert heads_file and all(checkpoint.verify_head(
-            checkpoint.SignedHead.from_dict(h), keys) for h in heads_file)
-        tree = merkle.CompactRange()
-        roots = {}
-        for line in (witness / f"{stem}.leaves.jsonl").read_text().splitlines():
-            leaf = json.loads(line)
-            assert leaf["index"] == tree.size
-            tree.append(merkle.leaf_hash(merkle.leaf_input(
-                leaf["tenant"], leaf["run_id"], leaf["event_id"], leaf["event_hash"])))
-            roots[tree.size] = tree.root().hex()
-        assert (tree.size, tree.root().hex()) == (size, root)
-        assert all(roots[h["tree_size"]] == h["root_hash"] for h in heads_file)
     # re-export after a key rotation: nothing new, and the old key stays in keys.json
     old_kid = ring.keys.keys()
     signing.rotate(signing.key_dir(settings))
