@@ -48,6 +48,8 @@ RETENTION: Final[dict[str, Retention]] = {
     "daily_economics": Retention("economics_ttl_days", "day"),
     # a copy of the events' approval requests (for lookups by id): kept as long as they
     "approval_requests": Retention("events_ttl_days", "toDateTime(ts)"),
+    # where the copies of leaves were (reconcile's accounting): as long as the events
+    "duplicate_copies": Retention("events_ttl_days", "toDateTime(landed_at)"),
 }
 
 

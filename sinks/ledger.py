@@ -11,7 +11,8 @@ writer thread, before the loop commits the batch's offsets):
 
 1. the batch is judged (:meth:`LedgerLogs.plan`: which events become leaves), and its
    ``events`` rows, less copies of existing leaves, are inserted;
-2. its new leaves are inserted into ``ledger_leaves``;
+2. its new leaves are inserted into ``ledger_leaves``, and where the dropped copies of
+   leaves were into ``duplicate_copies`` (so ``reconcile`` accounts for their offsets);
 3. each touched log's state (frontier, size, next offset covered) is inserted into
    ``ledger_state``;
 4. when due, a signed head per log goes to ``checkpoints`` and then to the compacted
@@ -71,6 +72,7 @@ _PART, _OFF = _COL["kafka_partition"], _COL["kafka_offset"]
 LEAF_COLUMNS = ("log_id", "leaf_index", "event_id", "tenant", "run_id", "event_hash",
                 "kafka_offset", "leaf_hash")
 STATE_COLUMNS = ("log_id", "next_offset", "tree_size", "frontier")
+COPY_COLUMNS = ("kafka_partition", "kafka_offset", "event_id")
 HEAD_COLUMNS = ("log_id", "tree_size", "root_hash", "issued_at", "key_id", "signature")
 
 Entry = tuple[int, int, str, str, str, str]
@@ -139,6 +141,8 @@ class Plan:
 
     keep: list[bool]
     leaf_rows: list[list[Any]] = field(default_factory=list)
+    copy_rows: list[list[Any]] = field(default_factory=list)
+    """Dropped copies of leaves: where they were (``duplicate_copies``, for reconcile)."""
     state_rows: list[list[Any]] = field(default_factory=list)
     updated: dict[str, LogState] = field(default_factory=dict)
     new_ids: dict[str, list[str]] = field(default_factory=dict)
@@ -234,6 +238,7 @@ class LedgerLogs:
                 _p, offset, event_id, tenant, run_id, event_hash = entries[i]
                 if event_id in known or event_id in recent.ids:
                     plan.duplicates += 1
+                    plan.copy_rows.append([partition, offset, event_id])
                     continue
                 known.add(event_id)
                 new_ids.append(event_id)
@@ -258,6 +263,9 @@ class LedgerLogs:
         if plan.leaf_rows:
             self.client.insert(f"{self.db}.ledger_leaves", plan.leaf_rows,
                                column_names=LEAF_COLUMNS)
+        if plan.copy_rows:
+            self.client.insert(f"{self.db}.duplicate_copies", plan.copy_rows,
+                               column_names=COPY_COLUMNS)
         if plan.state_rows:
             self.client.insert(f"{self.db}.ledger_state", plan.state_rows,
                                column_names=STATE_COLUMNS)

@@ -9,9 +9,14 @@ the first offset at ``since``) up to the sink group's committed offset are compa
 the store's, and every run of unaccounted offsets is named. A gap means rows were removed
 from the store (by hand, or by a TTL shorter than Kafka's retention) or a sink lost them.
 
-Limits: offsets Kafka no longer retains cannot be checked; an event sent twice (two
-offsets, one ``event_id``) keeps one offset once ClickHouse merges the copies, so the
-other offset then shows as a gap.
+An event sent twice (two offsets, one ``event_id``) lands once, at its first copy; the
+sink records where the other copies were (``duplicate_copies``), so their offsets are
+accounted for too.
+
+Limits: offsets Kafka no longer retains cannot be checked; with checkpoints off
+(``AGENTLEDGER_CHECKPOINTS_ENABLED=false``) the copies are stored in ``events`` and one
+offset of an event sent twice disappears once ClickHouse merges them, so it then shows
+as a gap.
 
 An ``otlp_spans`` message carries spans, not events, and one trace may span many
 messages, so it is accounted by trace: the message was dead-lettered whole, or every
@@ -42,7 +47,10 @@ _ACCOUNTED: Final = (
     " SELECT kafka_offset AS o FROM events WHERE kafka_partition = {p:UInt16}"
     "  AND kafka_offset >= {lo:UInt64} AND kafka_offset < {end:UInt64}"
     " UNION ALL SELECT offset AS o FROM rejected_events WHERE topic = {topic:String}"
-    "  AND partition = {p:UInt16} AND offset >= {lo:UInt64} AND offset < {end:UInt64})")
+    "  AND partition = {p:UInt16} AND offset >= {lo:UInt64} AND offset < {end:UInt64}"
+    " UNION ALL SELECT kafka_offset AS o FROM duplicate_copies"
+    "  WHERE kafka_partition = {p:UInt16}"
+    "  AND kafka_offset >= {lo:UInt64} AND kafka_offset < {end:UInt64})")
 
 
 def kafka_extent(bootstrap: str, group: str, *, topic: str = topics.EVENTS,
