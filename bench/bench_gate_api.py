@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 KEY_ENV = "BENCH_GATE_KEY"
+APPROVERS_ENV = "BENCH_GATE_APPROVER_KEYS"
 MIX: list[dict[str, Any]] = (
     [{"tool": "stripe", "action": "get_charge", "mode": "read", "args": {"id": "ch_1"}}] * 7
     + [{"tool": "stripe", "action": "create_refund", "mode": "write",
@@ -72,9 +73,20 @@ def serve(kind: str, url_file: Path) -> None:
         from agentledger.services import open_store, start_api
 
         settings = load_settings()
-        open_store(settings).close()
+        if kind == "gate+sink":  # votes need the requests in the store: a sink beside it
+            import threading
+
+            from agentledger.services import build_sink
+
+            sink = build_sink(settings, settings.kafka_bootstrap or "", open_store(settings))
+            threading.Thread(target=sink.run, daemon=True).start()
+        else:
+            open_store(settings).close()
+        ana, ben = os.environ[APPROVERS_ENV].split(",")
         ring = KeyRing([entry_for("bench-agent", os.environ[KEY_ENV], ["acme"],
-                                  agents=["refund-agent"])])
+                                  agents=["refund-agent"]),
+                        entry_for("ana@finance", ana, ["acme"], roles=["finance"]),
+                        entry_for("ben@finance", ben, ["acme"], roles=["finance"])])
         url = start_api(settings, client_for(settings), keys=ring, host="127.0.0.1",
                         port=0).url
     url_file.write_text(url)
@@ -152,7 +164,63 @@ def in_process(n: int) -> dict[str, float]:
             "p99_us": round(samples[int(n * 0.99)] / 1000, 2)}
 
 
-def measure(rate: float, seconds: float, say: Any) -> dict[str, Any]:
+def approval_longpoll(gate_url: str, keys: dict[str, str], n: int) -> dict[str, Any]:
+    """A decided approval → the waiting agent: ``n`` refunds escalated to two finance
+    approvers; the agent long-polls ``GET /v1/approvals/{id}?wait=30`` while both vote.
+    Each latency runs from the moment the final vote is *sent* to the moment the agent's
+    long-poll answers with the decision (so the vote's own processing counts)."""
+    import threading
+
+    import httpx
+
+    def auth(who: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {keys[who]}"}
+
+    latencies: list[float] = []
+    with httpx.Client(base_url=gate_url, timeout=60) as http:
+        for i in range(n):
+            asked = http.post("/v1/gate/check", headers=auth("agent"), json={
+                "run_id": f"bench-lp-{i}", "tool": "stripe", "action": "create_refund",
+                "mode": "write", "args": {"id": f"ch_{i}", "amount": 450},
+                "idempotency_key": f"ch_{i}:refund"}).json()
+            assert asked["decision"] == "escalate", asked
+            approval_id = asked["approval_id"]
+            answered: list[float] = []
+
+            def wait(approval_id: str = approval_id, answered: list[float] = answered
+                     ) -> None:
+                with httpx.Client(base_url=gate_url, timeout=60) as poller:
+                    state = poller.get(f"/v1/approvals/{approval_id}",
+                                       params={"wait": 30}, headers=auth("agent")).json()
+                answered.append(time.perf_counter())
+                assert state["status"] == "approved", state
+
+            deadline = time.monotonic() + 30  # approvers see a request once it landed
+            while http.get(f"/v1/approvals/{approval_id}",
+                           headers=auth("ana")).status_code != 200:
+                if time.monotonic() > deadline:
+                    raise SystemExit(f"approval {approval_id} never reached the store")
+                time.sleep(0.05)
+            waiter = threading.Thread(target=wait)
+            waiter.start()
+            vote = {"reason": "bench"}
+            first = http.post(f"/v1/approvals/{approval_id}/approve", headers=auth("ana"),
+                              json=vote)
+            assert first.status_code == 200, first.text
+            final_sent = time.perf_counter()
+            last = http.post(f"/v1/approvals/{approval_id}/approve", headers=auth("ben"),
+                             json=vote)
+            assert last.status_code == 200, last.text
+            waiter.join(60)
+            assert answered, f"approval {approval_id}: the long-poll never answered"
+            latencies.append(answered[0] - final_sent)
+    latencies.sort()
+    return {"n": n, "p50_ms": round(latencies[n // 2] * 1000, 1),
+            "p99_ms": round(latencies[min(n - 1, int(n * 0.99))] * 1000, 1),
+            "max_ms": round(latencies[-1] * 1000, 1)}
+
+
+def measure(rate: float, seconds: float, say: Any, approvals: int = 30) -> dict[str, Any]:
     import httpx
 
     from agentledger.auth import new_key
@@ -160,11 +228,13 @@ def measure(rate: float, seconds: float, say: Any) -> dict[str, Any]:
     from agentledger.core.kafka import client_config, default_topics, ensure_topics
 
     key = new_key()
+    keys = {"agent": key, "ana": new_key(), "ben": new_key()}
     bodies = [{**MIX[i % len(MIX)], "run_id": f"bench-run-{i % 100}"} for i in range(1000)]
     with tempfile.TemporaryDirectory() as tmp, EmbeddedBroker() as broker:
         ensure_topics(client_config(broker.bootstrap, "admin"), default_topics(3))
         env = {**os.environ, "AGENTLEDGER_DATA_DIR": f"{tmp}/data",
                "AGENTLEDGER_KAFKA_BOOTSTRAP": broker.bootstrap, KEY_ENV: key,
+               APPROVERS_ENV: f"{keys['ana']},{keys['ben']}",
                "AGENTLEDGER_GATE_STALE_AFTER_S": "3600"}
         procs = []
         try:
@@ -184,12 +254,21 @@ def measure(rate: float, seconds: float, say: Any) -> dict[str, Any]:
             say(f"constant route at {rate:g}/s for {seconds:g}s")
             const_run = asyncio.run(drive(f"{const_url}/v1/const", key, bodies, rate,
                                           seconds))
+            for proc in procs:  # the long-poll gets a server of its own, with a sink
+                proc.terminate()
+                proc.wait(30)
+            procs = []
+            voted, voted_url = start("gate+sink", {**env, "AGENTLEDGER_DATA_DIR":
+                                                   f"{tmp}/votes"}, Path(tmp))
+            procs.append(voted)
+            say(f"approval long-poll: {approvals} refunds, two votes each")
+            longpoll = approval_longpoll(voted_url, keys, approvals)
         finally:
             for proc in procs:
                 proc.terminate()
                 proc.wait(30)
     return {"rate": rate, "seconds": seconds, "gate_check": gate_run,
-            "baseline_constant_route": const_run}
+            "baseline_constant_route": const_run, "approval_longpoll": longpoll}
 
 
 ADAPTER_OVERHEAD_GOAL_P99_MS = 1.0
@@ -542,7 +621,8 @@ def main() -> int:
                         help="adapter: tool calls per kind (read, money write)")
     parser.add_argument("--approval-trials", type=int, default=30,
                         help="adapter: approval → resumed agent trials")
-    parser.add_argument("--serve", choices=["gate", "constant"], help=argparse.SUPPRESS)
+    parser.add_argument("--serve", choices=["gate", "gate+sink", "constant"],
+                        help=argparse.SUPPRESS)
     parser.add_argument("--url-file", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
@@ -562,12 +642,15 @@ def main() -> int:
                 print(f"{name:>32}: {value}")
         print(json.dumps(result))
         return 0 if result["goal_met"] else 1
-    result = measure(args.rate, args.seconds, say)
+    result = measure(args.rate, args.seconds, say, args.approval_trials)
     result["baseline_toolguard_decision"] = in_process(20_000)
+    result["approval_longpoll_p99_ms"] = result["approval_longpoll"]["p99_ms"]
+    result["approval_goal_p99_ms"] = APPROVAL_RESUME_GOAL_P99_MS
     result["gate_check_p99_ms"] = result["gate_check"]["p99_ms"]
     result["goal_p99_ms"] = GOAL_P99_MS
     result["goal_met"] = result["gate_check_p99_ms"] <= GOAL_P99_MS and \
-        not result["gate_check"]["errors"]
+        not result["gate_check"]["errors"] and \
+        result["approval_longpoll_p99_ms"] <= APPROVAL_RESUME_GOAL_P99_MS
     if not args.json:
         for name, value in result.items():
             print(f"{name:>28}: {value}")
