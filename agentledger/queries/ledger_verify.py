@@ -30,8 +30,6 @@ every few seconds); they are counted as ``uncovered``.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -39,9 +37,8 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from clickhouse_connect.driver.client import Client
-from cryptography.exceptions import InvalidSignature
 
-from agentledger.core import merkle, signing
+from agentledger.core import checkpoint, merkle, signing
 from agentledger.core.merkle_levels import HASH, Levels
 from agentledger.schemas import topics
 
@@ -64,67 +61,25 @@ def partition_of(log: str) -> int:
 
 
 @dataclass(frozen=True)
-class Head:
-    """A signed tree head, from the store or from a witness."""
+class Head(checkpoint.SignedHead):
+    """A signed tree head (:class:`~agentledger.core.checkpoint.SignedHead`), from the
+    store or from a witness (``source``)."""
 
-    log_id: str
-    tree_size: int
-    root_hash: str
-    issued_at_ms: int
-    key_id: str
-    signature: str
     source: str = "store"
 
-    def message(self) -> bytes:
-        """The signed bytes (contract of core/checkpoint.py)."""
-        return (f"{signing.CHECKPOINT}\n{self.log_id}\n{self.tree_size}\n{self.root_hash}\n"
-                f"{self.issued_at_ms}\n").encode()
-
     def signed_by(self, keyring: signing.Keyring) -> bool:
-        public = keyring.keys.get(self.key_id)
-        if public is None:
-            return False
-        try:
-            raw = bytes.fromhex(self.signature)
-        except ValueError:  # not hex: the envelope's base64url
-            try:
-                raw = base64.urlsafe_b64decode(self.signature + "=" * (-len(self.signature) % 4))
-            except (binascii.Error, ValueError):
-                return False
-        try:
-            public.verify(raw, self.message())
-        except InvalidSignature:
-            return False
-        return True
+        return checkpoint.verify_head(self, keyring)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"log_id": self.log_id, "tree_size": self.tree_size,
-                "root_hash": self.root_hash, "issued_at_ms": self.issued_at_ms,
-                "key_id": self.key_id, "signature": self.signature, "source": self.source}
+        return {**super().to_dict(), "source": self.source}
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any], source: str = "witness") -> Head:
-        issued = d.get("issued_at_ms")
-        if issued is None:
-            issued = _ms(d.get("issued_at"))
-        return cls(str(d["log_id"]), int(d["tree_size"]),
-                   str(d.get("root_hash") or d.get("root") or ""), int(issued),
-                   str(d.get("key_id", "")), str(d.get("signature", "")), source)
-
-
-def _ms(value: Any) -> int:
-    if isinstance(value, int | float):
-        return int(value)
-    import datetime as dt
-
-    if isinstance(value, str):
-        value = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-    if isinstance(value, dt.datetime):
-        if value.tzinfo is None:
-            value = value.replace(tzinfo=dt.UTC)
-        stamp: float = value.timestamp()
-        return round(stamp * 1000)
-    raise ValueError(f"not a time: {value!r}")
+    def from_dict(cls, data: Mapping[str, Any], source: str = "witness") -> Head:
+        """A head as ``checkpoints export`` writes it; ValueError/KeyError/TypeError on a
+        malformed record."""
+        signed = checkpoint.SignedHead.from_dict(data)
+        return cls(signed.log_id, signed.tree_size, signed.root_hash, signed.issued_at_ms,
+                   signed.key_id, signed.signature, source)
 
 
 def store_heads(client: Client) -> list[Head]:
