@@ -1,6 +1,7 @@
 """The OTLP intakes' shared stack: a real Tansu broker, the real sink into a chdb store, and
 the ledger API serving ``POST /v1/traces``, with keys for acme, globex and both. One per
-test package run: each test uses its own traces, topics and consumer groups."""
+test module: chdb holds one store per process, and test_otlp_intake_process.py needs its
+own between them. Each test uses its own traces, topics and consumer groups."""
 
 from __future__ import annotations
 
@@ -55,7 +56,7 @@ class Stack:
                         60, what=f"{count} events of trace {trace_id}")
 
 
-@pytest.fixture(scope="package")
+@pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     data = tmp_path_factory.mktemp("otlp")
     with EmbeddedBroker() as broker:
