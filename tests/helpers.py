@@ -10,8 +10,10 @@ T = TypeVar("T")
 
 
 def wait_for(condition: Callable[[], T], timeout_s: float = 60, interval_s: float = 0.1,
-             what: str = "condition") -> T:
-    """Return the first truthy value of ``condition()``, or fail after ``timeout_s``."""
+             what: str = "condition", seen: Callable[[], object] | None = None) -> T:
+    """Return the first truthy value of ``condition()``, or fail after ``timeout_s``
+    saying what was last seen: ``condition()``'s value, and ``seen()`` when given (for a
+    condition whose falsy value says nothing, e.g. the rows it looked at)."""
     deadline = time.monotonic() + timeout_s
     last: T | None = None
     while time.monotonic() < deadline:
@@ -19,4 +21,6 @@ def wait_for(condition: Callable[[], T], timeout_s: float = 60, interval_s: floa
         if last:
             return last
         time.sleep(interval_s)
-    raise AssertionError(f"timed out after {timeout_s}s waiting for {what} (last: {last!r})")
+    saw = f"; seen: {seen()!r}" if seen is not None else ""
+    raise AssertionError(
+        f"timed out after {timeout_s}s waiting for {what} (last: {last!r}{saw})")

@@ -94,6 +94,7 @@ class LangGraphLedger:
         self.run_kwargs = dict(run_kwargs or {})
         self.threads: dict[str, ThreadState] = {}
         self.guarded: set[str] = set()
+        self.guarded_tools: dict[str, GuardedTool] = {}
         self._lock = threading.Lock()
 
     # -- runs ---------------------------------------------------------------------------
@@ -206,11 +207,11 @@ class LangGraphLedger:
         the catalog's mode wins. ``idempotency_key`` makes the call's key from its args
         (default: the tool-call id, stable across LangGraph's re-executions)."""
         self.guarded.add(tool.name)
-        return GuardedTool(name=tool.name, description=tool.description,
-                           args_schema=tool.args_schema, inner=tool, adapter=self,
-                           catalog_tool=tool_name or tool.name,
-                           catalog_action=action or tool.name, declared_mode=mode,
-                           key_of=idempotency_key)
+        guarded = self.guarded_tools[tool.name] = GuardedTool(
+            name=tool.name, description=tool.description, args_schema=tool.args_schema,
+            inner=tool, adapter=self, catalog_tool=tool_name or tool.name,
+            catalog_action=action or tool.name, declared_mode=mode, key_of=idempotency_key)
+        return guarded
 
     def begin(self, tool: GuardedTool, tool_input: Any, config: RunnableConfig | None
               ) -> tuple[ThreadState, str | None, ToolCallContext | None, Any]:
@@ -253,19 +254,52 @@ class LangGraphLedger:
         if run.finished:
             raise ToolDenied("run_finished", f"run {run.run_id} is {run.outcome}: "
                                              "no more tool calls")
-        approval_id = state.asked.get(call_id) if call_id is not None else None
-        if approval_id is None:
-            key = tool.key_of(args) if tool.key_of is not None else call_id
-            try:
-                with state.lock:
+        # under the thread's lock: a sibling may be asking for this very call (_ask_with)
+        with state.lock:
+            ready = state.ready.pop(call_id, None) if call_id is not None else None
+            if isinstance(ready, BaseException):
+                raise ready
+            if ready is not None:
+                return ready
+            approval_id = state.asked.get(call_id) if call_id is not None else None
+            if approval_id is None:
+                key = tool.key_of(args) if tool.key_of is not None else call_id
+                try:
                     return self.guard.call(run, tool.catalog_tool, tool.catalog_action,
                                            mode=tool.declared_mode, args=args,
                                            idempotency_key=key)
-            except ApprovalPending as pending:
-                approval_id = pending.approval_id
-                if call_id is not None:
-                    state.asked[call_id] = approval_id
+                except ApprovalPending as pending:
+                    approval_id = pending.approval_id
+                    if call_id is not None:
+                        state.asked[call_id] = approval_id
+                    self._ask_with(state, call_id)
         return self._await(state, tool, approval_id, call_id)
+
+    def _ask_with(self, state: ThreadState, call_id: str | None) -> None:
+        """Ask now for the turn's other gated calls that need approvers, so the approvers
+        see the whole turn at once: a ``ToolNode`` whose first call pauses the graph may
+        never start the others (the executor cancels calls not yet begun), and each would
+        otherwise be asked only after the one before it was decided. A sibling refused on
+        the way is answered with its refusal when the node reaches it."""
+        with state.lock:
+            for other_id, (name, args) in list(state.proposed.items()):
+                tool = self.guarded_tools.get(name)
+                if tool is None or other_id == call_id or other_id in state.asked or \
+                        other_id in state.done or other_id in state.ready:
+                    continue
+                key = tool.key_of(args) if tool.key_of is not None else other_id
+                decision = self.guard.decide(state.run, tool.catalog_tool,
+                                             tool.catalog_action, args, key)
+                if decision.decision != "escalate":
+                    continue
+                try:
+                    state.ready[other_id] = self.guard.call(
+                        state.run, tool.catalog_tool, tool.catalog_action,
+                        mode=tool.declared_mode, args=args, idempotency_key=key)
+                except ApprovalPending as pending:
+                    state.asked[other_id] = pending.approval_id
+                except ToolDenied as refused:
+                    state.ready[other_id] = refused
 
     def _await(self, state: ThreadState, tool: GuardedTool, approval_id: str,
                call_id: str | None) -> ToolCallContext:

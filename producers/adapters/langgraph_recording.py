@@ -37,6 +37,10 @@ class ThreadState:
     """tool-call id → the approval id asked for it (survives the node's re-execution)."""
     done: dict[str, Any] = field(default_factory=dict)
     """tool-call id → what the tool returned (a re-executed node does not run it again)."""
+    proposed: dict[str, tuple[str, dict[str, Any]]] = field(default_factory=dict)
+    """tool-call id → (tool, args): the gated calls the model asked for in its last turn."""
+    ready: dict[str, ToolCallContext | BaseException] = field(default_factory=dict)
+    """tool-call id → its call (or its refusal), decided before the node reached it."""
     open_tools: dict[UUID, ToolCallContext] = field(default_factory=dict)
     models: dict[UUID, tuple[float, str, str]] = field(default_factory=dict)
 
@@ -119,6 +123,10 @@ class LedgerCallbackHandler(BaseCallbackHandler):
         model = str(meta.get("model_name") or (response.llm_output or {}).get("model_name")
                     or model or "unknown")
         provider = str(meta.get("model_provider") or provider or "unknown")
+        if isinstance(message, AIMessage) and message.tool_calls:
+            state.proposed = {str(c["id"]): (c["name"], dict(c["args"]))
+                              for c in message.tool_calls
+                              if c.get("id") and c["name"] in self.adapter.guarded}
         with state.lock:
             state.run.model_call(provider=provider, model=model,
                                  model_version=str(meta.get("system_fingerprint") or model),

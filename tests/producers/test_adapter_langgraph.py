@@ -246,7 +246,13 @@ def test_parallel_escalations_are_asked_at_once_and_one_resume_runs_both(
                 "run_id = {r:String} AND event_type = 'approval.requested'", r=run.run_id)]
             return found if len(found) == 2 else None
 
-        requested = wait_for(both, 60, what="both requests in the store") or []
+        def events() -> list[tuple[str, str]]:
+            return stack.query("SELECT event_type, JSONExtractString(body, 'approval_id') "
+                               "FROM events FINAL WHERE run_id = {r:String} ORDER BY seq",
+                               r=run.run_id)
+
+        requested = wait_for(both, 60, what="both requests in the store",
+                             seen=events) or []
         for approval_id in requested:
             for key in ("ana", "ben"):
                 voted = stack.call("POST", f"/v1/approvals/{approval_id}/approve", key,
