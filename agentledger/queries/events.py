@@ -27,6 +27,8 @@ SUMMARY_COLUMNS: Final = (
 )
 MAX_PAGE: Final = 1000
 MAX_RUN_EVENTS: Final = 100_000
+MAX_SCAN: Final = 1_000_000
+"""The most rows a page reads to skip duplicate copies (never reached in practice)."""
 
 
 @dataclass(frozen=True)
@@ -83,9 +85,8 @@ def search(client: Client, scope: Scope, filters: SearchFilters, *, limit: int =
                   "{cursor_id:UUID})", cursor_ts=ts, cursor_id=event_id)
     direction = "DESC" if order == "desc" else "ASC"
     columns = ", ".join(SUMMARY_COLUMNS + (("body",) if include_body else ()))
-    found = rows(client, f"SELECT {columns} FROM events WHERE {where.sql()} "
-                         f"ORDER BY ts {direction}, event_id {direction} "
-                         f"LIMIT 1 BY event_id LIMIT {limit + 1}", where.params)
+    found = first_distinct(client, f"SELECT {columns} FROM events WHERE {where.sql()}",
+                           f"ts {direction}, event_id {direction}", limit + 1, where.params)
     more = len(found) > limit
     found = found[:limit]
     for row in found:
@@ -94,6 +95,34 @@ def search(client: Client, scope: Scope, filters: SearchFilters, *, limit: int =
             row["body"] = orjson.loads(row["body"])
     next_cursor = encode_cursor(found[-1]["ts"], found[-1]["event_id"]) if more else None
     return {"events": found, "next_cursor": next_cursor}
+
+
+def first_distinct(client: Client, select: str, order_by: str, count: int,
+                   params: dict[str, Any]) -> list[dict[str, Any]]:
+    """The first ``count`` rows of ``select`` in ``order_by`` order, one per event id.
+
+    ``LIMIT 1 BY event_id`` over the whole match stops ClickHouse from reading the table
+    in its sorting order (tenant, ts): it sorts every matching row (a tenant's 500k rows
+    for a 100-row page, 0.2 s). Inside, ``ORDER BY … LIMIT n`` reads in order and stops
+    after ``n`` rows; the copies of a redelivered event are identical rows, so they sit
+    next to each other and the outer ``LIMIT 1 BY`` drops them. When copies leave fewer
+    than ``count`` rows although the inner limit was reached, it reads again, further.
+    """
+    window = 2 * count
+    while True:
+        found = rows(client, f"SELECT * FROM ({select} ORDER BY {order_by} LIMIT {window}) "
+                             f"ORDER BY {order_by} LIMIT 1 BY event_id LIMIT {count}",
+                     params)
+        if len(found) >= count or window >= MAX_SCAN or \
+                not _window_full(client, select, window, params):
+            return found
+        window *= 4
+
+
+def _window_full(client: Client, select: str, window: int, params: dict[str, Any]) -> bool:
+    """Whether ``select`` matches at least ``window`` rows (so a wider read finds more)."""
+    counted = rows(client, f"SELECT count() AS n FROM ({select} LIMIT {window})", params)
+    return bool(counted) and int(counted[0]["n"]) >= window
 
 
 @dataclass(frozen=True)

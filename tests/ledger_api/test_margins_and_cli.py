@@ -11,6 +11,7 @@ from typing import Any
 import orjson
 import pytest
 
+from agentledger.queries import events
 from agentledger.schemas.integrity import verify_chain
 from tests.ledger_api.ledger_store import RATES, Store
 
@@ -99,6 +100,33 @@ def test_search_filters_and_pages_without_gaps_or_repeats(store: Store):
     assert all(e["status"] == "error" for e in errors["events"])
     bad = store.cli("search", "--since", "yesterday-ish")
     assert bad.returncode == 1 and "not a time" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_a_page_skips_redelivered_copies_however_many_there_are(store: Store):
+    """A page reads the table in order and drops copies after (events.first_distinct):
+    with six copies of every event, more than its first read holds, it reads further
+    and still returns each event once, in order, and all of them when fewer remain."""
+    client = store.client
+    client.command("CREATE TABLE IF NOT EXISTS paging_copies AS events")
+    client.command("TRUNCATE TABLE paging_copies")
+    for _ in range(6):
+        client.command("INSERT INTO paging_copies SELECT * FROM events "
+                       "WHERE tenant = 'acme'")
+    select = "SELECT event_id, ts FROM paging_copies WHERE tenant = {t:String}"
+    # the reference: every matching row sorted, then one per event id
+    distinct = [str(row[0]) for row in client.query(
+        f"{select} ORDER BY ts DESC, event_id DESC LIMIT 1 BY event_id",
+        parameters={"t": "acme"}).result_rows]
+    assert sorted(distinct) == sorted(e["event_id"] for e in store.events
+                                      if e["tenant"] == "acme")
+    try:
+        for count in (1, 37, len(distinct) + 5):
+            page = events.first_distinct(client, select, "ts DESC, event_id DESC", count,
+                                         {"t": "acme"})
+            got = [str(row["event_id"]) for row in page]
+            assert got == distinct[:count], count
+    finally:
+        client.command("DROP TABLE paging_copies")
 
 
 def test_export_jsonl_verifies_and_parquet_has_every_column(store: Store, tmp_path: Path):
