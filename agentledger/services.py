@@ -28,6 +28,7 @@ from agentledger.auth import (
 )
 from agentledger.core import discovery, signing
 from agentledger.core.dead_letters import DeadLetters
+from agentledger.core.heap import freeze_long_lived
 from agentledger.core.kafka import client_config, default_topics, ensure_topics
 from agentledger.core.settings import Settings
 from agentledger.core.store import StoreBusy, claim_store, client_for
@@ -162,6 +163,7 @@ def start_api(settings: Settings, client: Client, sink: Sink | None = None, *,
     app.state.otlp_settings = settings  # the OTLP routes publish with these, not the env
     server, thread, url = serve_app(app, host or settings.api_host,
                                     settings.api_port if port is None else port, name="api")
+    freeze_long_lived()  # the app, its imports and its state: short full collections
     return ApiServer(server, thread, url, client)
 
 

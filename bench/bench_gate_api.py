@@ -7,8 +7,9 @@ Tansu broker and a fresh chdb store, with one key bound to acme/refund-agent. An
 client (aiohttp, 64 keep-alive connections) sends ``--rate`` requests per second for
 ``--seconds`` and times each from the moment it was *due* (so a server that falls behind
 shows it, rather than the client waiting politely). The mix is what an agent asks: 70 %
-reads (allowed, not recorded), 20 % small refunds (allowed, recorded: money), 10 % mail
-sends (denied, recorded), over 100 agent runs. No stream worker runs, so the API's
+reads (allowed, not recorded), 20 % small refunds of 1 to 199 USD (allowed, recorded:
+money), 10 % mail sends (denied, recorded), over 100 agent runs, each call with its own
+charge id. No stream worker runs, so the API's
 staleness bound is raised (``AGENTLEDGER_GATE_STALE_AFTER_S``): the control state is
 followed and read, but nothing fails closed for silence.
 
@@ -48,6 +49,17 @@ MIX: list[dict[str, Any]] = (
     + [{"tool": "gmail", "action": "send_message", "mode": "write",
         "args": {"to": "x@example.com"}, "idempotency_key": "k"}])
 GOAL_P99_MS = 5.0
+
+
+def vary(body: dict[str, Any], i: int) -> dict[str, Any]:
+    """``body`` with the arguments of call ``i``: its own charge id, and refund amounts
+    spread over 1 to 199 USD, as an agent's calls differ (not one request repeated)."""
+    args = dict(body["args"])
+    if "id" in args:
+        args["id"] = f"ch_{i}"
+    if "amount" in args:
+        args["amount"] = 1 + (i * 37) % 199 + (i % 100) / 100
+    return {**body, "args": args}
 
 
 def serve(kind: str, url_file: Path) -> None:
@@ -229,7 +241,8 @@ def measure(rate: float, seconds: float, say: Any, approvals: int = 30) -> dict[
 
     key = new_key()
     keys = {"agent": key, "ana": new_key(), "ben": new_key()}
-    bodies = [{**MIX[i % len(MIX)], "run_id": f"bench-run-{i % 100}"} for i in range(1000)]
+    bodies = [vary({**MIX[i % len(MIX)], "run_id": f"bench-run-{i % 100}"}, i)
+              for i in range(1000)]
     with tempfile.TemporaryDirectory() as tmp, EmbeddedBroker() as broker:
         ensure_topics(client_config(broker.bootstrap, "admin"), default_topics(3))
         env = {**os.environ, "AGENTLEDGER_DATA_DIR": f"{tmp}/data",

@@ -76,6 +76,25 @@ def test_the_issue_examples_hold_as_policy_cases(gate: Gate):
     assert refund.policy_version == gate.version and gate.version.startswith("2026.11.1+")
 
 
+def test_remembered_decisions_answer_exactly_what_cedar_answers(
+        monkeypatch: pytest.MonkeyPatch):
+    """Gate._authorize remembers Cedar's answers by request: interleaved calls, a full
+    memory and the second ask of an escalation answer as a gate that remembers
+    nothing (a fresh gate per call) does."""
+    from agentledger.producers import gate as gate_module
+
+    monkeypatch.setattr(gate_module, "MAX_REMEMBERED_DECISIONS", 3)
+    remembering = Gate.load()
+    calls = [("stripe", "create_refund", {"amount": a}, n)
+             for a in (50, 450, 50, 850, 200.5, 450, 199) for n in (0, 2, 0)]
+    calls += [("stripe", "get_charge", {"id": f"ch_{i}"}, 0) for i in range(4)]
+    calls += [("gmail", "send_message", {"to": "x@example.com"}, 0)] * 2
+    for tool, action, args, approvals in calls * 2:
+        asked = {"tenant": "acme", "agent": "refund-agent", "tool": tool, "action": action,
+                 "args": args, "idempotency_key": "k", "approvals": approvals}
+        assert remembering.decide(**asked) == Gate.load().decide(**asked), asked
+
+
 def test_policy_test_cli_passes_and_fails_a_wrong_expectation(tmp_path: Path):
     done = subprocess.run([*CLI, "policy", "test", "--json"], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
