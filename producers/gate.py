@@ -188,7 +188,10 @@ class Gate:
         action by one agent is one request. Cedar costs 30 to 70 µs a call in
         ``cedarpy`` (it holds the GIL), the lookup about 2 µs. Bounded: emptied when
         full, as a cache of a pure function may be."""
-        key = orjson.dumps(request, option=orjson.OPT_SORT_KEYS)
+        try:
+            key = orjson.dumps(request, option=orjson.OPT_SORT_KEYS)
+        except orjson.JSONEncodeError:  # an integer beyond 64 bits: Cedar says why
+            return self._outcome(cedarpy.is_authorized(request, self._policies, entities))
         found = self._decided.get(key)
         if found is None:
             found = self._outcome(cedarpy.is_authorized(request, self._policies, entities))

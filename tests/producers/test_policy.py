@@ -86,7 +86,7 @@ def test_remembered_decisions_answer_exactly_what_cedar_answers(
     monkeypatch.setattr(gate_module, "MAX_REMEMBERED_DECISIONS", 3)
     remembering = Gate.load()
     calls = [("stripe", "create_refund", {"amount": a}, n)
-             for a in (50, 450, 50, 850, 200.5, 450, 199) for n in (0, 2, 0)]
+             for a in (50, 450, 50, 850, 200.5, 450, 199, 10**30) for n in (0, 2, 0)]
     calls += [("stripe", "get_charge", {"id": f"ch_{i}"}, 0) for i in range(4)]
     calls += [("gmail", "send_message", {"to": "x@example.com"}, 0)] * 2
     for tool, action, args, approvals in calls * 2:
