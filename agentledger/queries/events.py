@@ -1,9 +1,10 @@
 """Event search with cursor pagination, and fetching the events of a run or a trace.
 
 Reads never use FINAL here: a redelivered event is an identical row, so ``LIMIT 1 BY
-event_id`` hides it exactly and costs nothing on small results. A cursor is the
-(ts, event_id) of the last row returned; the next page starts strictly after it, which
-also keeps a duplicate that straddles two pages from appearing twice.
+event_id`` hides it exactly and costs nothing on small results; a page of a large match
+is read in the table's order and its copies dropped after (:func:`first_distinct`). A
+cursor is the (ts, event_id) of the last row returned; the next page starts strictly
+after it, which also keeps a duplicate that straddles two pages from appearing twice.
 """
 
 from __future__ import annotations
@@ -103,26 +104,24 @@ def first_distinct(client: Client, select: str, order_by: str, count: int,
 
     ``LIMIT 1 BY event_id`` over the whole match stops ClickHouse from reading the table
     in its sorting order (tenant, ts): it sorts every matching row (a tenant's 500k rows
-    for a 100-row page, 0.2 s). Inside, ``ORDER BY … LIMIT n`` reads in order and stops
-    after ``n`` rows; the copies of a redelivered event are identical rows, so they sit
-    next to each other and the outer ``LIMIT 1 BY`` drops them. When copies leave fewer
-    than ``count`` rows although the inner limit was reached, it reads again, further.
+    for a 100-row page, 0.2 s at 10M). ``ORDER BY … LIMIT n`` alone reads in order and
+    stops after ``n`` rows, so twice the page is read that way and the copies of
+    redelivered events (identical rows) are dropped here. When copies leave fewer than
+    ``count`` rows although the read was full, it reads again, further; a read that
+    comes back short has seen every match.
     """
     window = 2 * count
     while True:
-        found = rows(client, f"SELECT * FROM ({select} ORDER BY {order_by} LIMIT {window}) "
-                             f"ORDER BY {order_by} LIMIT 1 BY event_id LIMIT {count}",
-                     params)
-        if len(found) >= count or window >= MAX_SCAN or \
-                not _window_full(client, select, window, params):
-            return found
+        found = rows(client, f"{select} ORDER BY {order_by} LIMIT {window}", params)
+        seen: set[Any] = set()
+        distinct = []
+        for row in found:
+            if row["event_id"] not in seen:
+                seen.add(row["event_id"])
+                distinct.append(row)
+        if len(distinct) >= count or len(found) < window or window >= MAX_SCAN:
+            return distinct[:count]
         window *= 4
-
-
-def _window_full(client: Client, select: str, window: int, params: dict[str, Any]) -> bool:
-    """Whether ``select`` matches at least ``window`` rows (so a wider read finds more)."""
-    counted = rows(client, f"SELECT count() AS n FROM ({select} LIMIT {window})", params)
-    return bool(counted) and int(counted[0]["n"]) >= window
 
 
 @dataclass(frozen=True)
