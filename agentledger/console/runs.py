@@ -15,6 +15,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 
 from agentledger.api.deps import Store
+from agentledger.api.events import agent_keys
 from agentledger.api.params import RunRef
 from agentledger.console.session import SignedIn, render
 from agentledger.queries import events, replay, timeline
@@ -43,7 +44,10 @@ def _verdict(checked: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
 @router.get("/console/runs/{ref}", response_class=HTMLResponse, include_in_schema=False)
 def run_page(request: Request, user: SignedIn, client: Store, ref: RunRef) -> Response:
     story = timeline.timeline(client, user.scope, ref)  # NotFound (also foreign) → 404
-    verdict, checked = _verdict(replay.verify(client, user.scope, ref))
+    # the badge is the chain's verdict, signatures included, as GET /v1/verify/{ref}
+    # gives it; the inclusion proof (reading the whole log) is in the replay bundle
+    verdict, checked = _verdict(replay.verify(client, user.scope, ref, agent_keys(),
+                                              inclusion=False))
     return render(request, "run.html", user=user, ref=ref, story=story, verdict=verdict,
                   checked=checked)
 

@@ -1,17 +1,15 @@
 """Replay bundles and chain verification (``schemas/integrity.py``) of stored runs.
 
-Both read ``raw``, the exact JSON that crossed Kafka, because that is what the hash chain
-covers. Verification also re-derives the indexed columns from ``raw`` (the sink's own
-mapping), so a column edited in place — a cost, a status — is caught even though the
-chain over ``raw`` still holds; and it compares the run's events with the per-run
-summary written at ingest, which remembers the last seq even after a trailing event is
-deleted.
+Both read ``raw``, the exact JSON that crossed Kafka, which the hash chain covers.
+Verification also re-derives the indexed columns from ``raw`` (the sink's own mapping),
+so a column edited in place (a cost, a status) is caught though the chain over ``raw``
+holds; and it compares the run's events with the per-run summary written at ingest,
+which remembers the last seq even after a trailing event is deleted.
 
 Both stream: a run is read in pages of at most :data:`PAGE_ROWS` events and
 :data:`PAGE_BYTES` of stored JSON (at least one event), and the bundle is written as it
-is read, section by section, so a run of 100k events of up to 256 KiB never sits in the
-store process at once. The store process (the API, beside the sink and, embedded, the
-engine) holds one page, its parsed events and one section's pending output at a time.
+is read, section by section: the store process holds one page, its parsed events and
+one section's pending output at a time, never a whole run of 100k events.
 """
 
 from __future__ import annotations
@@ -235,14 +233,16 @@ def _stored(client: Client, scope: Scope, ref: str, run_id: str,
 
 
 def verify(client: Client, scope: Scope, ref: str,
-           agent_keys: Mapping[str, Ed25519PublicKey] | None = None) -> dict[str, Any]:
-    """Verify every run of ``ref`` (run or trace id), streaming; see :func:`verify_run`."""
+           agent_keys: Mapping[str, Ed25519PublicKey] | None = None, *,
+           inclusion: bool = True) -> dict[str, Any]:
+    """Verify every run of ``ref`` (run or trace id), streaming (:func:`verify_run`); with
+    ``inclusion``, its proof too (:func:`run_inclusion`: it reads the log's every leaf)."""
     runs_of = run_ids(client, scope, ref)
     last_seqs = _last_seqs(client, scope, runs_of)
     trees: dict[str, Any] = {}
-    runs = [{**verify_run(_stored(client, scope, ref, run_id), last_seqs.get(run_id),
-                          agent_keys),
-             "inclusion": run_inclusion(client, scope, run_id, trees)} for run_id in runs_of]
+    runs = [verify_run(_stored(client, scope, ref, r), last_seqs.get(r), agent_keys)
+            | ({"inclusion": run_inclusion(client, scope, r, trees)} if inclusion else {})
+            for r in runs_of]
     return {"ref": ref, "ok": all(r["ok"] for r in runs), "runs": runs}
 
 
