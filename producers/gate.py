@@ -58,9 +58,9 @@ __all__ = ["DEFAULT_DIR", "Decision", "Gate", "PolicyError"]
 Outcome = Literal["allow", "deny", "escalate"]
 DEFAULT_DENY = "default-deny"
 SCHEMA_RULE = "schema"
+"""The rule of a deny for arguments that break the action's JSON Schema."""
 MAX_REMEMBERED_DECISIONS = 10_000
 """Distinct Cedar requests a gate remembers the answer to (see :meth:`Gate._authorize`)."""
-"""The rule of a deny for arguments that break the action's JSON Schema."""
 
 
 @dataclass(frozen=True, slots=True)
