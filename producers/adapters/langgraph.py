@@ -93,8 +93,8 @@ class LangGraphLedger:
         self.role = role
         self.run_kwargs = dict(run_kwargs or {})
         self.threads: dict[str, ThreadState] = {}
-        self.guarded: set[str] = set()
-        self.guarded_tools: dict[str, GuardedTool] = {}
+        self.guarded: dict[str, GuardedTool] = {}
+        """tool name → its gated wrapper (the callback handler records the others)"""
         self._lock = threading.Lock()
 
     # -- runs ---------------------------------------------------------------------------
@@ -206,8 +206,7 @@ class LangGraphLedger:
         for both) is decided by the guard before every call. ``mode`` is what you declare;
         the catalog's mode wins. ``idempotency_key`` makes the call's key from its args
         (default: the tool-call id, stable across LangGraph's re-executions)."""
-        self.guarded.add(tool.name)
-        guarded = self.guarded_tools[tool.name] = GuardedTool(
+        guarded = self.guarded[tool.name] = GuardedTool(
             name=tool.name, description=tool.description, args_schema=tool.args_schema,
             inner=tool, adapter=self, catalog_tool=tool_name or tool.name,
             catalog_action=action or tool.name, declared_mode=mode, key_of=idempotency_key)
@@ -283,7 +282,7 @@ class LangGraphLedger:
         the way is answered with its refusal when the node reaches it."""
         with state.lock:
             for other_id, (name, args) in list(state.proposed.items()):
-                tool = self.guarded_tools.get(name)
+                tool = self.guarded.get(name)
                 if tool is None or other_id == call_id or other_id in state.asked or \
                         other_id in state.done or other_id in state.ready:
                     continue

@@ -49,9 +49,11 @@ class ThreadOwner(Protocol):
     """What :class:`LedgerCallbackHandler` asks of its adapter (a ``LangGraphLedger``)."""
 
     threads: dict[str, ThreadState]
-    guarded: set[str]
     guard: ToolGuard
     role: str
+
+    @property
+    def guarded(self) -> Mapping[str, Any]: ...  # the gated tools, by name
 
     def finish(self, thread_id: str, outcome: str = "success", error: str | None = None
                ) -> None: ...
