@@ -110,7 +110,7 @@ class LedgerKey:
     @property
     def public_text(self) -> str:
         """The public key as one line (what ``ledger.pub`` and the setting hold)."""
-        return _b64(_raw_public(self.public))
+        return public_text(self.public)
 
     def sign(self, purpose: str, payload: Mapping[str, Any]) -> dict[str, str]:
         """The signature envelope of ``payload``; NotCanonicalizable if JCS cannot hold it."""

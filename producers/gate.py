@@ -174,9 +174,8 @@ class Gate:
         # Approvers are asked only for a call their votes could let through: asked again
         # as if they had voted, a call still refused (say, by no permit for this agent)
         # is refused now, with that reason, rather than escalated to no avail.
-        voted = self.request(tenant=tenant, agent=agent, tool=tool, action=action, args=args,
-                             idempotency_key=idempotency_key, resource_tenant=resource_tenant,
-                             approvals=decision.approvals_required)
+        voted = {**request, "context": {**request["context"],
+                                        "approvals": decision.approvals_required}}
         after = self._authorize(voted, entities)
         return decision if after.decision == "allow" else after
 

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from agentledger.producers.gate import Decision
 
-__all__ = ["ApprovalExpired", "ApprovalPending", "ToolDenied"]
+__all__ = ["ApprovalExpired", "ApprovalPending", "ToolDenied", "refusal_text"]
 
 
 class ToolDenied(RuntimeError):
@@ -38,3 +38,14 @@ class ApprovalPending(RuntimeError):
         super().__init__(f"approval {approval_id} still {state}")
         self.approval_id = approval_id
 
+
+def refusal_text(tool: str, action: str, refused: ToolDenied) -> str:
+    """What a model reads instead of the tool's result: the rule, the reason and what to
+    do, so it can tell the user or choose another action (never an exception)."""
+    reason = refused.reason or refused.rule
+    if isinstance(refused, ApprovalExpired) and refused.outcome == "aborted":
+        advice = "The run was aborted: stop and tell the user."
+    else:
+        advice = "Do not retry the same call; tell the user or choose another action."
+    return (f"Refused by agentledger before {tool}:{action} ran. rule: {refused.rule}. "
+            f"reason: {reason}. {advice}")

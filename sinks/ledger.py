@@ -27,8 +27,8 @@ writer thread, before the loop commits the batch's offsets):
   is ordered by event id, and UUIDv7 ids keep that lookup on the newest granules). Such a
   copy is not inserted into ``events`` either (:meth:`LedgerLogs.plan`): the replacing
   merge keeps the *last* inserted copy of a key, which would move the event to the later
-  offset in a tree recomputed from ``events`` (``verify --ledger``). A re-read of the
-  leaf's own offset is inserted again as before (the same row, deduplicated).
+  offset in a tree recomputed from ``events`` (``verify --ledger``). A re-read of an
+  offset the state covers is dropped too: the flush that covered it stored it.
 - *kill -9 safe.* In-memory state changes only after 3 succeeded. A crash before 3 leaves
   the persisted state at the previous flush: the batch is read again from the committed
   offsets and judged again identically (leaf rows at or beyond the persisted size are

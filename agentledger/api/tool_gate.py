@@ -61,7 +61,6 @@ from agentledger.api.deps import bootstrap_of, presented_key, principal
 from agentledger.api.params import ID_PATTERN
 from agentledger.api.responses import OrjsonResponse
 from agentledger.auth import Principal
-from agentledger.core.heap import freeze_long_lived
 from agentledger.core.ids import uuid7
 from agentledger.producers.context import RunContext, sha256_json
 from agentledger.producers.controls import NO_CONTROLS
@@ -334,7 +333,6 @@ def service_of(app: FastAPI) -> GateService:
                 bootstrap, settings.kafka_security, hub.follower,
                 stale_after_s=settings.gate_stale_after_s,
                 open_spend=lambda tenant, run_id: _open_spend(app, tenant, run_id))
-            freeze_long_lived()  # the policy, Cedar's handles, the producer: for good
         return found
 
 

@@ -153,7 +153,10 @@ def keys_ledger_public(
 
     settings = connect.settings()
     directory = signing.key_dir(settings)
-    current = signing.ledger_key(settings)
+    current = signing.load_key(directory)
+    if current is None:  # publishing must not mint a key nobody signs with yet
+        raise UserError(f"no ledger key in {directory}: the sink (or `agentledger keys "
+                        "ledger`) makes one")
     trusted = signing.local_keyring(directory)
     trusted.add(current.public)
     body = {"keys": [{"key_id": kid, "alg": signing.ALG,

@@ -255,6 +255,7 @@ class LangGraphLedger:
                                              "no more tool calls")
         # under the thread's lock: a sibling may be asking for this very call (_ask_with)
         with state.lock:
+            state.proposed.pop(call_id or "", None)  # reached: never asked for by a sibling
             ready = state.ready.pop(call_id, None) if call_id is not None else None
             if isinstance(ready, BaseException):
                 raise ready
@@ -271,34 +272,33 @@ class LangGraphLedger:
                     approval_id = pending.approval_id
                     if call_id is not None:
                         state.asked[call_id] = approval_id
-                    self._ask_with(state, call_id)
+                    self._ask_with(state)
         return self._await(state, tool, approval_id, call_id)
 
-    def _ask_with(self, state: ThreadState, call_id: str | None) -> None:
+    def _ask_with(self, state: ThreadState) -> None:
         """Ask now for the turn's other gated calls that need approvers, so the approvers
         see the whole turn at once: a ``ToolNode`` whose first call pauses the graph may
         never start the others (the executor cancels calls not yet begun), and each would
         otherwise be asked only after the one before it was decided. A sibling refused on
-        the way is answered with its refusal when the node reaches it."""
-        with state.lock:
-            for other_id, (name, args) in list(state.proposed.items()):
-                tool = self.guarded.get(name)
-                if tool is None or other_id == call_id or other_id in state.asked or \
-                        other_id in state.done or other_id in state.ready:
-                    continue
-                key = tool.key_of(args) if tool.key_of is not None else other_id
-                decision = self.guard.decide(state.run, tool.catalog_tool,
-                                             tool.catalog_action, args, key)
-                if decision.decision != "escalate":
-                    continue
-                try:
-                    state.ready[other_id] = self.guard.call(
-                        state.run, tool.catalog_tool, tool.catalog_action,
-                        mode=tool.declared_mode, args=args, idempotency_key=key)
-                except ApprovalPending as pending:
-                    state.asked[other_id] = pending.approval_id
-                except ToolDenied as refused:
-                    state.ready[other_id] = refused
+        the way is answered with its refusal when the node reaches it. The caller holds the
+        thread's lock."""
+        for other_id, (name, args) in list(state.proposed.items()):
+            tool = self.guarded.get(name)
+            if tool is None or other_id in state.asked or other_id in state.ready:
+                continue  # (calls the node reached left ``proposed``: see _decide)
+            key = tool.key_of(args) if tool.key_of is not None else other_id
+            decision = self.guard.decide(state.run, tool.catalog_tool,
+                                         tool.catalog_action, args, key)
+            if decision.decision != "escalate":
+                continue
+            try:
+                state.ready[other_id] = self.guard.call(
+                    state.run, tool.catalog_tool, tool.catalog_action,
+                    mode=tool.declared_mode, args=args, idempotency_key=key)
+            except ApprovalPending as pending:
+                state.asked[other_id] = pending.approval_id
+            except ToolDenied as refused:
+                state.ready[other_id] = refused
 
     def _await(self, state: ThreadState, tool: GuardedTool, approval_id: str,
                call_id: str | None) -> ToolCallContext:

@@ -125,11 +125,11 @@ class LedgerCallbackHandler(BaseCallbackHandler):
         model = str(meta.get("model_name") or (response.llm_output or {}).get("model_name")
                     or model or "unknown")
         provider = str(meta.get("model_provider") or provider or "unknown")
-        if isinstance(message, AIMessage) and message.tool_calls:
-            state.proposed = {str(c["id"]): (c["name"], dict(c["args"]))
-                              for c in message.tool_calls
-                              if c.get("id") and c["name"] in self.adapter.guarded}
+        proposed = {str(c["id"]): (c["name"], dict(c["args"]))
+                    for c in (message.tool_calls if message is not None else ())
+                    if c.get("id") and c["name"] in self.adapter.guarded}
         with state.lock:
+            state.proposed = proposed
             state.run.model_call(provider=provider, model=model,
                                  model_version=str(meta.get("system_fingerprint") or model),
                                  role=self.adapter.role, tokens_in=tokens_in,

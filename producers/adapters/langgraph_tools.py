@@ -14,7 +14,7 @@ from langchain_core.messages import ToolMessage
 from langchain_core.runnables import RunnableConfig
 from langchain_core.tools import BaseTool
 
-from agentledger.producers.enforce import ApprovalExpired, ToolDenied
+from agentledger.producers.refusals import ToolDenied, refusal_text
 
 if TYPE_CHECKING:
     from agentledger.producers.adapters.langgraph_recording import ThreadState
@@ -47,13 +47,7 @@ def refusal_message(tool: GuardedTool, call_id: str | None, refused: ToolDenied
                     ) -> ToolMessage | str:
     """What the model reads instead of the tool's result: the rule, the reason and what to
     do (a ``ToolMessage`` with ``status="error"`` inside a ``ToolNode``, else the text)."""
-    reason = refused.reason or refused.rule
-    if isinstance(refused, ApprovalExpired) and refused.outcome == "aborted":
-        advice = "The run was aborted: stop and tell the user."
-    else:
-        advice = "Do not retry the same call; tell the user or choose another action."
-    text = (f"Refused by agentledger before {tool.catalog_tool}:{tool.catalog_action} "
-            f"ran. rule: {refused.rule}. reason: {reason}. {advice}")
+    text = refusal_text(tool.catalog_tool, tool.catalog_action, refused)
     if call_id is None:
         return text
     return ToolMessage(content=text, tool_call_id=call_id, name=tool.name,

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from agents import Agent, ToolApprovalItem
 from agents.result import RunResult
 
-from agentledger.producers.enforce import ApprovalExpired, ToolDenied
+from agentledger.producers.refusals import ToolDenied, refusal_text
 
 if TYPE_CHECKING:
     from agentledger.producers.context import RunContext, ToolCallContext
@@ -75,18 +75,6 @@ class AgentRun:
 def approval_ids(paused: AgentRun) -> list[str]:
     """The approval ids a paused run waits for; empty if it did not pause for approvers."""
     return paused.approval_ids
-
-
-def refusal_text(tool: str, action: str, refused: ToolDenied) -> str:
-    """What the model reads instead of the tool's result: the rule, the reason and what to
-    do, so it can tell the user or choose another action (never an exception)."""
-    reason = refused.reason or refused.rule
-    if isinstance(refused, ApprovalExpired) and refused.outcome == "aborted":
-        advice = "The run was aborted: stop and tell the user."
-    else:
-        advice = "Do not retry the same call; tell the user or choose another action."
-    return (f"Refused by agentledger before {tool}:{action} ran. rule: {refused.rule}. "
-            f"reason: {reason}. {advice}")
 
 
 def call_id_of(item: ToolApprovalItem) -> str | None:

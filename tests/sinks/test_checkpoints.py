@@ -86,7 +86,7 @@ def test_redelivered_events_are_one_leaf_and_heads_cover_them(settings: Settings
             producer.produce(topics.EVENTS, key=msg.key(), value=msg.value())
         assert producer.flush(30) == 0
         wait_for(lambda: logs.stats.leaves + logs.stats.duplicates >= total, 30,
-                 what=f"every message judged (saw {logs.stats})")
+                 what="every message judged", seen=lambda: logs.stats)
         wait_for(lambda: sink.query(COVERED)[0][0] >= unique, 60,
                  what=f"signed heads covering {unique} leaves")
         assert logs.stats.leaves == unique and logs.stats.duplicates == len(again)
@@ -116,7 +116,7 @@ def test_redelivered_events_are_one_leaf_and_heads_cover_them(settings: Settings
     with SinkThread(again_settings) as sink:
         logs = sink.sink.writes.writer.logs  # type: ignore[attr-defined]
         wait_for(lambda: logs.stats.already_covered >= total, 60,
-                 what=f"{total} offsets re-read (saw {logs.stats})")
+                 what=f"{total} offsets re-read", seen=lambda: logs.stats)
         assert logs.stats.leaves == 0
         assert sink.query("SELECT count() FROM ledger_leaves FINAL") == [(unique,)]
 
@@ -199,6 +199,7 @@ def test_kill_9_mid_batch_then_restart_keeps_the_tree_exact_and_exports_a_witnes
     produced: list[int] = []
     producer = threading.Thread(target=lambda: produced.append(sim.run(1500, rate=200).events))
     sink = start_sink(env)
+    follow: subprocess.Popen[str] | None = None
     try:
         wait_for(lambda: api_scalar(settings, "SELECT count() FROM events") >= 0, 60,
                  what="the sink's store API")
@@ -234,8 +235,9 @@ def test_kill_9_mid_batch_then_restart_keeps_the_tree_exact_and_exports_a_witnes
         output = sink.communicate(timeout=60)[0].decode()
         assert sink.returncode == 0, output
     finally:
-        if sink.poll() is None:
-            sink.kill()
+        for child in (sink, follow):
+            if child is not None and child.poll() is None:
+                child.kill()
     # the store is free now: read it directly
     expected = assert_store_tree_is_exact(settings, n)
     witness, cli_env = tmp_path / "witness", dict(service_env)
