@@ -31,6 +31,13 @@ NODE_PREFIX: Final = b"\x01"
 LEAF_VERSION: Final = "agentledger.leaf.v1"
 EMPTY_ROOT: Final = hashlib.sha256(b"").digest()
 
+LEAF_SQL: Final = ("SHA256(concat({leaf_prefix:String}, tenant, '\\n', run_id, '\\n', "
+                   "toString(event_id), '\\n', hash))")
+""":func:`leaf_hash` of :func:`leaf_input` as a ClickHouse expression over an ``events``
+row (raw 32 bytes), for the engine to hash leaves where they are stored; bind
+``leaf_prefix`` to :data:`LEAF_SQL_PREFIX`."""
+LEAF_SQL_PREFIX: Final = (LEAF_PREFIX + LEAF_VERSION.encode() + b"\n").decode()
+
 
 def leaf_input(tenant: str, run_id: str, event_id: str, event_hash: str) -> bytes:
     """The bytes one stored event contributes: a versioned, newline-separated record.
@@ -80,6 +87,20 @@ class CompactRange:
         self.hashes.append(h)
         self.size += 1
 
+    def append_subtree(self, root: bytes, height: int) -> None:
+        """Add ``2**height`` leaves at once by the root of their perfect subtree. Only
+        valid where that subtree is aligned (the size a multiple of ``2**height``), which
+        :func:`aligned_pieces` guarantees."""
+        if self.size % (1 << height):
+            raise ValueError(f"a subtree of height {height} is not aligned at {self.size}")
+        h = root
+        n = self.size >> height
+        while n & 1:
+            h = node_hash(self.hashes.pop(), h)
+            n >>= 1
+        self.hashes.append(h)
+        self.size += 1 << height
+
     def extend(self, leaves: Sequence[bytes]) -> None:
         for leaf in leaves:
             self.append(leaf)
@@ -109,6 +130,23 @@ class CompactRange:
 
     def __repr__(self) -> str:
         return f"CompactRange(size={self.size}, root={self.root().hex()[:16]}…)"
+
+
+def aligned_pieces(size: int, count: int) -> list[tuple[int, int]]:
+    """How ``count`` leaves appended to a tree of ``size`` split into aligned perfect
+    subtrees, as (first leaf, relative to ``size``; height), left to right: at most about
+    2·log2(count) pieces, whose roots :meth:`CompactRange.append_subtree` takes in
+    order. Why: whoever holds the leaves (the store's engine) can hash each piece, so the
+    appender folds O(log n) hashes per batch instead of one per leaf."""
+    pieces: list[tuple[int, int]] = []
+    position, end = size, size + count
+    while position < end:
+        height = (end - position).bit_length() - 1
+        if position:
+            height = min(height, (position & -position).bit_length() - 1)
+        pieces.append((position - size, height))
+        position += 1 << height
+    return pieces
 
 
 def _mth(leaves: Sequence[bytes], lo: int, hi: int) -> bytes:

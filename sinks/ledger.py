@@ -3,16 +3,20 @@
 One append-only log per ``agent.events`` partition (``log_id = "agent.events/<p>"``),
 leaves in landing (offset) order, each leaf ``merkle.leaf_input(tenant, run_id,
 event_id, hash)`` (docs/integrity.md, "Signed checkpoints"). Only the compact range (the
-frontier: one hash per set bit of the size) is kept in memory; the leaves are written to
-``ledger_leaves`` for the witness and for naming a differing leaf.
+frontier: one hash per set bit of the size) is kept in memory; the leaves are recorded in
+``ledger_leaves`` for the witness and for naming a differing leaf. Python only judges
+which rows become leaves; the engine hashes them and folds them into aligned subtrees
+(:mod:`agentledger.sinks.ledger_engine`), so the frontier takes O(log n) hashes a batch.
 
 Guarantees, and the order that provides them (:meth:`LedgerWriter.write`, on the sink's
 writer thread, before the loop commits the batch's offsets):
 
 1. the batch is judged (:meth:`LedgerLogs.plan`: which events become leaves), and its
    ``events`` rows, less copies of existing leaves, are inserted;
-2. its new leaves are inserted into ``ledger_leaves``, and where the dropped copies of
-   leaves were into ``duplicate_copies`` (so ``reconcile`` accounts for their offsets);
+2. the engine reads its new leaves back from ``events`` (refusing a batch whose offsets
+   hold other rows than the judged ones), returns their subtree roots and records them in
+   ``ledger_leaves``; where the dropped copies of leaves were goes to
+   ``duplicate_copies`` (so ``reconcile`` accounts for their offsets);
 3. each touched log's state (frontier, size, next offset covered) is inserted into
    ``ledger_state``;
 4. when due, a signed head per log goes to ``checkpoints`` and then to the compacted
@@ -22,17 +26,19 @@ writer thread, before the loop commits the batch's offsets):
 - *Exact under redelivery.* A message below the log's persisted ``next_offset`` is
   already judged (a crash between 3 and 5 re-reads it): it is never appended again. An
   event whose ``event_id`` is already a leaf of the log (a producer retry at another
-  offset, a duplicate within the batch) is not a second leaf: the store is asked, per
-  batch, which of the batch's ids are leaves below the persisted size (``ledger_leaves``
-  is ordered by event id, and UUIDv7 ids keep that lookup on the newest granules). Such a
+  offset, a duplicate within the batch) is not a second leaf: ids held in the recent
+  window (:class:`~agentledger.sinks.recent_ids.RecentIds`) are known, and the store is
+  asked about the rare older one whether it is a leaf below the persisted size
+  (``ledger_leaves`` is ordered by event id, so that lookup reads few granules). Such a
   copy is not inserted into ``events`` either (:meth:`LedgerLogs.plan`): the replacing
   merge keeps the *last* inserted copy of a key, which would move the event to the later
   offset in a tree recomputed from ``events`` (``verify --ledger``). A re-read of an
   offset the state covers is dropped too: the flush that covered it stored it.
 - *kill -9 safe.* In-memory state changes only after 3 succeeded. A crash before 3 leaves
   the persisted state at the previous flush: the batch is read again from the committed
-  offsets and judged again identically (leaf rows at or beyond the persisted size are
-  leftovers and are rewritten with the same index and content). A crash after 3 and
+  offsets and judged again identically (leaf rows at or beyond the persisted size, and
+  ``events`` rows at offsets beyond its next offset, are leftovers and are rewritten
+  with the same index and content). A crash after 3 and
   before 5 re-reads offsets the state already covers, which are skipped. So the tree
   state and the committed offsets always agree: the state covers at least every
   committed offset, and exactly what the store holds up to its ``next_offset``.
@@ -49,10 +55,10 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from itertools import groupby
 from typing import Any
 
 import orjson
@@ -62,27 +68,17 @@ from agentledger.core import checkpoint, merkle
 from agentledger.core.signing import LedgerKey
 from agentledger.schemas.event_row import EVENT_COLUMNS
 from agentledger.sinks.clickhouse import Batch, ClickHouseWriter
+from agentledger.sinks.ledger_engine import Span, insert_leaves, subtree_roots
+from agentledger.sinks.recent_ids import RecentIds
 
 log = logging.getLogger(__name__)
 
 _COL = {name: i for i, name in enumerate(EVENT_COLUMNS)}
-_ID, _TENANT, _RUN, _HASH = _COL["event_id"], _COL["tenant"], _COL["run_id"], _COL["hash"]
-_PART, _OFF = _COL["kafka_partition"], _COL["kafka_offset"]
+_ID, _PART, _OFF = _COL["event_id"], _COL["kafka_partition"], _COL["kafka_offset"]
 
-LEAF_COLUMNS = ("log_id", "leaf_index", "event_id", "tenant", "run_id", "event_hash",
-                "kafka_offset", "leaf_hash")
 STATE_COLUMNS = ("log_id", "next_offset", "tree_size", "frontier")
 COPY_COLUMNS = ("kafka_partition", "kafka_offset", "event_id")
 HEAD_COLUMNS = ("log_id", "tree_size", "root_hash", "issued_at", "key_id", "signature")
-
-Entry = tuple[int, int, str, str, str, str]
-"""(partition, offset, event_id, tenant, run_id, event hash) of one landed event."""
-
-
-def entries_of(rows: Iterable[Sequence[Any]]) -> list[Entry]:
-    """The leaf material of a batch's ``events`` rows (taken before they are released)."""
-    return [(int(r[_PART]), int(r[_OFF]), str(r[_ID]).lower(), str(r[_TENANT]), str(r[_RUN]),
-             str(r[_HASH])) for r in rows]
 
 
 @dataclass
@@ -92,36 +88,6 @@ class LogState:
     head_size: int = 0
     uncovered_since: float | None = None
     """monotonic time the oldest leaf not yet under a signed head landed"""
-
-
-class RecentIds:
-    """The event ids of a log's newest leaves, and the largest id of any older leaf.
-
-    Why: asking the store about every event of every batch cost more than the rest of
-    checkpointing together. An id greater than every leaf id no longer held here
-    (``evicted_max``) cannot be an older leaf (equal ids compare equal), so only ids not
-    held here and not above ``evicted_max`` are looked up: with UUIDv7 ids (time-ordered)
-    that is a retry of an event older than the window, nearly never. Exact for any id;
-    ids that are not time-ordered only cost more lookups.
-    """
-
-    def __init__(self, capacity: int, evicted_max: str = ""):
-        self.capacity = capacity
-        self.evicted_max = evicted_max
-        self.ids: set[str] = set()
-        self._order: deque[str] = deque()
-
-    def must_ask(self, event_id: str) -> bool:
-        return event_id not in self.ids and event_id <= self.evicted_max
-
-    def add(self, ids: Iterable[str]) -> None:
-        for event_id in ids:
-            self.ids.add(event_id)
-            self._order.append(event_id)
-        while len(self._order) > self.capacity:
-            old = self._order.popleft()
-            self.ids.discard(old)
-            self.evicted_max = max(self.evicted_max, old)
 
 
 @dataclass
@@ -136,16 +102,25 @@ class LedgerStats:
 
 
 @dataclass
-class Plan:
-    """What one batch does to the logs, computed before anything is written."""
+class LogPlan:
+    """What one batch does to one log: the span of its new leaves, and what follows."""
 
-    keep: list[bool]
-    leaf_rows: list[list[Any]] = field(default_factory=list)
+    span: Span
+    next_offset: int
+    new_ids: set[str]
+
+
+@dataclass
+class Plan:
+    """What one batch does to the logs, judged before anything is written."""
+
+    keep: list[bool] | None = None
+    """which rows to insert; None when every row is a new leaf (the common case)"""
+    logs: list[LogPlan] = field(default_factory=list)
     copy_rows: list[list[Any]] = field(default_factory=list)
     """Dropped copies of leaves: where they were (``duplicate_copies``, for reconcile)."""
-    state_rows: list[list[Any]] = field(default_factory=list)
-    updated: dict[str, LogState] = field(default_factory=dict)
-    new_ids: dict[str, list[str]] = field(default_factory=dict)
+    covered_only: dict[str, int] = field(default_factory=dict)
+    """logs whose rows in the batch were all covered already: log → next offset"""
     leaves: int = 0
     duplicates: int = 0
     already_covered: int = 0
@@ -194,7 +169,7 @@ class LedgerLogs:
                            f"SELECT log_id, max(event_id) FROM {self.db}.ledger_leaves "
                            "GROUP BY log_id").result_rows}
 
-    # -- appending -----------------------------------------------------------------------
+    # -- judging -------------------------------------------------------------------------
 
     def _known(self, log_id: str, size: int, ids: list[str]) -> set[str]:
         """Which of ``ids`` are leaves of ``log_id`` already (below the persisted size)."""
@@ -208,80 +183,127 @@ class LedgerLogs:
             parameters={"log": log_id, "ids": ids, "size": size}).result_rows
         return {str(r[0]) for r in rows}
 
-    def plan(self, entries: list[Entry]) -> Plan:
-        """Judge a batch's events (nothing is written or changed here).
+    def plan(self, rows: Sequence[Sequence[Any]]) -> Plan:
+        """Judge a batch's ``events`` rows (nothing is written or changed here).
 
-        An entry is *kept* (its ``events`` row inserted) only if it becomes a leaf. A copy
-        of a leaf at another offset is dropped: inserted, it could replace the first copy
-        in the replacing merge and so move the event in a tree recomputed from
-        ``events``. An offset an earlier flush covered was stored by that flush (step 1
-        precedes step 3), so it is dropped too.
+        A row is *kept* (inserted) only if it becomes a leaf. A copy of a leaf at another
+        offset is dropped: inserted, it could replace the first copy in the replacing
+        merge and so move the event in a tree recomputed from ``events``. An offset an
+        earlier flush covered was stored by that flush (step 1 precedes step 3), so it is
+        dropped too. Rows arrive in runs per partition (as fetched); each run is judged
+        with set operations, and only a run holding a copy is judged row by row.
         """
-        plan = Plan(keep=[False] * len(entries))
-        by_log: dict[int, list[int]] = {}
-        for position, entry in enumerate(entries):
-            by_log.setdefault(entry[0], []).append(position)
-        for partition, positions in sorted(by_log.items()):
+        plan = Plan()
+        partitions = [r[_PART] for r in rows]
+        by_partition: dict[int, list[int]] = {}
+        for partition, run in groupby(range(len(rows)), partitions.__getitem__):
+            by_partition.setdefault(int(partition), []).extend(run)
+        for partition, positions in sorted(by_partition.items()):
             log_id = checkpoint.log_id(partition)
             state = self.logs.get(log_id) or LogState()
             recent = self.recent.get(log_id) or RecentIds(self.recent_capacity)
-            positions.sort(key=lambda i: entries[i][1])
-            fresh = [i for i in positions if entries[i][1] >= state.next_offset]
-            plan.already_covered += len(positions) - len(fresh)
-            if not fresh:
+            offsets = [rows[i][_OFF] for i in positions]
+            ids = [rows[i][_ID] for i in positions]
+            id_set = set(ids)
+            if (min(offsets) >= state.next_offset and len(id_set) == len(ids)
+                    and not recent.known(id_set)
+                    and not self._known(log_id, state.tree.size, recent.must_ask(id_set))):
+                plan.logs.append(LogPlan(
+                    Span(partition, log_id, min(offsets), max(offsets), state.tree.size,
+                         len(ids)), max(offsets) + 1, id_set))
+                plan.leaves += len(ids)
                 continue
-            ask = list({entries[i][2] for i in fresh if recent.must_ask(entries[i][2])})
-            known = self._known(log_id, state.tree.size, ask)
-            tree = state.tree.copy()
-            new_ids: list[str] = []
-            for i in fresh:
-                _p, offset, event_id, tenant, run_id, event_hash = entries[i]
-                if event_id in known or event_id in recent.ids:
-                    plan.duplicates += 1
-                    plan.copy_rows.append([partition, offset, event_id])
-                    continue
-                known.add(event_id)
-                new_ids.append(event_id)
-                plan.keep[i] = True
-                leaf = merkle.leaf_hash(merkle.leaf_input(tenant, run_id, event_id,
-                                                          event_hash))
-                plan.leaf_rows.append([log_id, tree.size, event_id, tenant, run_id,
-                                       event_hash, offset, leaf.hex()])
-                tree.append(leaf)
-                plan.leaves += 1
-            last = entries[fresh[-1]][1]
-            plan.state_rows.append([log_id, last + 1, tree.size,
-                                    orjson.dumps(tree.to_dict()).decode()])
-            plan.updated[log_id] = LogState(tree, last + 1, state.head_size,
-                                            state.uncovered_since)
-            plan.new_ids[log_id] = new_ids
+            self._judge_rows(plan, rows, positions, state, recent, partition)
         return plan
 
+    def _judge_rows(self, plan: Plan, rows: Sequence[Sequence[Any]], positions: list[int],
+                    state: LogState, recent: RecentIds, partition: int) -> None:
+        """One partition's rows judged one by one: some are covered, copies or both."""
+        log_id = checkpoint.log_id(partition)
+        if plan.keep is None:
+            plan.keep = [True] * len(rows)
+        positions = sorted(positions, key=lambda i: rows[i][_OFF])
+        fresh = []
+        for i in positions:
+            if rows[i][_OFF] >= state.next_offset:
+                fresh.append(i)
+            else:
+                plan.keep[i] = False
+        plan.already_covered += len(positions) - len(fresh)
+        if not fresh:
+            return
+        fresh_ids = {rows[i][_ID] for i in fresh}
+        known = recent.known(fresh_ids)
+        known |= self._known(log_id, state.tree.size, recent.must_ask(fresh_ids - known))
+        new_ids: set[str] = set()
+        kept: list[int] = []
+        for i in fresh:
+            event_id, offset = rows[i][_ID], rows[i][_OFF]
+            if event_id in known or event_id in new_ids:
+                plan.keep[i] = False
+                plan.duplicates += 1
+                plan.copy_rows.append([partition, offset, event_id])
+                continue
+            new_ids.add(event_id)
+            kept.append(offset)
+        next_offset = rows[fresh[-1]][_OFF] + 1
+        if not kept:
+            plan.covered_only[log_id] = next_offset
+            return
+        plan.logs.append(LogPlan(Span(partition, log_id, kept[0], kept[-1], state.tree.size,
+                                      len(kept)), next_offset, new_ids))
+        plan.leaves += len(kept)
+
+    # -- writing -------------------------------------------------------------------------
+
     def commit(self, plan: Plan) -> None:
-        """Persist a plan's leaves, then its states (steps 2, 3); then move the in-memory
-        state (a retry before this point recomputes nothing different)."""
-        if plan.leaf_rows:
-            self.client.insert(f"{self.db}.ledger_leaves", plan.leaf_rows,
-                               column_names=LEAF_COLUMNS)
+        """Steps 2 and 3 for a batch whose events are stored: the engine reads its leaves
+        back (checked against the plan) and folds them into subtree roots, records them in
+        ``ledger_leaves`` and the dropped copies, then each log's state is persisted; only
+        then does the in-memory state move (a retry before this point computes nothing
+        different)."""
+        spans = [lp.span for lp in plan.logs]
+        trees: dict[str, merkle.CompactRange] = {}
+        if spans:
+            roots = subtree_roots(self.client, self.db, spans)
+            for span in spans:
+                state = self.logs.get(span.log_id) or LogState()
+                tree = state.tree.copy()
+                for (_start, height), root in zip(span.pieces, roots[span.partition],
+                                                  strict=True):
+                    tree.append_subtree(root, height)
+                trees[span.log_id] = tree
+            insert_leaves(self.client, self.db, spans)
         if plan.copy_rows:
             self.client.insert(f"{self.db}.duplicate_copies", plan.copy_rows,
                                column_names=COPY_COLUMNS)
-        if plan.state_rows:
-            self.client.insert(f"{self.db}.ledger_state", plan.state_rows,
-                               column_names=STATE_COLUMNS)
-        now = time.monotonic()
-        for log_id, state in plan.updated.items():
-            current = self.logs.get(log_id)
-            if current is not None and current.next_offset >= state.next_offset:
-                continue  # this plan was committed already (a retried write)
-            if state.tree.size > state.head_size and state.uncovered_since is None:
-                state.uncovered_since = now
-            self.logs[log_id] = state
-            self.recent.setdefault(log_id, RecentIds(self.recent_capacity)).add(
-                plan.new_ids.get(log_id, []))
-            self.stats.leaves += state.tree.size - (current.tree.size if current else 0)
+        updated = {lp.span.log_id: (lp.next_offset, trees[lp.span.log_id], lp.new_ids)
+                   for lp in plan.logs}
+        for log_id, next_offset in plan.covered_only.items():
+            current = self.logs.get(log_id) or LogState()
+            updated[log_id] = (next_offset, current.tree.copy(), set())
+        if updated:
+            self.client.insert(f"{self.db}.ledger_state", [
+                [log_id, next_offset, tree.size, orjson.dumps(tree.to_dict()).decode()]
+                for log_id, (next_offset, tree, _ids) in updated.items()],
+                column_names=STATE_COLUMNS)
+        self._advance(updated)
         self.stats.duplicates += plan.duplicates
         self.stats.already_covered += plan.already_covered
+
+    def _advance(self, updated: dict[str, tuple[int, merkle.CompactRange, set[str]]]) -> None:
+        now = time.monotonic()
+        for log_id, (next_offset, tree, new_ids) in updated.items():
+            current = self.logs.get(log_id)
+            if current is not None and current.next_offset >= next_offset:
+                continue  # this plan was committed already (a retried write)
+            state = LogState(tree, next_offset, current.head_size if current else 0,
+                             current.uncovered_since if current else None)
+            if tree.size > state.head_size and state.uncovered_since is None:
+                state.uncovered_since = now
+            self.logs[log_id] = state
+            self.recent.setdefault(log_id, RecentIds(self.recent_capacity)).add(new_ids)
+            self.stats.leaves += tree.size - (current.tree.size if current else 0)
 
     # -- heads ---------------------------------------------------------------------------
 
@@ -337,8 +359,8 @@ class LedgerWriter:
         insert releases the rows it was judged from."""
         plan = self._plans.get(id(batch))
         if plan is None:
-            plan = self.logs.plan(entries_of(batch.events))
-            if not all(plan.keep):
+            plan = self.logs.plan(batch.events)
+            if plan.keep is not None:
                 batch.events = [row for row, keep in zip(batch.events, plan.keep, strict=True)
                                 if keep]
             self._plans[id(batch)] = plan

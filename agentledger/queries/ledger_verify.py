@@ -96,10 +96,8 @@ def store_heads(client: Client) -> list[Head]:
 
 # -- the store's leaves ----------------------------------------------------------------------
 
-_LEAF_SQL: Final = ("SHA256(concat({pre:String}, tenant, '\\n', run_id, '\\n', "
-                    "toString(event_id), '\\n', hash))")
 _LEAVES: Final = (
-    f"SELECT kafka_offset, {_LEAF_SQL} AS leaf FROM events "
+    f"SELECT kafka_offset, {merkle.LEAF_SQL} AS leaf FROM events "
     "WHERE kafka_partition = {p:UInt16} "
     "ORDER BY kafka_offset, event_id LIMIT 1 BY event_id")
 # With the sink's leaf records: an event's position is the lowest offset it was seen at,
@@ -109,14 +107,13 @@ _LEAVES: Final = (
 # so a position moved by hand changes the root like any other reordering.
 _LEAVES_HINTED: Final = (
     "SELECT least(e.o, ifNull(l.o, e.o)) AS kafka_offset, e.leaf AS leaf FROM ("
-    f" SELECT event_id, min(kafka_offset) AS o, argMin({_LEAF_SQL}, kafka_offset) AS leaf"
+    f" SELECT event_id, min(kafka_offset) AS o, argMin({merkle.LEAF_SQL}, kafka_offset) AS leaf"
     " FROM events WHERE kafka_partition = {p:UInt16} AND kafka_offset >= {start:UInt64}"
     " GROUP BY event_id) AS e "
     "LEFT JOIN (SELECT toUUIDOrZero(event_id) AS event_id, min(kafka_offset) AS o "
     " FROM ledger_leaves WHERE log_id = {log:String} GROUP BY event_id) AS l "
     "USING event_id ORDER BY kafka_offset, e.event_id "
     "SETTINGS join_use_nulls = 1")
-_LEAF_PREFIX: Final = (merkle.LEAF_PREFIX + merkle.LEAF_VERSION.encode() + b"\n").decode()
 
 
 def store_partitions(client: Client) -> list[int]:
@@ -153,7 +150,7 @@ def read_log(client: Client, partition: int) -> StoreLog:
     log = log_id(partition)
     hinted = client.query("EXISTS TABLE ledger_leaves").result_rows[0][0]
     table = client.query_arrow(_LEAVES_HINTED if hinted else _LEAVES, parameters={
-        "pre": _LEAF_PREFIX, "p": partition, "log": log,
+        "leaf_prefix": merkle.LEAF_SQL_PREFIX, "p": partition, "log": log,
         "start": first_offset(client, log) if hinted else 0})
     leaf = table.column("leaf").combine_chunks()
     raw = leaf.buffers()[1].to_pybytes()[leaf.offset * HASH:(leaf.offset + len(leaf)) * HASH]
