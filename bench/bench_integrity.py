@@ -249,9 +249,9 @@ FROM numbers({start}, {count})"""
 
 _GEN_LEAVES = """
 INSERT INTO ledger_leaves (log_id, leaf_index, event_id, tenant, run_id, event_hash,
-                           kafka_offset, leaf_hash)
+                           kafka_offset)
 SELECT concat('agent.events/', toString(kafka_partition)), 0, toString(event_id), tenant,
-       run_id, hash, kafka_offset, '' FROM events"""
+       run_id, hash, kafka_offset FROM events"""
 
 
 def _ledger_store(events: int, data_dir: Path) -> tuple[Any, Any]:

@@ -4,9 +4,10 @@ hashed, folded into aligned subtrees and recorded in ``ledger_leaves``, all in C
 Why in the engine: the sink is bound by Python (one interpreter lock) at about 34 µs an
 event, and building each leaf in Python (its bytes, its sha256, the frontier append, the
 ``ledger_leaves`` row) cost about half as much again. The engine holds the rows already,
-hashes them off the interpreter lock, and returns one hash per aligned perfect subtree of
-the batch (:func:`agentledger.core.merkle.aligned_pieces`, about 2·log2 n of them), which
-:meth:`~agentledger.core.merkle.CompactRange.append_subtree` folds into the frontier.
+hashes them off the interpreter lock and returns them as one string; the sink folds them
+into one root per aligned perfect subtree of the batch
+(:func:`agentledger.core.merkle.aligned_pieces`, about 2·log2 n of them), which
+:meth:`~agentledger.core.merkle.CompactRange.append_subtree` adds to the frontier.
 
 What the read-back trusts, and checks: the rows at a batch's offsets are the rows the sink
 inserted a moment before. :func:`subtree_roots` counts them: every offset of the span must
@@ -25,6 +26,7 @@ from typing import Any, Final
 from clickhouse_connect.driver.client import Client
 
 from agentledger.core import merkle
+from agentledger.core.merkle_levels import HASH, Levels
 
 
 @dataclass
@@ -39,6 +41,8 @@ class Span:
     base: int
     leaves: int
     pieces: list[tuple[int, int]] = field(default_factory=list)
+    careful: bool = False
+    """its offsets hold identical copies of rows (set when read back)"""
 
     def __post_init__(self) -> None:
         self.pieces = merkle.aligned_pieces(self.base, self.leaves)
@@ -58,34 +62,36 @@ _IN_SPANS: Final = (
 
 
 
-def _leaves_of_spans(database: str) -> str:
-    """Per partition: its offsets, its distinct rows, and its leaf hashes in offset order."""
-    return ("SELECT kafka_partition AS p, uniqExact(kafka_offset) AS offsets, "
-            "uniqExact(kafka_offset, event_id, tenant, run_id, hash) AS distinct_rows, "
-            "arrayMap(x -> x.2, arraySort(groupUniqArray((kafka_offset, "
-            + merkle.LEAF_SQL + ")))) AS l FROM " + database + ".events WHERE "
-            + _IN_SPANS + " GROUP BY p")
+def _leaves_of_spans(database: str, careful: bool) -> str:
+    """Per span: its offsets, its rows, and its leaf hashes in offset order (hex).
+
+    ``careful`` reads distinct rows, for a span whose offsets hold more rows than offsets
+    (identical copies left by a retried or crashed write): it costs a hash set of whole
+    rows, so the common case does without it."""
+    leaves = ("arraySort(groupUniqArray((kafka_offset, " + merkle.LEAF_SQL + ")))"
+              if careful else
+              "arrayZip(arraySort(groupArray(kafka_offset)), arraySort((h, o) -> o, "
+              "groupArray(" + merkle.LEAF_SQL + "), groupArray(kafka_offset)))")
+    rows = "uniqExact(kafka_offset, event_id, tenant, run_id, hash)" if careful else "count()"
+    return ("SELECT kafka_partition, uniqExact(kafka_offset), " + rows + ", "
+            "arrayStringConcat(arrayMap(x -> hex(x.2), " + leaves + ")) FROM "
+            + database + ".events WHERE " + _IN_SPANS + " GROUP BY kafka_partition")
 
 
-# One pass halves every piece: node i of the next level hashes nodes 2i-1 and 2i
-# (1-based) of this one; a piece already down to its root passes through.
-_HALVE: Final = ("SELECT p, piece, offsets, distinct_rows, if(length(l) > 1, arrayMap(i -> "
-                 "SHA256(concat(char(1), l[2 * i - 1], l[2 * i])), "
-                 "range(1, intDiv(length(l), 2) + 1)), l) AS l FROM ({inner})")
-
-
-
-def _insert_leaves(database: str) -> str:
+def _insert_leaves(database: str, careful: bool, contiguous: bool) -> str:
+    """Leaf ``i`` of a span is its ``i``-th kept offset: the offset's distance from the
+    first one when no offset between was dropped, its rank otherwise."""
+    index = ("kafka_offset - {firsts:Array(UInt64)}[" + _SPAN + "]" if contiguous else
+             "row_number() OVER (PARTITION BY kafka_partition ORDER BY kafka_offset) - 1")
     return (
         "INSERT INTO " + database + ".ledger_leaves (log_id, leaf_index, event_id, tenant, "
-        "run_id, event_hash, kafka_offset, leaf_hash) "
+        "run_id, event_hash, kafka_offset) "
         "SELECT {logs:Array(String)}[" + _SPAN + "], "
-        "{bases:Array(UInt64)}[" + _SPAN + "] - 1 + "
-        "row_number() OVER (PARTITION BY kafka_partition ORDER BY kafka_offset), "
-        "toString(event_id), tenant, run_id, hash, kafka_offset, "
-        "lower(hex(" + merkle.LEAF_SQL + ")) "
-        "FROM (SELECT DISTINCT kafka_partition, kafka_offset, event_id, tenant, run_id, "
-        "hash FROM " + database + ".events WHERE " + _IN_SPANS + ")")
+        "{bases:Array(UInt64)}[" + _SPAN + "] + " + index + ", "
+        "toString(event_id), tenant, run_id, hash, kafka_offset "
+        "FROM (SELECT " + ("DISTINCT " if careful else "") + "kafka_partition, "
+        "kafka_offset, event_id, tenant, run_id, hash FROM " + database + ".events WHERE "
+        + _IN_SPANS + ")")
 
 
 def _bounds(spans: Sequence[Span]) -> dict[str, Any]:
@@ -95,48 +101,46 @@ def _bounds(spans: Sequence[Span]) -> dict[str, Any]:
             "leaf_prefix": merkle.LEAF_SQL_PREFIX}
 
 
-def roots_sql(database: str, height: int) -> str:
-    """The query that returns (partition, piece, offsets, distinct rows, root hex) for
-    pieces of at most ``height`` levels."""
-    at = "indexOf({partitions:Array(UInt16)}, p)"
-    inner = ("SELECT p, piece, offsets, distinct_rows, arraySlice(l, start + 1, size) AS l "
-             f"FROM (SELECT *, {{starts:Array(Array(UInt32))}}[{at}] AS starts, "
-             f"{{sizes:Array(Array(UInt32))}}[{at}] AS sizes, arrayEnumerate(starts) AS "
-             f"pieces FROM ({_leaves_of_spans(database)})) "
-             "ARRAY JOIN starts AS start, sizes AS size, pieces AS piece")
-    for _ in range(height):
-        inner = _HALVE.format(inner=inner)
-    return (f"SELECT p, piece, offsets, distinct_rows, lower(hex(l[1])) FROM ({inner}) "
-            "ORDER BY p, piece")
+def _read_leaves(client: Client, database: str, spans: Sequence[Span], careful: bool
+                 ) -> dict[int, tuple[int, int, bytes]]:
+    found = client.query(_leaves_of_spans(database, careful), parameters=_bounds(spans))
+    return {int(p): (int(offsets), int(rows), bytes.fromhex(leaves))
+            for p, offsets, rows, leaves in found.result_rows}
 
 
 def subtree_roots(client: Client, database: str, spans: Sequence[Span]
                   ) -> dict[int, list[bytes]]:
     """Each span's piece roots, left to right (partition → roots), once its offsets were
-    found to hold exactly the judged leaves; :class:`ReadBackMismatch` otherwise."""
-    height = max((h for s in spans for _, h in s.pieces), default=0)
-    rows = client.query(roots_sql(database, height), parameters={
-        **_bounds(spans),
-        "starts": [[start for start, _ in s.pieces] for s in spans],
-        "sizes": [[1 << h for _, h in s.pieces] for s in spans],
-    }).result_rows
-    roots: dict[int, list[bytes]] = {s.partition: [] for s in spans}
-    found: dict[int, tuple[int, int]] = {}
-    for partition, _piece, offsets, distinct_rows, root in rows:
-        found[int(partition)] = (int(offsets), int(distinct_rows))
-        roots[int(partition)].append(bytes.fromhex(root))
-    for s in spans:
-        offsets, distinct_rows = found.get(s.partition, (0, 0))
-        if not offsets == distinct_rows == s.leaves or len(roots[s.partition]) != len(s.pieces):
+    found to hold exactly the judged leaves; :class:`ReadBackMismatch` otherwise.
+
+    The engine reads and hashes the leaves; the pieces are folded here, one ``hashlib``
+    call a node in a tight loop per level (:class:`~agentledger.core.merkle_levels.Levels`),
+    which measured cheaper than the same folding in SQL (nested ``arrayMap``: about twice
+    the CPU, and taken from the core the sink's interpreter runs beside)."""
+    found = _read_leaves(client, database, spans, careful=False)
+    if any(offsets != rows for offsets, rows, _ in found.values()):
+        for span in spans:
+            span.careful = True
+        found = _read_leaves(client, database, spans, careful=True)
+    roots: dict[int, list[bytes]] = {}
+    for span in spans:
+        offsets, rows, leaves = found.get(span.partition, (0, 0, b""))
+        if not offsets == rows == span.leaves == len(leaves) // HASH:
             raise ReadBackMismatch(
-                f"{s.log_id} offsets {s.first}..{s.last}: the store holds {distinct_rows} "
-                f"distinct rows at {offsets} offsets, the sink judged {s.leaves} leaves")
+                f"{span.log_id} offsets {span.first}..{span.last}: the store holds {rows} "
+                f"distinct rows at {offsets} offsets, the sink judged {span.leaves} leaves")
+        roots[span.partition] = [
+            Levels(leaves[start * HASH:(start + (1 << height)) * HASH]).root(1 << height)
+            for start, height in span.pieces]
     return roots
 
 
 def insert_leaves(client: Client, database: str, spans: Sequence[Span]) -> None:
-    """Record the spans' leaves in ``ledger_leaves`` (index, event, offset, leaf hash), as
-    the engine read them for :func:`subtree_roots`."""
-    client.command(_insert_leaves(database), parameters={
-        **_bounds(spans),
-        "logs": [s.log_id for s in spans], "bases": [s.base for s in spans]})
+    """Record the spans' leaves in ``ledger_leaves`` (index, event, offset), as the engine
+    read them for :func:`subtree_roots` (which must have run: it says whether copies of
+    rows need setting aside)."""
+    careful = any(s.careful for s in spans)
+    contiguous = all(s.last - s.first + 1 == s.leaves for s in spans)
+    client.command(_insert_leaves(database, careful, contiguous), parameters={
+        **_bounds(spans), "logs": [s.log_id for s in spans],
+        "bases": [s.base for s in spans]})

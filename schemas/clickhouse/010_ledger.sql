@@ -17,7 +17,6 @@ CREATE TABLE IF NOT EXISTS {db}.ledger_leaves
     run_id          String,
     event_hash      String,
     kafka_offset    UInt64,
-    leaf_hash       String,
     landed_at       DateTime64(3, 'UTC') DEFAULT now64(3)
 )
 ENGINE = ReplacingMergeTree
