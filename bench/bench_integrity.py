@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import bisect
 import json
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -115,15 +116,16 @@ def child_sink(bootstrap: str, data_dir: str, expected: int, checkpoints: bool,
     def watch() -> None:
         while sink.stats.consumed == 0:
             time.sleep(0.005)
-        marks["first"] = time.perf_counter()
+        marks["first"], marks["cpu_first"] = time.perf_counter(), time.process_time()
         while sink.stats.inserted < expected:
             time.sleep(0.01)
-        marks["done"] = time.perf_counter()
+        marks["done"], marks["cpu_done"] = time.perf_counter(), time.process_time()
         sink.stop()
 
     threading.Thread(target=watch, daemon=True).start()
     sink.run()
     print(json.dumps({"seconds": marks["done"] - marks["first"],
+                      "cpu_seconds": marks["cpu_done"] - marks["cpu_first"],
                       "inserted": sink.stats.inserted}))
 
 
@@ -182,6 +184,7 @@ def checkpoint_overhead(opts: argparse.Namespace, work: Path) -> dict[str, Any]:
     seed = seed_events()
     n = opts.events
     best = {True: float("inf"), False: float("inf")}
+    cpu: dict[bool, list[float]] = {True: [], False: []}
     with EmbeddedBroker() as broker:
         ensure_topics(client_config(broker.bootstrap, "admin"), default_topics(3))
         _produce(broker.bootstrap, [_event(seed, i) for i in range(n)])
@@ -190,10 +193,16 @@ def checkpoint_overhead(opts: argparse.Namespace, work: Path) -> dict[str, Any]:
                 got = _child(["sink", broker.bootstrap, str(work / f"s{r}{int(on)}"), str(n),
                               "1" if on else "0", f"bench-{r}-{int(on)}"])
                 best[on] = min(best[on], got["seconds"])
+                cpu[on].append(got["cpu_seconds"])
     rate_on, rate_off = n / best[True], n / best[False]
     return {"checkpoint_overhead_pct": round((rate_off / rate_on - 1) * 100, 2),
             "sink_events_per_s_with_checkpoints": round(rate_on),
             "sink_events_per_s_without_checkpoints": round(rate_off),
+            # the sink process's CPU (all threads, the engine's included) per event, median
+            "sink_cpu_us_per_event_with_checkpoints": round(
+                statistics.median(cpu[True]) / n * 1e6, 2),
+            "sink_cpu_us_per_event_without_checkpoints": round(
+                statistics.median(cpu[False]) / n * 1e6, 2),
             "overhead_events": n, "overhead_rounds": opts.rounds}
 
 

@@ -90,9 +90,12 @@ class ClickHouseWriter:
             ("heartbeats", f"{database}.heartbeats", HEARTBEAT_COLUMNS),
         )
 
-    def write(self, batch: Batch) -> None:
+    def write(self, batch: Batch, event_settings: dict[str, str] | None = None) -> None:
+        """Insert every table's rows; ``event_settings`` go with the ``events`` insert
+        (the Merkle logs name their batch there, ``sinks/ledger_engine.py``)."""
         for field_name, table, columns in self.tables:
             rows = getattr(batch, field_name)
             if rows:
-                self.client.insert(table, rows, column_names=columns)
+                self.client.insert(table, rows, column_names=columns,
+                                   settings=event_settings if field_name == "events" else None)
         batch.release_rows()

@@ -55,6 +55,7 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -68,7 +69,13 @@ from agentledger.core import checkpoint, merkle
 from agentledger.core.signing import LedgerKey
 from agentledger.schemas.event_row import EVENT_COLUMNS
 from agentledger.sinks.clickhouse import Batch, ClickHouseWriter
-from agentledger.sinks.ledger_engine import Span, insert_leaves, subtree_roots
+from agentledger.sinks.ledger_engine import (
+    Span,
+    insert_leaves,
+    landed_roots,
+    landing_comment,
+    subtree_roots,
+)
 from agentledger.sinks.recent_ids import RecentIds
 
 log = logging.getLogger(__name__)
@@ -99,6 +106,9 @@ class LedgerStats:
     """event ids the store was asked about (older than the in-memory window)"""
     heads: int = 0
     publish_failures: int = 0
+    read_back: int = 0
+    """batches whose leaves the engine read back from events (the views could not
+    number them, ``ledger_engine.landing_comment``) rather than recorded as they landed"""
 
 
 @dataclass
@@ -124,6 +134,10 @@ class Plan:
     leaves: int = 0
     duplicates: int = 0
     already_covered: int = 0
+    batch: str = field(default_factory=lambda: uuid.uuid4().hex)
+    landing: str | None = None
+    """the ``log_comment`` of the ``events`` insert when the engine's views record the
+    batch's leaves as it lands (``ledger_engine.landing_comment``), else None"""
 
 
 class LedgerLogs:
@@ -214,6 +228,7 @@ class LedgerLogs:
                 plan.leaves += len(ids)
                 continue
             self._judge_rows(plan, rows, positions, state, recent, partition)
+        plan.landing = landing_comment(plan.batch, [lp.span for lp in plan.logs])
         return plan
 
     def _judge_rows(self, plan: Plan, rows: Sequence[Sequence[Any]], positions: list[int],
@@ -257,15 +272,22 @@ class LedgerLogs:
     # -- writing -------------------------------------------------------------------------
 
     def commit(self, plan: Plan) -> None:
-        """Steps 2 and 3 for a batch whose events are stored: the engine reads its leaves
-        back (checked against the plan) and folds them into subtree roots, records them in
-        ``ledger_leaves`` and the dropped copies, then each log's state is persisted; only
+        """Steps 2 and 3 for a batch whose events are stored: its leaf hashes, as the
+        engine's views recorded them while the rows landed (or, for a batch they could not
+        number, as the engine reads them back and records them now), are folded into the
+        trees; the dropped copies are recorded, then each log's state is persisted; only
         then does the in-memory state move (a retry before this point computes nothing
         different)."""
         spans = [lp.span for lp in plan.logs]
         trees: dict[str, merkle.CompactRange] = {}
         if spans:
-            roots = subtree_roots(self.client, self.db, spans)
+            roots = (landed_roots(self.client, self.db, plan.batch, spans)
+                     if plan.landing else None)
+            if roots is None:
+                self.stats.read_back += 1
+                roots = subtree_roots(self.client, self.db, spans)
+                if plan.landing is None:
+                    insert_leaves(self.client, self.db, spans)
             for span in spans:
                 state = self.logs.get(span.log_id) or LogState()
                 tree = state.tree.copy()
@@ -273,7 +295,6 @@ class LedgerLogs:
                                                   strict=True):
                     tree.append_subtree(root, height)
                 trees[span.log_id] = tree
-            insert_leaves(self.client, self.db, spans)
         if plan.copy_rows:
             self.client.insert(f"{self.db}.duplicate_copies", plan.copy_rows,
                                column_names=COPY_COLUMNS)
@@ -364,7 +385,7 @@ class LedgerWriter:
                 batch.events = [row for row, keep in zip(batch.events, plan.keep, strict=True)
                                 if keep]
             self._plans[id(batch)] = plan
-        self.inner.write(batch)
+        self.inner.write(batch, {"log_comment": plan.landing} if plan.landing else None)
         self.logs.commit(plan)
         self.logs.sign_due()
         del self._plans[id(batch)]

@@ -19,6 +19,7 @@ is the same leaf.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -129,9 +130,51 @@ def subtree_roots(client: Client, database: str, spans: Sequence[Span]
             raise ReadBackMismatch(
                 f"{span.log_id} offsets {span.first}..{span.last}: the store holds {rows} "
                 f"distinct rows at {offsets} offsets, the sink judged {span.leaves} leaves")
-        roots[span.partition] = [
-            Levels(leaves[start * HASH:(start + (1 << height)) * HASH]).root(1 << height)
+        roots[span.partition] = piece_roots(span, leaves)
+    return roots
+
+
+def piece_roots(span: Span, leaves: bytes) -> list[bytes]:
+    """The roots of a span's aligned pieces, from its leaf hashes in order."""
+    return [Levels(leaves[start * HASH:(start + (1 << height)) * HASH]).root(1 << height)
             for start, height in span.pieces]
+
+
+def landing_comment(batch: str, spans: Sequence[Span]) -> str | None:
+    """The ``log_comment`` that makes the engine's views hash and record a batch's leaves
+    as its ``events`` rows are inserted (``schemas/clickhouse/026_ledger_read_back.sql``),
+    or None when a span's kept offsets are not contiguous (its leaf indexes are ranks,
+    which the views cannot number; :func:`subtree_roots` and :func:`insert_leaves` do)."""
+    if not spans or any(s.last - s.first + 1 != s.leaves for s in spans):
+        return None
+    return json.dumps({"ledger_batch": batch, "partitions": [s.partition for s in spans],
+                       "logs": [s.log_id for s in spans], "bases": [s.base for s in spans],
+                       "firsts": [s.first for s in spans]})
+
+
+def landed_roots(client: Client, database: str, batch: str, spans: Sequence[Span]
+                 ) -> dict[int, list[bytes]] | None:
+    """Each span's piece roots from the leaf hashes the views recorded for ``batch``, or
+    None unless they tile every span exactly (a retried insert may have recorded a span
+    again, split differently; then the caller reads the leaves back instead)."""
+    found: dict[int, dict[tuple[int, int], tuple[int, str]]] = {}
+    for partition, first, last, leaves, hashes in client.query(
+            "SELECT kafka_partition, first_offset, last_offset, leaves, leaf_hashes FROM "
+            + database + ".ledger_landing WHERE batch = {batch:String}",
+            parameters={"batch": batch}).result_rows:
+        found.setdefault(int(partition), {})[(int(first), int(last))] = (int(leaves), hashes)
+    roots: dict[int, list[bytes]] = {}
+    for span in spans:
+        pieces = sorted(found.get(span.partition, {}).items())
+        position, blob = span.first, []
+        for (first, last), (leaves, hashes) in pieces:
+            if first != position or leaves != last - first + 1:
+                return None
+            blob.append(hashes)
+            position = last + 1
+        if position != span.last + 1:
+            return None
+        roots[span.partition] = piece_roots(span, bytes.fromhex("".join(blob)))
     return roots
 
 

@@ -1,10 +1,11 @@
--- Where the ledger finds a log's stretch of offsets or leaves without scanning it
--- (docs/integrity.md, "Signed checkpoints"). The sink reads each batch's leaves back from
--- events by (kafka_partition, kafka_offset) range to hash them in the engine; verify,
--- reconcile and the witness export read ranges too. Offsets and leaf indexes grow with
--- landing time, and parts are written in landing order, so a granule's min/max prunes
--- nearly every older granule. Parts written before this migration gain the index when
--- they merge.
+-- How the sink's Merkle logs get their leaves from the engine (docs/integrity.md, "Signed
+-- checkpoints"; sinks/ledger_engine.py).
+
+-- Where a log's stretch of offsets or leaves is found without scanning it: the sink reads
+-- a batch's leaves back from events by (kafka_partition, kafka_offset) range when it
+-- cannot use the views below; verify, reconcile and the witness export read ranges too.
+-- Offsets and leaf indexes grow with landing time, so a granule's min/max prunes nearly
+-- every older granule. Parts written before this migration gain the index when they merge.
 ALTER TABLE {db}.events ADD INDEX IF NOT EXISTS idx_kafka_offset kafka_offset
     TYPE minmax GRANULARITY 1;
 
@@ -13,4 +14,58 @@ ALTER TABLE {db}.ledger_leaves ADD INDEX IF NOT EXISTS idx_leaf_index leaf_index
 
 -- A leaf's hash is a function of its row (core/merkle.py, leaf_input); nothing read the
 -- stored copy, and writing it was a tenth of the sink's checkpointing cost.
-ALTER TABLE {db}.ledger_leaves DROP COLUMN IF EXISTS leaf_hash
+ALTER TABLE {db}.ledger_leaves DROP COLUMN IF EXISTS leaf_hash;
+
+-- A batch's leaf hashes per partition, in offset order (hex), computed by the engine from
+-- the rows as the sink inserts them: the sink folds them into its tree without reading
+-- events back. Transient (the sink reads them once, right after the insert).
+CREATE TABLE IF NOT EXISTS {db}.ledger_landing
+(
+    batch           String,
+    kafka_partition UInt16,
+    first_offset    UInt64,
+    last_offset     UInt64,
+    leaves          UInt64,
+    leaf_hashes     String,
+    landed_at       DateTime64(3, 'UTC') DEFAULT now64(3)
+)
+ENGINE = MergeTree
+ORDER BY (batch, kafka_partition, first_offset)
+TTL toDateTime(landed_at) + INTERVAL 1 DAY;
+
+-- (Each view's columns are its table's, in order, since migrating backfills a view
+-- with INSERT … SELECT: a backfill finds no named batch and adds nothing.)
+-- Both views fire only for an insert that names a ledger batch in its log_comment setting
+-- (the sink's, with checkpoints on and every span of kept offsets contiguous); any other
+-- insert into events (another writer, a test, an attacker) adds nothing here. The leaf
+-- expression is core.merkle.LEAF_SQL with its prefix spelled out.
+CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.ledger_landing_mv TO {db}.ledger_landing AS
+SELECT JSONExtractString(getSetting('log_comment'), 'ledger_batch') AS batch,
+       kafka_partition, min(kafka_offset) AS first_offset, max(kafka_offset) AS last_offset,
+       count() AS leaves,
+       arrayStringConcat(arraySort((h, o) -> o, groupArray(hex(SHA256(concat(
+           char(0), 'agentledger.leaf.v1', char(10), tenant, char(10), run_id, char(10),
+           toString(event_id), char(10), hash)))), groupArray(kafka_offset))) AS leaf_hashes,
+       now64(3) AS landed_at
+FROM {db}.events
+WHERE JSONExtractString(getSetting('log_comment'), 'ledger_batch') != ''
+GROUP BY kafka_partition;
+
+-- Leaf i of a span is base + (offset - first offset): the views are used only for spans
+-- whose kept offsets are contiguous.
+CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.ledger_leaves_mv TO {db}.ledger_leaves AS
+SELECT JSONExtract(getSetting('log_comment'), 'logs', 'Array(String)')[indexOf(
+           JSONExtract(getSetting('log_comment'), 'partitions', 'Array(UInt16)'),
+           kafka_partition)] AS log_id,
+       JSONExtract(getSetting('log_comment'), 'bases', 'Array(UInt64)')[indexOf(
+           JSONExtract(getSetting('log_comment'), 'partitions', 'Array(UInt16)'),
+           kafka_partition)] + kafka_offset
+       - JSONExtract(getSetting('log_comment'), 'firsts', 'Array(UInt64)')[indexOf(
+           JSONExtract(getSetting('log_comment'), 'partitions', 'Array(UInt16)'),
+           kafka_partition)] AS leaf_index,
+       toString(event_id) AS event_id, tenant, run_id, hash AS event_hash, kafka_offset,
+       now64(3) AS landed_at
+FROM {db}.events
+WHERE JSONExtractString(getSetting('log_comment'), 'ledger_batch') != ''
+  AND has(JSONExtract(getSetting('log_comment'), 'partitions', 'Array(UInt16)'),
+          kafka_partition)
