@@ -152,29 +152,67 @@ def landing_comment(batch: str, spans: Sequence[Span]) -> str | None:
                        "firsts": [s.first for s in spans]})
 
 
+BLOCK: Final = 8
+"""leaves per block whose root the landing view computes (``026_ledger_read_back.sql``)"""
+
+
 def landed_roots(client: Client, database: str, batch: str, spans: Sequence[Span]
                  ) -> dict[int, list[bytes]] | None:
-    """Each span's piece roots from the leaf hashes the views recorded for ``batch``, or
-    None unless they tile every span exactly (a retried insert may have recorded a span
-    again, split differently; then the caller reads the leaves back instead)."""
-    found: dict[int, dict[tuple[int, int], tuple[int, str]]] = {}
-    for partition, first, last, leaves, hashes in client.query(
-            "SELECT kafka_partition, first_offset, last_offset, leaves, leaf_hashes FROM "
-            + database + ".ledger_landing WHERE batch = {batch:String}",
+    """Each span's piece roots from what the landing view recorded for ``batch``, or None
+    unless it recorded each span once, whole (a retried insert may have recorded a span
+    in several parts; the caller then reads the leaves back instead)."""
+    found: dict[int, set[tuple[int, int, int, str, str]]] = {}
+    for partition, *row in client.query(
+            "SELECT kafka_partition, first_offset, last_offset, leaves, block_roots, "
+            "edge_leaves FROM " + database + ".ledger_landing WHERE batch = {batch:String}",
             parameters={"batch": batch}).result_rows:
-        found.setdefault(int(partition), {})[(int(first), int(last))] = (int(leaves), hashes)
+        found.setdefault(int(partition), set()).add(
+            (int(row[0]), int(row[1]), int(row[2]), str(row[3]), str(row[4])))
     roots: dict[int, list[bytes]] = {}
     for span in spans:
-        pieces = sorted(found.get(span.partition, {}).items())
-        position, blob = span.first, []
-        for (first, last), (leaves, hashes) in pieces:
-            if first != position or leaves != last - first + 1:
-                return None
-            blob.append(hashes)
-            position = last + 1
-        if position != span.last + 1:
+        records = found.get(span.partition, set())
+        if len(records) != 1:
             return None
-        roots[span.partition] = piece_roots(span, bytes.fromhex("".join(blob)))
+        first, last, leaves, blocks, edges = records.pop()
+        if (first, last, leaves) != (span.first, span.last, span.leaves):
+            return None
+        folded = fold_blocks(span, bytes.fromhex(blocks), bytes.fromhex(edges))
+        if folded is None:
+            return None
+        roots[span.partition] = folded
+    return roots
+
+
+def fold_blocks(span: Span, blocks: bytes, edges: bytes) -> list[bytes] | None:
+    """A span's piece roots from the roots of its whole aligned blocks of :data:`BLOCK`
+    leaves and the leaves of its partial blocks (first the one it starts in, then the one
+    it ends in), or None if their sizes do not fit the span. A piece of at least a block
+    is a fold of block roots; a smaller one lies in a partial block (pieces are aligned),
+    so it is a fold of edge leaves."""
+    base, end = span.base, span.base + span.leaves
+    whole_from = -(-base // BLOCK)
+    head_end = min(end, whole_from * BLOCK)
+    tail_from = max(head_end, end // BLOCK * BLOCK)
+    whole = max(0, tail_from // BLOCK - whole_from)
+    if len(blocks) != whole * HASH or len(edges) != (head_end - base + end - tail_from) * HASH:
+        return None
+    height_of_block = BLOCK.bit_length() - 1
+    roots = []
+    for start, height in span.pieces:
+        first = base + start
+        size = 1 << height
+        if height >= height_of_block:
+            at = first // BLOCK - whole_from
+            part = blocks[at * HASH:(at + size // BLOCK) * HASH]
+            size //= BLOCK
+        elif first + size <= head_end:
+            part = edges[(first - base) * HASH:(first - base + size) * HASH]
+        elif first >= tail_from:
+            at = head_end - base + first - tail_from
+            part = edges[at * HASH:(at + size) * HASH]
+        else:
+            return None
+        roots.append(Levels(part).root(size))
     return roots
 
 

@@ -16,9 +16,11 @@ ALTER TABLE {db}.ledger_leaves ADD INDEX IF NOT EXISTS idx_leaf_index leaf_index
 -- stored copy, and writing it was a tenth of the sink's checkpointing cost.
 ALTER TABLE {db}.ledger_leaves DROP COLUMN IF EXISTS leaf_hash;
 
--- A batch's leaf hashes per partition, in offset order (hex), computed by the engine from
--- the rows as the sink inserts them: the sink folds them into its tree without reading
--- events back. Transient (the sink reads them once, right after the insert).
+-- A batch's leaves per partition, computed by the engine from the rows as the sink inserts
+-- them, so the sink folds them into its tree without reading events back: the roots of
+-- the span's whole aligned blocks of 8 leaves (hex, in order), and the leaves of its
+-- partial blocks at either end (hex, in order). Transient: the sink reads its batch's row
+-- once, right after the insert (sinks/ledger_engine.py, landed_roots).
 CREATE TABLE IF NOT EXISTS {db}.ledger_landing
 (
     batch           String,
@@ -26,7 +28,8 @@ CREATE TABLE IF NOT EXISTS {db}.ledger_landing
     first_offset    UInt64,
     last_offset     UInt64,
     leaves          UInt64,
-    leaf_hashes     String,
+    block_roots     String,
+    edge_leaves     String,
     landed_at       DateTime64(3, 'UTC') DEFAULT now64(3)
 )
 ENGINE = MergeTree
@@ -37,22 +40,42 @@ TTL toDateTime(landed_at) + INTERVAL 1 DAY;
 -- with INSERT … SELECT: a backfill finds no named batch and adds nothing.)
 -- Both views fire only for an insert that names a ledger batch in its log_comment setting
 -- (the sink's, with checkpoints on and every span of kept offsets contiguous); any other
--- insert into events (another writer, a test, an attacker) adds nothing here. The leaf
--- expression is core.merkle.LEAF_SQL with its prefix spelled out.
+-- insert into events (another writer, a test, an attacker) adds nothing here. A leaf is
+-- core.merkle.LEAF_SQL with its prefix spelled out; leaf i of a span is its
+-- base + (offset - first offset), an interior node SHA256(0x01 || left || right).
 CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.ledger_landing_mv TO {db}.ledger_landing AS
 SELECT JSONExtractString(getSetting('log_comment'), 'ledger_batch') AS batch,
-       kafka_partition, min(kafka_offset) AS first_offset, max(kafka_offset) AS last_offset,
-       count() AS leaves,
-       arrayStringConcat(arraySort((h, o) -> o, groupArray(hex(SHA256(concat(
-           char(0), 'agentledger.leaf.v1', char(10), tenant, char(10), run_id, char(10),
-           toString(event_id), char(10), hash)))), groupArray(kafka_offset))) AS leaf_hashes,
+       kafka_partition, min(low) AS first_offset, max(high) AS last_offset,
+       sum(n) AS leaves,
+       arrayStringConcat(arrayMap(x -> x.2, arraySort(groupArrayIf((block, root), n = 8))))
+           AS block_roots,
+       arrayStringConcat(arrayMap(x -> x.2, arraySort(groupArrayIf(
+           (block, arrayStringConcat(arrayMap(h -> hex(h), hs))), n < 8)))) AS edge_leaves,
        now64(3) AS landed_at
-FROM {db}.events
-WHERE JSONExtractString(getSetting('log_comment'), 'ledger_batch') != ''
+FROM (
+    SELECT kafka_partition, intDiv(leaf_index, 8) AS block, count() AS n,
+           min(kafka_offset) AS low, max(kafka_offset) AS high,
+           arraySort((h, i) -> i, groupArray(leaf), groupArray(leaf_index)) AS hs,
+           if(n = 8, hex(SHA256(concat(char(1), SHA256(concat(char(1), SHA256(concat(char(1), hs[1], hs[2])), SHA256(concat(char(1), hs[3], hs[4])))), SHA256(concat(char(1), SHA256(concat(char(1), hs[5], hs[6])), SHA256(concat(char(1), hs[7], hs[8]))))))), '') AS root
+    FROM (
+        SELECT kafka_partition, kafka_offset,
+               JSONExtract(getSetting('log_comment'), 'bases', 'Array(UInt64)')[indexOf(
+                   JSONExtract(getSetting('log_comment'), 'partitions', 'Array(UInt16)'),
+                   kafka_partition)] + kafka_offset
+               - JSONExtract(getSetting('log_comment'), 'firsts', 'Array(UInt64)')[indexOf(
+                   JSONExtract(getSetting('log_comment'), 'partitions', 'Array(UInt16)'),
+                   kafka_partition)] AS leaf_index,
+               SHA256(concat(char(0), 'agentledger.leaf.v1', char(10), tenant, char(10),
+                   run_id, char(10), toString(event_id), char(10), hash)) AS leaf
+        FROM {db}.events
+        WHERE JSONExtractString(getSetting('log_comment'), 'ledger_batch') != ''
+          AND has(JSONExtract(getSetting('log_comment'), 'partitions', 'Array(UInt16)'),
+                  kafka_partition)
+    )
+    GROUP BY kafka_partition, block
+)
 GROUP BY kafka_partition;
 
--- Leaf i of a span is base + (offset - first offset): the views are used only for spans
--- whose kept offsets are contiguous.
 CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.ledger_leaves_mv TO {db}.ledger_leaves AS
 SELECT JSONExtract(getSetting('log_comment'), 'logs', 'Array(String)')[indexOf(
            JSONExtract(getSetting('log_comment'), 'partitions', 'Array(UInt16)'),
