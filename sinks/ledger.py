@@ -60,6 +60,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import groupby
+from operator import itemgetter
 from typing import Any
 
 import orjson
@@ -82,6 +83,7 @@ log = logging.getLogger(__name__)
 
 _COL = {name: i for i, name in enumerate(EVENT_COLUMNS)}
 _ID, _PART, _OFF = _COL["event_id"], _COL["kafka_partition"], _COL["kafka_offset"]
+_id_of, _partition_of, _offset_of = itemgetter(_ID), itemgetter(_PART), itemgetter(_OFF)
 
 STATE_COLUMNS = ("log_id", "next_offset", "tree_size", "frontier")
 COPY_COLUMNS = ("kafka_partition", "kafka_offset", "event_id")
@@ -208,7 +210,7 @@ class LedgerLogs:
         with set operations, and only a run holding a copy is judged row by row.
         """
         plan = Plan()
-        partitions = [r[_PART] for r in rows]
+        partitions = list(map(_partition_of, rows))
         by_partition: dict[int, list[int]] = {}
         for partition, run in groupby(range(len(rows)), partitions.__getitem__):
             by_partition.setdefault(int(partition), []).extend(run)
@@ -216,8 +218,9 @@ class LedgerLogs:
             log_id = checkpoint.log_id(partition)
             state = self.logs.get(log_id) or LogState()
             recent = self.recent.get(log_id) or RecentIds(self.recent_capacity)
-            offsets = [rows[i][_OFF] for i in positions]
-            ids = [rows[i][_ID] for i in positions]
+            mine = rows if len(by_partition) == 1 else list(map(rows.__getitem__, positions))
+            offsets = list(map(_offset_of, mine))
+            ids = list(map(_id_of, mine))
             id_set = set(ids)
             if (min(offsets) >= state.next_offset and len(id_set) == len(ids)
                     and not recent.known(id_set)

@@ -19,8 +19,10 @@ ALTER TABLE {db}.ledger_leaves DROP COLUMN IF EXISTS leaf_hash;
 -- A batch's leaves per partition, computed by the engine from the rows as the sink inserts
 -- them, so the sink folds them into its tree without reading events back: the roots of
 -- the span's whole aligned blocks of 8 leaves (hex, in order), and the leaves of its
--- partial blocks at either end (hex, in order). Transient: the sink reads its batch's row
--- once, right after the insert (sinks/ledger_engine.py, landed_roots).
+-- partial blocks at either end (hex, in order). Transient, so in memory: the sink reads
+-- its batch's rows once, right after the insert (sinks/ledger_engine.py, landed_roots),
+-- and only the newest rows are kept (about 8 bytes a leaf). A batch whose rows are gone
+-- (a restart, more partitions in one batch than rows kept) is read back from events.
 CREATE TABLE IF NOT EXISTS {db}.ledger_landing
 (
     batch           String,
@@ -32,9 +34,8 @@ CREATE TABLE IF NOT EXISTS {db}.ledger_landing
     edge_leaves     String,
     landed_at       DateTime64(3, 'UTC') DEFAULT now64(3)
 )
-ENGINE = MergeTree
-ORDER BY (batch, kafka_partition, first_offset)
-TTL toDateTime(landed_at) + INTERVAL 1 DAY;
+ENGINE = Memory
+SETTINGS max_rows_to_keep = 256;
 
 -- (Each view's columns are its table's, in order, since migrating backfills a view
 -- with INSERT … SELECT: a backfill finds no named batch and adds nothing.)
