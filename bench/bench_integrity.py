@@ -7,7 +7,8 @@
   landing the same ``--events`` messages twice, once with ``checkpoints_enabled`` and once
   without (order alternated over ``--rounds``, best of each), so the figure is
   ``checkpoint_overhead_pct = (rate_off / rate_on - 1) * 100`` (goal <= 5) beside both
-  raw rates.
+  raw rates, the sink process's CPU per event in each mode (median; steadier than the
+  rates on a shared machine) and how many batches had their leaves read back.
 - ``coverage``: events produced at ``--rate`` events/s for ``--seconds`` to a sink with
   checkpoints on (default interval); for every leaf, landing (its ``ledger_leaves`` row,
   written in the flush that landed the event) to the issue time of the first signed head
@@ -124,9 +125,11 @@ def child_sink(bootstrap: str, data_dir: str, expected: int, checkpoints: bool,
 
     threading.Thread(target=watch, daemon=True).start()
     sink.run()
+    logs = getattr(sink.writes.writer, "logs", None)
     print(json.dumps({"seconds": marks["done"] - marks["first"],
                       "cpu_seconds": marks["cpu_done"] - marks["cpu_first"],
-                      "inserted": sink.stats.inserted}))
+                      "inserted": sink.stats.inserted,
+                      "read_back": logs.stats.read_back if logs is not None else 0}))
 
 
 def child_coverage(bootstrap: str, data_dir: str, expected: int) -> None:
@@ -185,6 +188,7 @@ def checkpoint_overhead(opts: argparse.Namespace, work: Path) -> dict[str, Any]:
     n = opts.events
     best = {True: float("inf"), False: float("inf")}
     cpu: dict[bool, list[float]] = {True: [], False: []}
+    read_back = 0
     with EmbeddedBroker() as broker:
         ensure_topics(client_config(broker.bootstrap, "admin"), default_topics(3))
         _produce(broker.bootstrap, [_event(seed, i) for i in range(n)])
@@ -194,6 +198,7 @@ def checkpoint_overhead(opts: argparse.Namespace, work: Path) -> dict[str, Any]:
                               "1" if on else "0", f"bench-{r}-{int(on)}"])
                 best[on] = min(best[on], got["seconds"])
                 cpu[on].append(got["cpu_seconds"])
+                read_back += got["read_back"]
     rate_on, rate_off = n / best[True], n / best[False]
     return {"checkpoint_overhead_pct": round((rate_off / rate_on - 1) * 100, 2),
             "sink_events_per_s_with_checkpoints": round(rate_on),
@@ -203,6 +208,9 @@ def checkpoint_overhead(opts: argparse.Namespace, work: Path) -> dict[str, Any]:
                 statistics.median(cpu[True]) / n * 1e6, 2),
             "sink_cpu_us_per_event_without_checkpoints": round(
                 statistics.median(cpu[False]) / n * 1e6, 2),
+            # batches whose leaves were read back from events instead of recorded as they
+            # landed (sinks/ledger_engine.py); 0 when every span was contiguous
+            "checkpoint_read_back_batches": read_back,
             "overhead_events": n, "overhead_rounds": opts.rounds}
 
 
