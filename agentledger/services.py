@@ -35,9 +35,10 @@ from agentledger.core.store import StoreBusy, claim_store, client_for
 from agentledger.monitor import PipelineReporter
 from agentledger.queries.pipeline import HealthLimits
 from agentledger.schemas import topics
+from agentledger.sinks.checkpoint_topic import TopicPublisher
 from agentledger.sinks.clickhouse import BatchPolicy, ClickHouseWriter
 from agentledger.sinks.consumer import Sink, SinkStats
-from agentledger.sinks.ledger import LedgerLogs, LedgerWriter, TopicPublisher
+from agentledger.sinks.ledger import LedgerLogs, LedgerWriter
 from agentledger.sinks.migrate import migrate
 
 log = logging.getLogger(__name__)
