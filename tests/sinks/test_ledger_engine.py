@@ -117,7 +117,8 @@ def test_other_inserts_add_nothing_and_gaps_are_numbered_by_rank(
     assert subtree_roots(client, db, [span])[7] == piece_roots(span, python_leaves(rows))
     insert_leaves(client, db, [span])
     assert leaf_records(client, db, span.log_id) == [
-        (40 + i, offset, str(r[0])) for i, (offset, r) in enumerate(zip(offsets, rows))]
+        (40 + i, offset, str(r[0]))
+        for i, (offset, r) in enumerate(zip(offsets, rows, strict=True))]
 
 
 def test_read_back_takes_identical_copies_and_refuses_other_rows(
