@@ -13,9 +13,10 @@ writer thread, before the loop commits the batch's offsets):
 
 1. the batch is judged (:meth:`LedgerLogs.plan`: which events become leaves), and its
    ``events`` rows, less copies of existing leaves, are inserted;
-2. the engine reads its new leaves back from ``events`` (refusing a batch whose offsets
-   hold other rows than the judged ones), returns their subtree roots and records them in
-   ``ledger_leaves``; where the dropped copies of leaves were goes to
+2. the engine's views recorded its leaves (``ledger_leaves``) and their block roots
+   with that insert; for a batch they cannot number, the engine reads the leaves back
+   from ``events`` (refusing offsets that hold other rows than the judged ones) and
+   records them now; where the dropped copies of leaves were goes to
    ``duplicate_copies`` (so ``reconcile`` accounts for their offsets);
 3. each touched log's state (frontier, size, next offset covered) is inserted into
    ``ledger_state``;

@@ -1,20 +1,30 @@
-"""The engine's half of the sink's Merkle logs: a batch's leaves read back from ``events``,
-hashed, folded into aligned subtrees and recorded in ``ledger_leaves``, all in ClickHouse.
+"""The engine's half of the sink's Merkle logs: a batch's leaves hashed, folded into
+aligned blocks and recorded in ``ledger_leaves``, in ClickHouse.
 
 Why in the engine: the sink is bound by Python (one interpreter lock) at about 34 µs an
 event, and building each leaf in Python (its bytes, its sha256, the frontier append, the
-``ledger_leaves`` row) cost about half as much again. The engine holds the rows already,
-hashes them off the interpreter lock and returns them as one string; the sink folds them
-into one root per aligned perfect subtree of the batch
-(:func:`agentledger.core.merkle.aligned_pieces`, about 2·log2 n of them), which
+``ledger_leaves`` row) cost about half as much again. The engine holds the rows already
+and works off the interpreter lock; the sink folds what it returns into one root per
+aligned perfect subtree of the batch (:func:`agentledger.core.merkle.aligned_pieces`,
+about 2·log2 n of them), which
 :meth:`~agentledger.core.merkle.CompactRange.append_subtree` adds to the frontier.
 
-What the read-back trusts, and checks: the rows at a batch's offsets are the rows the sink
-inserted a moment before. :func:`subtree_roots` counts them: every offset of the span must
-hold exactly one distinct row, and as many as the sink judged leaves, or the write fails
-(and is retried, then stops the sink loudly) rather than signing something else. A row at
-those offsets that equals the inserted one (a retried insert, a crashed flush's leftover)
-is the same leaf.
+Two ways, the first whenever it applies:
+
+- *As the rows land* (:func:`landing_comment`, :func:`landed_roots`): the sink names the
+  batch in the ``events`` insert's ``log_comment``; two views
+  (``schemas/clickhouse/026_ledger_read_back.sql``) write the leaf records and the roots
+  of the batch's whole blocks of :data:`BLOCK` leaves from the inserted rows themselves,
+  so nothing is read twice and only an eighth of a node per leaf is hashed here. Needs
+  every span's kept offsets contiguous (a leaf's index is then its offset's distance
+  from the span's first one).
+- *Read back* (:func:`subtree_roots`, :func:`insert_leaves`): a batch with a gap, or
+  whose landing record is missing or split. What it trusts, and checks: the rows at a
+  batch's offsets are the rows the sink inserted a moment before. Every offset of the
+  span must hold exactly one distinct row, and as many as the sink judged leaves, or
+  the write fails (and is retried, then stops the sink loudly) rather than signing
+  something else. A row equal to the inserted one (a retried insert, a crashed flush's
+  leftover) is the same leaf.
 """
 
 from __future__ import annotations
