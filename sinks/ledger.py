@@ -223,21 +223,22 @@ class LedgerLogs:
             offsets = list(map(_offset_of, mine))
             ids = list(map(_id_of, mine))
             id_set = set(ids)
-            if (min(offsets) >= state.next_offset and len(id_set) == len(ids)
-                    and not recent.known(id_set)
-                    and not self._known(log_id, state.tree.size, recent.must_ask(id_set))):
+            known = recent.known(id_set)
+            known |= self._known(log_id, state.tree.size, recent.must_ask(id_set - known))
+            if min(offsets) >= state.next_offset and len(id_set) == len(ids) and not known:
                 plan.logs.append(LogPlan(
                     Span(partition, log_id, min(offsets), max(offsets), state.tree.size,
                          len(ids)), max(offsets) + 1, id_set))
                 plan.leaves += len(ids)
                 continue
-            self._judge_rows(plan, rows, positions, state, recent, partition)
+            self._judge_rows(plan, rows, positions, state, known, partition)
         plan.landing = landing_comment(plan.batch, [lp.span for lp in plan.logs])
         return plan
 
     def _judge_rows(self, plan: Plan, rows: Sequence[Sequence[Any]], positions: list[int],
-                    state: LogState, recent: RecentIds, partition: int) -> None:
-        """One partition's rows judged one by one: some are covered, copies or both."""
+                    state: LogState, known: set[str], partition: int) -> None:
+        """One partition's rows judged one by one: some are covered, copies or both.
+        ``known``: which of their ids are leaves already (asked once, in :meth:`plan`)."""
         log_id = checkpoint.log_id(partition)
         if plan.keep is None:
             plan.keep = [True] * len(rows)
@@ -251,9 +252,6 @@ class LedgerLogs:
         plan.already_covered += len(positions) - len(fresh)
         if not fresh:
             return
-        fresh_ids = {rows[i][_ID] for i in fresh}
-        known = recent.known(fresh_ids)
-        known |= self._known(log_id, state.tree.size, recent.must_ask(fresh_ids - known))
         new_ids: set[str] = set()
         kept: list[int] = []
         for i in fresh:

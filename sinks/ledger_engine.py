@@ -58,6 +58,11 @@ class Span:
     def __post_init__(self) -> None:
         self.pieces = merkle.aligned_pieces(self.base, self.leaves)
 
+    @property
+    def contiguous(self) -> bool:
+        """No offset between its first and last was dropped: leaf i is at first + i."""
+        return self.last - self.first + 1 == self.leaves
+
 
 class ReadBackMismatch(RuntimeError):
     """The store's rows at a batch's offsets are not the leaves the sink judged."""
@@ -155,7 +160,7 @@ def landing_comment(batch: str, spans: Sequence[Span]) -> str | None:
     as its ``events`` rows are inserted (``schemas/clickhouse/026_ledger_read_back.sql``),
     or None when a span's kept offsets are not contiguous (its leaf indexes are ranks,
     which the views cannot number; :func:`subtree_roots` and :func:`insert_leaves` do)."""
-    if not spans or any(s.last - s.first + 1 != s.leaves for s in spans):
+    if not spans or not all(s.contiguous for s in spans):
         return None
     return json.dumps({"ledger_batch": batch, "partitions": [s.partition for s in spans],
                        "logs": [s.log_id for s in spans], "bases": [s.base for s in spans],
@@ -231,7 +236,7 @@ def insert_leaves(client: Client, database: str, spans: Sequence[Span]) -> None:
     read them for :func:`subtree_roots` (which must have run: it says whether copies of
     rows need setting aside)."""
     careful = any(s.careful for s in spans)
-    contiguous = all(s.last - s.first + 1 == s.leaves for s in spans)
+    contiguous = all(s.contiguous for s in spans)
     client.command(_insert_leaves(database, careful, contiguous), parameters={
         **_bounds(spans), "logs": [s.log_id for s in spans],
         "bases": [s.base for s in spans]})
